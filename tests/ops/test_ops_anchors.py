@@ -1,0 +1,303 @@
+"""Tests for visionkit.ops.anchors: Python-loop references, torchvision golden values, k-means."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from visionkit.ops.anchors import (
+    AnchorGenerator,
+    anchor_fitness,
+    fpn_anchor_generator,
+    generate_anchors,
+    generate_base_anchors,
+    grid_anchors,
+    kmeans_anchors,
+    kmeans_plus_plus_init,
+    wh_iou,
+)
+
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "torchvision_coder_golden.pt"
+
+
+# ------------------------------------------------------------------ slow, obviously correct references
+def reference_anchors(feature_sizes, image_size, sizes, aspect_ratios, offset=0.0, rounding=True):
+    """Anchors written as nested loops, straight from the definition (ratio = h / w)."""
+    rows = []
+    for (height, width), level_sizes, level_ratios in zip(feature_sizes, sizes, aspect_ratios, strict=True):
+        stride_y, stride_x = image_size[0] // height, image_size[1] // width
+        for i in range(height):
+            for j in range(width):
+                centre_x, centre_y = (j + offset) * stride_x, (i + offset) * stride_y
+                for ratio in level_ratios:
+                    for size in level_sizes:
+                        half_w = size / math.sqrt(ratio) / 2
+                        half_h = size * math.sqrt(ratio) / 2
+                        box = [-half_w, -half_h, half_w, half_h]
+                        if rounding:
+                            box = [float(round(v)) for v in box]
+                        rows.append(
+                            [box[0] + centre_x, box[1] + centre_y, box[2] + centre_x, box[3] + centre_y]
+                        )
+    return torch.tensor(rows, dtype=torch.float64).reshape(-1, 4)
+
+
+def reference_wh_iou(wh1, wh2):
+    out = torch.zeros(len(wh1), len(wh2), dtype=torch.float64)
+    for a, (w1, h1) in enumerate(wh1.tolist()):
+        for b, (w2, h2) in enumerate(wh2.tolist()):
+            inter = min(w1, w2) * min(h1, h2)
+            out[a, b] = inter / (w1 * h1 + w2 * h2 - inter)
+    return out
+
+
+def reference_kmeans(wh, centers, iterations):
+    """Lloyd's algorithm with 1 - IoU, one point and one cluster at a time."""
+    points = wh.tolist()
+    centers = centers.tolist()
+    assignment = None
+    for _ in range(iterations):
+        new = []
+        for point in points:
+            ious = reference_wh_iou(torch.tensor([point]), torch.tensor(centers))[0].tolist()
+            new.append(max(range(len(centers)), key=lambda c, ious=ious: (ious[c], -c)))
+        if new == assignment:
+            break
+        assignment = new
+        for c in range(len(centers)):
+            members = [p for p, a in zip(points, assignment, strict=True) if a == c]
+            if members:
+                centers[c] = [
+                    sum(m[0] for m in members) / len(members),
+                    sum(m[1] for m in members) / len(members),
+                ]
+    centers.sort(key=lambda wh: wh[0] * wh[1])
+    return torch.tensor(centers, dtype=torch.float64)
+
+
+# ------------------------------------------------------------------ anchor generator
+@pytest.mark.parametrize(
+    ("feature_sizes", "image_size", "sizes", "ratios"),
+    [
+        ([(4, 5)], (64, 80), ((128, 256, 512),), ((0.5, 1.0, 2.0),)),
+        ([(7, 9)], (67, 93), ((32, 64, 128),), ((0.5, 1.0, 2.0),)),
+        ([(8, 8), (4, 4), (2, 2)], (64, 64), ((32,), (64,), (128,)), ((0.5, 1.0, 2.0),) * 3),
+        ([(3, 2), (1, 1)], (30, 25), ((10, 21.3), (40,)), ((0.3, 1.7), (1.0, 4.0))),
+    ],
+)
+@pytest.mark.parametrize("rounding", [True, False])
+def test_generate_anchors_matches_loop_reference(feature_sizes, image_size, sizes, ratios, rounding):
+    ours = generate_anchors(
+        feature_sizes, image_size, sizes, ratios, round_base_anchors=rounding, dtype=torch.float64
+    )
+    expected = reference_anchors(feature_sizes, image_size, sizes, ratios, rounding=rounding)
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-9)
+
+
+def test_offset_half_puts_anchors_at_cell_centres():
+    ours = generate_anchors([(3, 4)], (48, 64), ((16,),), ((1.0,),), offset=0.5)
+    expected = reference_anchors([(3, 4)], (48, 64), ((16,),), ((1.0,),), offset=0.5).float()
+    torch.testing.assert_close(ours, expected, rtol=0, atol=0)
+    centres = (ours[:, :2] + ours[:, 2:]) / 2
+    assert centres[0].tolist() == [8.0, 8.0] and centres[-1].tolist() == [56.0, 40.0]
+
+
+def test_default_is_k9_and_shapes_follow_ratio_definition():
+    generator = AnchorGenerator()
+    assert generator.num_anchors_per_location() == [9]
+    base = generate_base_anchors(
+        (128, 256, 512), (0.5, 1.0, 2.0), round_base_anchors=False, dtype=torch.float64
+    )
+    widths, heights = base[:, 2] - base[:, 0], base[:, 3] - base[:, 1]
+    torch.testing.assert_close(
+        widths * heights, torch.tensor([128.0, 256, 512] * 3, dtype=torch.float64) ** 2
+    )
+    torch.testing.assert_close(
+        heights / widths, torch.tensor([0.5] * 3 + [1.0] * 3 + [2.0] * 3, dtype=torch.float64)
+    )
+    assert torch.equal((base[:, :2] + base[:, 2:]), torch.zeros(9, 2, dtype=torch.float64))
+
+
+def test_order_is_location_major_then_anchor():
+    generator = AnchorGenerator(((32, 64),), ((0.5, 1.0, 2.0),))
+    anchors = generator(torch.zeros(1, 3, 64, 96), [torch.zeros(1, 4, 4, 6)])[0]
+    assert anchors.shape == (4 * 6 * 6, 4)
+    per_location = anchors.reshape(4, 6, 6, 4)
+    centres = (per_location[..., :2] + per_location[..., 2:]) / 2
+    # every anchor of one location shares its centre; x moves fastest across locations
+    assert torch.equal(centres, centres[:, :, :1].expand_as(centres))
+    assert centres[0, 1, 0].tolist() == [16.0, 0.0] and centres[1, 0, 0].tolist() == [0.0, 16.0]
+
+
+def test_module_returns_one_tensor_per_image_and_float_dtypes():
+    generator = AnchorGenerator(((16,), (32,)), ((1.0, 2.0), (1.0,)))
+    images = torch.zeros(3, 3, 32, 32)
+    maps = [torch.zeros(3, 2, 4, 4, dtype=torch.float16), torch.zeros(3, 2, 2, 2, dtype=torch.float16)]
+    anchors = generator(images, maps)
+    assert len(anchors) == 3 and all(a.shape == (4 * 4 * 2 + 2 * 2, 4) for a in anchors)
+    assert anchors[0].dtype == torch.float32  # fp16 maps still get float32 anchors
+    anchors[0][0, 0] = 1e6  # images do not share storage
+    assert anchors[1][0, 0] != 1e6
+    maps64 = [m.double() for m in maps]
+    assert generator(images, maps64)[0].dtype == torch.float64
+
+
+def test_fpn_helper():
+    generator = fpn_anchor_generator()
+    assert generator.num_anchors_per_location() == [3] * 5
+    assert generator.sizes == ((32.0,), (64.0,), (128.0,), (256.0,), (512.0,))
+    retina = fpn_anchor_generator((32, 64, 128, 256, 512), scales_per_octave=3)
+    assert retina.num_anchors_per_location() == [9] * 5
+    assert retina.sizes[1] == pytest.approx((64.0, 64 * 2 ** (1 / 3), 64 * 2 ** (2 / 3)))
+    with pytest.raises(ValueError, match="scales_per_octave"):
+        fpn_anchor_generator(scales_per_octave=0)
+
+
+def test_empty_feature_map_gives_empty_anchors():
+    anchors = generate_anchors([(0, 5)], (32, 32), ((8,),), ((1.0,),))
+    assert anchors.shape == (0, 4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sizes": ((32,), (64,)), "aspect_ratios": ((1.0,),)}, "same length"),
+        ({"sizes": ((0,),), "aspect_ratios": ((1.0,),)}, r"sizes\[0\]\[0\]"),
+        ({"sizes": ((32,),), "aspect_ratios": ((1.0, -2.0),)}, r"aspect_ratios\[0\]\[1\]"),
+        ({"sizes": ((32,),), "aspect_ratios": ((float("nan"),),)}, r"aspect_ratios\[0\]\[0\]"),
+        ({"sizes": ((),), "aspect_ratios": ((1.0,),)}, "non-empty"),
+    ],
+)
+def test_generator_rejects_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AnchorGenerator(**kwargs)
+
+
+def test_generator_rejects_bad_inputs():
+    generator = AnchorGenerator(((32,),), ((1.0,),))
+    with pytest.raises(ValueError, match="2 levels"):
+        generator(torch.zeros(1, 3, 32, 32), [torch.zeros(1, 1, 4, 4)] * 2)
+    with pytest.raises(ValueError, match=r"feature_sizes\[0\].*larger than image_size"):
+        generator(torch.zeros(1, 3, 32, 32), [torch.zeros(1, 1, 64, 4)])
+    with pytest.raises(ValueError, match="stride"):
+        grid_anchors(torch.zeros(1, 4), (2, 2), (0, 8))
+    with pytest.raises(ValueError, match="base_anchors"):
+        grid_anchors(torch.zeros(1, 5), (2, 2), (8, 8))
+    with pytest.raises(ValueError, match="image_size"):
+        generate_anchors([(2, 2)], (0, 32), ((8,),), ((1.0,),))
+
+
+def _golden():
+    if not GOLDEN.exists():
+        pytest.skip(f"{GOLDEN} missing (made by tests/data/make_torchvision_coder_golden.py)")
+    return torch.load(GOLDEN, weights_only=False)
+
+
+def test_anchor_generator_equals_torchvision_golden():
+    cases = _golden()["anchors"]
+    assert len(cases) == 4
+    for case in cases:
+        generator = AnchorGenerator(case["sizes"], case["aspect_ratios"])
+        assert generator.num_anchors_per_location() == case["num_anchors_per_location"]
+        images = torch.zeros(2, 3, *case["image_size"])
+        maps = [torch.zeros(2, 4, h, w) for h, w in case["feature_sizes"]]
+        anchors = generator(images, maps)
+        assert len(anchors) == 2
+        torch.testing.assert_close(anchors[0], case["anchors"], rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------ k-means anchors (YOLOv2 / v3)
+def test_wh_iou_matches_loop_reference():
+    generator = torch.Generator().manual_seed(0)
+    wh1 = torch.rand(13, 2, generator=generator, dtype=torch.float64) * 100 + 0.5
+    wh2 = torch.rand(7, 2, generator=generator, dtype=torch.float64) * 100 + 0.5
+    torch.testing.assert_close(wh_iou(wh1, wh2), reference_wh_iou(wh1, wh2), rtol=1e-12, atol=1e-12)
+    assert wh_iou(wh1.half(), wh2.half()).dtype == torch.float32
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(0.01, 1e4), st.floats(0.01, 1e4)), min_size=1, max_size=6),
+    st.lists(st.tuples(st.floats(0.01, 1e4), st.floats(0.01, 1e4)), min_size=1, max_size=6),
+)
+def test_wh_iou_fuzz(first, second):
+    wh1, wh2 = torch.tensor(first, dtype=torch.float64), torch.tensor(second, dtype=torch.float64)
+    ours = wh_iou(wh1, wh2)
+    torch.testing.assert_close(ours, reference_wh_iou(wh1, wh2), rtol=1e-9, atol=1e-12)
+    assert bool(((ours > 0) & (ours <= 1 + 1e-12)).all())
+    torch.testing.assert_close(ours, wh_iou(wh2, wh1).T)
+
+
+def _clustered_wh(seed: int, per_cluster: int = 150):
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.tensor(
+        [[10.0, 13], [16, 30], [33, 23], [30, 61], [62, 45], [59, 119], [116, 90], [156, 198], [373, 326]]
+    )
+    noise = 1 + 0.04 * torch.randn(len(centres), per_cluster, 2, generator=generator)
+    wh = (centres[:, None, :] * noise).reshape(-1, 2)
+    return centres, wh[torch.randperm(len(wh), generator=generator)]
+
+
+def test_kmeans_recovers_yolov3_cluster_centres():
+    centres, wh = _clustered_wh(seed=1)
+    anchors = kmeans_anchors(wh, k=9, seed=0)
+    torch.testing.assert_close(anchors, centres, rtol=0.03, atol=0.0)
+    assert anchor_fitness(wh, anchors) > 0.9
+    areas = anchors.prod(dim=1)
+    assert bool((areas[1:] >= areas[:-1]).all())
+
+
+def test_kmeans_equals_loop_reference_with_same_init():
+    _, wh = _clustered_wh(seed=2, per_cluster=20)
+    wh = (wh * torch.linspace(0.7, 1.3, len(wh))[:, None]).double()  # blur clusters: more Lloyd rounds
+    init = kmeans_plus_plus_init(wh, 6, torch.Generator().manual_seed(3))
+    ours = kmeans_anchors(wh, 6, initial_centers=init, iterations=50)
+    torch.testing.assert_close(ours, reference_kmeans(wh, init, 50), rtol=1e-12, atol=1e-12)
+    # The seeded path uses exactly this init.
+    torch.testing.assert_close(kmeans_anchors(wh, 6, seed=3, iterations=50), ours, rtol=0, atol=0)
+
+
+def test_kmeans_is_deterministic_from_seed_and_beats_random_anchors():
+    _, wh = _clustered_wh(seed=4, per_cluster=30)
+    first, second = kmeans_anchors(wh, 5, seed=7), kmeans_anchors(wh, 5, seed=7)
+    assert torch.equal(first, second)
+    random_pick = wh[torch.randperm(len(wh), generator=torch.Generator().manual_seed(0))[:5]]
+    assert anchor_fitness(wh, first) > anchor_fitness(wh, random_pick)
+
+
+def test_kmeans_plus_plus_picks_distinct_points_with_duplicates():
+    wh = torch.tensor([[5.0, 5.0]] * 50 + [[50.0, 20.0]] * 50 + [[20.0, 50.0]])
+    for seed in range(5):
+        init = kmeans_plus_plus_init(wh, 3, torch.Generator().manual_seed(seed))
+        assert torch.unique(init, dim=0).shape[0] == 3
+    assert kmeans_anchors(wh, 3).shape == (3, 2)
+
+
+def test_kmeans_errors_are_clear():
+    wh = torch.tensor([[5.0, 5.0], [5.0, 5.0], [8.0, 3.0]])
+    with pytest.raises(ValueError, match="k=3 clusters need at least 3 distinct sizes, but wh has only 2"):
+        kmeans_anchors(wh, k=3)
+    with pytest.raises(ValueError, match=r"wh\[1\] must hold a positive finite width and height"):
+        kmeans_anchors(torch.tensor([[5.0, 5.0], [0.0, 4.0]]), k=1)
+    with pytest.raises(ValueError, match=r"wh\[0\]"):
+        kmeans_anchors(torch.tensor([[float("nan"), 5.0]]), k=1)
+    with pytest.raises(ValueError, match=r"shape \[N, 2\]"):
+        kmeans_anchors(torch.ones(4, 4), k=1)
+    with pytest.raises(ValueError, match="k must be"):
+        kmeans_anchors(wh, k=0)
+    with pytest.raises(ValueError, match="initial_centers must have shape"):
+        kmeans_anchors(wh, k=2, initial_centers=torch.ones(3, 2))
+    with pytest.raises(ValueError, match="at least one"):
+        anchor_fitness(torch.zeros(0, 2), torch.ones(1, 2))
+
+
+def test_anchor_fitness_matches_loop_reference():
+    _, wh = _clustered_wh(seed=5, per_cluster=5)
+    anchors = torch.tensor([[10.0, 10.0], [50.0, 80.0], [300.0, 300.0]])
+    expected = sum(max(row) for row in reference_wh_iou(wh, anchors).tolist()) / len(wh)
+    assert anchor_fitness(wh, anchors) == pytest.approx(expected, rel=1e-6)
