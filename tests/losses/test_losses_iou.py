@@ -1,0 +1,153 @@
+"""GIoU / DIoU / CIoU losses: torchvision goldens, loop reference, degenerate boxes, empty, gradcheck."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from visionkit.losses import CIoULoss, DIoULoss, GIoULoss, ciou_loss, diou_loss, giou_loss
+
+GOLDEN = torch.load(
+    Path(__file__).resolve().parents[1] / "data" / "torchvision_roi_golden.pt", weights_only=True
+)
+LOSSES = {"giou": giou_loss, "diou": diou_loss, "ciou": ciou_loss}
+
+
+def _reference(kind, a, b):
+    """One pair at a time, straight from the papers' definitions (no eps: test pairs have area > 0)."""
+    ax1, ay1, ax2, ay2 = a.tolist()
+    bx1, by1, bx2, by2 = b.tolist()
+    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+    iou = inter / union
+    cx1, cy1, cx2, cy2 = min(ax1, bx1), min(ay1, by1), max(ax2, bx2), max(ay2, by2)
+    if kind == "giou":
+        hull = (cx2 - cx1) * (cy2 - cy1)
+        return 1 - iou + (hull - union) / hull
+    rho2 = ((ax1 + ax2 - bx1 - bx2) / 2) ** 2 + ((ay1 + ay2 - by1 - by2) / 2) ** 2
+    diou = 1 - iou + rho2 / ((cx2 - cx1) ** 2 + (cy2 - cy1) ** 2)
+    if kind == "diou":
+        return diou
+    v = 4 / math.pi**2 * (math.atan((bx2 - bx1) / (by2 - by1)) - math.atan((ax2 - ax1) / (ay2 - ay1))) ** 2
+    return diou + v / (1 - iou + v) * v if v > 0 else diou
+
+
+@pytest.mark.parametrize("kind", ["giou", "diou", "ciou"])
+def test_matches_torchvision_golden(kind):
+    # torchvision adds eps=1e-7 to each denominator (areas here are 0.25..70); we divide exactly, so the
+    # values agree to ~1e-8 relative, not to float64 round-off.
+    boxes1 = GOLDEN["iou_loss/boxes1"].clone().requires_grad_()
+    loss = LOSSES[kind](boxes1, GOLDEN["iou_loss/boxes2"])
+    torch.testing.assert_close(loss, GOLDEN[f"iou_loss/{kind}/out"], rtol=1e-6, atol=1e-7)
+    (loss * GOLDEN[f"iou_loss/{kind}/weight"]).sum().backward()
+    torch.testing.assert_close(boxes1.grad, GOLDEN[f"iou_loss/{kind}/grad"], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("kind", ["giou", "diou", "ciou"])
+def test_matches_pairwise_reference(kind):
+    generator = torch.Generator().manual_seed(0)
+    xy = torch.rand(30, 2, generator=generator, dtype=torch.float64) * 20
+    boxes1 = torch.cat((xy, xy + torch.rand(30, 2, generator=generator, dtype=torch.float64) * 10 + 0.1), 1)
+    xy = torch.rand(30, 2, generator=generator, dtype=torch.float64) * 20
+    boxes2 = torch.cat((xy, xy + torch.rand(30, 2, generator=generator, dtype=torch.float64) * 10 + 0.1), 1)
+    expected = torch.tensor(
+        [_reference(kind, a, b) for a, b in zip(boxes1, boxes2, strict=True)], dtype=torch.float64
+    )
+    torch.testing.assert_close(LOSSES[kind](boxes1, boxes2), expected)
+    # Identical boxes: loss 0; the loss is bounded by 2 (GIoU) / 2 (DIoU) for disjoint boxes.
+    assert LOSSES[kind](boxes1, boxes1).abs().max() < 1e-6
+    assert (LOSSES[kind](boxes1, boxes2) <= 2 + 1).all()
+
+
+@pytest.mark.parametrize("kind", ["giou", "diou", "ciou"])
+def test_degenerate_boxes_are_finite(kind):
+    boxes1 = torch.tensor(
+        [[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 2.0, 0.0], [0.0, 0.0, 1.0, 1.0]], requires_grad=True
+    )
+    boxes2 = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 2.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    loss = LOSSES[kind](boxes1, boxes2)
+    assert torch.isfinite(loss).all()
+    loss.sum().backward()
+    assert torch.isfinite(boxes1.grad).all()
+
+
+@pytest.mark.parametrize("kind", ["giou", "diou", "ciou"])
+def test_empty_fp16_and_integer_inputs(kind):
+    empty = torch.zeros(0, 4, requires_grad=True)
+    loss = LOSSES[kind](empty, torch.zeros(0, 4), reduction="mean")
+    assert loss.item() == 0.0
+    loss.backward()
+    assert LOSSES[kind](empty, torch.zeros(0, 4)).shape == (0,)
+    half = torch.tensor([[0.0, 0.0, 2000.0, 2000.0]], dtype=torch.float16)
+    assert LOSSES[kind](half, half + 100).dtype == torch.float32
+    integer = torch.tensor([[0, 0, 4, 4]])
+    torch.testing.assert_close(
+        LOSSES[kind](integer, integer + 1), LOSSES[kind](integer.float(), integer.float() + 1)
+    )
+
+
+def test_gradcheck_float64():
+    generator = torch.Generator().manual_seed(1)
+    xy = torch.rand(5, 2, generator=generator, dtype=torch.float64) * 5
+    boxes1 = torch.cat((xy, xy + torch.rand(5, 2, generator=generator, dtype=torch.float64) * 4 + 1), 1)
+    boxes2 = boxes1 + torch.randn(5, 4, generator=generator, dtype=torch.float64)
+    boxes1.requires_grad_()
+    assert torch.autograd.gradcheck(lambda b: giou_loss(b, boxes2, "mean"), (boxes1,))
+    assert torch.autograd.gradcheck(lambda b: diou_loss(b, boxes2, "mean"), (boxes1,))
+
+
+def _aspect_penalty(boxes1, boxes2):
+    w1, h1 = boxes1[:, 2] - boxes1[:, 0], boxes1[:, 3] - boxes1[:, 1]
+    w2, h2 = boxes2[:, 2] - boxes2[:, 0], boxes2[:, 3] - boxes2[:, 1]
+    return 4 / math.pi**2 * (torch.atan(w2 / h2) - torch.atan(w1 / h1)) ** 2
+
+
+def test_ciou_gradient_is_finite_difference_with_alpha_frozen():
+    # CIoU's alpha is a constant by design (no gradient), so the loss's gradient is that of
+    # DIoU + alpha0 * v with alpha0 fixed at the evaluation point: check it by central differences.
+    generator = torch.Generator().manual_seed(2)
+    xy = torch.rand(4, 2, generator=generator, dtype=torch.float64) * 5
+    boxes1 = torch.cat((xy, xy + torch.rand(4, 2, generator=generator, dtype=torch.float64) * 4 + 1), 1)
+    boxes2 = boxes1 + torch.randn(4, 4, generator=generator, dtype=torch.float64) * 0.7
+    v0 = _aspect_penalty(boxes1, boxes2)
+    iou0 = torch.tensor(
+        [_reference_iou(a, b) for a, b in zip(boxes1, boxes2, strict=True)], dtype=torch.float64
+    )
+    alpha0 = v0 / (1 - iou0 + v0)
+
+    def frozen(b):
+        return (diou_loss(b, boxes2) + alpha0 * _aspect_penalty(b, boxes2)).sum()
+
+    analytic = boxes1.clone().requires_grad_()
+    ciou_loss(analytic, boxes2, "sum").backward()
+    step, numeric = 1e-6, torch.zeros_like(boxes1)
+    for index in range(boxes1.numel()):
+        delta = torch.zeros_like(boxes1).view(-1)
+        delta[index] = step
+        delta = delta.view_as(boxes1)
+        numeric.view(-1)[index] = (frozen(boxes1 + delta) - frozen(boxes1 - delta)) / (2 * step)
+    torch.testing.assert_close(analytic.grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+def _reference_iou(a, b):
+    ax1, ay1, ax2, ay2 = a.tolist()
+    bx1, by1, bx2, by2 = b.tolist()
+    inter = max(0.0, min(ax2, bx2) - max(ax1, bx1)) * max(0.0, min(ay2, by2) - max(ay1, by1))
+    return inter / ((ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter)
+
+
+def test_modules_and_bad_input():
+    a = torch.tensor([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 4.0]])
+    b = torch.tensor([[1.0, 0.0, 3.0, 2.0], [1.0, 1.0, 3.0, 3.0]])
+    for module, fn in ((GIoULoss(), giou_loss), (DIoULoss(), diou_loss), (CIoULoss(), ciou_loss)):
+        assert torch.equal(module(a, b), fn(a, b, "mean"))
+    assert "reduction='sum'" in repr(GIoULoss("sum"))
+    with pytest.raises(ValueError, match="boxes1"):
+        giou_loss(torch.zeros(2, 5), b)
+    with pytest.raises(ValueError, match="same shape"):
+        diou_loss(a, b[:1])
+    with pytest.raises(ValueError, match="reduction"):
+        ciou_loss(a, b, reduction="avg")
