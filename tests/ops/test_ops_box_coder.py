@@ -1,0 +1,215 @@
+"""Tests for visionkit.ops.box_coder: loop reference, round trips, torchvision golden, clamping, errors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from visionkit.ops.box_coder import DEFAULT_BBOX_XFORM_CLIP, BoxCoder, decode_boxes, encode_boxes
+
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "torchvision_coder_golden.pt"
+
+
+# ------------------------------------------------------------------ slow, obviously correct references
+def reference_encode(gt, proposals, weights):
+    wx, wy, ww, wh = weights
+    rows = []
+    for (g1, g2, g3, g4), (p1, p2, p3, p4) in zip(gt.tolist(), proposals.tolist(), strict=True):
+        pw, ph, gw, gh = p3 - p1, p4 - p2, g3 - g1, g4 - g2
+        px, py, gx, gy = p1 + pw / 2, p2 + ph / 2, g1 + gw / 2, g2 + gh / 2
+        rows.append(
+            [wx * (gx - px) / pw, wy * (gy - py) / ph, ww * math.log(gw / pw), wh * math.log(gh / ph)]
+        )
+    return torch.tensor(rows, dtype=torch.float64).reshape(-1, 4)
+
+
+def reference_decode(deltas, boxes, weights):
+    clip = math.log(1000 / 16)  # written out, not imported from the module under test
+    wx, wy, ww, wh = weights
+    rows = []
+    for row, (b1, b2, b3, b4) in zip(deltas.tolist(), boxes.tolist(), strict=True):
+        width, height = b3 - b1, b4 - b2
+        cx, cy = b1 + width / 2, b2 + height / 2
+        out = []
+        for c in range(len(row) // 4):
+            tx, ty, tw, th = row[4 * c : 4 * c + 4]
+            x, y = tx / wx * width + cx, ty / wy * height + cy
+            w, h = math.exp(min(tw / ww, clip)) * width, math.exp(min(th / wh, clip)) * height
+            out += [x - w / 2, y - h / 2, x + w / 2, y + h / 2]
+        rows.append(out)
+    return torch.tensor(rows, dtype=torch.float64).reshape(len(rows), -1)
+
+
+def random_boxes(count, seed, dtype=torch.float64, min_size=0.5, max_size=200.0):
+    generator = torch.Generator().manual_seed(seed)
+    xy = torch.rand(count, 2, generator=generator, dtype=torch.float64) * 500
+    wh = torch.rand(count, 2, generator=generator, dtype=torch.float64) * (max_size - min_size) + min_size
+    return torch.cat([xy, xy + wh], dim=1).to(dtype)
+
+
+WEIGHTS = [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0), (2.0, 0.5, 3.0, 7.0)]
+
+
+@pytest.mark.parametrize("weights", WEIGHTS)
+def test_encode_and_decode_match_loop_reference(weights):
+    gt, proposals = random_boxes(50, 0), random_boxes(50, 1)
+    torch.testing.assert_close(encode_boxes(gt, proposals, weights), reference_encode(gt, proposals, weights))
+    deltas = torch.randn(50, 12, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 3
+    expected = reference_decode(deltas, proposals, weights)
+    torch.testing.assert_close(decode_boxes(deltas, proposals, weights), expected, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("weights", WEIGHTS)
+def test_round_trip_is_identity(weights):
+    # sizes within a factor 40 of each other: below the exp clamp (62.5x), where decoding inverts encoding
+    gt, proposals = random_boxes(200, 3, min_size=5.0), random_boxes(200, 4, min_size=5.0)
+    decoded = decode_boxes(encode_boxes(gt, proposals, weights), proposals, weights)
+    torch.testing.assert_close(decoded, gt, rtol=1e-12, atol=1e-12)
+    gt32, proposals32 = gt.float(), proposals.float()
+    decoded32 = decode_boxes(encode_boxes(gt32, proposals32, weights), proposals32, weights)
+    assert decoded32.dtype == torch.float32
+    torch.testing.assert_close(decoded32, gt32, rtol=1e-5, atol=1e-5 * 700)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.tuples(st.floats(-1e3, 1e3), st.floats(-1e3, 1e3), st.floats(0.01, 1e3), st.floats(0.01, 1e3)),
+    st.tuples(st.floats(-1e3, 1e3), st.floats(-1e3, 1e3), st.floats(0.01, 1e3), st.floats(0.01, 1e3)),
+)
+def test_round_trip_fuzz(gt_xywh, proposal_xywh):
+    def to_xyxy(x, y, w, h):
+        return [x, y, x + w, y + h]
+
+    gt = torch.tensor([to_xyxy(*gt_xywh)], dtype=torch.float64)
+    proposals = torch.tensor([to_xyxy(*proposal_xywh)], dtype=torch.float64)
+    deltas = encode_boxes(gt, proposals)
+    torch.testing.assert_close(deltas, reference_encode(gt, proposals, (1, 1, 1, 1)), rtol=1e-9, atol=1e-9)
+    if float(deltas[:, 2:].max()) < DEFAULT_BBOX_XFORM_CLIP:  # beyond the clamp decoding is not invertible
+        torch.testing.assert_close(decode_boxes(deltas, proposals), gt, rtol=1e-9, atol=1e-9)
+
+
+def test_huge_deltas_are_clamped_and_finite():
+    boxes = torch.tensor([[0.0, 0.0, 16.0, 16.0], [10.0, 20.0, 30.0, 60.0]])
+    deltas = torch.tensor([[0.0, 0.0, 1e30, 1e4], [0.0, 0.0, -1e30, 88.0]])
+    decoded = decode_boxes(deltas, boxes)
+    assert torch.isfinite(decoded).all()
+    widths = decoded[:, 2] - decoded[:, 0]
+    heights = decoded[:, 3] - decoded[:, 1]
+    torch.testing.assert_close(widths, torch.tensor([1000.0, 0.0]))  # 16 * 62.5 and exp(-huge) = 0
+    torch.testing.assert_close(heights, torch.tensor([1000.0, 40 * 62.5]))
+    # fp16 deltas (mixed precision) stay finite too; large boxes would overflow fp16 arithmetic without
+    # the float32 computation
+    half = decode_boxes(
+        torch.full((1, 4), 60000.0, dtype=torch.float16), torch.tensor([[0.0, 0.0, 500.0, 500.0]])
+    )
+    assert torch.isfinite(half).all()
+    # a user-chosen clip is honoured
+    custom = decode_boxes(torch.tensor([[0.0, 0.0, 5.0, 5.0]]), boxes[:1], bbox_xform_clip=math.log(2.0))
+    torch.testing.assert_close(custom, torch.tensor([[-8.0, -8.0, 24.0, 24.0]]))
+
+
+def test_multiclass_deltas_decode_each_class_like_single_class():
+    boxes = random_boxes(10, 5)
+    deltas = torch.randn(10, 4 * 5, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    decoded = decode_boxes(deltas, boxes, (10, 10, 5, 5))
+    assert decoded.shape == (10, 20)
+    for c in range(5):
+        single = decode_boxes(deltas[:, 4 * c : 4 * c + 4], boxes, (10, 10, 5, 5))
+        torch.testing.assert_close(decoded[:, 4 * c : 4 * c + 4], single, rtol=0, atol=0)
+
+
+def test_empty_boxes():
+    empty = torch.zeros(0, 4)
+    assert encode_boxes(empty, empty).shape == (0, 4)
+    assert decode_boxes(torch.zeros(0, 8), empty).shape == (0, 8)
+    assert BoxCoder()(torch.zeros(0, 4), empty).shape == (0, 4)
+
+
+def test_zero_size_and_inverted_boxes_are_rejected_when_encoding():
+    good = torch.tensor([[0.0, 0.0, 10.0, 10.0]] * 3)
+    degenerate = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 5.0, 9.0], [0.0, 0.0, 1.0, 1.0]])
+    with pytest.raises(ValueError, match=r"proposals\[1\] must have positive finite width and height"):
+        encode_boxes(good, degenerate)
+    inverted = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 1.0, 1.0], [9.0, 0.0, 1.0, 4.0]])
+    with pytest.raises(ValueError, match=r"reference_boxes\[2\]"):
+        encode_boxes(inverted, good)
+    with pytest.raises(ValueError, match=r"proposals\[0\]"):
+        encode_boxes(good[:1], torch.tensor([[0.0, 0.0, float("nan"), 1.0]]))
+
+
+def test_zero_size_reference_box_decodes_to_zero_size_box():
+    decoded = decode_boxes(torch.tensor([[0.5, 0.5, 1.0, 1.0]]), torch.tensor([[4.0, 6.0, 4.0, 6.0]]))
+    assert decoded.tolist() == [[4.0, 6.0, 4.0, 6.0]]
+
+
+def test_dtypes():
+    boxes16 = torch.tensor([[0.0, 0.0, 1000.0, 800.0]], dtype=torch.float16)
+    gt16 = torch.tensor([[10.0, 20.0, 990.0, 700.0]], dtype=torch.float16)
+    encoded = encode_boxes(gt16, boxes16)
+    assert encoded.dtype == torch.float16
+    torch.testing.assert_close(encoded, encode_boxes(gt16.float(), boxes16.float()).half(), rtol=0, atol=0)
+    decoded = decode_boxes(encoded, boxes16)
+    assert decoded.dtype == torch.float16
+    torch.testing.assert_close(decoded, decode_boxes(encoded.float(), boxes16.float()).half(), rtol=0, atol=0)
+    int_boxes = torch.tensor([[0, 0, 10, 10]])
+    assert encode_boxes(int_boxes, int_boxes).dtype == torch.float32
+    assert decode_boxes(torch.zeros(1, 4, dtype=torch.float64), int_boxes).dtype == torch.float64
+    mixed = decode_boxes(torch.zeros(1, 4, dtype=torch.float16), torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
+    assert mixed.dtype == torch.float32
+
+
+def test_bad_inputs_name_the_argument():
+    boxes = torch.zeros(2, 4)
+    with pytest.raises(ValueError, match="deltas is on meta but boxes is on cpu"):
+        decode_boxes(torch.zeros(2, 4, device="meta"), boxes)
+    with pytest.raises(ValueError, match="reference_boxes is on meta but proposals is on cpu"):
+        encode_boxes(torch.zeros(2, 4, device="meta"), boxes)
+    with pytest.raises(ValueError, match=r"deltas must have shape \[N, 4 \* num_classes\], got \[2, 5\]"):
+        decode_boxes(torch.zeros(2, 5), boxes)
+    with pytest.raises(ValueError, match="pair row by row, got 3 and 2"):
+        decode_boxes(torch.zeros(3, 4), boxes)
+    with pytest.raises(ValueError, match="pair row by row, got 2 and 1"):
+        encode_boxes(boxes, boxes[:1])
+    with pytest.raises(ValueError, match=r"boxes must have shape \[N, 4\]"):
+        decode_boxes(torch.zeros(2, 4), torch.zeros(2, 5))
+    with pytest.raises(ValueError, match=r"weights\[2\]"):
+        BoxCoder(weights=(1.0, 1.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="4 entries"):
+        BoxCoder(weights=(1.0, 1.0))
+    with pytest.raises(ValueError, match="bbox_xform_clip"):
+        BoxCoder(bbox_xform_clip=float("inf"))
+
+
+def test_module_is_a_thin_wrapper():
+    coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+    assert "weights=(10.0, 10.0, 5.0, 5.0)" in repr(coder)
+    assert coder.bbox_xform_clip == pytest.approx(math.log(62.5))
+    gt, proposals = random_boxes(8, 7, torch.float32), random_boxes(8, 8, torch.float32)
+    torch.testing.assert_close(coder.encode(gt, proposals), encode_boxes(gt, proposals, (10, 10, 5, 5)))
+    deltas = coder.encode(gt, proposals)
+    torch.testing.assert_close(coder(deltas, proposals), coder.decode(deltas, proposals))
+
+
+def test_decode_is_differentiable_in_float64():
+    boxes = random_boxes(4, 9)
+    deltas = torch.randn(4, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda d: decode_boxes(d, boxes, (10, 10, 5, 5)), (deltas,))
+
+
+def test_encode_and_decode_equal_torchvision_golden():
+    if not GOLDEN.exists():
+        pytest.skip(f"{GOLDEN} missing (made by tests/data/make_torchvision_coder_golden.py)")
+    golden = torch.load(GOLDEN, weights_only=False)
+    assert golden["bbox_xform_clip"] == DEFAULT_BBOX_XFORM_CLIP
+    assert len(golden["coder"]) == 6
+    for case in golden["coder"]:
+        tolerance = {"rtol": 1e-12, "atol": 1e-12} if case["gt"].dtype == torch.float64 else {}
+        encoded = encode_boxes(case["gt"], case["proposals"], case["weights"])
+        torch.testing.assert_close(encoded, case["encoded"], **tolerance)
+        decoded = decode_boxes(case["deltas"], case["proposals"], case["weights"])
+        torch.testing.assert_close(decoded, case["decoded"], **tolerance)
