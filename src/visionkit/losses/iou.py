@@ -33,6 +33,7 @@ def giou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none") -> Tensor
     Values lie in ``[0, 2]``; 0 for identical boxes. ``"mean"`` over no boxes is 0.0.
 
     Example:
+        >>> import torch
         >>> giou_loss(torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([[4.0, 0.0, 6.0, 2.0]]))
         tensor([1.3333])
     """
@@ -44,6 +45,7 @@ def diou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none") -> Tensor
     """Distance-IoU loss ``1 - IoU + ρ²/c²`` of matched xyxy pairs ``Tensor[N, 4]`` → ``Tensor[N]``.
 
     Example:
+        >>> import torch
         >>> diou_loss(torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([[1.0, 0.0, 3.0, 2.0]]))
         tensor([0.7436])
     """
@@ -55,6 +57,7 @@ def ciou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none") -> Tensor
     """Complete-IoU loss: DIoU plus the aspect-ratio penalty ``α v`` (``α`` without gradient).
 
     Example:
+        >>> import torch
         >>> ciou_loss(torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([[0.0, 0.0, 4.0, 2.0]]))
         tensor([0.5532])
     """
