@@ -15,6 +15,9 @@ Deliberate difference, documented and tested: a ground truth whose highest IoU i
 anchor at all, e.g. a zero-area or out-of-image box) claims nothing. torchvision would make every anchor
 with IoU 0 "tied best" for it and turn the whole background positive. Empty inputs are defined too:
 no ground truth → all anchors ``-1`` (a valid negative image; torchvision raises); no anchors → ``[0]``.
+
+Thresholds are compared in the dtype of the quality matrix (a Python float threshold is rounded to it, as
+in torchvision), so an IoU written as ``0.7`` counts as "at" a threshold of ``0.7`` in every dtype.
 """
 
 from __future__ import annotations
