@@ -148,19 +148,23 @@ def test_zero_size_reference_box_decodes_to_zero_size_box():
 
 
 def test_dtypes():
+    # half precision is computed and returned in float32, like the box ops; float64 stays float64
     boxes16 = torch.tensor([[0.0, 0.0, 1000.0, 800.0]], dtype=torch.float16)
     gt16 = torch.tensor([[10.0, 20.0, 990.0, 700.0]], dtype=torch.float16)
     encoded = encode_boxes(gt16, boxes16)
-    assert encoded.dtype == torch.float16
-    torch.testing.assert_close(encoded, encode_boxes(gt16.float(), boxes16.float()).half(), rtol=0, atol=0)
-    decoded = decode_boxes(encoded, boxes16)
-    assert decoded.dtype == torch.float16
-    torch.testing.assert_close(decoded, decode_boxes(encoded.float(), boxes16.float()).half(), rtol=0, atol=0)
+    assert encoded.dtype == torch.float32
+    torch.testing.assert_close(encoded, encode_boxes(gt16.float(), boxes16.float()), rtol=0, atol=0)
+    decoded = decode_boxes(encoded.half(), boxes16)
+    assert decoded.dtype == torch.float32
+    torch.testing.assert_close(decoded, decode_boxes(encoded.half().float(), boxes16.float()), rtol=0, atol=0)
     int_boxes = torch.tensor([[0, 0, 10, 10]])
     assert encode_boxes(int_boxes, int_boxes).dtype == torch.float32
     assert decode_boxes(torch.zeros(1, 4, dtype=torch.float64), int_boxes).dtype == torch.float64
+    # autocast-style float16 deltas on float32 anchors are accepted
     mixed = decode_boxes(torch.zeros(1, 4, dtype=torch.float16), torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
-    assert mixed.dtype == torch.float32
+    assert mixed.dtype == torch.float32 and mixed.tolist() == [[0.0, 0.0, 10.0, 10.0]]
+    with pytest.raises(ValueError, match=r"reference_boxes has dtype torch\.float64 but proposals has dtype"):
+        encode_boxes(gt16.double(), boxes16.float())
 
 
 def test_bad_inputs_name_the_argument():

@@ -11,8 +11,12 @@ clamps ``tw / ww`` and ``th / wh`` at ``bbox_xform_clip = log(1000 / 16)`` befor
 can overflow (a box may grow at most 62.5×). Width is ``x2 - x1`` (no "+1"), as in torchvision and
 detectron2, whose ``BoxCoder`` gives the same numbers.
 
-Dtypes: integer and half-precision inputs are computed in float32 and the result is returned in the
-promoted floating dtype of the inputs (float16 in → float16 out); float64 is computed in float64.
+Dtypes (as in :mod:`visionkit.ops.boxes`): float64 inputs are computed and returned in float64; float32,
+float16, bfloat16 and integer inputs are computed and returned in float32 (pixel coordinates above 2048
+are not representable in float16). ``encode_boxes`` takes two box tensors, which must share dtype and
+device (a ``ValueError`` names both). ``decode_boxes`` accepts deltas of another floating dtype than its
+boxes (a head under autocast emits float16 deltas for float32 anchors) and returns float64 if either is
+float64, float32 otherwise; different devices are an error naming both.
 All boxes are ``xyxy`` in absolute pixels.
 """
 
@@ -24,7 +28,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from visionkit.ops._validate import check_boxes, check_same_device
+from visionkit.ops._validate import check_boxes, check_same_device, check_same_dtype
 
 __all__ = ["DEFAULT_BBOX_XFORM_CLIP", "BoxCoder", "decode_boxes", "encode_boxes"]
 
@@ -40,14 +44,9 @@ def _check_weights(weights: Sequence[float]) -> tuple[float, float, float, float
     return tuple(float(w) for w in weights)  # type: ignore[return-value]
 
 
-def _result_dtype(*tensors: Tensor) -> tuple[torch.dtype, torch.dtype]:
-    """(dtype to compute in, dtype to return): at least float32 for computing, promoted float to return."""
-    floating = [tensor.dtype for tensor in tensors if tensor.is_floating_point()]
-    out = floating[0] if floating else torch.float32
-    for dtype in floating[1:]:
-        out = torch.promote_types(out, dtype)
-    compute = torch.float64 if out == torch.float64 else torch.float32
-    return compute, out
+def _compute_dtype(*tensors: Tensor) -> torch.dtype:
+    """float64 when any input is float64, else float32 (also for half-precision and integer inputs)."""
+    return torch.float64 if any(tensor.dtype == torch.float64 for tensor in tensors) else torch.float32
 
 
 def _centres_and_sizes(boxes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -97,7 +96,8 @@ def encode_boxes(
             f"{proposals.shape[0]} rows"
         )
     wx, wy, ww, wh = _check_weights(weights)
-    compute, out = _result_dtype(reference_boxes, proposals)
+    check_same_dtype(("reference_boxes", reference_boxes), ("proposals", proposals))
+    compute = _compute_dtype(reference_boxes, proposals)
     px, py, pw, ph = _centres_and_sizes(proposals.to(compute))
     gx, gy, gw, gh = _centres_and_sizes(reference_boxes.to(compute))
     _check_positive_size(pw, ph, "proposals")
@@ -105,7 +105,7 @@ def encode_boxes(
     deltas = torch.stack(
         (wx * (gx - px) / pw, wy * (gy - py) / ph, ww * torch.log(gw / pw), wh * torch.log(gh / ph)), dim=1
     )
-    return deltas.to(out)
+    return deltas
 
 
 def decode_boxes(
@@ -150,7 +150,7 @@ def decode_boxes(
     if not math.isfinite(bbox_xform_clip):
         raise ValueError(f"bbox_xform_clip must be finite, got {bbox_xform_clip!r}")
     wx, wy, ww, wh = _check_weights(weights)
-    compute, out = _result_dtype(deltas, boxes)
+    compute = _compute_dtype(deltas, boxes)
     ctr_x, ctr_y, widths, heights = (v[:, None] for v in _centres_and_sizes(boxes.to(compute)))
     deltas = deltas.to(compute)
     dx, dy = deltas[:, 0::4] / wx, deltas[:, 1::4] / wy
@@ -162,7 +162,7 @@ def decode_boxes(
     decoded = torch.stack(
         (pred_ctr_x - half_w, pred_ctr_y - half_h, pred_ctr_x + half_w, pred_ctr_y + half_h), dim=2
     )
-    return decoded.flatten(1).to(out)
+    return decoded.flatten(1)
 
 
 class BoxCoder(nn.Module):
