@@ -27,7 +27,7 @@ def to_numpy(
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch.Tensor, without importing torch here
         value = value.detach().cpu().numpy()
     elif not isinstance(value, np.ndarray):
-        if not isinstance(value, (list, tuple)):
+        if not isinstance(value, (list, tuple, int, float, np.number)):
             raise TypeError(f"{name} must be a torch.Tensor, numpy array or list, got {type(value).__name__}")
         value = np.asarray(value)
     if value.dtype == object:

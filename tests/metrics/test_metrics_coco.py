@@ -1,0 +1,347 @@
+"""COCO box AP/AR against pycocotools, live, to 1e-9 (all 12 stats plus the precision/recall arrays)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from visionkit.metrics.detection.coco import (
+    COCO_AREA_RANGES,
+    coco_iou_thresholds,
+    coco_recall_thresholds,
+    evaluate_coco,
+    evaluate_coco_sets,
+)
+from visionkit.metrics.detection.io import load_coco_ground_truth, load_coco_results
+
+pycocotools = pytest.importorskip("pycocotools")
+from pycocotools.coco import COCO  # noqa: E402
+from pycocotools.cocoeval import COCOeval  # noqa: E402
+
+TOL = 1e-9
+COCO128 = (
+    Path(__file__).resolve().parents[2].parent
+    / "shared"
+    / "data"
+    / "coco128"
+    / "annotations"
+    / "instances_train2017_first128.json"
+)
+
+
+def _pycocotools(gt: dict, results: list, max_dets=None, area_ranges=None, iou_thrs=None) -> COCOeval:
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = copy.deepcopy(gt)
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(copy.deepcopy(results)) if results else COCO()
+        if not results:  # pycocotools' loadRes refuses an empty list; build the empty result set by hand
+            coco_dt.dataset = {"images": gt["images"], "categories": gt["categories"], "annotations": []}
+            coco_dt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        if max_dets is not None:
+            evaluator.params.maxDets = list(max_dets)
+        if area_ranges is not None:
+            evaluator.params.areaRng = [list(v) for v in area_ranges.values()]
+            evaluator.params.areaRngLbl = list(area_ranges)
+        if iou_thrs is not None:
+            evaluator.params.iouThrs = np.asarray(iou_thrs)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        if max_dets is None and area_ranges is None and iou_thrs is None:
+            evaluator.summarize()
+    return evaluator
+
+
+def _assert_same(ours, ref: COCOeval, stats: bool = True) -> None:
+    np.testing.assert_allclose(ours.precision, ref.eval["precision"], rtol=0, atol=TOL)
+    np.testing.assert_allclose(ours.recall, ref.eval["recall"], rtol=0, atol=TOL)
+    if stats:
+        np.testing.assert_allclose(ours.stats, ref.stats, rtol=0, atol=TOL)
+
+
+def _generated_results(gt: dict, seed: int) -> list[dict]:
+    """Jittered true positives, duplicates, hits on crowd regions, random false positives, tied scores."""
+    rng = np.random.default_rng(seed)
+    results = []
+    image_ids = [image["id"] for image in gt["images"]]
+    category_ids = [category["id"] for category in gt["categories"]]
+    for annotation in gt["annotations"]:
+        x, y, w, h = annotation["bbox"]
+        copies = 2 if annotation.get("iscrowd") else int(rng.integers(0, 4))  # 2+ = duplicates
+        for _ in range(copies):
+            jitter = rng.normal(0, 0.08, 4) * np.array([w, h, w, h])
+            box = [x + jitter[0], y + jitter[1], max(w + jitter[2], 0.5), max(h + jitter[3], 0.5)]
+            score = float(rng.integers(0, 10) / 10) if rng.random() < 0.3 else float(rng.random())
+            results.append(
+                {
+                    "image_id": annotation["image_id"],
+                    "category_id": annotation["category_id"],
+                    "bbox": [float(v) for v in box],
+                    "score": score,
+                }
+            )
+    for _ in range(2500):
+        x, y = rng.random(2) * 500
+        w, h = rng.random(2) * 200 + 1
+        results.append(
+            {
+                "image_id": int(rng.choice(image_ids)),
+                "category_id": int(rng.choice(category_ids)),
+                "bbox": [float(x), float(y), float(w), float(h)],
+                "score": float(rng.random()),
+            }
+        )
+    order = rng.permutation(len(results))
+    return [results[i] for i in order]
+
+
+@pytest.mark.skipif(not COCO128.is_file(), reason="coco128 annotations not available")
+@pytest.mark.parametrize("seed", [0, 1])
+def test_coco128_generated_detections_equal_pycocotools(seed: int) -> None:
+    gt = json.loads(COCO128.read_text())
+    assert any(a["iscrowd"] for a in gt["annotations"])  # crowd regions are exercised
+    results = _generated_results(gt, seed)
+    ref = _pycocotools(gt, results)
+    ground_truth = load_coco_ground_truth(COCO128)
+    ours = evaluate_coco_sets(ground_truth, load_coco_results(results, ground_truth))
+    _assert_same(ours, ref)
+    assert ours.stats[0] > 0.05  # the generated detections are not all misses
+
+
+def _random_dataset(seed: int, num_images: int = 12, num_classes: int = 4, integer: bool = False):
+    """Targets/predictions in the visionkit contract (xyxy) and the same data as COCO dicts."""
+    rng = np.random.default_rng(seed)
+    targets, predictions = [], []
+    for i in range(num_images):
+        count = int(rng.integers(0, 8)) if i % 5 else 0  # every 5th image has no ground truth
+        xy = rng.random((count, 2)) * 200
+        wh = rng.random((count, 2)) * 120 + 1
+        boxes = np.concatenate([xy, xy + wh], axis=1)
+        if integer:
+            boxes = np.round(boxes)
+        labels = rng.integers(0, num_classes, count)
+        crowd = rng.random(count) < 0.1
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) * rng.uniform(0.6, 1.0, count)
+        targets.append(
+            {
+                "boxes": torch.from_numpy(boxes),
+                "labels": torch.from_numpy(labels),
+                "iscrowd": torch.from_numpy(crowd),
+                "area": torch.from_numpy(area),
+            }
+        )
+        hits = rng.integers(0, count + 1) if count else 0
+        pieces = [boxes[rng.integers(0, count, hits)] + rng.normal(0, 4, (hits, 4))] if count else []
+        fp_xy = rng.random((int(rng.integers(0, 15)), 2)) * 250
+        pieces.append(np.concatenate([fp_xy, fp_xy + rng.random((len(fp_xy), 2)) * 100 + 1], axis=1))
+        det = np.concatenate(pieces)
+        det[:, 2:] = np.maximum(det[:, 2:], det[:, :2])
+        if integer:
+            det = np.round(det)
+        pred_labels = np.concatenate(
+            [
+                labels[rng.integers(0, count, hits)] if count else np.zeros(0, int),
+                rng.integers(0, num_classes, len(fp_xy)),
+            ]
+        )
+        scores = rng.integers(0, 6, len(det)) / 5.0 if integer else rng.random(len(det))
+        predictions.append(
+            {
+                "boxes": torch.from_numpy(det),
+                "scores": torch.from_numpy(scores),
+                "labels": torch.from_numpy(pred_labels.astype(np.int64)),
+            }
+        )
+    return targets, predictions, _as_coco(targets, predictions, num_classes)
+
+
+def _as_coco(targets, predictions, num_classes):
+    def xywh(boxes):
+        b = np.asarray(boxes, dtype=np.float64)
+        return [[float(r[0]), float(r[1]), float(r[2] - r[0]), float(r[3] - r[1])] for r in b]
+
+    gt = {
+        "images": [{"id": i + 1} for i in range(len(targets))],
+        "categories": [{"id": c} for c in range(num_classes)],
+        "annotations": [],
+    }
+    for i, t in enumerate(targets):
+        for box, label, crowd, area in zip(
+            xywh(t["boxes"]), t["labels"].tolist(), t["iscrowd"].tolist(), t["area"].tolist(), strict=True
+        ):
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": i + 1,
+                    "category_id": label,
+                    "bbox": box,
+                    "area": area,
+                    "iscrowd": int(crowd),
+                }
+            )
+    results = []
+    for i, p in enumerate(predictions):
+        for box, score, label in zip(
+            xywh(p["boxes"]), p["scores"].tolist(), p["labels"].tolist(), strict=True
+        ):
+            results.append({"image_id": i + 1, "category_id": label, "bbox": box, "score": score})
+    return gt, results
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("integer", [False, True])
+def test_random_synthetic_sets_equal_pycocotools(seed: int, integer: bool) -> None:
+    targets, predictions, (gt, results) = _random_dataset(seed, integer=integer)
+    ours = evaluate_coco(predictions, targets, num_classes=4)
+    _assert_same(ours, _pycocotools(gt, results))
+
+
+def test_empty_predictions_and_images_without_ground_truth() -> None:
+    targets, predictions, (gt, _) = _random_dataset(3)
+    empty = [
+        {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
+        for _ in targets
+    ]
+    ours = evaluate_coco(empty, targets, num_classes=4)
+    _assert_same(ours, _pycocotools(gt, []))
+    assert ours.stats[0] == 0.0
+    # only images without ground truth get detections: every detection is a false positive
+    no_gt = [p if len(t["boxes"]) == 0 else e for p, t, e in zip(predictions, targets, empty, strict=True)]
+    _, _, (_, results) = _random_dataset(3)
+    results = [r for r in results if len(targets[r["image_id"] - 1]["boxes"]) == 0]
+    assert results
+    _assert_same(evaluate_coco(no_gt, targets, num_classes=4), _pycocotools(gt, results))
+
+
+def test_classes_without_ground_truth_are_minus_one_and_counted() -> None:
+    targets, predictions, (gt, results) = _random_dataset(4, num_classes=3)
+    ours = evaluate_coco(predictions, targets, num_classes=6)  # classes 3, 4, 5 never occur
+    gt["categories"] = [{"id": c} for c in range(6)]
+    _assert_same(ours, _pycocotools(gt, results))
+    assert ours.num_classes_without_ground_truth == 3
+    assert (ours.precision[:, :, 3:] == -1).all() and (ours.recall[:, 3:] == -1).all()
+    assert [row["AP"] for row in ours.per_class()][3:] == [-1.0, -1.0, -1.0]
+
+
+@pytest.mark.parametrize("max_dets", [(1, 5, 20), (2, 3, 4), (10, 100, 300)])
+def test_configurable_max_detections_area_ranges_and_thresholds(max_dets) -> None:
+    targets, predictions, (gt, results) = _random_dataset(5, num_images=8)
+    areas = {"all": (0.0, 1e10), "tiny": (0.0, 40.0**2), "big": (40.0**2, 1e10)}
+    thresholds = [0.3, 0.5, 0.7]
+    ours = evaluate_coco(
+        predictions,
+        targets,
+        num_classes=4,
+        max_detections=max_dets,
+        area_ranges=areas,
+        iou_thresholds=thresholds,
+    )
+    ref = _pycocotools(gt, results, max_dets=max_dets, area_ranges=areas, iou_thrs=thresholds)
+    _assert_same(ours, ref, stats=False)
+    ours_default = evaluate_coco(predictions, targets, num_classes=4, max_detections=max_dets)
+    ref_default = _pycocotools(gt, results, max_dets=max_dets)
+    _assert_same(ours_default, ref_default, stats=False)
+    valid = ref_default.eval["precision"][..., 0, 2]
+    assert ours_default.stats[0] == pytest.approx(valid[valid > -1].mean(), abs=TOL)
+
+
+def test_per_class_table_and_pr_curves() -> None:
+    targets, predictions, (gt, results) = _random_dataset(6)
+    ours = evaluate_coco(predictions, targets, num_classes=4)
+    ref = _pycocotools(gt, results)
+    for k, row in enumerate(ours.per_class()):
+        p = ref.eval["precision"][:, :, k, 0, -1]
+        assert row["AP"] == pytest.approx(p[p > -1].mean(), abs=TOL)
+        assert row["AP50"] == pytest.approx(p[0][p[0] > -1].mean(), abs=TOL)
+        assert row["num_gt"] == sum(
+            1 for a in gt["annotations"] if a["category_id"] == k and not a["iscrowd"]
+        )
+    recall_points, curve = ours.pr_curve(category=1, iou_threshold=0.5)
+    assert recall_points.shape == (101,)
+    np.testing.assert_array_equal(curve, ref.eval["precision"][0, :, 1, 0, -1])
+    assert "maxDets=100" in ours.summary() and len(ours.summary().splitlines()) == 12
+
+
+def test_grids_are_built_exactly_as_pycocotools() -> None:
+    params = COCOeval(iouType="bbox").params
+    np.testing.assert_array_equal(coco_iou_thresholds(), params.iouThrs)
+    np.testing.assert_array_equal(coco_recall_thresholds(), params.recThrs)
+    assert [list(v) for v in COCO_AREA_RANGES.values()] == params.areaRng
+    assert coco_iou_thresholds().dtype == np.float64
+
+
+def test_unknown_image_ids_nan_and_duplicates_are_rejected(tmp_path) -> None:
+    targets, _, (gt, results) = _random_dataset(7)
+    ground_truth = load_coco_ground_truth(gt)
+    with pytest.raises(ValueError, match=r"image ids not in the ground truth: \[998, 999\]"):
+        load_coco_results(
+            [*results, {**results[0], "image_id": 999}, {**results[0], "image_id": 998}], ground_truth
+        )
+    with pytest.raises(ValueError, match=r"category ids not in the ground truth: \[77\]"):
+        load_coco_results([*results, {**results[0], "category_id": 77}], ground_truth)
+    with pytest.raises(ValueError, match=r"non-finite score at entries \[1\]"):
+        load_coco_results([results[0], {**results[0], "score": float("nan")}], ground_truth)
+    with pytest.raises(ValueError, match="non-finite or negative-size 'bbox'"):
+        load_coco_results([{**results[0], "bbox": [0, 0, float("nan"), 3]}], ground_truth)
+    duplicated = copy.deepcopy(gt)
+    duplicated["images"].append({"id": 1})
+    with pytest.raises(ValueError, match=r"duplicate image ids \[1\]"):
+        load_coco_ground_truth(duplicated)
+    duplicated = copy.deepcopy(gt)
+    duplicated["annotations"].append(dict(duplicated["annotations"][0]))
+    with pytest.raises(ValueError, match="duplicate annotation ids"):
+        load_coco_ground_truth(duplicated)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_coco_ground_truth(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"bad\.json.*not valid JSON"):
+        load_coco_ground_truth(tmp_path / "bad.json")
+    prediction = {
+        "boxes": torch.tensor([[0.0, 0, 5, 5]]),
+        "scores": torch.tensor([float("nan")]),
+        "labels": torch.tensor([0]),
+    }
+    with pytest.raises(ValueError, match=r"predictions\[0\]\['scores'\] must be finite"):
+        evaluate_coco([prediction], targets[:1])
+    prediction["scores"] = torch.tensor([0.5])
+    prediction["boxes"] = torch.tensor([[0.0, float("inf"), 5, 5]])
+    with pytest.raises(ValueError, match=r"predictions\[0\]\['boxes'\] must be finite"):
+        evaluate_coco([prediction], targets[:1])
+    with pytest.raises(ValueError, match="predictions has 1 images but targets has 2"):
+        evaluate_coco([prediction], targets[:2])
+    keyed_targets = [{**t, "image_id": i + 10} for i, t in enumerate(targets[:2])]
+    with pytest.raises(ValueError, match=r"image ids not in the ground truth: \[5\]"):
+        evaluate_coco([{**prediction, "boxes": torch.tensor([[0.0, 0, 5, 5]]), "image_id": 5}], keyed_targets)
+
+
+def test_missing_area_is_computed_with_a_warning() -> None:
+    target = {"boxes": torch.tensor([[0.0, 0, 10, 20]]), "labels": torch.tensor([0])}
+    prediction = {
+        "boxes": torch.tensor([[0.0, 0, 10, 20]]),
+        "scores": torch.tensor([0.7]),
+        "labels": torch.tensor([0]),
+    }
+    with pytest.warns(UserWarning, match="1 ground-truth boxes have no 'area'"):
+        result = evaluate_coco([prediction], [target])
+    assert result.stats[0] == pytest.approx(1.0) and result.stats[3] == pytest.approx(1.0)  # 200 px²: small
+    gt = {
+        "images": [{"id": 1}],
+        "categories": [{"id": 3}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [0, 0, 10, 20]}],
+    }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_coco_ground_truth(gt)
+    assert loaded.area.tolist() == [200.0] and not loaded.iscrowd.any()
+    assert any("no 'area'" in str(w.message) for w in caught) and any(
+        "iscrowd" in str(w.message) for w in caught
+    )
