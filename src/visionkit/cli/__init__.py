@@ -15,6 +15,7 @@ from visionkit import __version__
 
 #: command name -> (module, attribute, one-line help). Add a command by adding a row.
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "data": ("visionkit.cli.data", "data", "Detection datasets: convert COCO/VOC/YOLO, generate shapes."),
     "info": ("visionkit.cli.info", "info", "Versions, threads and devices."),
     "demo": ("visionkit.cli.demo", "demo", "Run the main demonstration job (what `make demo` runs)."),
 }

@@ -34,7 +34,7 @@ def read_image(path: str | Path, index: int | None = None) -> Tensor:
 
     Example:
         >>> image = read_image("photo.jpg")  # doctest: +SKIP
-        >>> image.shape, image.dtype
+        >>> image.shape, image.dtype  # doctest: +SKIP
         (torch.Size([3, 480, 640]), torch.float32)
     """
     try:
