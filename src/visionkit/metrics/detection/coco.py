@@ -272,10 +272,13 @@ def _accumulate(
         if areas.size == 0:
             continue
         low, high = bounds[k], bounds[k + 1]
-        window = within[None, :, None, low:high]
-        tp_sum = np.cumsum(true_pos[areas][:, None, :, low:high] & window, axis=-1)  # [a, M, T, n]
-        fp_sum = np.cumsum(false_pos[areas][:, None, :, low:high] & window, axis=-1)
+        # limits that keep the same detections of this category give the same numbers: compute once
+        _, first, same_as = np.unique(within[:, low:high].sum(axis=1), return_index=True, return_inverse=True)
+        window = within[None, first, None, low:high]
+        tp_sum = np.cumsum(true_pos[areas, :, low:high][:, None] & window, axis=-1, dtype=np.int32)
+        fp_sum = np.cumsum(false_pos[areas, :, low:high][:, None] & window, axis=-1, dtype=np.int32)
         q, final_recall = _precision_at_recall(tp_sum, fp_sum, num_positive[areas, k], recall_points)
+        q, final_recall = q[:, same_as], final_recall[:, same_as]  # [a, M, T, R], [a, M, T]
         precision[:, :, k, areas, :] = q.transpose(2, 3, 0, 1)
         recall[:, k, areas, :] = final_recall.transpose(2, 0, 1)
     return precision, recall
