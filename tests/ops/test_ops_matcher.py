@@ -133,6 +133,11 @@ def test_dtypes_give_same_matches():
         assert torch.equal(match_by_quality(iou), reference_match(iou, 0.7, 0.3, True))
 
 
+def test_integer_quality_matrix_is_accepted():
+    iou = quantised_iou(3, 40, seed=8)
+    assert torch.equal(match_by_quality((iou * 10).long(), 7, 3), match_by_quality(iou * 10, 7, 3))
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="low_threshold must be <= high_threshold"):
         Matcher(0.3, 0.7)

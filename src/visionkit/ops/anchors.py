@@ -366,9 +366,13 @@ def wh_iou(wh1: Tensor, wh2: Tensor) -> Tensor:
     if wh1.device != wh2.device:
         raise ValueError(f"wh1 is on {wh1.device} but wh2 is on {wh2.device}; move both to one device")
     dtype = torch.promote_types(wh1.dtype, wh2.dtype)
-    wh1, wh2 = wh1.to(dtype), wh2.to(dtype)
-    inter = torch.minimum(wh1[:, None, :], wh2[None, :, :]).prod(dim=2)
-    return inter / (wh1.prod(dim=1)[:, None] + wh2.prod(dim=1)[None, :] - inter)
+    return _pairwise_wh_iou(wh1.to(dtype), wh2.to(dtype))
+
+
+def _pairwise_wh_iou(wh1: Tensor, wh2: Tensor) -> Tensor:
+    """:func:`wh_iou` without the argument checks, for the k-means loop (inputs already validated)."""
+    inter = torch.minimum(wh1[:, None, 0], wh2[None, :, 0]) * torch.minimum(wh1[:, None, 1], wh2[None, :, 1])
+    return inter / ((wh1[:, 0] * wh1[:, 1])[:, None] + (wh2[:, 0] * wh2[:, 1])[None, :] - inter)
 
 
 def kmeans_plus_plus_init(wh: Tensor, k: int, generator: torch.Generator) -> Tensor:
@@ -393,14 +397,14 @@ def kmeans_plus_plus_init(wh: Tensor, k: int, generator: torch.Generator) -> Ten
     wh = _check_wh(wh)
     first = int(torch.randint(wh.shape[0], (1,), generator=generator))
     chosen = [first]
-    distance = 1 - wh_iou(wh, wh[first : first + 1])[:, 0]
+    distance = 1 - _pairwise_wh_iou(wh, wh[first : first + 1])[:, 0]
     for _ in range(1, k):
         weights = distance.clamp(min=0).square().cpu().double()
         if float(weights.sum()) <= 0:
             raise ValueError(f"cannot seed {k} distinct centres: wh has fewer distinct sizes than k")
         index = int(torch.multinomial(weights, 1, generator=generator))
         chosen.append(index)
-        distance = torch.minimum(distance, 1 - wh_iou(wh, wh[index : index + 1])[:, 0])
+        distance = torch.minimum(distance, 1 - _pairwise_wh_iou(wh, wh[index : index + 1])[:, 0])
     return wh[chosen].clone()
 
 
@@ -455,7 +459,7 @@ def kmeans_anchors(
             raise ValueError(f"initial_centers must have shape [{k}, 2], got {list(centers.shape)}")
     assignment = None
     for _ in range(iterations):
-        new_assignment = wh_iou(wh, centers).argmax(dim=1)
+        new_assignment = _pairwise_wh_iou(wh, centers).argmax(dim=1)
         if assignment is not None and torch.equal(new_assignment, assignment):
             break
         assignment = new_assignment

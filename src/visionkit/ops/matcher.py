@@ -79,22 +79,24 @@ def match_by_quality(
     device = match_quality_matrix.device
     if num_gt == 0 or num_predictions == 0:
         return torch.full((num_predictions,), BELOW_LOW_THRESHOLD, dtype=torch.int64, device=device)
-    if torch.isnan(match_quality_matrix).any():
-        index = torch.isnan(match_quality_matrix).nonzero()[0].tolist()
+    quality = (
+        match_quality_matrix if match_quality_matrix.is_floating_point() else match_quality_matrix.float()
+    )
+    matched_values, best_gt = quality.max(dim=0)  # max propagates NaN: one check on [N] suffices
+    if torch.isnan(matched_values).any():
+        index = torch.isnan(quality).nonzero()[0].tolist()
         raise ValueError(
             f"match_quality_matrix contains NaN, first at [gt {index[0]}, prediction {index[1]}]"
         )
-    quality = match_quality_matrix
-    matched_values, best_gt = quality.max(dim=0)
-    matches = best_gt.clone()
-    matches[matched_values < low_threshold] = BELOW_LOW_THRESHOLD
-    matches[(matched_values >= low_threshold) & (matched_values < high_threshold)] = BETWEEN_THRESHOLDS
+    unmatched = torch.where(matched_values < low_threshold, BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS)
+    matches = torch.where(matched_values >= high_threshold, best_gt, unmatched)
     if allow_low_quality_matches:
-        best_for_each_gt = quality.max(dim=1, keepdim=True).values
-        # A gt overlapping nothing (best <= 0) must not make every zero-IoU anchor "tied best".
-        is_best = (quality == best_for_each_gt) & (best_for_each_gt > 0)
-        claimed = is_best.any(dim=0)
-        matches[claimed] = best_gt[claimed]
+        best_for_each_gt = quality.max(dim=1).values
+        # A gt overlapping nothing (best <= 0) must not make every zero-IoU anchor "tied best": compare it
+        # with NaN, which equals nothing.
+        best_for_each_gt = torch.where(best_for_each_gt > 0, best_for_each_gt, math.nan)
+        claimed = (quality == best_for_each_gt[:, None]).any(dim=0)
+        matches = torch.where(claimed, best_gt, matches)
     return matches
 
 
