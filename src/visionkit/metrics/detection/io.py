@@ -135,6 +135,7 @@ def from_predictions(
     predictions: Sequence[Mapping[str, Any]],
     targets: Sequence[Mapping[str, Any]],
     num_classes: int | None = None,
+    warn_missing_area: bool = True,
 ) -> tuple[GroundTruthSet, DetectionSet]:
     """Flatten detector outputs and ground truth (the visionkit contract) for the evaluators.
 
@@ -142,6 +143,7 @@ def from_predictions(
         predictions: per image ``dict(boxes=[N, 4] xyxy, scores=[N], labels=[N] int)``.
         targets: per image ``dict(boxes=[M, 4] xyxy, labels=[M], iscrowd?, difficult?, area?, image_id?)``.
         num_classes: categories are ``0…num_classes-1``; default: the labels that occur.
+        warn_missing_area: warn when ground truth has no ``area`` (the COCO area ranges need it).
 
     Returns:
         ``(ground_truth, detections)``; image ``i`` is ``targets[i]``.
@@ -172,7 +174,7 @@ def from_predictions(
         parts["dl"].append(_vector(prediction, "labels", f"predictions[{index}]", count).astype(np.int64))
         parts["di"].append(np.full(count, position, dtype=np.int64))
     flat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
-    if missing_area:
+    if missing_area and warn_missing_area:
         warnings.warn(
             f"{missing_area} ground-truth boxes have no 'area'; using the box area w*h", stacklevel=2
         )
