@@ -301,3 +301,21 @@ def test_anchor_fitness_matches_loop_reference():
     anchors = torch.tensor([[10.0, 10.0], [50.0, 80.0], [300.0, 300.0]])
     expected = sum(max(row) for row in reference_wh_iou(wh, anchors).tolist()) / len(wh)
     assert anchor_fitness(wh, anchors) == pytest.approx(expected, rel=1e-6)
+
+
+def test_wh_iou_mixed_devices_error_names_both():
+    with pytest.raises(ValueError, match="wh1 is on cpu but wh2 is on meta"):
+        wh_iou(torch.ones(2, 2), torch.ones(2, 2, device="meta"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_results_equal_cpu():
+    generator = AnchorGenerator(((32, 64),), ((0.5, 1.0, 2.0),))
+    cpu = generator(torch.zeros(1, 3, 64, 64), [torch.zeros(1, 1, 8, 8)])[0]
+    cuda = generator(torch.zeros(1, 3, 64, 64, device="cuda"), [torch.zeros(1, 1, 8, 8, device="cuda")])[0]
+    assert cuda.device.type == "cuda"
+    torch.testing.assert_close(cuda.cpu(), cpu, rtol=0, atol=0)
+    _, wh = _clustered_wh(seed=1, per_cluster=20)
+    torch.testing.assert_close(
+        kmeans_anchors(wh.cuda(), 9).cpu(), kmeans_anchors(wh, 9), rtol=1e-5, atol=1e-4
+    )

@@ -246,3 +246,16 @@ def test_rpn_pipeline_anchors_match_sample():
     assert int(positive[1].sum()) == 0 and int(negative[1].sum()) == 256
     assert int(positive[0].sum()) == int((matches[0] >= 0).sum())
     assert int(positive[0].sum()) + int(negative[0].sum()) == 256
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matcher_and_sampler():
+    iou = quantised_iou(5, 300, seed=9)
+    cuda_matches = match_by_quality(iou.cuda())
+    assert torch.equal(cuda_matches.cpu(), match_by_quality(iou))
+    positive, negative = sample_balanced(
+        cuda_matches, 64, 0.25, torch.Generator(device="cuda").manual_seed(0)
+    )
+    assert positive.device.type == "cuda" and int(positive.sum()) == 16 and int(negative.sum()) == 48
+    positive, _ = sample_balanced(cuda_matches, 64, 0.25, torch.Generator().manual_seed(0))  # CPU generator
+    assert positive.device.type == "cuda"

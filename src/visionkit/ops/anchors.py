@@ -362,9 +362,9 @@ def wh_iou(wh1: Tensor, wh2: Tensor) -> Tensor:
         >>> wh_iou(torch.tensor([[2.0, 2.0]]), torch.tensor([[2.0, 2.0], [1.0, 4.0]]))
         tensor([[1.0000, 0.3333]])
     """
-    wh1, wh2 = _check_wh(wh1, "wh1"), _check_wh(wh2, "wh2")
-    if wh1.device != wh2.device:
+    if isinstance(wh1, Tensor) and isinstance(wh2, Tensor) and wh1.device != wh2.device:
         raise ValueError(f"wh1 is on {wh1.device} but wh2 is on {wh2.device}; move both to one device")
+    wh1, wh2 = _check_wh(wh1, "wh1"), _check_wh(wh2, "wh2")
     dtype = torch.promote_types(wh1.dtype, wh2.dtype)
     return _pairwise_wh_iou(wh1.to(dtype), wh2.to(dtype))
 
