@@ -255,63 +255,91 @@ def _accumulate(
     category = detections.category[kept]
     # pycocotools concatenates images in order, each sorted by score, then stable-sorts by score
     order = np.lexsort((matches.rank, detections.image[kept], -detections.scores[kept], category))
-    bounds = np.searchsorted(category[order], np.arange(num_categories + 1))
-    rank = matches.rank[order]
-    matched = matches.matched_gt[:, :, order] >= 0
-    ignored = matches.det_ignored[:, :, order]
-    true_pos, false_pos = matched & ~ignored, ~matched & ~ignored  # [A, T, D]
-    within = rank[None, :] < np.asarray(limits)[:, None]  # [M, D]
+    category = category[order]
+    bounds = np.searchsorted(category, np.arange(num_categories + 1))
+    within = matches.rank[order][None, :] < np.asarray(limits)[:, None]  # [M, D]
     num_positive = np.stack(
         [
             np.bincount(ground_truth.category[~ignore], minlength=num_categories)
             for ignore in matches.gt_ignored
         ]
     )  # [A, K]
-    for k in range(num_categories):
-        areas = np.flatnonzero(num_positive[:, k] > 0)
-        if areas.size == 0:
+    for a in range(num_area):
+        valid = np.flatnonzero(num_positive[a] > 0)
+        if valid.size == 0:
             continue
-        low, high = bounds[k], bounds[k + 1]
-        # limits that keep the same detections of this category give the same numbers: compute once
-        _, first, same_as = np.unique(within[:, low:high].sum(axis=1), return_index=True, return_inverse=True)
-        window = within[None, first, None, low:high]
-        tp_sum = np.cumsum(true_pos[areas, :, low:high][:, None] & window, axis=-1, dtype=np.int32)
-        fp_sum = np.cumsum(false_pos[areas, :, low:high][:, None] & window, axis=-1, dtype=np.int32)
-        q, final_recall = _precision_at_recall(tp_sum, fp_sum, num_positive[areas, k], recall_points)
-        q, final_recall = q[:, same_as], final_recall[:, same_as]  # [a, M, T, R], [a, M, T]
-        precision[:, :, k, areas, :] = q.transpose(2, 3, 0, 1)
-        recall[:, k, areas, :] = final_recall.transpose(2, 0, 1)
+        matched = matches.matched_gt[a][:, order] >= 0  # [T, D]
+        ignored = matches.det_ignored[a][:, order]
+        q, true_count = _interpolated_precision(
+            matched & ~ignored, ignored, within, category, bounds, num_positive[a], recall_points
+        )  # [M, T, K, R], [M, T, K]
+        precision[:, :, valid, a, :] = q[:, :, valid].transpose(1, 3, 2, 0)
+        recall[:, valid, a, :] = (true_count[:, :, valid] / num_positive[a, valid]).transpose(1, 2, 0)
     return precision, recall
 
 
-def _precision_at_recall(
-    tp_sum: np.ndarray, fp_sum: np.ndarray, num_positive: np.ndarray, recall_points: np.ndarray
+def _interpolated_precision(
+    true_pos: np.ndarray,
+    ignored: np.ndarray,
+    within: np.ndarray,
+    category: np.ndarray,
+    bounds: np.ndarray,
+    num_positive: np.ndarray,
+    recall_points: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Interpolated precision ``[a, M, T, R]`` and final recall ``[a, M, T]`` from counts ``[a, M, T, n]``."""
-    count = tp_sum.shape[-1]
-    if count == 0:
-        return np.zeros((*tp_sum.shape[:-1], len(recall_points))), np.zeros(tp_sum.shape[:-1])
-    final_recall = tp_sum[..., -1] / num_positive[:, None, None]
-    precision = tp_sum / (fp_sum + tp_sum + np.spacing(1))
-    envelope = np.maximum.accumulate(precision[..., ::-1], axis=-1)[..., ::-1]
+    """Sampled precision envelope ``[M, T, K, R]`` and true-positive totals ``[M, T, K]`` for one area range.
+
+    Only true positives matter: between two of them precision only falls, so the envelope at a recall
+    level is the best precision among the true positives from there on. The false positives before a
+    true positive are counted, not scanned: (kept detections so far) − (true positives) − (ignored ones).
+    Each (maxDets, threshold, category) run of true positives is one segment of a flat array.
+    """
+    num_limits, num_thr, num_dets = within.shape[0], true_pos.shape[0], true_pos.shape[1]
+    num_categories = len(bounds) - 1
+    shape = (num_limits, num_thr, num_categories)
+    if num_dets == 0:  # no detection at all: precision and recall 0 wherever there is ground truth
+        return np.zeros((*shape, len(recall_points))), np.zeros(shape)
+    kept_so_far = np.cumsum(within, axis=1)  # [M, D] kept detections at positions <= d
+    kept_before_category = np.where(bounds[:-1] > 0, kept_so_far[:, np.maximum(bounds[:-1] - 1, 0)], 0)
+    tp_thr, tp_det = np.nonzero(true_pos)  # sorted by (threshold, position)
+    ig_thr, ig_det = np.nonzero(ignored)
+    rows, dets, false_before = [], [], []
+    for m in range(num_limits):
+        keep, keep_ignored = within[m, tp_det], within[m, ig_det]
+        thr, det = tp_thr[keep], tp_det[keep]
+        ignored_keys = ig_thr[keep_ignored] * num_dets + ig_det[keep_ignored]
+        first_of_category = thr * num_dets + bounds[category[det]]
+        ignored_before = np.searchsorted(ignored_keys, thr * num_dets + det) - np.searchsorted(
+            ignored_keys, first_of_category
+        )
+        kept = kept_so_far[m, det] - kept_before_category[m, category[det]]
+        rows.append(m * num_thr + thr)
+        dets.append(det)
+        false_before.append(kept - ignored_before)  # still includes the true positives, removed below
+    row, det = np.concatenate(rows), np.concatenate(dets)
+    segment = row * num_categories + category[det]
+    count = np.bincount(segment, minlength=num_limits * num_thr * num_categories)
+    segment_start = np.cumsum(count) - count
+    tp = np.arange(len(segment)) - segment_start[segment] + 1
+    fp = (np.concatenate(false_before) - tp).astype(np.float64)
+    tp = tp.astype(np.float64)
+    keyed = np.empty(len(segment), dtype=np.complex128)  # complex max is lexicographic: (segment, precision)
+    keyed.real = -segment
+    keyed.imag = tp / (fp + tp + np.spacing(1))  # pycocotools' expression, same rounding
+    envelope = np.maximum.accumulate(keyed[::-1])[::-1].imag  # best precision from here to the segment's end
     # recall = tp/npig >= r  <=>  tp >= the smallest j with j/npig >= r (exact: pycocotools' own division)
     needed = np.stack(
-        [np.searchsorted(np.arange(n + 1) / n, recall_points, side="left") for n in num_positive]
+        [np.searchsorted(np.arange(n + 1) / max(n, 1), recall_points, side="left") for n in num_positive]
     )
-    rows = tp_sum.reshape(-1, count)
-    stride = int(max(count, num_positive.max())) + 1
-    offsets = np.arange(rows.shape[0]) * stride
-    target = (np.broadcast_to(needed[:, None, None, :], (*tp_sum.shape[:-1], len(recall_points)))).reshape(
-        rows.shape[0], -1
-    ) + offsets[:, None]
-    position = np.searchsorted((rows + offsets[:, None]).ravel(), target.ravel(), side="left").reshape(
-        target.shape
-    )
-    index = position - (np.arange(rows.shape[0]) * count)[:, None]
-    inside = index < count
-    flat_envelope = envelope.reshape(-1, count)
-    q = np.where(inside, np.take_along_axis(flat_envelope, np.minimum(index, count - 1), axis=1), 0.0)
-    return q.reshape(*tp_sum.shape[:-1], len(recall_points)), final_recall
+    needed = np.maximum(needed, 1)[None]  # [1, K, R]; recall 0 is reached at the first true positive
+    count = count.reshape(-1, num_categories, 1)
+    reached = needed <= count
+    if len(envelope):
+        index = np.minimum(segment_start.reshape(-1, num_categories, 1) + needed - 1, len(envelope) - 1)
+        q = np.where(reached, envelope[index], 0.0)
+    else:
+        q = np.zeros(reached.shape)
+    return q.reshape(*shape, len(recall_points)), count.reshape(shape).astype(np.float64)
 
 
 def _summary_stats(result: CocoResult) -> np.ndarray:
