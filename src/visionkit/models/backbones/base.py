@@ -1,0 +1,93 @@
+"""The feature contract every classification backbone follows (what necks and detectors consume).
+
+API (one way, used everywhere):
+
+* ``model.forward_features(x) -> dict[str, Tensor]`` returns the multi-scale feature maps
+  ``{"c2": ..., "c3": ..., "c4": ..., "c5": ...}``. ``c<k>`` is the output of the **deepest layer whose
+  output has stride 2^k** relative to the input (stride 4, 8, 16, 32).
+* ``model.out_channels: dict[str, int]`` and ``model.strides: dict[str, int]`` describe them, e.g.
+  resnet50: ``out_channels = {"c2": 256, "c3": 512, "c4": 1024, "c5": 2048}``,
+  ``strides = {"c2": 4, "c3": 8, "c4": 16, "c5": 32}``.
+* ``model(x)`` returns class logits ``(N, num_classes)``; every builder also takes
+  ``features_only=True``, which removes the classification head (so no parameter goes unused) and
+  makes ``model(x)`` return the same dict as ``forward_features``. A torchvision checkpoint loads into
+  a ``features_only`` model with ``strict=False`` (only head keys are missing).
+
+Example:
+    >>> import torch
+    >>> from visionkit.models import create_model
+    >>> backbone = create_model("resnet18", features_only=True)
+    >>> {k: tuple(v.shape) for k, v in backbone(torch.randn(1, 3, 64, 64)).items()}
+    {'c2': (1, 64, 16, 16), 'c3': (1, 128, 8, 8), 'c4': (1, 256, 4, 4), 'c5': (1, 512, 2, 2)}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+__all__ = ["FEATURE_NAMES", "FEATURE_STRIDES", "Backbone", "run_with_taps"]
+
+FEATURE_NAMES = ("c2", "c3", "c4", "c5")
+FEATURE_STRIDES = {"c2": 4, "c3": 8, "c4": 16, "c5": 32}
+
+
+def run_with_taps(layers: nn.Sequential, x: Tensor, taps: dict[int, str]) -> dict[str, Tensor]:
+    """Run ``layers`` in order, keeping the outputs of the layers whose index is in ``taps``.
+
+    Stops after the last tapped layer (later layers are not needed for features).
+    """
+    features: dict[str, Tensor] = {}
+    last = max(taps)
+    for index, layer in enumerate(layers):
+        x = layer(x)
+        if index in taps:
+            features[taps[index]] = x
+        if index == last:
+            break
+    return features
+
+
+class Backbone(nn.Module):
+    """Base class: ``forward`` = ``forward_head(forward_features(x)["c5"])`` or the features dict.
+
+    Subclasses set ``out_channels`` (dict), ``head_names`` (attributes removed by
+    :meth:`remove_head`) and implement :meth:`forward_features` and :meth:`forward_head`.
+    """
+
+    head_names: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features_only = False
+        self.out_channels: dict[str, int] = {}
+        self.strides: dict[str, int] = dict(FEATURE_STRIDES)
+
+    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def forward_head(self, c5: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Any:
+        if x.dim() != 4:
+            raise ValueError(
+                f"{type(self).__name__}: expected an image batch (N, C, H, W), got shape {tuple(x.shape)}"
+            )
+        features = self.forward_features(x)
+        return features if self.features_only else self.forward_head(features["c5"])
+
+    def remove_head(self) -> Backbone:
+        """Drop the classification head in place; ``forward`` then returns the features dict."""
+        for name in self.head_names:
+            setattr(self, name, None)
+        self.features_only = True
+        return self
+
+
+def finish(model: Backbone, features_only: bool) -> Backbone:
+    """Apply the ``features_only`` builder option."""
+    if not isinstance(features_only, bool):
+        raise TypeError(f"features_only must be a bool, got {type(features_only).__name__}")
+    return model.remove_head() if features_only else model

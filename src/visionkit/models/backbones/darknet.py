@@ -1,0 +1,74 @@
+"""Darknet-53 (Redmon & Farhadi 2018, "YOLOv3: An Incremental Improvement"; handbook §18).
+
+A 3×3 stem then five stages, each a 3×3/2 downsampling conv followed by 1, 2, 8, 8, 4
+:class:`~visionkit.nn.DarknetResidual` blocks; batch norm and leaky ReLU (0.1) everywhere; no pooling
+until the global average pool of the classifier. YOLOv3 uses ``c3``, ``c4``, ``c5`` (strides 8, 16, 32).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from visionkit.models.backbones.base import Backbone, finish
+from visionkit.models.registry import register_model
+from visionkit.nn.blocks import ConvNormAct, DarknetResidual
+from visionkit.nn.init import constant_, kaiming_normal_
+
+__all__ = ["Darknet53"]
+
+#: (output channels, residual blocks) per stage
+STAGES = [(64, 1), (128, 2), (256, 8), (512, 8), (1024, 4)]
+
+
+def _leaky(inplace: bool = True) -> nn.Module:
+    return nn.LeakyReLU(0.1, inplace=inplace)
+
+
+class Darknet53(Backbone):
+    """Darknet-53 classifier/backbone: ``stem``, ``stage1``..``stage5``, GAP, ``fc``.
+
+    Features: ``c2`` = stage2 (128, stride 4), ``c3`` = stage3 (256, 8), ``c4`` = stage4 (512, 16),
+    ``c5`` = stage5 (1024, 32).
+
+    Example:
+        >>> Darknet53(num_classes=10)(torch.randn(1, 3, 64, 64)).shape
+        torch.Size([1, 10])
+    """
+
+    head_names = ("avgpool", "fc")
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.stem = ConvNormAct(3, 32, 3, activation_layer=_leaky)
+        in_channels = 32
+        for index, (channels, blocks) in enumerate(STAGES, start=1):
+            layers: list[nn.Module] = [
+                ConvNormAct(in_channels, channels, 3, stride=2, activation_layer=_leaky)
+            ]
+            layers += [DarknetResidual(channels) for _ in range(blocks)]
+            self.add_module(f"stage{index}", nn.Sequential(*layers))
+            in_channels = channels
+        self.out_channels = {"c2": 128, "c3": 256, "c4": 512, "c5": 1024}
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(1024, num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                kaiming_normal_(module.weight, mode="fan_out", nonlinearity="leaky_relu", negative_slope=0.1)
+            elif isinstance(module, nn.BatchNorm2d):
+                constant_(module.weight, 1.0), constant_(module.bias, 0.0)
+
+    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
+        c2 = self.stage2(self.stage1(self.stem(x)))
+        c3 = self.stage3(c2)
+        c4 = self.stage4(c3)
+        return {"c2": c2, "c3": c3, "c4": c4, "c5": self.stage5(c4)}
+
+    def forward_head(self, c5: Tensor) -> Tensor:
+        return self.fc(torch.flatten(self.avgpool(c5), 1))
+
+
+@register_model()
+def darknet53(*, num_classes: int = 1000, features_only: bool = False) -> Darknet53:
+    """Darknet-53 (41.6 M parameters at 1000 classes)."""
+    return finish(Darknet53(num_classes), features_only)  # type: ignore[return-value]
