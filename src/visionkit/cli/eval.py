@@ -32,6 +32,7 @@ def run_evaluation(detections: str, ground_truth: str, metric: str, iou: float) 
         "num_ground_truth": len(gt.image),
         "num_detections": len(dets.image),
     }
+    result: Any
     if metric == "coco":
         result = evaluate_coco_sets(gt, dets)
         report["stats"] = result.as_dict()

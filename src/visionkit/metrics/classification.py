@@ -49,14 +49,17 @@ def _pair(targets: Any, predictions: Any) -> tuple[np.ndarray, np.ndarray]:
     return y_true, y_pred
 
 
-def _labels(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[int] | None) -> np.ndarray:
+def _labels(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[int] | np.ndarray | None) -> np.ndarray:
     if y_true.ndim == 2:
         return np.arange(y_true.shape[1]) if labels is None else np.asarray(labels)
     return np.union1d(y_true, y_pred) if labels is None else np.asarray(labels)
 
 
 def confusion_matrix(
-    targets: Any, predictions: Any, labels: Sequence[int] | None = None, normalize: str | None = None
+    targets: Any,
+    predictions: Any,
+    labels: Sequence[int] | np.ndarray | None = None,
+    normalize: str | None = None,
 ) -> np.ndarray:
     """Confusion matrix ``[L, L]``: row = true class, column = predicted class (scikit-learn's layout).
 
@@ -101,7 +104,7 @@ def confusion_matrix(
 
 
 def multilabel_confusion_matrix(
-    targets: Any, predictions: Any, labels: Sequence[int] | None = None, samplewise: bool = False
+    targets: Any, predictions: Any, labels: Sequence[int] | np.ndarray | None = None, samplewise: bool = False
 ) -> np.ndarray:
     """One-vs-rest confusion matrices ``[L, 2, 2]`` laid out ``[[TN, FP], [FN, TP]]`` per class.
 
@@ -179,7 +182,11 @@ def _average(values: np.ndarray, weights: np.ndarray | None) -> float:
 
 
 def _set_labels(
-    y_true: np.ndarray, y_pred: np.ndarray, average: str | None, labels: Sequence[int] | None, pos_label: int
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    average: str | None,
+    labels: Sequence[int] | np.ndarray | None,
+    pos_label: int,
 ) -> np.ndarray | None:
     if average not in _AVERAGES:
         raise ValueError(f"average must be one of {_AVERAGES}, got {average!r}")
@@ -204,7 +211,7 @@ def precision_recall_fscore_support(
     *,
     beta: float = 1.0,
     average: str | None = "binary",
-    labels: Sequence[int] | None = None,
+    labels: Sequence[int] | np.ndarray | None = None,
     pos_label: int = 1,
     zero_division: float = 0.0,
 ) -> tuple[Any, Any, Any, np.ndarray | None]:
@@ -310,7 +317,7 @@ def _negative_rate(
     *,
     numerator: str,
     average: str | None,
-    labels: Sequence[int] | None,
+    labels: Sequence[int] | np.ndarray | None,
     pos_label: int,
     zero_division: float,
 ) -> Any:
@@ -333,7 +340,7 @@ def specificity(
     predictions: Any,
     *,
     average: str | None = "binary",
-    labels: Sequence[int] | None = None,
+    labels: Sequence[int] | np.ndarray | None = None,
     pos_label: int = 1,
     zero_division: float = 0.0,
 ) -> Any:
@@ -359,7 +366,7 @@ def false_positive_rate(
     predictions: Any,
     *,
     average: str | None = "binary",
-    labels: Sequence[int] | None = None,
+    labels: Sequence[int] | np.ndarray | None = None,
     pos_label: int = 1,
     zero_division: float = 0.0,
 ) -> Any:
@@ -429,9 +436,10 @@ def classification_report(
             "precision": float(per_class[0][i]),
             "recall": float(per_class[1][i]),
             "f1-score": float(per_class[2][i]),
-            "support": float(per_class[3][i]),
+            "support": float(np.asarray(per_class[3])[i]),
         }
-    total = float(per_class[3].sum())
+    support = np.asarray(per_class[3])
+    total = float(support.sum())
     if y_true.ndim == 1:
         table["accuracy"] = accuracy(y_true, y_pred)
     for average in ("macro", "weighted"):
