@@ -396,3 +396,84 @@ def test_adversarial_ties_equal_pycocotools(seed: int) -> None:
     for max_dets in [(1, 2, 3)]:
         ours = evaluate_coco(predictions, targets, num_classes=2, max_detections=max_dets)
         _assert_same(ours, _pycocotools(gt, results, max_dets=max_dets), stats=False)
+
+
+def test_unknown_category_in_ground_truth_is_rejected() -> None:
+    gt = {
+        "images": [{"id": 1}],
+        "categories": [{"id": 1}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 4, "bbox": [0, 0, 2, 2], "area": 4, "iscrowd": 0}
+        ],
+    }
+    with pytest.raises(ValueError, match=r"annotation category ids not in the ground truth: \[4\]"):
+        load_coco_ground_truth(gt)
+    gt["annotations"][0].update(category_id=1, image_id=7)
+    with pytest.raises(ValueError, match=r"annotation image ids not in the ground truth: \[7\]"):
+        load_coco_ground_truth(gt)
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_box = st.tuples(st.integers(0, 6), st.integers(0, 6), st.integers(0, 4), st.integers(0, 4)).map(
+    lambda b: [
+        float(b[0]),
+        float(b[1]),
+        float(b[0] + b[2]),
+        float(b[1] + b[3]),
+    ]  # small grid: many exact ties
+)
+
+
+@st.composite
+def _tiny_dataset(draw):
+    num_images = draw(st.integers(1, 3))
+    targets, predictions = [], []
+    for _ in range(num_images):
+        gt_boxes = draw(st.lists(_box, max_size=4))
+        det_boxes = draw(st.lists(_box, max_size=6))
+        targets.append(
+            {
+                "boxes": torch.tensor(gt_boxes, dtype=torch.float64).reshape(-1, 4),
+                "labels": torch.tensor(
+                    draw(st.lists(st.integers(0, 1), min_size=len(gt_boxes), max_size=len(gt_boxes))),
+                    dtype=torch.long,
+                ),
+                "iscrowd": torch.tensor(
+                    draw(st.lists(st.booleans(), min_size=len(gt_boxes), max_size=len(gt_boxes))),
+                    dtype=torch.bool,
+                ),
+                "area": torch.tensor(
+                    [(b[2] - b[0]) * (b[3] - b[1]) * 100 for b in gt_boxes], dtype=torch.float64
+                ),
+            }
+        )
+        predictions.append(
+            {
+                "boxes": torch.tensor(det_boxes, dtype=torch.float64).reshape(-1, 4),
+                "scores": torch.tensor(
+                    draw(
+                        st.lists(
+                            st.sampled_from([0.1, 0.5, 0.9]), min_size=len(det_boxes), max_size=len(det_boxes)
+                        )
+                    ),
+                    dtype=torch.float64,
+                ),
+                "labels": torch.tensor(
+                    draw(st.lists(st.integers(0, 1), min_size=len(det_boxes), max_size=len(det_boxes))),
+                    dtype=torch.long,
+                ),
+            }
+        )
+    return targets, predictions
+
+
+@settings(max_examples=40, deadline=None)
+@given(_tiny_dataset())
+def test_fuzz_tiny_datasets_equal_pycocotools(data) -> None:
+    targets, predictions = data
+    gt, results = _as_coco(targets, predictions, 2)
+    ours = evaluate_coco(predictions, targets, num_classes=2, max_detections=(1, 2, 100))
+    _assert_same(ours, _pycocotools(gt, results, max_dets=(1, 2, 100)), stats=False)
