@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "info": ("visionkit.cli.info", "info", "Versions, threads and devices."),
     "eval": ("visionkit.cli.eval", "evaluate", "Score detections against COCO ground truth (COCO/VOC AP)."),
     "demo": ("visionkit.cli.demo", "demo", "Run the main demonstration job (what `make demo` runs)."),
+    "train": ("visionkit.cli.train", "train", "Train from a recipe: visionkit train classify key=value ..."),
 }
 
 

@@ -1,0 +1,148 @@
+"""Plain-Python configuration: frozen dataclass recipes plus ``key=value`` overrides (ultralytics style).
+
+A recipe is a ``@dataclass(frozen=True)`` whose fields have defaults and simple types: ``int``,
+``float``, ``bool``, ``str``, ``Literal[...]`` choices, ``X | None`` and ``tuple[int, ...]`` /
+``tuple[float, ...]``. :func:`apply_overrides` casts each ``key=value`` string to the field's type and
+rejects unknown keys (listing the valid ones) and values of the wrong type or outside the choices.
+
+Example:
+    >>> from dataclasses import dataclass
+    >>> @dataclass(frozen=True)
+    ... class Recipe:
+    ...     lr: float = 0.1
+    ...     epochs: int = 10
+    >>> apply_overrides(Recipe(), ["lr=0.5", "epochs=3"])
+    Recipe(lr=0.5, epochs=3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+RecipeT = TypeVar("RecipeT")
+_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+_NONE = ("none", "null")
+
+
+class ConfigError(ValueError):
+    """An override names an unknown field or has a value that does not fit the field's type."""
+
+
+def _field_types(recipe_type: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(recipe_type)
+    return {field.name: hints[field.name] for field in dataclasses.fields(recipe_type)}
+
+
+def cast_value(key: str, text: str, annotation: Any) -> Any:
+    """Cast the string ``text`` to ``annotation`` (see the module docstring); errors name ``key``."""
+    origin, arguments = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        if text.strip().lower() in _NONE and type(None) in arguments:
+            return None
+        inner = [a for a in arguments if a is not type(None)]
+        errors = []
+        for candidate in inner:
+            try:
+                return cast_value(key, text, candidate)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError("; ".join(errors))
+    if origin is Literal:
+        choices = list(arguments)
+        for choice in choices:
+            if str(choice) == text:
+                return choice
+        raise ConfigError(f"{key}={text!r}: expected one of {choices}")
+    if origin is tuple:
+        element = arguments[0] if arguments else str
+        parts = [p for p in text.replace("(", "").replace(")", "").split(",") if p.strip()]
+        return tuple(cast_value(key, p.strip(), element) for p in parts)
+    if annotation is bool:
+        if text.strip().lower() in _TRUE:
+            return True
+        if text.strip().lower() in _FALSE:
+            return False
+        raise ConfigError(f"{key}={text!r}: expected a boolean (true/false)")
+    if annotation in (int, float):
+        try:
+            value = annotation(text) if annotation is float else int(text)
+        except ValueError:
+            raise ConfigError(f"{key}={text!r}: expected {annotation.__name__}") from None
+        return value
+    if annotation is str:
+        return text
+    raise ConfigError(f"{key}: unsupported field type {annotation!r}")
+
+
+def apply_overrides(recipe: RecipeT, overrides: Sequence[str]) -> RecipeT:
+    """Return a copy of ``recipe`` with ``key=value`` overrides applied (values cast to field types).
+
+    Raises:
+        ConfigError: malformed item, unknown key (the message lists the valid keys) or bad value.
+    """
+    if not dataclasses.is_dataclass(recipe) or isinstance(recipe, type):
+        raise TypeError(f"recipe must be a dataclass instance, got {type(recipe).__name__}")
+    annotations = _field_types(type(recipe))
+    changes: dict[str, Any] = {}
+    for item in overrides:
+        key, separator, text = item.partition("=")
+        key = key.strip()
+        if not separator or not key:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        if key not in annotations:
+            raise ConfigError(f"unknown key {key!r}; valid keys: {', '.join(annotations)}")
+        changes[key] = cast_value(key, text.strip(), annotations[key])
+    return dataclasses.replace(recipe, **changes)  # type: ignore[type-var]
+
+
+def recipe_to_dict(recipe: Any) -> dict[str, Any]:
+    """The recipe as a JSON-ready dict (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(recipe)))
+
+
+def save_recipe(recipe: Any, path: str | os.PathLike[str]) -> Path:
+    """Write the recipe as JSON (with its class name) to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"recipe": type(recipe).__name__, **recipe_to_dict(recipe)}, indent=2) + "\n")
+    return path
+
+
+def load_recipe(recipe_type: type[RecipeT], path: str | os.PathLike[str]) -> RecipeT:
+    """Read a recipe written by :func:`save_recipe`; unknown keys are an error naming the file."""
+    data = json.loads(Path(path).read_text())
+    data.pop("recipe", None)
+    annotations = _field_types(recipe_type)
+    unknown = sorted(set(data) - set(annotations))
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {unknown}; valid keys: {', '.join(annotations)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return recipe_type(**values)
+
+
+def describe_recipe(recipe_type: type) -> list[tuple[str, str, str]]:
+    """``(name, type, default)`` rows for help texts."""
+    rows = []
+    for field in dataclasses.fields(recipe_type):
+        annotation = _field_types(recipe_type)[field.name]
+        kind = annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+        rows.append((field.name, kind, repr(field.default)))
+    return rows
+
+
+__all__ = [
+    "ConfigError",
+    "apply_overrides",
+    "cast_value",
+    "describe_recipe",
+    "load_recipe",
+    "recipe_to_dict",
+    "save_recipe",
+]
