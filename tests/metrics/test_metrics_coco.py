@@ -477,3 +477,21 @@ def test_fuzz_tiny_datasets_equal_pycocotools(data) -> None:
     gt, results = _as_coco(targets, predictions, 2)
     ours = evaluate_coco(predictions, targets, num_classes=2, max_detections=(1, 2, 100))
     _assert_same(ours, _pycocotools(gt, results, max_dets=(1, 2, 100)), stats=False)
+
+
+@pytest.mark.skipif(not COCO128.is_file(), reason="coco128 annotations not available")
+def test_loader_round_trip_to_the_detector_contract() -> None:
+    from visionkit.metrics.detection.io import to_predictions, to_targets
+
+    gt = json.loads(COCO128.read_text())
+    ground_truth = load_coco_ground_truth(gt)
+    detections = load_coco_results(_generated_results(gt, 3), ground_truth)
+    targets, predictions = to_targets(ground_truth), to_predictions(detections, ground_truth)
+    assert len(targets) == 128 and targets[0]["boxes"].dtype == torch.float64
+    first = next(a for a in gt["annotations"] if a["image_id"] == targets[0]["image_id"])
+    x, y, w, h = first["bbox"]
+    label = int(np.searchsorted(ground_truth.category_ids, first["category_id"]))
+    assert [x, y, x + w, y + h] in targets[0]["boxes"].tolist() and label in targets[0]["labels"].tolist()
+    via_contract = evaluate_coco(predictions, targets, num_classes=len(ground_truth.category_ids))
+    direct = evaluate_coco_sets(ground_truth, detections)
+    np.testing.assert_allclose(via_contract.stats, direct.stats, rtol=0, atol=TOL)

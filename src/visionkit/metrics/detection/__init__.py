@@ -7,6 +7,8 @@ from visionkit.metrics.detection.io import (
     from_predictions,
     load_coco_ground_truth,
     load_coco_results,
+    to_predictions,
+    to_targets,
 )
 from visionkit.metrics.detection.voc import VocResult, evaluate_voc, evaluate_voc_sets
 
@@ -22,4 +24,6 @@ __all__ = [
     "from_predictions",
     "load_coco_ground_truth",
     "load_coco_results",
+    "to_predictions",
+    "to_targets",
 ]

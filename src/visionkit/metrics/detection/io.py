@@ -29,6 +29,8 @@ __all__ = [
     "from_predictions",
     "load_coco_ground_truth",
     "load_coco_results",
+    "to_predictions",
+    "to_targets",
 ]
 
 
@@ -335,3 +337,52 @@ def load_coco_results(
         scores=scores,
         area=boxes[:, 2] * boxes[:, 3],
     )
+
+
+def _split_by_image(image: np.ndarray, num_images: int) -> list[np.ndarray]:
+    order = np.argsort(image, kind="stable")
+    return np.split(order, np.searchsorted(image[order], np.arange(1, num_images)))
+
+
+def _xyxy(boxes: np.ndarray) -> np.ndarray:
+    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
+
+
+def to_targets(ground_truth: GroundTruthSet) -> list[dict[str, Any]]:
+    """Ground truth in the visionkit contract: per image ``dict(boxes [M, 4] xyxy float64, labels, ...)``.
+
+    ``labels`` are contiguous positions into ``ground_truth.category_ids`` (the category id mapping);
+    ``image_id`` is the original id. Images follow ``ground_truth.image_ids``.
+    """
+    import torch
+
+    targets = []
+    for position, rows in enumerate(_split_by_image(ground_truth.image, len(ground_truth.image_ids))):
+        targets.append(
+            {
+                "boxes": torch.from_numpy(_xyxy(ground_truth.boxes[rows])),
+                "labels": torch.from_numpy(ground_truth.category[rows].astype(np.int64)),
+                "iscrowd": torch.from_numpy(ground_truth.iscrowd[rows]),
+                "difficult": torch.from_numpy(ground_truth.difficult[rows]),
+                "area": torch.from_numpy(ground_truth.area[rows]),
+                "image_id": int(ground_truth.image_ids[position]),
+            }
+        )
+    return targets
+
+
+def to_predictions(detections: DetectionSet, ground_truth: GroundTruthSet) -> list[dict[str, Any]]:
+    """Detections in the detector contract ``dict(boxes [N, 4] xyxy, scores, labels int64)`` per image."""
+    import torch
+
+    predictions = []
+    for position, rows in enumerate(_split_by_image(detections.image, len(ground_truth.image_ids))):
+        predictions.append(
+            {
+                "boxes": torch.from_numpy(_xyxy(detections.boxes[rows])),
+                "scores": torch.from_numpy(detections.scores[rows]),
+                "labels": torch.from_numpy(detections.category[rows].astype(np.int64)),
+                "image_id": int(ground_truth.image_ids[position]),
+            }
+        )
+    return predictions
