@@ -194,3 +194,30 @@ def test_voc_bad_input() -> None:
     empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
     result = evaluate_voc([empty], [target])
     assert result.mean_average_precision == 0.0 and result.per_class()[0]["num_det"] == 0
+
+
+def test_detection_meter_over_batches_equals_one_call() -> None:
+    from visionkit.metrics.detection import DetectionMeter, evaluate_coco
+
+    targets, predictions = _random_voc(11)
+    for metric, interpolation in (("voc07", "11point"), ("voc12", "all")):
+        meter = DetectionMeter(metric, num_classes=4)
+        for start in range(0, len(targets), 3):
+            meter.update(predictions[start : start + 3], targets[start : start + 3])
+        whole = evaluate_voc(predictions, targets, num_classes=4, interpolation=interpolation)
+        np.testing.assert_array_equal(meter.compute().average_precision, whole.average_precision)
+    meter = DetectionMeter("coco", num_classes=4)
+    areas = [
+        {**t, "area": (t["boxes"][:, 2] - t["boxes"][:, 0]) * (t["boxes"][:, 3] - t["boxes"][:, 1])}
+        for t in targets
+    ]
+    for start in range(0, len(targets), 4):
+        meter.update(predictions[start : start + 4], areas[start : start + 4])
+    predictions[0]["scores"].zero_()  # later in-place edits do not reach the stored copies
+    np.testing.assert_array_equal(
+        meter.compute().stats, evaluate_coco(meter.predictions, areas, num_classes=4).stats
+    )
+    meter.reset()
+    assert meter.predictions == [] and meter.targets == []
+    with pytest.raises(ValueError, match="metric must be"):
+        DetectionMeter("map")

@@ -10,10 +10,12 @@ from visionkit.metrics.detection.io import (
     to_predictions,
     to_targets,
 )
+from visionkit.metrics.detection.meter import DetectionMeter
 from visionkit.metrics.detection.voc import VocResult, evaluate_voc, evaluate_voc_sets
 
 __all__ = [
     "CocoResult",
+    "DetectionMeter",
     "DetectionSet",
     "GroundTruthSet",
     "VocResult",
