@@ -28,14 +28,24 @@ from visionkit.ops.boxes import (
     validate_boxes,
 )
 from visionkit.ops.matcher import Matcher, match_by_quality
+from visionkit.ops.multiscale_roi_align import MultiScaleRoIAlign
+from visionkit.ops.pooling import AvgPool2d, MaxPool2d, avg_pool2d, max_pool2d
+from visionkit.ops.roi_align import RoIAlign, roi_align
+from visionkit.ops.roi_pool import RoIPool, roi_pool
 from visionkit.ops.sampler import BalancedPositiveNegativeSampler, sample_balanced
 
 __all__ = [
     "AnchorGenerator",
+    "AvgPool2d",
     "BalancedPositiveNegativeSampler",
     "BoxCoder",
     "Matcher",
+    "MaxPool2d",
+    "MultiScaleRoIAlign",
+    "RoIAlign",
+    "RoIPool",
     "anchor_fitness",
+    "avg_pool2d",
     "box_area",
     "box_convert",
     "box_ioa",
@@ -56,7 +66,10 @@ __all__ = [
     "grid_anchors",
     "kmeans_anchors",
     "match_by_quality",
+    "max_pool2d",
     "remove_small_boxes",
+    "roi_align",
+    "roi_pool",
     "sample_balanced",
     "validate_boxes",
     "wh_iou",

@@ -1,0 +1,270 @@
+"""RoI Pooling (Girshick, "Fast R-CNN", ICCV 2015; handbook §24) with Caffe's two quantizations.
+
+1. The RoI is mapped to the feature map and its corners are rounded to whole cells
+   (``round(x1 · spatial_scale)``, halves away from zero as C's ``round``); its size is
+   ``max(x2' − x1' + 1, 1)`` cells (corners inclusive).
+2. Bin ``p`` of ``P`` spans cells ``[floor(p · size / P), ceil((p + 1) · size / P))`` from the RoI start,
+   clipped to the map, so neighbouring bins may share a row or column; a bin left empty by clipping
+   outputs 0.
+
+Each bin outputs the maximum of its cells, and the backward routes the gradient to that arg-max cell
+(the first one in row-major order on ties, as torchvision). This equals ``torchvision.ops.roi_pool``
+exactly, except that NaN features are read as −inf (torchvision skips them too; a bin of only NaN gives
+−inf here and −3.4e38 there).
+
+Implementation: a bin is a rectangle of cells, and the maximum over a rectangle is answered by a
+*sparse table* (range-maximum query): tables of maxima over ``2^jy × 2^jx`` blocks (with the arg-max
+cell, ties to the lower flat index) are built once per call, and every bin is covered by a few possibly
+overlapping blocks (2 × 2 for bins up to 15 cells a side), so the cost per bin does not grow with its
+area and no Python loop runs over RoIs or bins.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx
+
+from visionkit.ops.roi import RoIs, channels_last_rows, check_features, compute_dtype, convert_rois, pair_size
+
+__all__ = ["RoIPool", "roi_pool"]
+
+_MAX_LEVEL = 3  # blocks up to 8 cells a side; longer bins use more (overlapping) blocks
+_CHUNK_ELEMENTS = 1 << 24  # bound the gathered [lookups, C] working set
+
+
+def round_half_away(values: Tensor) -> Tensor:
+    """Round to the nearest integer with halves away from zero (C ``round``), as int64."""
+    truncated = values.trunc()
+    is_half = (values - truncated).abs() == 0.5
+    return torch.where(is_half, truncated + values.sign(), values.round()).long()
+
+
+def _combine(first: tuple[Tensor, ...], second: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Maximum of two candidates, ``(key,)`` or ``(value, flat index)``; ties keep the lower index."""
+    if len(first) == 1:  # packed keys: value order in the high bits, reversed index in the low bits
+        return (torch.maximum(first[0], second[0]),)
+    (value1, index1), (value2, index2) = first, second
+    take_second = (value2 > value1) | ((value2 == value1) & (index2 < index1))
+    return torch.where(take_second, value2, value1), torch.where(take_second, index2, index1)
+
+
+_INDEX_MASK = (1 << 32) - 1
+_INDEX_TOP = (1 << 31) - 1
+
+
+def _pack(value: Tensor, cell: Tensor) -> Tensor:
+    """float32 value and cell index → int64 key whose order is (value, then lower index first).
+
+    The float's bits are made order-preserving as int32 (negative floats flip their 31 low bits);
+    −0 is read as +0 so that it ties with 0 as in a float comparison.
+    """
+    bits = (value + 0.0).view(torch.int32)
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).long()
+    return (ordered << 32) | (_INDEX_TOP - cell)
+
+
+def _unpack(key: Tensor) -> tuple[Tensor, Tensor]:
+    ordered = (key >> 32).int()
+    value = torch.where(ordered < 0, ordered ^ 0x7FFFFFFF, ordered).view(torch.float32)
+    return value, _INDEX_TOP - (key & _INDEX_MASK)
+
+
+def _sparse_tables(
+    rows: Tensor, shape: tuple[int, int, int, int], levels: tuple[int, int], with_index: bool
+) -> tuple[Tensor, ...]:
+    """Block maxima of every level pair stacked as rows ``[Ly * Lx * N * H * W, C]``.
+
+    Without ``with_index`` (inference) one value table; with it, float32 features give one table of packed
+    int64 keys (:func:`_pack`) and float64 features a value table and an index table.
+    """
+    batch, channels, height, width = shape
+    value = rows.view(batch, height, width, channels)
+    value = torch.where(value.isnan(), torch.full_like(value, -math.inf), value)
+    cell = torch.arange(batch * height * width, device=rows.device).view(batch, height, width, 1)
+    if not with_index:
+        base: tuple[Tensor, ...] = (value,)
+    elif value.dtype == torch.float32:
+        base = (_pack(value, cell),)
+    else:
+        base = (value, cell.expand(batch, height, width, channels))
+    count_y, count_x = levels[0] + 1, levels[1] + 1
+    # Table (jy, jx) is entry jy * Lx + jx, so row ((jy * Lx + jx) * N + n) * H * W + y * W + x is the
+    # 2^jy x 2^jx block at (n, y, x).
+    tables = tuple(part.new_empty(count_y * count_x, batch, height, width, channels) for part in base)
+    for table, part in zip(tables, base, strict=True):
+        table[0].copy_(part)
+    for jy in range(count_y):
+        for jx in range(count_x):
+            if jy == 0 and jx == 0:
+                continue
+            source, dim, half = (
+                ((jy, jx - 1), 2, 1 << (jx - 1)) if jy == 0 else ((jy - 1, jx), 1, 1 << (jy - 1))
+            )
+            _double(
+                tuple(t[source[0] * count_x + source[1]] for t in tables),
+                tuple(t[jy * count_x + jx] for t in tables),
+                dim,
+                half,
+            )
+    return tuple(table.view(-1, channels) for table in tables)
+
+
+def _double(source: tuple[Tensor, ...], target: tuple[Tensor, ...], dim: int, half: int) -> None:
+    """Blocks of ``2·half`` cells along ``dim`` from blocks of ``half``; the unqueried tail is copied."""
+    length = source[0].shape[dim]
+    if half >= length:
+        for out, part in zip(target, source, strict=True):
+            out.copy_(part)
+        return
+    head = tuple(part.narrow(dim, 0, length - half) for part in source)
+    tail = tuple(part.narrow(dim, half, length - half) for part in source)
+    for out, merged, part in zip(target, _combine(head, tail), source, strict=True):
+        out.narrow(dim, 0, length - half).copy_(merged)
+        out.narrow(dim, length - half, half).copy_(part.narrow(dim, length - half, half))
+
+
+def _bins(rois: Tensor, spatial_scale: float, bins: int, axis: int, limit: int) -> tuple[Tensor, Tensor]:
+    """Start and end cells ``[K, bins]`` of every bin along one axis (x: axis 0, y: axis 1), clipped."""
+    start = round_half_away(rois[:, 1 + axis] * spatial_scale)
+    end = round_half_away(rois[:, 3 + axis] * spatial_scale)
+    size = (end - start + 1).clamp(min=1).to(rois.dtype)
+    bin_size = size / bins
+    position = torch.arange(bins, device=rois.device, dtype=rois.dtype)
+    low = torch.floor(position[None, :] * bin_size[:, None]).long() + start[:, None]
+    high = torch.ceil((position[None, :] + 1) * bin_size[:, None]).long() + start[:, None]
+    return low.clamp(0, limit), high.clamp(0, limit)
+
+
+def _cover(low: Tensor, high: Tensor, max_level: int, limit: int) -> tuple[Tensor, Tensor]:
+    """Cover each window ``[low, high)`` by blocks of ``2^level`` cells: starts ``[K, P, n]`` and levels."""
+    length = (high - low).clamp(min=1)
+    level = torch.floor(torch.log2(length.double())).long().clamp(max=max_level)
+    block = 1 << level
+    count = int(((length + block - 1) // block).max()) if length.numel() else 1
+    step = torch.arange(count, device=low.device)
+    starts = torch.minimum(low[..., None] + step * block[..., None], (low + length - block)[..., None])
+    return starts.clamp(0, max(limit - 1, 0)), level  # (empty bins are clamped into the map; masked later)
+
+
+class _RoIPoolFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: FunctionCtx, features: Tensor, rois: Tensor, spatial_scale: float, output_size: tuple[int, int]
+    ) -> Tensor:
+        batch, channels, height, width = features.shape
+        y_low, y_high = _bins(rois, spatial_scale, output_size[0], 1, height)
+        x_low, x_high = _bins(rois, spatial_scale, output_size[1], 0, width)
+        longest = [
+            int((high - low).max()) if low.numel() else 1 for low, high in ((y_low, y_high), (x_low, x_high))
+        ]
+        levels = tuple(min(max(n, 1).bit_length() - 1, _MAX_LEVEL) for n in longest)
+        with_index = ctx.needs_input_grad[0]  # type: ignore[attr-defined]
+        tables = _sparse_tables(channels_last_rows(features), tuple(features.shape), levels, with_index)  # type: ignore[arg-type]
+        y_start, y_level = _cover(y_low, y_high, levels[0], height)
+        x_start, x_level = _cover(x_low, x_high, levels[1], width)
+        # Lookup rows [K, PH, PW, ny, nx] into the stacked tables.
+        level = (y_level[:, :, None] * (levels[1] + 1) + x_level[:, None, :])[..., None, None]
+        cell = y_start[:, :, None, :, None] * width + x_start[:, None, :, None, :]
+        image = rois[:, 0].long()[:, None, None, None, None]
+        lookup = ((level * batch + image) * height * width + cell).flatten(3)
+        empty = (y_high <= y_low)[:, :, None] | (x_high <= x_low)[:, None, :]
+        output, argmax = _gather_max(tables, lookup, empty, channels, with_index)
+        if with_index:  # channel-major arg-max cells; empty bins (−1) go to the spare column N * H * W
+            spare = batch * height * width
+            ctx.save_for_backward(
+                torch.where(argmax < 0, spare, argmax).reshape(-1, channels).t().contiguous()
+            )
+        ctx.shape = features.shape  # type: ignore[attr-defined]
+        return output.permute(0, 3, 1, 2).contiguous()
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, grad_output: Tensor):  # type: ignore[override]
+        (target,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        batch, channels, height, width = ctx.shape  # type: ignore[attr-defined]
+        # Channel-major [C, K * PH * PW]: each channel scatters into its own row (parallel, no conflicts);
+        # empty bins point at a spare last column that is dropped.
+        grad = grad_output.permute(1, 0, 2, 3).reshape(channels, -1)
+        grad_rows = grad.new_zeros(channels, batch * height * width + 1)
+        grad_rows.scatter_add_(1, target, grad)
+        grad_features = grad_rows[:, :-1].view(channels, batch, height, width).permute(1, 0, 2, 3)
+        return grad_features, None, None, None
+
+
+def _gather_max(
+    tables: tuple[Tensor, ...], lookup: Tensor, empty: Tensor, channels: int, with_index: bool
+) -> tuple[Tensor, Tensor]:
+    """Per bin: max over its block lookups (ties → lowest cell index); empty bins give 0 and index −1."""
+    num_rois, out_h, out_w, per_bin = lookup.shape
+    packed = with_index and len(tables) == 1
+    dtype = torch.float32 if packed else tables[0].dtype
+    output = torch.zeros(num_rois, out_h, out_w, channels, dtype=dtype, device=lookup.device)
+    argmax = torch.full(
+        (num_rois, out_h, out_w, channels) if with_index else (0,), -1, dtype=torch.long, device=lookup.device
+    )
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, out_h * out_w * per_bin * channels))
+    for first in range(0, num_rois, chunk):
+        rows = lookup[first : first + chunk].reshape(-1)
+        gathered = [table.index_select(0, rows).view(-1, out_h, out_w, per_bin, channels) for table in tables]
+        keep = ~empty[first : first + chunk, :, :, None]
+        if packed:
+            best, chosen = _unpack(gathered[0].amax(dim=3))
+        elif with_index:
+            values, indices = gathered
+            best = values.amax(dim=3)
+            chosen = torch.where(values == best.unsqueeze(3), indices, torch.full_like(indices, 2**62)).amin(
+                dim=3
+            )
+        else:
+            best, chosen = gathered[0].amax(dim=3), None
+        output[first : first + chunk] = best.masked_fill_(~keep, 0)
+        if chosen is not None:
+            argmax[first : first + chunk] = chosen.masked_fill_(~keep, -1)
+    return output, argmax
+
+
+def roi_pool(
+    input: Tensor, rois: RoIs, output_size: int | Sequence[int], spatial_scale: float = 1.0
+) -> Tensor:
+    """Max-pool each RoI to ``output_size`` with Fast R-CNN's two quantizations (module docstring).
+
+    Args:
+        input: ``Tensor[N, C, H, W]`` features (half/bfloat16 are computed in float32).
+        rois: ``Tensor[K, 5]`` ``(batch_index, x1, y1, x2, y2)`` or a list of per-image ``Tensor[K_i, 4]``,
+            xyxy in input-image pixels.
+        output_size: ``(PH, PW)`` or one int.
+        spatial_scale: feature cells per input pixel, e.g. 1/32 for stride 32.
+
+    Returns:
+        ``Tensor[K, C, PH, PW]`` in ``input.dtype``; differentiable with respect to ``input``.
+
+    Example:
+        >>> features = torch.arange(16.0).view(1, 1, 4, 4)
+        >>> roi_pool(features, torch.tensor([[0.0, 0.0, 0.0, 3.0, 3.0]]), 2)
+        tensor([[[[ 5.,  7.],
+                  [13., 15.]]]])
+    """
+    check_features(input)
+    size = pair_size(output_size)
+    if not (isinstance(spatial_scale, (int, float)) and spatial_scale > 0 and math.isfinite(spatial_scale)):
+        raise ValueError(f"spatial_scale must be a positive finite number, got {spatial_scale!r}")
+    dtype = compute_dtype(input)
+    boxes = convert_rois(rois, input, dtype)
+    return _RoIPoolFunction.apply(input.to(dtype), boxes, float(spatial_scale), size).to(input.dtype)
+
+
+class RoIPool(nn.Module):
+    """Module form of :func:`roi_pool` (stores the settings; has no parameters)."""
+
+    def __init__(self, output_size: int | Sequence[int], spatial_scale: float = 1.0) -> None:
+        super().__init__()
+        self.output_size, self.spatial_scale = pair_size(output_size), spatial_scale
+
+    def forward(self, input: Tensor, rois: RoIs) -> Tensor:
+        return roi_pool(input, rois, self.output_size, self.spatial_scale)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"
