@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.overrides import TorchFunctionMode, resolve_name
 
 from visionkit.analysis.counting import LayerCost, _first_tensor, count_parameters, module_cost, op_cost
@@ -93,8 +93,9 @@ class ModelSummary:
             "layers": [layer.to_dict() for layer in self.layers],
         }
 
-    def to_rich_table(self, title: str | None = None) -> Any:
-        """A ``rich.table.Table`` with one row per layer and a totals row."""
+    def to_rich_table(self, title: str | None = None, max_rows: int | None = None) -> Any:
+        """A ``rich.table.Table``: one row per layer (the first ``max_rows`` if given) and the totals
+        of *all* layers."""
         from rich.table import Table
 
         table = Table(title=title, show_footer=False)
@@ -112,13 +113,16 @@ class ModelSummary:
             table.add_column(
                 column, justify="left" if column in ("layer", "type", "output shape") else "right"
             )
-        for row in self.layers:
+        shown = self.layers if max_rows is None else self.layers[:max_rows]
+        for row in shown:
             table.add_row(
                 row.name, row.type, "×".join(map(str, row.output_shape)) if row.output_shape else "-",
                 f"{row.params:,}", f"{row.macs:,}", f"{row.flops:,}", f"{row.other_ops:,}",
                 "-" if row.receptive_field is None else str(row.receptive_field),
                 "-" if row.effective_stride is None else str(row.effective_stride),
             )  # fmt: skip
+        if len(shown) < len(self.layers):
+            table.add_row(f"... {len(self.layers) - len(shown)} more rows", *[""] * 8)
         table.add_section()
         table.add_row(
             "total", "", "", f"{self.total_params:,}", f"{self.total_macs:,}", f"{self.total_flops:,}",
@@ -266,7 +270,7 @@ def summary(
     model: nn.Module,
     input_size: Sequence[int] = (1, 3, 224, 224),
     *,
-    inputs: Tensor | None = None,
+    inputs: Any = None,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
 ) -> ModelSummary:
@@ -275,7 +279,7 @@ def summary(
     Args:
         model: any ``nn.Module`` taking one tensor (it is put in eval mode and restored afterwards).
         input_size: shape of the input, e.g. ``(1, 3, 224, 224)`` (ignored when ``inputs`` is given).
-        inputs: an explicit input tensor.
+        inputs: an explicit input instead (a tensor, or e.g. a list of ``(C, H, W)`` images for detectors).
         dtype, device: of the generated zero input.
 
     Returns:
@@ -317,7 +321,7 @@ def summary(
             handle.remove()
         model.train(was_training)
     return ModelSummary(
-        input_size=tuple(inputs.shape),
+        input_size=tuple(_first_tensor(inputs).shape) if _first_tensor(inputs) is not None else (),
         layers=recorder.rows,
         total_params=count_parameters(model),
         trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),

@@ -17,6 +17,7 @@ from visionkit import __version__
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "data": ("visionkit.cli.data", "data", "Detection datasets: convert COCO/VOC/YOLO, generate shapes."),
     "info": ("visionkit.cli.info", "info", "Versions, threads and devices."),
+    "summary": ("visionkit.cli.summary", "summary", "Per-layer params, MACs/FLOPs, shapes of a model."),
     "eval": ("visionkit.cli.eval", "evaluate", "Score detections against COCO ground truth (COCO/VOC AP)."),
     "demo": ("visionkit.cli.demo", "demo", "Run the main demonstration job (what `make demo` runs)."),
     "train": ("visionkit.cli.train", "train", "Train from a recipe: visionkit train classify key=value ..."),
