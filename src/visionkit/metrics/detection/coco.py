@@ -264,23 +264,83 @@ def _accumulate(
             for ignore in matches.gt_ignored
         ]
     )  # [A, K]
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))  # place of each kept detection in the accumulation order
     for a in range(num_area):
         valid = np.flatnonzero(num_positive[a] > 0)
         if valid.size == 0:
             continue
-        matched = matches.matched_gt[a][:, order] >= 0  # [T, D]
-        ignored = matches.det_ignored[a][:, order]
+        in_area = matches.match_area == a
+        thr, pos = matches.match_threshold[in_area], position[matches.match_det[in_area]]
+        to_ignored = matches.gt_ignored[a, matches.match_gt[in_area]]
+        out = matches.det_out_of_range[a][order]
+        counted, in_range_ignored = ~to_ignored, to_ignored & ~out[pos]
+        events = _Events(
+            thr[counted],
+            pos[counted],
+            out[pos[counted]],
+            thr[in_range_ignored],
+            pos[in_range_ignored],
+            out,
+            num_thresholds,
+        )
         q, true_count = _interpolated_precision(
-            matched & ~ignored, ignored, within, category, bounds, num_positive[a], recall_points
-        )  # [M, T, K, R], [M, T, K]
+            events, within, category, bounds, num_positive[a], recall_points
+        )
         precision[:, :, valid, a, :] = q[:, :, valid].transpose(1, 3, 2, 0)
         recall[:, valid, a, :] = (true_count[:, :, valid] / num_positive[a, valid]).transpose(1, 2, 0)
     return precision, recall
 
 
+@dataclass(frozen=True)
+class _Events:
+    """Matches of one area range, by threshold index and accumulation position.
+
+    ``tp_*``: true positives (matched to a counted ground truth), ``tp_out``: their area is out of range;
+    ``ig_*``: in-range detections matched to an ignored ground truth; ``out``: ``[D]`` out of range.
+    A detection is ignored if matched to an ignored ground truth, or unmatched and out of range.
+    """
+
+    tp_thr: np.ndarray
+    tp_pos: np.ndarray
+    tp_out: np.ndarray
+    ig_thr: np.ndarray
+    ig_pos: np.ndarray
+    out: np.ndarray
+    num_thr: int
+
+
+def _count_in(keys: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """How many sorted ``keys`` lie in ``[low, high]``."""
+    return np.searchsorted(keys, high, side="right") - np.searchsorted(keys, low, side="left")
+
+
+def _not_ignored_so_far(
+    events: _Events, window: np.ndarray, category: np.ndarray, bounds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True positives kept by one maxDets ``window``: ``(threshold, position, kept − ignored up to it)``.
+
+    Counts run from the first detection of the category to the true positive itself, inclusive.
+    """
+    num_dets = len(window)
+    keep = window[events.tp_pos]
+    thr, pos, tp_out = events.tp_thr[keep], events.tp_pos[keep], events.tp_out[keep]
+    by_key = np.lexsort((pos, thr))
+    thr, pos, tp_out = thr[by_key], pos[by_key], tp_out[by_key]
+    first = bounds[category[pos]]
+    key, start_key = thr * num_dets + pos, thr * num_dets + first
+    kept_sum, out_sum = np.cumsum(window), np.cumsum(window & events.out)
+    kept = kept_sum[pos] - np.where(first > 0, kept_sum[np.maximum(first - 1, 0)], 0)
+    out = out_sum[pos] - np.where(first > 0, out_sum[np.maximum(first - 1, 0)], 0)
+    keep_ignored = window[events.ig_pos]
+    ignored_keys = np.sort(events.ig_thr[keep_ignored] * num_dets + events.ig_pos[keep_ignored])
+    # ignored = out of range and not a true positive, plus in range and matched to an ignored ground truth
+    ignored = out - _count_in(key[tp_out], start_key, key) + _count_in(ignored_keys, start_key, key)
+    return thr, pos, kept - ignored
+
+
 def _interpolated_precision(
-    true_pos: np.ndarray,
-    ignored: np.ndarray,
+    events: _Events,
     within: np.ndarray,
     category: np.ndarray,
     bounds: np.ndarray,
@@ -294,28 +354,14 @@ def _interpolated_precision(
     true positive are counted, not scanned: (kept detections so far) − (true positives) − (ignored ones).
     Each (maxDets, threshold, category) run of true positives is one segment of a flat array.
     """
-    num_limits, num_thr, num_dets = within.shape[0], true_pos.shape[0], true_pos.shape[1]
-    num_categories = len(bounds) - 1
+    num_limits, num_thr, num_categories = within.shape[0], events.num_thr, len(bounds) - 1
     shape = (num_limits, num_thr, num_categories)
-    if num_dets == 0:  # no detection at all: precision and recall 0 wherever there is ground truth
-        return np.zeros((*shape, len(recall_points))), np.zeros(shape)
-    kept_so_far = np.cumsum(within, axis=1)  # [M, D] kept detections at positions <= d
-    kept_before_category = np.where(bounds[:-1] > 0, kept_so_far[:, np.maximum(bounds[:-1] - 1, 0)], 0)
-    tp_thr, tp_det = np.nonzero(true_pos)  # sorted by (threshold, position)
-    ig_thr, ig_det = np.nonzero(ignored)
     rows, dets, false_before = [], [], []
     for m in range(num_limits):
-        keep, keep_ignored = within[m, tp_det], within[m, ig_det]
-        thr, det = tp_thr[keep], tp_det[keep]
-        ignored_keys = ig_thr[keep_ignored] * num_dets + ig_det[keep_ignored]
-        first_of_category = thr * num_dets + bounds[category[det]]
-        ignored_before = np.searchsorted(ignored_keys, thr * num_dets + det) - np.searchsorted(
-            ignored_keys, first_of_category
-        )
-        kept = kept_so_far[m, det] - kept_before_category[m, category[det]]
+        thr, pos, not_ignored = _not_ignored_so_far(events, within[m], category, bounds)
         rows.append(m * num_thr + thr)
-        dets.append(det)
-        false_before.append(kept - ignored_before)  # still includes the true positives, removed below
+        dets.append(pos)
+        false_before.append(not_ignored)  # still includes the true positives, removed below
     row, det = np.concatenate(rows), np.concatenate(dets)
     segment = row * num_categories + category[det]
     count = np.bincount(segment, minlength=num_limits * num_thr * num_categories)

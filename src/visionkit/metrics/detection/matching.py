@@ -51,21 +51,38 @@ def coco_iou_pairs(det_boxes: np.ndarray, gt_boxes: np.ndarray, crowd: np.ndarra
 
 @dataclass(frozen=True)
 class CocoMatches:
-    """Outcome of :func:`match_coco` for the kept detections.
+    """Outcome of :func:`match_coco` for the kept detections, as a sparse list of matches.
 
     Attributes:
         kept: ``[D']`` indices (into the input detections) of the detections within ``max_detections``.
         rank: ``[D']`` rank of each kept detection inside its (image, category) group (0 = best score).
-        matched_gt: ``[A, T, D']`` index of the matched ground truth, −1 if none.
-        det_ignored: ``[A, T, D']`` bool, detection ignored (see module docstring).
-        gt_ignored: ``[A, G]`` bool, ground truth ignored for each area range.
+        match_area, match_threshold, match_det, match_gt: ``[P]`` one row per match made: area-range
+            index, IoU-threshold index, kept-detection index (into ``kept``) and ground-truth index.
+        det_out_of_range: ``[A, D']`` bool, detection area outside each range (ignored when unmatched).
+        gt_ignored: ``[A, G]`` bool, ground truth ignored for each area range (crowd or area outside).
+
+    A detection is ignored when matched to an ignored ground truth, or unmatched and out of range.
     """
 
     kept: np.ndarray
     rank: np.ndarray
-    matched_gt: np.ndarray
-    det_ignored: np.ndarray
+    match_area: np.ndarray
+    match_threshold: np.ndarray
+    match_det: np.ndarray
+    match_gt: np.ndarray
+    det_out_of_range: np.ndarray
     gt_ignored: np.ndarray
+
+    def dense(self, num_thresholds: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(matched_gt [A, T, D'] (−1: none), det_ignored [A, T, D'])`` as pycocotools' per-image arrays."""
+        num_area, num_kept = self.det_out_of_range.shape
+        matched_gt = np.full((num_area, num_thresholds, num_kept), -1, dtype=np.int64)
+        matched_gt[self.match_area, self.match_threshold, self.match_det] = self.match_gt
+        det_ignored = np.repeat(self.det_out_of_range[:, None, :], num_thresholds, axis=1)
+        det_ignored[self.match_area, self.match_threshold, self.match_det] = self.gt_ignored[
+            self.match_area, self.match_gt
+        ]
+        return matched_gt, det_ignored
 
 
 def _group_ranks(group: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,27 +137,21 @@ def match_coco(
     order, rank = _group_ranks(det_group, det_scores)
     keep = rank < max_detections
     kept, rank = order[keep], rank[keep]
-    num_area, num_thr, num_kept = len(area_ranges), len(iou_thresholds), len(kept)
+    num_thr = len(iou_thresholds)
     gt_ignored = (
         gt_crowd[None, :] | (gt_area[None, :] < area_ranges[:, :1]) | (gt_area[None, :] > area_ranges[:, 1:])
     )
-    matched_gt = np.full((num_area, num_thr, num_kept), -1, dtype=np.int64)
     pair_det, pair_gt = _candidate_pairs(det_group[kept], gt_group)
     iou = coco_iou_pairs(det_boxes[kept][pair_det], gt_boxes[pair_gt], gt_crowd[pair_gt])
     effective = np.minimum(iou_thresholds.astype(np.float64), 1 - 1e-10)
     useful = iou >= effective.min() if num_thr else np.zeros(len(iou), bool)
     pair_det, pair_gt, iou = pair_det[useful], pair_gt[useful], iou[useful]
+    empty = np.zeros(0, dtype=np.int64)
+    matches = (empty, empty, empty, empty)
     if len(pair_det):
-        _greedy(pair_det, pair_gt, iou, det_group[kept], rank, effective, gt_ignored, gt_crowd, matched_gt)
+        matches = _greedy(pair_det, pair_gt, iou, det_group[kept], rank, effective, gt_ignored, gt_crowd)
     det_out = (det_area[kept][None, :] < area_ranges[:, :1]) | (det_area[kept][None, :] > area_ranges[:, 1:])
-    matched = matched_gt >= 0
-    area_index = np.arange(num_area)[:, None, None]
-    if gt_ignored.shape[1] == 0:
-        det_ignored = np.broadcast_to(det_out[:, None, :], matched.shape).copy()
-    else:
-        matched_ignored = gt_ignored[area_index, np.maximum(matched_gt, 0)]
-        det_ignored = np.where(matched, matched_ignored, det_out[:, None, :])
-    return CocoMatches(kept, rank, matched_gt, det_ignored, gt_ignored)
+    return CocoMatches(kept, rank, *matches, det_out, gt_ignored)
 
 
 def _greedy(
@@ -152,9 +163,8 @@ def _greedy(
     thresholds: np.ndarray,
     gt_ignored: np.ndarray,
     gt_crowd: np.ndarray,
-    matched_gt: np.ndarray,
-) -> None:
-    """Run the greedy loop over candidate pairs, writing ``matched_gt[A, T, D']`` in place."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Run the greedy loop over candidate pairs; returns the matches (area, threshold, detection, gt)."""
     # Within a detection, order its pairs by (IoU, ground-truth index): the winner of a priority class is
     # then the last eligible pair, i.e. the highest IoU with ties going to the later ground truth.
     order = np.lexsort((pair_gt, iou, pair_det))
@@ -165,7 +175,8 @@ def _greedy(
     step = _rank_within(det_group[dets], rank[dets])  # position among the candidate detections of a group
     local = np.arange(len(pair_det)) - np.repeat(det_starts, pair_count)  # position inside its detection
     base = int(pair_count.max()) + 1
-    gt_matched = np.zeros(matched_gt.shape[:2] + gt_ignored.shape[1:], dtype=bool)
+    gt_matched = np.zeros((gt_ignored.shape[0], len(thresholds), gt_ignored.shape[1]), dtype=bool)
+    found: list[tuple[np.ndarray, ...]] = []
     iou_passes = iou[None, :] >= thresholds[:, None]  # [T, P]
     by_step = np.argsort(step, kind="stable")
     bounds = np.searchsorted(step[by_step], np.arange(int(step.max()) + 2))
@@ -180,8 +191,9 @@ def _greedy(
         best = np.maximum.reduceat(priority * base + local[pairs], segment_starts, axis=2)  # [A, T, chosen]
         area_hit, thr_hit, det_hit = np.nonzero(best >= base)
         winner = pair_gt[det_starts[chosen][det_hit] + best[area_hit, thr_hit, det_hit] % base]
-        matched_gt[area_hit, thr_hit, dets[chosen][det_hit]] = winner
+        found.append((area_hit, thr_hit, dets[chosen][det_hit], winner))
         gt_matched[area_hit, thr_hit, winner] = True
+    return tuple(np.concatenate(column).astype(np.int64) for column in zip(*found, strict=True))  # type: ignore[return-value]
 
 
 def _expand(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
