@@ -495,3 +495,40 @@ def test_loader_round_trip_to_the_detector_contract() -> None:
     via_contract = evaluate_coco(predictions, targets, num_classes=len(ground_truth.category_ids))
     direct = evaluate_coco_sets(ground_truth, detections)
     np.testing.assert_allclose(via_contract.stats, direct.stats, rtol=0, atol=TOL)
+
+
+def test_per_detection_matches_equal_pycocotools_eval_images() -> None:
+    from visionkit.metrics.detection.io import from_predictions
+    from visionkit.metrics.detection.matching import match_coco
+
+    targets, predictions, (gt, results) = _adversarial_dataset(5)
+    ref = _pycocotools(gt, results)
+    ground_truth, detections = from_predictions(predictions, targets, num_classes=2)
+    k = len(ground_truth.category_ids)
+    areas = np.array(list(COCO_AREA_RANGES.values()))
+    matches = match_coco(
+        detections.image * k + detections.category,
+        detections.boxes,
+        detections.scores,
+        detections.area,
+        ground_truth.image * k + ground_truth.category,
+        ground_truth.boxes,
+        ground_truth.area,
+        ground_truth.iscrowd,
+        coco_iou_thresholds(),
+        areas,
+        100,
+    )
+    matched_gt, det_ignored = matches.dense(len(coco_iou_thresholds()))
+    where = {int(d): i for i, d in enumerate(matches.kept)}  # result index -> kept position
+    checked = 0
+    for e in ref.evalImgs:
+        if e is None:
+            continue
+        a = [list(r) for r in areas].index(list(e["aRng"]))
+        columns = [where[d - 1] for d in e["dtIds"]]  # loadRes numbers results from 1
+        ours_gt = np.where(matched_gt[a][:, columns] >= 0, matched_gt[a][:, columns] + 1, 0)  # gt ids from 1
+        np.testing.assert_array_equal(ours_gt, e["dtMatches"])
+        np.testing.assert_array_equal(det_ignored[a][:, columns], e["dtIgnore"])
+        checked += len(columns)
+    assert checked > 50
