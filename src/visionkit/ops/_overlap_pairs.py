@@ -1,0 +1,121 @@
+"""Sparse enumeration of overlapping box pairs (IoU above a threshold) without an N×N matrix.
+
+Used by soft-NMS, whose decays need every interacting pair with its IoU. A pair with ``IoU > t`` has
+``|dcx| < (1 - t) * max(w)`` and ``|dcy| < (1 - t) * max(h)`` (IoU <= overlap width / larger width), so
+its centres lie within the larger box's *reach*; and its sizes differ by less than a factor ``1 / t``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from visionkit.ops._nms_core import (
+    _SLACK,
+    CANDIDATE_CHUNK,
+    EDGE_BUDGET,
+    _candidate_geometry,
+    _expand_ranges,
+    _LevelIndex,
+    box_columns,
+    gathered_iou,
+    resolve_greedy,
+)
+
+__all__ = ["overlap_pairs"]
+
+#: Size levels per factor of two above the median reach.
+_LEVELS_PER_OCTAVE = 1
+
+
+def overlap_pairs(
+    boxes: Tensor, threshold: float, labels: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor] | None:
+    """All pairs ``first < second`` with ``IoU > threshold`` (and equal labels), with their IoU.
+
+    Returns ``(first, second, iou)`` as ``Tensor[E]`` each, or ``None`` when there are more than
+    :data:`EDGE_BUDGET` such pairs or the coordinates are too spread for the float64 grid keys.
+    Boxes are binned by size (the smaller half, then one level per octave); each level is sorted by
+    (row, x-centre) and queried for its own boxes and the smaller boxes that can still reach the threshold.
+    """
+    centres, reach, positive = _candidate_geometry(boxes, threshold)
+    empty = torch.zeros(0, dtype=torch.int64, device=boxes.device)
+    if positive.numel() < 2:
+        return empty, empty, boxes.new_zeros(0)
+    reach_pos = reach.index_select(0, positive)
+    # Level 0 holds the smaller half (cell = median reach); larger boxes get one level per octave.
+    median = float(torch.kthvalue(reach_pos, (reach_pos.numel() + 1) // 2).values)
+    base = max(median * (1 + _SLACK), float(reach_pos.amax()) / 2**20)
+    level_pos = torch.ceil(torch.log2(reach_pos / base) * _LEVELS_PER_OCTAVE).clamp_(min=0).to(torch.int64)
+    extent = centres.index_select(0, positive).amax(dim=0)
+    if float(extent.amax()) / base > 2**40 or positive.numel() * (float(extent[0]) / base + 4) > 2**42:
+        return None
+    class_rank = None if labels is None else torch.unique(labels, return_inverse=True)[1]
+    columns = box_columns(boxes)
+    found: list[tuple[Tensor, Tensor, Tensor]] = []
+    num_edges = 0
+    for lvl in torch.unique(level_pos).tolist():
+        cell = base * 2.0 ** (lvl / _LEVELS_PER_OCTAVE)
+        rows = torch.floor(centres[:, 1] / cell).to(torch.int64)
+        if class_rank is not None:  # the coordinate-offset trick, on exact integer grid rows
+            rows += class_rank * (int(extent[1] / cell) + 3)
+        x_cells, row_span = centres[:, 0] / cell, float(extent[0]) / cell + 4
+        at_level = level_pos == lvl
+        # IoU > t needs max(w, h) ratios > t, so smaller partners have reach > t * (smallest reach here).
+        smallest = float(reach_pos[at_level].amin())
+        lower = positive[(level_pos < lvl) & (reach_pos > threshold * (1 - _SLACK) * smallest)]
+        same = _LevelIndex(positive[at_level], rows, x_cells, row_span, columns)
+        searches = [(same, 0, True), (same, 1, False)]
+        if lower.numel():
+            low = _LevelIndex(lower, rows, x_cells, row_span, columns)
+            searches += [(low, -1, False), (low, 0, False), (low, 1, False)]
+        for index, shift, forward_only in searches:
+            start, end = index.window(same, shift)
+            if forward_only:  # same row of the same level: each unordered pair once
+                start = torch.maximum(start, torch.arange(1, start.numel() + 1, device=start.device))
+            for edges in _edges_in_windows(same, index, start, end, threshold):
+                found.append(edges)
+                num_edges += edges[0].numel()
+                if num_edges > EDGE_BUDGET:
+                    return None
+    if not found:
+        return empty, empty, boxes.new_zeros(0)
+    first, second, iou = (torch.cat(parts) for parts in zip(*found, strict=True))
+    return first, second, iou
+
+
+def _edges_in_windows(
+    query: _LevelIndex, index: _LevelIndex, start: Tensor, end: Tensor, threshold: float
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Yield ``(first, second, iou)`` (first < second) with IoU > threshold, in memory-bounded chunks."""
+    counts = (end - start).clamp_(min=0)
+    totals = counts.cumsum(0)
+    if counts.numel() == 0 or int(totals[-1]) == 0:
+        return
+    first = 0
+    while first < counts.numel():
+        done = int(totals[first - 1]) if first else 0
+        last = max(int(torch.searchsorted(totals, done + CANDIDATE_CHUNK, right=True)), first + 1)
+        segment, position = _expand_ranges(first, start[first:last], counts[first:last])
+        a = [column.index_select(0, segment) for column in query.columns]
+        b = [column.index_select(0, position) for column in index.columns]
+        iou = gathered_iou(a, b)
+        hit = (iou > threshold).nonzero().squeeze(1)
+        query_rank = query.ids.index_select(0, segment.index_select(0, hit))
+        entry_rank = index.ids.index_select(0, position.index_select(0, hit))
+        yield torch.minimum(query_rank, entry_rank), torch.maximum(query_rank, entry_rank), iou[hit]
+        first = last
+
+
+def sparse_greedy(boxes: Tensor, threshold: float, labels: Tensor | None = None) -> Tensor | None:
+    """Exact greedy NMS on ranked ``boxes`` from the overlap graph; ``None`` when :func:`overlap_pairs` is.
+
+    Cheap when suppressing pairs are few relative to the kept boxes (e.g. class-aware NMS over many
+    classes, where the kept-first engine would visit almost every box).
+    """
+    pairs = overlap_pairs(boxes, threshold, labels)
+    if pairs is None:
+        return None
+    return resolve_greedy(boxes.shape[0], pairs[0], pairs[1])
