@@ -94,10 +94,11 @@ def _bin_taps(
     sampling_ratio: int,
     aligned: bool,
     per_point: bool,
-) -> list[tuple[Tensor, Tensor, Tensor, int]]:
+) -> list[tuple[Tensor | slice, Tensor, Tensor, int]]:
     """Row indices and weights of every tap, grouped by points-per-bin so no group is padded.
 
-    Returns ``(roi_ids, indices, weights, points)`` per group: ``indices``/``weights`` are
+    Returns ``(roi_ids, indices, weights, points)`` per group (``roi_ids`` is ``slice(None)`` when one
+    grid serves all RoIs): ``indices``/``weights`` are
     ``[K_g * PH * PW, 4 * points]`` (avg: one bag per bin, weights already divided by the point count)
     or ``[K_g * PH * PW * points, 4]`` (``per_point``: one bag per sampling point).
     """
@@ -105,14 +106,18 @@ def _bin_taps(
         rois, spatial_scale, output_size, sampling_ratio, aligned
     )
     bins = output_size[0] * output_size[1]
-    key = grid_y * (int(grid_x.max()) + 1 if len(grid_x) else 1) + grid_x
+    if sampling_ratio > 0 or len(rois) == 0:  # one grid for all RoIs: no grouping, no index copies
+        selections: list[Tensor | slice] = [slice(None)]
+    else:
+        key = grid_y * (int(grid_x.max()) + 1) + grid_x
+        selections = [(key == value).nonzero().flatten() for value in torch.unique(key).tolist()]
     groups = []
-    for value in torch.unique(key).tolist():
-        ids = (key == value).nonzero().flatten()
-        gy, gx = int(grid_y[ids[0]]), int(grid_x[ids[0]])
+    for ids in selections:
+        gy, gx = (int(grid_y[ids][0]), int(grid_x[ids][0])) if len(rois) else (0, 0)
         rows_y, weight_y = _axis_taps(start_y[ids], size_y[ids], grid_y[ids], output_size[0], gy, height)
         cols_x, weight_x = _axis_taps(start_x[ids], size_x[ids], grid_x[ids], output_size[1], gx, width)
         base = rois[ids, 0].long() * (height * width)
+        count = len(base)
         # [K, PH, gy, 2] x [K, PW, gx, 2] -> [K, PH, PW, gy, gx, 2, 2]
         index = (
             base[:, None, None, None, None, None, None]
@@ -121,7 +126,7 @@ def _bin_taps(
         )
         weight = weight_y[:, :, None, :, None, :, None] * weight_x[:, None, :, None, :, None, :]
         points = gy * gx
-        bags, taps = (len(ids) * bins * points, 4) if per_point else (len(ids) * bins, 4 * points)
+        bags, taps = (count * bins * points, 4) if per_point else (count * bins, 4 * points)
         if not per_point:
             weight = weight / max(points, 1)
         groups.append((ids, index.reshape(bags, taps), weight.reshape(bags, taps), points))
@@ -129,23 +134,29 @@ def _bin_taps(
 
 
 def _transposed_gather(
-    index: Tensor, weight: Tensor, bag_of_tap: Tensor, grad_bags: Tensor, num_rows: int
+    index: Tensor, weight: Tensor, bag_of_tap: Tensor | int, grad_bags: Tensor, rows: int
 ) -> Tensor:
-    """``grad_rows[r] = Σ_{taps t with index r} weight[t] · grad_bags[bag_of_tap[t]]`` as ``[num_rows, C]``.
+    """``grad_rows[r] = Σ_{taps t with index r} weight[t] · grad_bags[bag(t)]`` as ``[rows, C]``.
 
     The adjoint of ``embedding_bag``: sort the taps by target row, then one weighted bag per row.
+    ``bag_of_tap`` is the bag of every tap, or (an int) the number of taps per bag when all bags have it.
     """
-    keep = weight != 0
-    index, weight, bag_of_tap = index[keep], weight[keep], bag_of_tap[keep]
-    index, order = torch.sort(index, stable=True)
-    counts = torch.bincount(index, minlength=num_rows)
+    index, order = torch.sort(index, stable=True)  # the stable sort of int64 keys is a radix sort
+    counts = torch.bincount(index, minlength=rows)
     offsets = counts.cumsum(0) - counts
+    bags = order // bag_of_tap if isinstance(bag_of_tap, int) else bag_of_tap[order]
     return F.embedding_bag(
-        bag_of_tap[order],
-        grad_bags,
-        offsets,
-        mode="sum",
-        per_sample_weights=weight[order].to(grad_bags.dtype),
+        bags, grad_bags, offsets, mode="sum", per_sample_weights=weight[order].to(grad_bags.dtype)
+    )
+
+
+def _bag_of_tap(runs: list[tuple[int, int, int]], device: torch.device) -> Tensor:
+    """Bag id of every tap for runs ``(first bag, bags, taps per bag)`` laid end to end."""
+    return torch.cat(
+        [
+            torch.arange(first, first + count, device=device).repeat_interleave(taps)
+            for first, count, taps in runs
+        ]
     )
 
 
@@ -175,8 +186,11 @@ class _RoIAlignFunction(torch.autograd.Function):
             values = F.embedding_bag(index, rows, mode="sum", per_sample_weights=weight.to(rows.dtype))
             winner = None
             if mode == "max":
-                values, winner = values.view(len(ids), bins, points, channels).max(dim=2)
-            output[ids] = values.view(len(ids), bins, channels)
+                values, winner = values.view(-1, bins, points, channels).max(dim=2)
+            if isinstance(ids, slice):
+                output = values.view(rois.shape[0], bins, channels)
+            else:
+                output[ids] = values.view(len(ids), bins, channels)
             saved.append((ids, index, weight, points, winner))
         ctx.saved = saved  # type: ignore[attr-defined]
         ctx.shape, ctx.mode = features.shape, mode  # type: ignore[attr-defined]
@@ -189,7 +203,7 @@ class _RoIAlignFunction(torch.autograd.Function):
         grad_bins = grad_output.permute(0, 2, 3, 1).reshape(grad_output.shape[0], bins, channels)
         indices, weights, bag_ids, sources, offset = [], [], [], [], 0
         for ids, index, weight, points, winner in ctx.saved:  # type: ignore[attr-defined]
-            grad = grad_bins[ids]  # [K_g, bins, C]
+            grad = grad_bins if isinstance(ids, slice) else grad_bins[ids]  # [K_g, bins, C]
             if ctx.mode == "max":  # type: ignore[attr-defined]
                 # Only the winning point of each (bin, channel) receives the bin's gradient.
                 spread = grad.new_zeros(*grad.shape[:2], points, channels)
@@ -197,9 +211,7 @@ class _RoIAlignFunction(torch.autograd.Function):
                 grad = spread
             grad = grad.reshape(-1, channels)
             taps = index.shape[1]
-            bag_ids.append(
-                torch.arange(offset, offset + grad.shape[0], device=grad.device).repeat_interleave(taps)
-            )
+            bag_ids.append((offset, grad.shape[0], taps))
             indices.append(index.reshape(-1))
             weights.append(weight.reshape(-1))
             sources.append(grad)
@@ -207,10 +219,17 @@ class _RoIAlignFunction(torch.autograd.Function):
         num_rows = batch * height * width
         if not sources:
             return grad_output.new_zeros(ctx.shape), None, None, None, None, None, None  # type: ignore[attr-defined]
-        grad_rows = _transposed_gather(
-            torch.cat(indices), torch.cat(weights), torch.cat(bag_ids), torch.cat(sources), num_rows
-        )
-        grad_features = grad_rows.view(batch, height, width, channels).permute(0, 3, 1, 2).contiguous()
+        if len(sources) == 1:  # every bag has the same number of taps: bag = tap position // taps
+            grad_rows = _transposed_gather(indices[0], weights[0], taps, sources[0], num_rows)
+        else:
+            grad_rows = _transposed_gather(
+                torch.cat(indices),
+                torch.cat(weights),
+                _bag_of_tap(bag_ids, grad_output.device),
+                torch.cat(sources),
+                num_rows,
+            )
+        grad_features = grad_rows.view(batch, height, width, channels).permute(0, 3, 1, 2)
         return grad_features, None, None, None, None, None, None
 
 

@@ -70,7 +70,7 @@ def _pack(value: Tensor, cell: Tensor) -> Tensor:
 def _unpack(key: Tensor) -> tuple[Tensor, Tensor]:
     ordered = (key >> 32).int()
     value = torch.where(ordered < 0, ordered ^ 0x7FFFFFFF, ordered).view(torch.float32)
-    return value, _INDEX_TOP - (key & _INDEX_MASK)
+    return value, (key & _INDEX_MASK).neg_().add_(_INDEX_TOP)
 
 
 def _sparse_tables(
@@ -122,8 +122,12 @@ def _double(source: tuple[Tensor, ...], target: tuple[Tensor, ...], dim: int, ha
         return
     head = tuple(part.narrow(dim, 0, length - half) for part in source)
     tail = tuple(part.narrow(dim, half, length - half) for part in source)
-    for out, merged, part in zip(target, _combine(head, tail), source, strict=True):
-        out.narrow(dim, 0, length - half).copy_(merged)
+    if len(source) == 1:  # one table (values or packed keys): write the maximum in place
+        torch.maximum(head[0], tail[0], out=target[0].narrow(dim, 0, length - half))
+    else:
+        for out, merged in zip(target, _combine(head, tail), strict=True):
+            out.narrow(dim, 0, length - half).copy_(merged)
+    for out, part in zip(target, source, strict=True):
         out.narrow(dim, length - half, half).copy_(part.narrow(dim, length - half, half))
 
 
@@ -173,13 +177,13 @@ class _RoIPoolFunction(torch.autograd.Function):
         lookup = ((level * batch + image) * height * width + cell).flatten(3)
         empty = (y_high <= y_low)[:, :, None] | (x_high <= x_low)[:, None, :]
         output, argmax = _gather_max(tables, lookup, empty, channels, with_index)
-        if with_index:  # channel-major arg-max cells; empty bins (−1) go to the spare column N * H * W
-            spare = batch * height * width
-            ctx.save_for_backward(
-                torch.where(argmax < 0, spare, argmax).reshape(-1, channels).t().contiguous()
-            )
+        if (
+            argmax is not None
+        ):  # channel-major arg-max cells; empty bins (−1) go to the spare column N * H * W
+            argmax = argmax.t()
+            ctx.save_for_backward(torch.where(argmax < 0, batch * height * width, argmax).contiguous())
         ctx.shape = features.shape  # type: ignore[attr-defined]
-        return output.permute(0, 3, 1, 2).contiguous()
+        return output.view(rois.shape[0], *output_size, channels).permute(0, 3, 1, 2).contiguous()
 
     @staticmethod
     def backward(ctx: FunctionCtx, grad_output: Tensor):  # type: ignore[override]
@@ -196,34 +200,30 @@ class _RoIPoolFunction(torch.autograd.Function):
 
 def _gather_max(
     tables: tuple[Tensor, ...], lookup: Tensor, empty: Tensor, channels: int, with_index: bool
-) -> tuple[Tensor, Tensor]:
-    """Per bin: max over its block lookups (ties → lowest cell index); empty bins give 0 and index −1."""
-    num_rois, out_h, out_w, per_bin = lookup.shape
-    packed = with_index and len(tables) == 1
-    dtype = torch.float32 if packed else tables[0].dtype
-    output = torch.zeros(num_rois, out_h, out_w, channels, dtype=dtype, device=lookup.device)
-    argmax = torch.full(
-        (num_rois, out_h, out_w, channels) if with_index else (0,), -1, dtype=torch.long, device=lookup.device
-    )
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, out_h * out_w * per_bin * channels))
-    for first in range(0, num_rois, chunk):
-        rows = lookup[first : first + chunk].reshape(-1)
-        gathered = [table.index_select(0, rows).view(-1, out_h, out_w, per_bin, channels) for table in tables]
-        keep = ~empty[first : first + chunk, :, :, None]
-        if packed:
-            best, chosen = _unpack(gathered[0].amax(dim=3))
-        elif with_index:
-            values, indices = gathered
-            best = values.amax(dim=3)
-            chosen = torch.where(values == best.unsqueeze(3), indices, torch.full_like(indices, 2**62)).amin(
-                dim=3
+) -> tuple[Tensor, Tensor | None]:
+    """Per bin: max over its block lookups (ties → lowest cell index); empty bins give 0 and index −1.
+
+    The lookups are folded in one at a time (``[K * PH * PW, C]`` running maximum), so the working set
+    stays two bin-sized tensors.
+    """
+    slots = lookup.flatten(0, 2).t()  # [lookups per bin, K * PH * PW]
+    running = tables[0].index_select(0, slots[0])
+    if len(tables) == 1:
+        for rows in slots[1:]:
+            torch.maximum(running, tables[0].index_select(0, rows), out=running)
+        best, chosen = _unpack(running) if with_index else (running, None)
+    else:
+        chosen = tables[1].index_select(0, slots[0])
+        for rows in slots[1:]:
+            running, chosen = _combine(
+                (running, chosen), (tables[0].index_select(0, rows), tables[1].index_select(0, rows))
             )
-        else:
-            best, chosen = gathered[0].amax(dim=3), None
-        output[first : first + chunk] = best.masked_fill_(~keep, 0)
-        if chosen is not None:
-            argmax[first : first + chunk] = chosen.masked_fill_(~keep, -1)
-    return output, argmax
+        best = running
+    empty = empty.reshape(-1, 1)
+    if bool(empty.any()):
+        best = best.masked_fill(empty, 0)
+        chosen = None if chosen is None else chosen.masked_fill(empty, -1)
+    return best, chosen
 
 
 def roi_pool(
