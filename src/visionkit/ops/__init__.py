@@ -29,12 +29,15 @@ from visionkit.ops.boxes import (
 )
 from visionkit.ops.matcher import Matcher, match_by_quality
 from visionkit.ops.multiscale_roi_align import MultiScaleRoIAlign
+from visionkit.ops.nms import NMS, batched_nms, nms
 from visionkit.ops.pooling import AvgPool2d, MaxPool2d, avg_pool2d, max_pool2d
 from visionkit.ops.roi_align import RoIAlign, roi_align
 from visionkit.ops.roi_pool import RoIPool, roi_pool
 from visionkit.ops.sampler import BalancedPositiveNegativeSampler, sample_balanced
+from visionkit.ops.soft_nms import SoftNMS, batched_soft_nms, soft_nms
 
 __all__ = [
+    "NMS",
     "AnchorGenerator",
     "AvgPool2d",
     "BalancedPositiveNegativeSampler",
@@ -44,8 +47,11 @@ __all__ = [
     "MultiScaleRoIAlign",
     "RoIAlign",
     "RoIPool",
+    "SoftNMS",
     "anchor_fitness",
     "avg_pool2d",
+    "batched_nms",
+    "batched_soft_nms",
     "box_area",
     "box_convert",
     "box_ioa",
@@ -67,10 +73,12 @@ __all__ = [
     "kmeans_anchors",
     "match_by_quality",
     "max_pool2d",
+    "nms",
     "remove_small_boxes",
     "roi_align",
     "roi_pool",
     "sample_balanced",
+    "soft_nms",
     "validate_boxes",
     "wh_iou",
 ]
