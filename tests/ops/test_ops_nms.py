@@ -254,6 +254,8 @@ def test_golden_values_from_torchvision():
     if not GOLDEN.exists():
         pytest.skip("golden file not generated (tests/data/make_torchvision_boxes_golden.py)")
     golden = json.loads(GOLDEN.read_text())
+    assert len(golden["nms"]) == 4 and len(golden["batched_nms"]) == 3
+    assert sum(len(case["keep"]) for case in golden["nms"]) < sum(len(case["scores"]) for case in golden["nms"])
     for case in golden["nms"]:
         boxes = torch.tensor(case["boxes"], dtype=torch.float32)
         scores = torch.tensor(case["scores"], dtype=torch.float32)
