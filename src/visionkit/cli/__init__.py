@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "info": ("visionkit.cli.info", "info", "Versions, threads and devices."),
     "summary": ("visionkit.cli.summary", "summary", "Per-layer params, MACs/FLOPs, shapes of a model."),
     "eval": ("visionkit.cli.eval", "evaluate", "Score detections against COCO ground truth (COCO/VOC AP)."),
+    "predict": ("visionkit.cli.predict", "predict", "Detect objects in images with a trained detector."),
     "demo": ("visionkit.cli.demo", "demo", "Run the main demonstration job (what `make demo` runs)."),
     "train": ("visionkit.cli.train", "train", "Train from a recipe: visionkit train classify key=value ..."),
 }

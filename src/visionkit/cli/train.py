@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import time
 from pathlib import Path
 
@@ -39,7 +40,14 @@ def _recipe_help() -> str:
     default=None,
     help="Checkpoint file or folder to continue from.",
 )
-def classify(overrides: tuple[str, ...], out: Path | None, resume: Path | None) -> None:
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes for data-parallel training (torchrun; gloo on CPU, nccl on GPU).",
+)
+def classify(overrides: tuple[str, ...], out: Path | None, resume: Path | None, nproc: int) -> None:
     """Train an image classifier (digits) and write a run folder.
 
     OVERRIDES are key=value pairs, e.g. model=resnet_digits epochs=10 lr=0.1 optimizer=sgd
@@ -56,12 +64,47 @@ def classify(overrides: tuple[str, ...], out: Path | None, resume: Path | None) 
     except ConfigError as error:
         raise click.UsageError(str(error)) from None
     run_dir = out or Path("runs") / f"classify-{recipe.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    metrics = train_classifier(recipe, run_dir, resume=resume)
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:  # start the ranks; each re-enters this command
+        from visionkit.engine.distributed import launch
+
+        arguments = ["classify", *overrides, "--out", str(run_dir)]
+        if resume is not None:
+            arguments += ["--resume", str(resume)]
+        code = launch(__file__, arguments, nproc).returncode
+        if code:
+            raise click.ClickException(
+                f"distributed training failed (exit code {code}); see the rank tracebacks above"
+            )
+        return  # rank 0 printed the metrics
+    metrics = _train_with_error_record(lambda: train_classifier(recipe, run_dir, resume=resume))
+    if "LOCAL_RANK" in os.environ and os.environ.get("RANK", "0") != "0":
+        return
     shown = {k: v for k, v in metrics.items() if k != "evidence"}
     click.echo(json.dumps(shown, indent=2))
     click.echo(f"run folder: {run_dir}")
 
 
+def _train_with_error_record(function):
+    """Run ``function``; under torchrun, ``record`` writes the traceback for the agent to show."""
+    if "LOCAL_RANK" in os.environ:
+        from torch.distributed.elastic.multiprocessing.errors import record
+
+        from visionkit.engine.distributed import cleanup
+
+        try:
+            return record(function)()
+        finally:
+            cleanup()
+    return function()
+
+
 classify.help = inspect.cleandoc(classify.help or "") + "\n\n\b\nRecipe keys:\n" + _recipe_help()
 
 __all__ = ["classify", "train"]
+
+if __name__ == "__main__":  # the entry point of each torchrun rank (see visionkit.engine.distributed.launch)
+    train()
+
+from visionkit.cli.train_detect import detect  # noqa: E402  (detection training lives in its own module)
+
+train.add_command(detect)

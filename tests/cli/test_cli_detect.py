@@ -1,0 +1,80 @@
+"""``visionkit train detect`` and ``visionkit predict`` end to end on a tiny ``shapes`` run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from visionkit.cli import main
+from visionkit.cli.predict import coco_results, draw_detections
+from visionkit.data.datasets import LabelMap
+from visionkit.data.shapes import ShapesDataset, export_shapes
+
+TINY = ["num_train=8", "num_val=4", "image_size=64", "epochs=1", "batch_size=4", "width_multiplier=0.35",
+        "fpn_channels=16", "head_convs=1", "representation_size=32", "warmup_steps=1"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: several test processes share 2 cores, and oversubscribed OpenMP threads make
+    these small convolutions 10× slower; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["retinanet_mobilenet_v2_fpn", "fasterrcnn_mobilenet_v2_fpn"])
+def test_train_detect_writes_a_run_folder_and_predict_uses_it(tmp_path: Path, model: str) -> None:
+    runner = CliRunner()
+    run = tmp_path / "run"
+    result = runner.invoke(
+        main, ["train", "detect", f"model={model}", *TINY, "--out", str(run), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    for name in ("config.json", "label_map.json", "log.csv", "model.pt", "metrics.json"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"AP", "AP50", "VOC07_mAP", "VOC12_mAP", "train_loss"} <= set(metrics)
+    assert LabelMap.load(run / "label_map.json").names == ("circle", "square", "triangle")
+    images = export_shapes(ShapesDataset(2, seed=5), tmp_path / "shapes", ("yolo",))["yolo"] / "images"
+    files = sorted(str(p) for p in images.iterdir())
+    result = runner.invoke(main, ["predict", *files, "--weights", str(run / "model.pt"), "--out",
+                                  str(tmp_path / "pred"), "--score-threshold", "0.0"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    drawn = Image.open(tmp_path / "pred" / "000000.png")
+    assert drawn.size == (256, 256)  # 128 px shapes image drawn at scale 2
+    rows = json.loads((tmp_path / "pred" / "detections.json").read_text())
+    assert {row["image_id"] for row in rows} <= {0, 1}
+    assert all(row["category_id"] in (1, 2, 3) and len(row["bbox"]) == 4 for row in rows)
+
+
+def test_train_detect_rejects_unknown_keys() -> None:
+    result = CliRunner().invoke(main, ["train", "detect", "epochz=3"])
+    assert result.exit_code == 2 and "epochz" in result.output
+
+
+def test_predict_reports_missing_weights_cleanly(tmp_path: Path) -> None:
+    image = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(image)
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a checkpoint")
+    result = CliRunner().invoke(
+        main, ["predict", str(image), "--weights", str(bad), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 1 and "cannot load detector weights" in result.output
+
+
+def test_coco_results_use_dataset_category_ids_and_xywh() -> None:
+    detection = {"boxes": torch.tensor([[2.0, 3.0, 12.0, 9.0]]), "scores": torch.tensor([0.5]),
+                 "labels": torch.tensor([1])}  # fmt: skip
+    rows = coco_results(detection, 7, LabelMap((3, 90), ("cat", "toothbrush")))
+    assert rows == [{"image_id": 7, "category_id": 90, "bbox": [2.0, 3.0, 10.0, 6.0], "score": 0.5}]
+    picture = draw_detections(torch.zeros(3, 16, 16), detection, ["cat", "toothbrush"], 0.1, scale=2)
+    assert picture.size == (32, 32) and picture.getpixel((4, 6)) != (0, 0, 0)  # the box outline is drawn
