@@ -76,3 +76,26 @@ def test_small_resnet_reaches_97_percent_on_digits(tmp_path: Path) -> None:
     metrics = train_classifier(ClassifyRecipe(epochs=6, progress=False), tmp_path)
     assert metrics["test_accuracy"] >= 0.97
     assert metrics["gradient_flow"] == "healthy"
+
+
+@pytest.mark.slow
+def test_classify_with_two_processes(tmp_path: Path) -> None:
+    run = tmp_path / "ddp"
+    arguments = [
+        "train",
+        "classify",
+        "epochs=1",
+        "batch_size=128",
+        "progress=false",
+        "threads=1",
+        "--nproc",
+        "2",
+    ]
+    result = CliRunner().invoke(main, [*arguments, "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["steps"] == -(
+        -1258 // 128
+    )  # ceil: the last smaller batch is kept
+    state = torch.load(list_checkpoints(run / "checkpoints")[0], weights_only=True)
+    assert not any(key.startswith("module.") for key in state["model"])  # portable between 1 and N processes

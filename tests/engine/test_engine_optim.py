@@ -231,7 +231,7 @@ def _line_problem():
         x = (x0 + step * direction).requires_grad_(True)
         loss = _rosenbrock(x)
         (grad,) = torch.autograd.grad(loss, x)
-        return float(loss), grad
+        return float(loss.detach()), grad
 
     x = x0.clone().requires_grad_(True)
     loss = _rosenbrock(x)

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from visionkit.data.digits import Digits
 from visionkit.engine import optim as optimizers
@@ -34,6 +34,13 @@ from visionkit.engine.diagnostics import (
     GradientNormMonitor,
     diagnose_fit,
     plot_learning_curves,
+)
+from visionkit.engine.distributed import (
+    DistributedContext,
+    all_reduce_sum,
+    init_distributed,
+    shard_indices,
+    wrap_model,
 )
 from visionkit.engine.hooks import (
     CheckpointHook,
@@ -141,19 +148,38 @@ def build_model(recipe: ClassifyRecipe, num_classes: int) -> nn.Module:
     return nn.Sequential(_ToModelInput(size, channels), model)
 
 
-def _loaders(recipe: ClassifyRecipe) -> dict[str, DataLoader]:
+def _loaders(recipe: ClassifyRecipe, context: DistributedContext) -> dict[str, DataLoader]:
+    """Train loader (a ``DistributedSampler`` shard of ``batch_size / world_size`` per rank when
+    distributed, so the global batch stays ``batch_size``) and sharded evaluation loaders."""
     splits = {name: Digits(name, seed=recipe.seed) for name in ("train", "val", "test")}
-    return {
-        name: DataLoader(
-            dataset, batch_size=recipe.batch_size if name == "train" else 512, shuffle=name == "train"
+    if recipe.batch_size % context.world_size:
+        raise ValueError(
+            f"batch_size={recipe.batch_size} must be divisible by the {context.world_size} processes"
         )
-        for name, dataset in splits.items()
+    sampler = None
+    if context.distributed:
+        sampler = DistributedSampler(
+            splits["train"], context.world_size, context.rank, shuffle=True, seed=recipe.seed, drop_last=True
+        )
+    loaders = {
+        "train": DataLoader(
+            splits["train"],
+            batch_size=recipe.batch_size // context.world_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+        )
     }
+    for name in ("val", "test"):
+        shard = Subset(splits[name], shard_indices(len(splits[name]), context))
+        loaders[name] = DataLoader(shard, batch_size=512)
+    return loaders
 
 
 @torch.no_grad()
-def evaluate_classifier(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` (in eval mode) over ``loader``."""
+def evaluate_classifier(
+    model: nn.Module, loader: DataLoader, device: torch.device, context: DistributedContext | None = None
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` (in eval mode) over ``loader``, summed over all ranks."""
     was_training = model.training
     model.eval()
     loss_sum, correct, count = 0.0, 0, 0
@@ -164,6 +190,7 @@ def evaluate_classifier(model: nn.Module, loader: DataLoader, device: torch.devi
         correct += int((logits.argmax(1) == labels).sum())
         count += len(labels)
     model.train(was_training)
+    loss_sum, correct, count = all_reduce_sum([loss_sum, correct, count], context or DistributedContext())
     return loss_sum / count, correct / count
 
 
@@ -172,20 +199,21 @@ def train_classifier(
 ) -> dict[str, Any]:
     """Train per ``recipe``, write the run folder (module docstring) and return the final metrics."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_recipe(recipe, run_dir / "config.json")
+    context = init_distributed()
+    if context.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_recipe(recipe, run_dir / "config.json")
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     torch.manual_seed(recipe.seed)
-    loaders = _loaders(recipe)
-    model = build_model(recipe, num_classes=len(Digits.classes))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
+    loaders = _loaders(recipe, context)
+    model = wrap_model(build_model(recipe, num_classes=len(Digits.classes)), context)
+    device = context.device
     optimizer = build_optimizer(recipe, model)
 
     def evaluate(model: nn.Module) -> dict[str, float]:
-        _, train_accuracy = evaluate_classifier(model, loaders["train"], device)
-        val_loss, val_accuracy = evaluate_classifier(model, loaders["val"], device)
+        _, train_accuracy = evaluate_classifier(model, loaders["train"], device, context)
+        val_loss, val_accuracy = evaluate_classifier(model, loaders["val"], device, context)
         return {"train_accuracy": train_accuracy, "val_loss": val_loss, "val_accuracy": val_accuracy}
 
     monitor = GradientNormMonitor(model)
@@ -197,12 +225,13 @@ def train_classifier(
         hooks.append(EarlyStopping("val_accuracy", mode="max", patience=recipe.early_stopping_patience))
     if recipe.ema_decay is not None:
         hooks.append(EMAHook(recipe.ema_decay))
-    hooks += [
-        GradientFlowHook(monitor, run_dir / "gradient_flow.png"),
-        CSVLogger(run_dir / "log.csv"),
-        ProgressHook(enabled=recipe.progress),
-        CheckpointHook(run_dir / "checkpoints", every_epochs=1, keep=2),
-    ]
+    hooks.append(GradientFlowHook(monitor, run_dir / "gradient_flow.png" if context.is_main else None))
+    if context.is_main:  # only rank 0 writes files
+        hooks += [
+            CSVLogger(run_dir / "log.csv"),
+            ProgressHook(enabled=recipe.progress),
+            CheckpointHook(run_dir / "checkpoints", every_epochs=1, keep=2),
+        ]
     trainer = Trainer(
         model, optimizer, loaders["train"], loss_fn=nn.functional.cross_entropy, hooks=hooks,
         max_epochs=recipe.epochs, device=device, amp=recipe.amp, accumulation_steps=recipe.accumulation_steps,
@@ -214,12 +243,12 @@ def train_classifier(
     trainer.train()
     seconds = time.perf_counter() - start
     monitor.remove()
-    test_loss, test_accuracy = evaluate_classifier(model, loaders["test"], device)
+    test_loss, test_accuracy = evaluate_classifier(model, loaders["test"], device, context)
     diagnosis = diagnose_fit(trainer.history)
-    plot_learning_curves(trainer.history, run_dir / "learning_curves.png", diagnosis)
     metrics = {
         "model": recipe.model,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "processes": context.world_size,
         "epochs": trainer.epoch,
         "steps": trainer.step,
         "skipped_steps": trainer.skipped_steps,
@@ -232,7 +261,9 @@ def train_classifier(
         "evidence": diagnosis.evidence,
         "gradient_flow": monitor.check().status if monitor.history else "none",
     }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if context.is_main:
+        plot_learning_curves(trainer.history, run_dir / "learning_curves.png", diagnosis)
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 

@@ -26,6 +26,7 @@ from visionkit.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from visionkit.engine.distributed import unwrap_model
 from visionkit.engine.trainer import HookBase
 
 SCHEDULE_INTERVALS = ("step", "epoch")
@@ -254,7 +255,9 @@ class EarlyStopping(HookBase):
         )
         if improved:
             self.best, self.best_epoch, self.bad_epochs = value, self.trainer.epoch, 0
-            self.best_weights = {k: v.detach().clone() for k, v in self.trainer.model.state_dict().items()}
+            self.best_weights = {
+                k: v.detach().clone() for k, v in unwrap_model(self.trainer.model).state_dict().items()
+            }
         else:
             self.bad_epochs += 1
             if self.bad_epochs > self.patience:
@@ -262,7 +265,7 @@ class EarlyStopping(HookBase):
 
     def after_train(self) -> None:
         if self.restore_best and self.best_weights is not None:
-            self.trainer.model.load_state_dict(self.best_weights)
+            unwrap_model(self.trainer.model).load_state_dict(self.best_weights)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -290,14 +293,14 @@ class EMAHook(HookBase):
 
     def before_train(self) -> None:
         if self.ema_model is None:
-            self.ema_model = copy.deepcopy(self.trainer.model).eval().requires_grad_(False)
+            self.ema_model = copy.deepcopy(unwrap_model(self.trainer.model)).eval().requires_grad_(False)
 
     @torch.no_grad()
     def after_step(self) -> None:
         if not self.trainer.stepped or self.ema_model is None:
             return
         self.updates += 1
-        model_state = self.trainer.model.state_dict()
+        model_state = unwrap_model(self.trainer.model).state_dict()
         for name, average in self.ema_model.state_dict().items():
             if average.is_floating_point():
                 average.mul_(self.decay).add_(model_state[name].detach(), alpha=1.0 - self.decay)
@@ -315,7 +318,7 @@ class EMAHook(HookBase):
         self.updates = state["updates"]
         if state["ema"] is not None:
             if self.ema_model is None:
-                self.ema_model = copy.deepcopy(self.trainer.model).eval().requires_grad_(False)
+                self.ema_model = copy.deepcopy(unwrap_model(self.trainer.model)).eval().requires_grad_(False)
             self.ema_model.load_state_dict(state["ema"])
 
 

@@ -33,6 +33,7 @@ from visionkit.engine.checkpoint import (
     restore_rng_state,
     seed_everything,
 )
+from visionkit.engine.distributed import unwrap_model
 
 LossOutput = torch.Tensor | Mapping[str, torch.Tensor]
 NONFINITE_POLICIES = ("skip", "stop")
@@ -294,7 +295,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: weights, optimizer, scaler, counters, RNG, hooks."""
         return {
-            "model": self.model.state_dict(),
+            "model": unwrap_model(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "counters": {
@@ -329,7 +330,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict`; the next :meth:`train` resumes where it stopped."""
-        self.model.load_state_dict(state["model"])
+        unwrap_model(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         counters = state["counters"]

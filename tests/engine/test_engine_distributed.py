@@ -1,0 +1,117 @@
+"""Data-parallel training: 2 CPU processes (gloo) take the same step as 1 process with the same global
+batch; a failing rank stops every rank and its traceback is shown; single-process helpers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+from visionkit.engine import distributed as D
+from visionkit.engine.trainer import Trainer
+
+
+def _free_port() -> int:
+    with socket.socket() as handle:
+        handle.bind(("127.0.0.1", 0))
+        return handle.getsockname()[1]
+
+
+def _dataset() -> TensorDataset:
+    generator = torch.Generator().manual_seed(0)
+    return TensorDataset(
+        torch.randn(16, 6, generator=generator), torch.randint(0, 3, (16,), generator=generator)
+    )
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+
+
+def _rank_worker(rank: int, world_size: int, port: int, output: str) -> None:
+    os.environ.update(
+        {"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
+         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    context = D.init_distributed(timeout_s=60)
+    try:
+        dataset = _dataset()
+        sampler = DistributedSampler(dataset, world_size, rank, shuffle=False)
+        loader = DataLoader(dataset, batch_size=16 // world_size, sampler=sampler)
+        model = D.wrap_model(_model(), context)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+        Trainer(model, optimizer, loader, loss_fn=nn.functional.cross_entropy, max_steps=1).train()
+        total = D.all_reduce_sum([float(len(D.shard_indices(7, context)))], context)
+        if context.is_main:
+            torch.save({"weights": D.unwrap_model(model).state_dict(), "total": total}, output)
+        D.barrier(context)
+    finally:
+        D.cleanup()
+
+
+def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
+    output = tmp_path / "two.pt"
+    torch.multiprocessing.spawn(_rank_worker, args=(2, _free_port(), str(output)), nprocs=2, join=True)
+    two = torch.load(output, weights_only=True)
+    assert two["total"] == [7.0]  # evaluation shards cover each sample once
+
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    Trainer(
+        model, optimizer, DataLoader(_dataset(), batch_size=16), loss_fn=nn.functional.cross_entropy
+    ).train()
+    initial = _model().state_dict()
+    for name, value in model.state_dict().items():
+        assert not torch.equal(value, initial[name])  # the step happened
+        assert torch.allclose(two["weights"][name], value, atol=1e-6), name
+
+
+FAILING_SCRIPT = """
+import torch
+from torch.distributed.elastic.multiprocessing.errors import record
+from visionkit.engine import distributed as D
+
+@record
+def main():
+    context = D.init_distributed(timeout_s=600)
+    if context.rank == 1:
+        raise RuntimeError("rank 1 failed on purpose")
+    D.all_reduce_sum([1.0], context)  # rank 0 would wait here for ten minutes without the agent
+
+main()
+"""
+
+
+@pytest.mark.slow
+def test_a_failing_rank_stops_all_ranks_and_shows_its_traceback(tmp_path: Path) -> None:
+    script = tmp_path / "fail.py"
+    script.write_text(textwrap.dedent(FAILING_SCRIPT))
+    start = time.perf_counter()
+    result = D.launch(str(script), [], nproc=2, timeout_s=240, capture_output=True)
+    elapsed = time.perf_counter() - start
+    assert result.returncode != 0
+    assert elapsed < 200  # far below the 600 s collective timeout: the agent stopped rank 0
+    output = result.stdout + result.stderr
+    assert "rank 1 failed on purpose" in output and "Traceback" in output
+
+
+def test_single_process_context_and_helpers() -> None:
+    context = D.init_distributed()
+    assert (context.rank, context.world_size, context.distributed, context.is_main) == (0, 1, False, True)
+    model = nn.Linear(2, 2)
+    assert D.wrap_model(model, context) is model and D.unwrap_model(model) is model
+    assert D.all_reduce_sum([1, 2.5], context) == [1.0, 2.5]
+    assert D.shard_indices(5, D.DistributedContext(rank=1, world_size=2)) == [1, 3]
+    D.barrier(context)
+    with pytest.raises(ValueError, match="nproc"):
+        D.launch(sys.executable, [], nproc=0)
