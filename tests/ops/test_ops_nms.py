@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import warnings
 from pathlib import Path
@@ -12,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import visionkit.ops._nms_core as core
-from visionkit.ops import nms as nms_module
 from visionkit.ops._overlap_pairs import overlap_pairs, sparse_greedy
 from visionkit.ops.nms import NMS, batched_nms, nms
+
+nms_module = importlib.import_module("visionkit.ops.nms")  # the attribute `ops.nms` is the function
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "torchvision_boxes_golden.json"
 
@@ -215,11 +217,22 @@ c = centres[owner] + torch.randn(20000, 2, generator=g) * 4
 boxes = torch.cat((c - 30, c + 30), dim=1)
 scores = torch.rand(20000, generator=g)
 labels = torch.randint(80, (20000,), generator=g)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def status(field):
+    with open("/proc/self/status") as lines:
+        return next(int(line.split()[1]) for line in lines if line.startswith(field)) * 1024
+try:  # reset the resident high-water mark, then peak - before is this call's working memory
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
+    before = status("VmRSS:")
+except OSError:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 kept = nms(boxes, scores, 0.5)
 kept_batched = batched_nms(boxes, scores, labels, 0.5)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(kept.numel(), kept_batched.numel(), (after - before) * 1024)
+try:
+    peak = status("VmHWM:")
+except OSError:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(kept.numel(), kept_batched.numel(), peak - before)
 """
 
 
@@ -231,7 +244,7 @@ def test_memory_stays_bounded_at_20k():
     out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT], capture_output=True, text=True, check=True)
     kept, kept_batched, growth = (int(v) for v in out.stdout.split())
     assert 0 < kept < kept_batched
-    assert growth < 300 * 2**20, f"peak RSS grew by {growth / 2**20:.0f} MiB"
+    assert 0 < growth < 200 * 2**20, f"peak RSS grew by {growth / 2**20:.0f} MiB"
 
 
 def test_overlap_pairs_equal_dense_matrix():
@@ -255,7 +268,9 @@ def test_golden_values_from_torchvision():
         pytest.skip("golden file not generated (tests/data/make_torchvision_boxes_golden.py)")
     golden = json.loads(GOLDEN.read_text())
     assert len(golden["nms"]) == 4 and len(golden["batched_nms"]) == 3
-    assert sum(len(case["keep"]) for case in golden["nms"]) < sum(len(case["scores"]) for case in golden["nms"])
+    assert sum(len(case["keep"]) for case in golden["nms"]) < sum(
+        len(case["scores"]) for case in golden["nms"]
+    )
     for case in golden["nms"]:
         boxes = torch.tensor(case["boxes"], dtype=torch.float32)
         scores = torch.tensor(case["scores"], dtype=torch.float32)
