@@ -5,15 +5,18 @@
 
 Setting from issue #3: features 2×256×50×68 float32 (an 800×1088 batch at stride 16), 512 RoIs,
 7×7 output, sampling_ratio 2, spatial_scale 1/16. RoIs are proposal-like boxes of 32–512 px.
-Times are the median of several runs; "peak" is the peak resident memory growth of the process while the
-op runs (sampled by a background thread), a rough but comparable number for both libraries.
+Times are the median of several runs; "peak" is the growth of the process's peak resident memory during
+the first call (each case runs in a fresh process), comparable between the two libraries.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
-import threading
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -28,31 +31,21 @@ except ImportError:  # the benchmark also runs without the reference library
     tv_ops = None
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * 4096
-
-
 def measure(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """Median wall time (ms) over ``repeats`` runs after one warm-up, and peak RSS growth (MiB)."""
+    """Median wall time (ms) over ``repeats`` runs, and the peak RSS growth (MiB) of the first run.
+
+    Each case runs in its own process (see :func:`main`), so ``ru_maxrss`` — the process's high-water
+    mark — taken before and after the first call measures that op's peak working memory.
+    """
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     fn()
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     times = []
-    baseline, peak, running = _rss_bytes(), [0], [True]
-
-    def sample() -> None:
-        while running[0]:
-            peak[0] = max(peak[0], _rss_bytes() - baseline)
-            time.sleep(0.001)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1000)
-    running[0] = False
-    sampler.join()
-    return statistics.median(times), peak[0] / 2**20
+    return statistics.median(times), peak
 
 
 def make_inputs(num_rois: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,56 +74,65 @@ def forward_backward(op: Callable, features: torch.Tensor, rois: torch.Tensor) -
     return run
 
 
+def _cases() -> dict[str, tuple[Callable, Callable | None, Callable[..., Callable]]]:
+    def ours_align(f, r):
+        return roi_align(f, r, 7, 1 / 16, 2)
+
+    def ours_align_max(f, r):
+        return roi_align(f, r, 7, 1 / 16, 2, mode="max")
+
+    def ours_pool(f, r):
+        return roi_pool(f, r, 7, 1 / 16)
+
+    tv_align = tv_ops and (lambda f, r: tv_ops.roi_align(f, r, 7, 1 / 16, 2))
+    tv_pool = tv_ops and (lambda f, r: tv_ops.roi_pool(f, r, 7, 1 / 16))
+    return {
+        "roi_align forward": (ours_align, tv_align, _forward),
+        "roi_align backward": (ours_align, tv_align, backward_only),
+        "roi_align max fwd+bwd": (ours_align_max, None, forward_backward),
+        "roi_pool forward": (ours_pool, tv_pool, _forward),
+        "roi_pool backward": (ours_pool, tv_pool, backward_only),
+        "roi_pool fwd+bwd": (ours_pool, tv_pool, forward_backward),
+    }
+
+
+def run_one(case: str, library: str, num_rois: int, repeats: int) -> None:
+    torch.manual_seed(0)
+    features, rois = make_inputs(num_rois)
+    ours, reference, kind = _cases()[case]
+    op = ours if library == "visionkit" else reference
+    milliseconds, peak = measure(kind(op, features, rois), repeats)
+    print(json.dumps({"ms": milliseconds, "peak_mib": peak}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rois", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--one", nargs=2, metavar=("CASE", "LIBRARY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.manual_seed(0)
-    features, rois = make_inputs(args.rois)
-    ours_align = lambda f, r: roi_align(f, r, 7, 1 / 16, 2)  # noqa: E731
-    ours_align_max = lambda f, r: roi_align(f, r, 7, 1 / 16, 2, mode="max")  # noqa: E731
-    ours_pool = lambda f, r: roi_pool(f, r, 7, 1 / 16)  # noqa: E731
-    cases: list[tuple[str, Callable, Callable | None, Callable[..., Callable]]] = [
-        (
-            "roi_align forward",
-            ours_align,
-            tv_ops and (lambda f, r: tv_ops.roi_align(f, r, 7, 1 / 16, 2)),
-            _forward,
-        ),
-        (
-            "roi_align backward",
-            ours_align,
-            tv_ops and (lambda f, r: tv_ops.roi_align(f, r, 7, 1 / 16, 2)),
-            backward_only,
-        ),
-        ("roi_align max fwd+bwd", ours_align_max, None, forward_backward),
-        ("roi_pool forward", ours_pool, tv_ops and (lambda f, r: tv_ops.roi_pool(f, r, 7, 1 / 16)), _forward),
-        (
-            "roi_pool backward",
-            ours_pool,
-            tv_ops and (lambda f, r: tv_ops.roi_pool(f, r, 7, 1 / 16)),
-            backward_only,
-        ),
-        (
-            "roi_pool fwd+bwd",
-            ours_pool,
-            tv_ops and (lambda f, r: tv_ops.roi_pool(f, r, 7, 1 / 16)),
-            forward_backward,
-        ),
-    ]
-    print(f"features {list(features.shape)}, {args.rois} RoIs, 7x7, threads {torch.get_num_threads()}")
+    if args.one:
+        run_one(args.one[0], args.one[1], args.rois, args.repeats)
+        return
+    print(f"features [2, 256, 50, 68], {args.rois} RoIs, 7x7, threads {torch.get_num_threads()}")
     header = f"{'case':24} {'visionkit ms':>13} {'peak MiB':>9} {'torchvision ms':>15} {'peak MiB':>9}"
     print(f"{header} {'ratio':>6}")
-    for name, ours, reference, kind in cases:
-        ours_ms, ours_mib = measure(kind(ours, features, rois), args.repeats)
-        if reference is None:
-            print(f"{name:24} {ours_ms:13.1f} {ours_mib:9.1f} {'-':>15} {'-':>9} {'-':>6}")
+    for case, (_, reference, _) in _cases().items():
+        results = {}
+        for library in ("visionkit", "torchvision") if reference is not None else ("visionkit",):
+            command = [sys.executable, __file__, "--rois", str(args.rois), "--repeats", str(args.repeats)]
+            output = subprocess.run(
+                [*command, "--one", case, library], capture_output=True, text=True, check=True
+            )
+            results[library] = json.loads(output.stdout.strip().splitlines()[-1])
+        ours = results["visionkit"]
+        if "torchvision" not in results:
+            print(f"{case:24} {ours['ms']:13.1f} {ours['peak_mib']:9.1f} {'-':>15} {'-':>9} {'-':>6}")
             continue
-        ref_ms, ref_mib = measure(kind(reference, features, rois), args.repeats)
-        print(
-            f"{name:24} {ours_ms:13.1f} {ours_mib:9.1f} {ref_ms:15.1f} {ref_mib:9.1f} {ours_ms / ref_ms:6.2f}"
-        )
+        ref = results["torchvision"]
+        ratio = ours["ms"] / ref["ms"]
+        row = f"{case:24} {ours['ms']:13.1f} {ours['peak_mib']:9.1f} {ref['ms']:15.1f} {ref['peak_mib']:9.1f}"
+        print(f"{row} {ratio:6.2f}")
 
 
 def _forward(op: Callable, features: torch.Tensor, rois: torch.Tensor) -> Callable[[], object]:

@@ -157,3 +157,5 @@ def test_modules_and_bad_input():
         softmax_focal_loss(logits, labels.float())
     with pytest.raises(ValueError, match="alpha"):
         softmax_focal_loss(logits, labels, torch.ones(4))
+    with pytest.raises(ValueError, match="logits is on cpu but targets is on meta"):
+        sigmoid_focal_loss(logits, torch.zeros(4, 3, device="meta"))

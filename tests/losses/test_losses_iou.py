@@ -151,3 +151,7 @@ def test_modules_and_bad_input():
         diou_loss(a, b[:1])
     with pytest.raises(ValueError, match="reduction"):
         ciou_loss(a, b, reduction="avg")
+    with pytest.raises(ValueError, match=r"boxes1.*boxes2"):
+        giou_loss(a, b.double())  # mixed dtypes: one error naming both tensors
+    with pytest.raises(ValueError, match=r"boxes1.*boxes2"):
+        giou_loss(a, b.to("meta"))

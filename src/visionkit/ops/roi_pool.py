@@ -56,15 +56,16 @@ _INDEX_MASK = (1 << 32) - 1
 _INDEX_TOP = (1 << 31) - 1
 
 
-def _pack(value: Tensor, cell: Tensor) -> Tensor:
+def _pack(value: Tensor, cell: Tensor, out: Tensor) -> Tensor:
     """float32 value and cell index → int64 key whose order is (value, then lower index first).
 
     The float's bits are made order-preserving as int32 (negative floats flip their 31 low bits);
     −0 is read as +0 so that it ties with 0 as in a float comparison.
     """
     bits = (value + 0.0).view(torch.int32)
-    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).long()
-    return (ordered << 32) | (_INDEX_TOP - cell)
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    out.copy_(ordered).bitwise_left_shift_(32)
+    return out.bitwise_or_(_INDEX_TOP - cell)
 
 
 def _unpack(key: Tensor) -> tuple[Tensor, Tensor]:
@@ -85,18 +86,20 @@ def _sparse_tables(
     value = rows.view(batch, height, width, channels)
     value = torch.where(value.isnan(), torch.full_like(value, -math.inf), value)
     cell = torch.arange(batch * height * width, device=rows.device).view(batch, height, width, 1)
-    if not with_index:
-        base: tuple[Tensor, ...] = (value,)
-    elif value.dtype == torch.float32:
-        base = (_pack(value, cell),)
-    else:
-        base = (value, cell.expand(batch, height, width, channels))
     count_y, count_x = levels[0] + 1, levels[1] + 1
     # Table (jy, jx) is entry jy * Lx + jx, so row ((jy * Lx + jx) * N + n) * H * W + y * W + x is the
     # 2^jy x 2^jx block at (n, y, x).
-    tables = tuple(part.new_empty(count_y * count_x, batch, height, width, channels) for part in base)
-    for table, part in zip(tables, base, strict=True):
-        table[0].copy_(part)
+    shape5 = (count_y * count_x, batch, height, width, channels)
+    if not with_index:
+        tables: tuple[Tensor, ...] = (value.new_empty(shape5),)
+        tables[0][0].copy_(value)
+    elif value.dtype == torch.float32:
+        tables = (torch.empty(shape5, dtype=torch.long, device=value.device),)
+        _pack(value, cell, out=tables[0][0])
+    else:
+        tables = (value.new_empty(shape5), cell.new_empty(shape5))
+        tables[0][0].copy_(value)
+        tables[1][0].copy_(cell.expand(batch, height, width, channels))
     for jy in range(count_y):
         for jx in range(count_x):
             if jy == 0 and jx == 0:
@@ -177,11 +180,10 @@ class _RoIPoolFunction(torch.autograd.Function):
         lookup = ((level * batch + image) * height * width + cell).flatten(3)
         empty = (y_high <= y_low)[:, :, None] | (x_high <= x_low)[:, None, :]
         output, argmax = _gather_max(tables, lookup, empty, channels, with_index)
-        if (
-            argmax is not None
-        ):  # channel-major arg-max cells; empty bins (−1) go to the spare column N * H * W
-            argmax = argmax.t()
-            ctx.save_for_backward(torch.where(argmax < 0, batch * height * width, argmax).contiguous())
+        if argmax is not None:
+            # Flat channels-last targets cell * C + c; empty bins (−1) point into a spare row N * H * W.
+            argmax = torch.where(argmax < 0, batch * height * width, argmax).mul_(channels)
+            ctx.save_for_backward(argmax.add_(torch.arange(channels, device=argmax.device)))
         ctx.shape = features.shape  # type: ignore[attr-defined]
         return output.view(rois.shape[0], *output_size, channels).permute(0, 3, 1, 2).contiguous()
 
@@ -189,12 +191,10 @@ class _RoIPoolFunction(torch.autograd.Function):
     def backward(ctx: FunctionCtx, grad_output: Tensor):  # type: ignore[override]
         (target,) = ctx.saved_tensors  # type: ignore[attr-defined]
         batch, channels, height, width = ctx.shape  # type: ignore[attr-defined]
-        # Channel-major [C, K * PH * PW]: each channel scatters into its own row (parallel, no conflicts);
-        # empty bins point at a spare last column that is dropped.
-        grad = grad_output.permute(1, 0, 2, 3).reshape(channels, -1)
-        grad_rows = grad.new_zeros(channels, batch * height * width + 1)
-        grad_rows.scatter_add_(1, target, grad)
-        grad_features = grad_rows[:, :-1].view(channels, batch, height, width).permute(1, 0, 2, 3)
+        grad = grad_output.permute(0, 2, 3, 1).reshape(-1)  # channels-last, like the saved targets
+        grad_rows = grad.new_zeros((batch * height * width + 1) * channels)
+        grad_rows.scatter_add_(0, target.view(-1), grad)
+        grad_features = grad_rows[:-channels].view(batch, height, width, channels).permute(0, 3, 1, 2)
         return grad_features, None, None, None
 
 
