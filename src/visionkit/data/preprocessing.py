@@ -356,13 +356,14 @@ def channel_mean_std(images: Iterable[Any]) -> tuple[torch.Tensor, torch.Tensor]
             )
         batch = image.unsqueeze(0) if image.dim() == 3 else image
         values = batch.double().transpose(0, 1).reshape(batch.shape[1], -1)
-        if total is None:
+        if total is None or total_sq is None:
             total, total_sq = values.sum(1), (values * values).sum(1)
         else:
             total, total_sq = total + values.sum(1), total_sq + (values * values).sum(1)
         count += values.shape[1]
     if total is None:
         raise ValueError("channel_mean_std got no images")
+    assert total_sq is not None
     mean = total / count
     variance = (total_sq / count - mean * mean).clamp_min(0)
     return mean.float(), variance.sqrt().float()

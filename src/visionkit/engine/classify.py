@@ -156,7 +156,7 @@ def _loaders(recipe: ClassifyRecipe, context: DistributedContext) -> dict[str, D
         raise ValueError(
             f"batch_size={recipe.batch_size} must be divisible by the {context.world_size} processes"
         )
-    sampler = None
+    sampler: DistributedSampler | None = None
     if context.distributed:
         sampler = DistributedSampler(
             splits["train"], context.world_size, context.rank, shuffle=True, seed=recipe.seed, drop_last=True
@@ -182,7 +182,7 @@ def evaluate_classifier(
     """Mean cross-entropy and accuracy of ``model`` (in eval mode) over ``loader``, summed over all ranks."""
     was_training = model.training
     model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
+    loss_sum, correct, count = 0.0, 0.0, 0.0
     for images, labels in loader:
         images, labels = images.to(device), labels.to(device)
         logits = model(images)

@@ -195,7 +195,7 @@ class ProgressHook(HookBase):
         if self.task is None or trainer.batch_in_epoch == 0:
             if self.task is not None:
                 self.progress.remove_task(self.task)
-            total = len(trainer.train_loader) if hasattr(trainer.train_loader, "__len__") else None
+            total = len(trainer.train_loader) if hasattr(trainer.train_loader, "__len__") else None  # type: ignore[arg-type]
             self.task = self.progress.add_task(
                 "train",
                 total=total,

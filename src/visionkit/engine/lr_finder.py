@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,7 +80,7 @@ def lr_range_test(
     average, best, diverged = 0.0, math.inf, None
     model.train()
     try:
-        batches = iter(())
+        batches: Iterator[Any] = iter(())
         for step in range(num_steps):
             try:
                 inputs, targets = next(batches)

@@ -61,7 +61,7 @@ def weight_decay_groups(
 
 def _weights(model_or_parameters: nn.Module | Iterable[torch.Tensor]) -> list[torch.Tensor]:
     if isinstance(model_or_parameters, nn.Module):
-        return split_decay_parameters(model_or_parameters)[0]
+        return list(split_decay_parameters(model_or_parameters)[0])
     return list(model_or_parameters)
 
 
@@ -77,7 +77,7 @@ def l1_penalty(model_or_parameters: nn.Module | Iterable[torch.Tensor], coeffici
     weights = _weights(model_or_parameters)
     if not weights:
         raise ValueError("l1_penalty got no parameters")
-    return coefficient * sum(w.abs().sum() for w in weights)
+    return coefficient * torch.stack([w.abs().sum() for w in weights]).sum()
 
 
 def l2_penalty(model_or_parameters: nn.Module | Iterable[torch.Tensor], coefficient: float) -> torch.Tensor:
@@ -90,7 +90,7 @@ def l2_penalty(model_or_parameters: nn.Module | Iterable[torch.Tensor], coeffici
     weights = _weights(model_or_parameters)
     if not weights:
         raise ValueError("l2_penalty got no parameters")
-    return coefficient / 2 * sum(w.pow(2).sum() for w in weights)
+    return coefficient / 2 * torch.stack([w.pow(2).sum() for w in weights]).sum()
 
 
 def ensemble_probabilities(models: Sequence[nn.Module], inputs: torch.Tensor) -> torch.Tensor:

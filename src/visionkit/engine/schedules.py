@@ -36,7 +36,7 @@ class ClosedFormLR(LRScheduler):
         raise NotImplementedError
 
     def get_lr(self) -> list[float]:  # type: ignore[override]
-        return [self.lr_at(base_lr, self.last_epoch) for base_lr in self.base_lrs]
+        return [self.lr_at(float(base_lr), self.last_epoch) for base_lr in self.base_lrs]
 
     def _get_closed_form_lr(self) -> list[float]:
         return self.get_lr()

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -201,7 +201,7 @@ class Trainer:
         else:
             restore_rng_state(self._epoch_rng)  # resume mid-epoch: replay the same shuffle
         sampler = getattr(self.train_loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
+        if sampler is not None and hasattr(sampler, "set_epoch"):
             sampler.set_epoch(self.epoch)
         skip = self.batch_in_epoch
         batches = iter(self.train_loader)
@@ -210,7 +210,7 @@ class Trainer:
         if self._resume_rng is not None and skip:
             restore_rng_state(self._resume_rng)  # the RNG as it was after the last trained batch
         self._resume_rng = None
-        total = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None
+        total = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None  # type: ignore[arg-type]
         start = time.perf_counter()
         for batch in batches:
             self._call("before_step")
@@ -249,7 +249,7 @@ class Trainer:
         autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else nullcontext()
         with autocast:
             losses = self.compute_losses(batch)
-        total = sum(losses.values())
+        total = cast(torch.Tensor, sum(losses.values()))
         values = {name: float(value.detach()) for name, value in losses.items()}
         if not math.isfinite(float(total.detach())):
             terms = ", ".join(f"{name}={value}" for name, value in values.items())

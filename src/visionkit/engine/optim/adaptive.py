@@ -100,6 +100,7 @@ class Adagrad(_StepOptimizer):
         state["step"] += 1
         step = state["step"].item()
         grad = param.grad
+        assert grad is not None
         if group["weight_decay"] != 0.0:
             grad = grad.add(param, alpha=group["weight_decay"])
         step_lr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
@@ -159,6 +160,7 @@ class RMSprop(_StepOptimizer):
                 state["grad_avg"] = torch.zeros_like(param)
         state["step"] += 1
         grad = param.grad
+        assert grad is not None
         if group["weight_decay"] != 0.0:
             grad = grad.add(param, alpha=group["weight_decay"])
         alpha = group["alpha"]
@@ -234,6 +236,7 @@ class Adam(_StepOptimizer):
         step = state["step"].item()
         beta1, beta2 = group["betas"]
         grad = param.grad
+        assert grad is not None
         if group["weight_decay"] != 0.0:
             if self.decoupled_weight_decay:
                 param.mul_(1 - group["lr"] * group["weight_decay"])

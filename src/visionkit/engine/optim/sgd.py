@@ -97,6 +97,7 @@ class SGD(Optimizer):
 
     def _update(self, param: torch.Tensor, group: dict[str, Any]) -> None:
         direction = param.grad
+        assert direction is not None
         if group["weight_decay"] != 0.0:
             direction = direction.add(param, alpha=group["weight_decay"])
         momentum = group["momentum"]
