@@ -148,10 +148,10 @@ class _AvgPool2dFunction(torch.autograd.Function):
         height, width = shape[-2:]
         share = (grad_output / divisor).reshape(-1, 1, out_size[0] * out_size[1])
         # Spread each share evenly over its window: fold (col2im) sums the overlapping windows' shares.
-        full = [
+        full = tuple(
             max((out_size[i] - 1) * stride[i] + kernel[i], size + 2 * padding[i])
             for i, size in enumerate(shape[-2:])
-        ]
+        )
         columns = share.expand(-1, kernel[0] * kernel[1], -1).contiguous()
         padded = F.fold(columns, output_size=full, kernel_size=kernel, stride=stride)
         grad_input = padded[..., padding[0] : padding[0] + height, padding[1] : padding[1] + width]
