@@ -194,3 +194,21 @@ def test_learning_curve_png(tmp_path: Path) -> None:
     path = plot_learning_curves(history, tmp_path / "curves.png", diagnose_fit(history))
     with Image.open(path) as image:
         assert image.format == "PNG" and image.size[0] > 300
+
+
+def test_gradient_flow_hook_can_stop_on_non_finite_gradient() -> None:
+    model = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 1))
+    calls = [0]
+
+    def poison(grad: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        return grad * float("inf") if calls[0] == 2 else grad
+
+    model[2].weight.register_hook(poison)
+    hook = GradientFlowHook(GradientNormMonitor(model), stop_on_nonfinite=True)
+    data = [(torch.randn(4, 8), torch.randn(4, 1)) for _ in range(4)]
+    trainer = Trainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), data, loss_fn=nn.functional.mse_loss, hooks=[hook]
+    )
+    with pytest.raises(FloatingPointError, match=r"step 2: non-finite gradient in layers \['2'\]"):
+        trainer.train()

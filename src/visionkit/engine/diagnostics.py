@@ -153,16 +153,27 @@ class GradientNormMonitor:
 
 
 class GradientFlowHook(HookBase):
-    """Record the monitor after every optimizer step; optionally stop on non-finite gradients and write a
-    gradient-flow PNG at the end of training."""
+    """Record the monitor after every optimizer step and keep each step's :class:`GradientReport`; with
+    ``stop_on_nonfinite`` a NaN/Inf gradient raises ``FloatingPointError`` naming the layers; writes a
+    gradient-flow PNG at the end of training when ``plot_path`` is given."""
 
-    def __init__(self, monitor: GradientNormMonitor, plot_path: str | os.PathLike[str] | None = None) -> None:
-        self.monitor, self.plot_path = monitor, plot_path
+    def __init__(
+        self,
+        monitor: GradientNormMonitor,
+        plot_path: str | os.PathLike[str] | None = None,
+        *,
+        stop_on_nonfinite: bool = False,
+    ) -> None:
+        self.monitor, self.plot_path, self.stop_on_nonfinite = monitor, plot_path, stop_on_nonfinite
         self.reports: list[GradientReport] = []
 
     def after_step(self) -> None:
-        if self.monitor.record():
-            self.reports.append(self.monitor.check())
+        if not self.monitor.record():
+            return
+        report = self.monitor.check()
+        self.reports.append(report)
+        if self.stop_on_nonfinite and report.status == "nonfinite":
+            raise FloatingPointError(f"step {self.trainer.step}: {report.message}")
 
     def after_train(self) -> None:
         if self.plot_path is not None and self.monitor.history:
