@@ -18,6 +18,7 @@ RANK = {
     "models": 2,
     "metrics": 3,
     "analysis": 3,
+    "viz": 3,
     "engine": 4,
     "compress": 4,
     "deploy": 5,
