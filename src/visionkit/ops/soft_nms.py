@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from visionkit.ops._nms_core import block_iou, box_columns
+from visionkit.ops._nms_core import _expand_ranges, block_iou, box_columns
 from visionkit.ops._overlap_pairs import overlap_pairs
 from visionkit.ops._validate import check_real_number
 from visionkit.ops.nms import check_nms_inputs, finite_indices, working_boxes
@@ -56,16 +56,25 @@ def _decay(iou: Tensor, method: str, sigma: float) -> Tensor:
     return torch.exp(-(iou * iou) / sigma)
 
 
+def _adjacency(num: int, first: Tensor, second: Tensor, factor: Tensor) -> tuple[Tensor, ...]:
+    """Both directions of every edge, grouped by source: ``(offsets, counts, neighbour, factor)``."""
+    source, neighbour = torch.cat((first, second)), torch.cat((second, first))
+    order = torch.argsort(source, stable=True)
+    counts = torch.bincount(source, minlength=num)
+    return counts.cumsum(0) - counts, counts, neighbour[order], torch.cat((factor, factor))[order]
+
+
 def _rounds(scores: Tensor, first: Tensor, second: Tensor, factor: Tensor, score_threshold: float):
     """Vectorised soft-NMS on an interaction graph (``first < second``); returns selected ids and scores.
 
-    Removed boxes get key −inf so their edges never block anyone; the edge list is compacted only when
-    most of it is dead, which keeps each round to a handful of passes over the live edges.
+    Removed boxes get key −inf so their edges never block anyone (the blocking edge list is compacted
+    every other round); decays reach only the neighbours of the selected boxes, via adjacency lists.
     """
+    offsets, counts, neighbours, factors = _adjacency(scores.numel(), first, second, factor)
     alive = scores >= score_threshold
     keys = torch.where(alive, scores, -torch.inf)
     chosen, chosen_scores = [first[:0]], [scores[:0]]
-    live_edges = first.numel()
+    rounds = 0
     while bool(alive.any()):
         # first < second, so on equal scores `first` wins: the lower index is selected first
         first_wins = keys.index_select(0, first) >= keys.index_select(0, second)
@@ -74,17 +83,15 @@ def _rounds(scores: Tensor, first: Tensor, second: Tensor, factor: Tensor, score
         picked = selected.nonzero().squeeze(1)
         chosen.append(picked)
         chosen_scores.append(scores.index_select(0, picked))
-        from_first = selected.index_select(0, first)
-        touched = (from_first | selected.index_select(0, second)).nonzero().squeeze(1)
-        target = torch.where(from_first, second, first).index_select(0, touched)
-        scores.scatter_reduce_(0, target, factor.index_select(0, touched), reduce="prod")
+        _, position = _expand_ranges(0, offsets.index_select(0, picked), counts.index_select(0, picked))
+        target = neighbours.index_select(0, position)
+        scores.scatter_reduce_(0, target, factors.index_select(0, position), reduce="prod")
         alive &= ~selected & (scores >= score_threshold)
         keys = torch.where(alive, scores, -torch.inf)
-        if 4 * touched.numel() > live_edges or first.numel() > 2 * live_edges:
+        rounds += 1
+        if rounds % 2 == 0:
             live = (alive.index_select(0, first) & alive.index_select(0, second)).nonzero().squeeze(1)
-            first, second, factor = first.index_select(0, live), second.index_select(0, live), factor[live]
-            live_edges = first.numel()
-        live_edges -= touched.numel()
+            first, second = first.index_select(0, live), second.index_select(0, live)
     return torch.cat(chosen), torch.cat(chosen_scores)
 
 
