@@ -99,3 +99,15 @@ def test_classify_with_two_processes(tmp_path: Path) -> None:
     )  # ceil: the last smaller batch is kept
     state = torch.load(list_checkpoints(run / "checkpoints")[0], weights_only=True)
     assert not any(key.startswith("module.") for key in state["model"])  # portable between 1 and N processes
+
+
+@pytest.mark.parametrize(("model", "size", "channels"), [("resnet_digits", 8, 1), ("resnet18", 32, 3)])
+def test_registry_models_get_adapted_digits(model: str, size: int, channels: int) -> None:
+    from visionkit.engine.classify import build_model
+
+    adapted = build_model(ClassifyRecipe(model=model), num_classes=10)
+    adapter = adapted[0]
+    assert (adapter.size, adapter.channels) == (size, channels)
+    images = torch.rand(2, 1, 8, 8)
+    assert adapter(images).shape == (2, channels, size, size)
+    assert adapted.eval()(images).shape == (2, 10)

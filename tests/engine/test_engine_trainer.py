@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -354,3 +355,17 @@ def test_bad_trainer_arguments(options: dict, argument: str) -> None:
     model = nn.Linear(2, 2)
     with pytest.raises(ValueError, match=argument):
         Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), [], **options)
+
+
+def test_csv_logger_with_tensorboard_dir_when_optional_package_missing_or_present(tmp_path: Path) -> None:
+    model = _model()
+    logger = CSVLogger(tmp_path / "log.csv", tensorboard_dir=tmp_path / "tb")
+    Trainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), _loader(), loss_fn=nn.functional.cross_entropy,
+        hooks=[logger], max_epochs=2,
+    ).train()  # fmt: skip
+    assert len((tmp_path / "log.csv").read_text().strip().splitlines()) == 3
+    if importlib.util.find_spec("tensorboard") is None:  # optional: CSV only, no error
+        assert logger.writer is None
+    else:
+        assert any((tmp_path / "tb").iterdir())
