@@ -169,7 +169,7 @@ class _LevelIndex:
         self.x_cells = x_cells.index_select(0, self.ids)
         self.columns = [column.index_select(0, self.ids) for column in columns]
 
-    def window(self, query: _LevelIndex, row_shift: int) -> tuple[Tensor, Tensor]:
+    def window(self, query: _LevelIndex | _Query, row_shift: int) -> tuple[Tensor, Tensor]:
         """Per query: index range of entries in row ``row(q) + row_shift`` with ``|x - x_q| <= 1 cell``."""
         wanted = query.rows + row_shift
         dense = torch.searchsorted(self.unique_rows, wanted).clamp_(max=self.unique_rows.numel() - 1)

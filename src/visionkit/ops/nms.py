@@ -11,8 +11,13 @@ Semantics shared by every NMS variant of visionkit (hard, batched, soft):
 * Zero-area and inverted boxes have IoU 0 with everything: they are never suppressed and never suppress.
 * Boxes whose score or coordinates are NaN/Inf are dropped with one ``RuntimeWarning`` that counts them
   (inference); with ``strict=True`` (training) a ``ValueError`` names their indices instead.
-* No N×N matrix is built: overlapping pairs are found with a spatial hash and the greedy order is resolved
-  on the sparse overlap graph (see :mod:`visionkit.ops._nms_core`); memory stays bounded for any N.
+* No N×N matrix is built (memory stays bounded for any N). Single-class NMS runs "kept-first": alive
+  boxes are taken by rank a block at a time, each block is resolved densely and its kept boxes suppress
+  later boxes found through a spatial hash (:mod:`visionkit.ops._nms_core`). Class-aware NMS over many
+  classes resolves the greedy order on the sparse graph of same-class overlapping pairs
+  (:mod:`visionkit.ops._overlap_pairs`). Inputs up to 384 boxes, and coordinates too spread for the
+  hash's float64 keys, use a block-sequential dense engine. All engines share one IoU expression and
+  are tested to give identical results.
 """
 
 from __future__ import annotations
