@@ -105,7 +105,8 @@ class Trainer:
         device: training device (default: the model's).
         amp: mixed precision — float16 with a grad scaler on CUDA, bfloat16 autocast on CPU.
         accumulation_steps: batches whose gradients are summed (each loss divided by it) per step.
-        clip_norm: clip the total gradient 2-norm to this (``None``: no clipping).
+        clip_norm: clip the total gradient 2-norm to this (``None``: no clipping; the norm is still
+            checked for NaN/Inf).
         clip_value: clamp each gradient entry to ``[-clip_value, clip_value]``.
         on_nonfinite_grad: ``"skip"`` (drop the step, count it in ``skipped_steps``) or ``"stop"``
             (raise :class:`NonFiniteGradientError`) when the gradient norm is NaN/Inf.
@@ -178,6 +179,7 @@ class Trainer:
         self.last_batch_size = 0
         self.history: list[dict[str, float]] = []
         self._epoch_loss_sum = 0.0
+        self._epoch_samples = 0
         self._epoch_rng: dict[str, Any] | None = None
         self._resume_rng: dict[str, Any] | None = None
 
@@ -211,7 +213,7 @@ class Trainer:
             restore_rng_state(self._resume_rng)  # the RNG as it was after the last trained batch
         self._resume_rng = None
         total = len(self.train_loader) if hasattr(self.train_loader, "__len__") else None  # type: ignore[arg-type]
-        start = time.perf_counter()
+        start, self._epoch_samples = time.perf_counter(), 0
         for batch in batches:
             self._call("before_step")
             last = total is not None and self.batch_in_epoch + 1 == total
@@ -228,6 +230,7 @@ class Trainer:
             "train_loss": self._epoch_loss_sum / max(self.batch_in_epoch, 1),
             "lr": float(self.optimizer.param_groups[0]["lr"]),
             "epoch_seconds": time.perf_counter() - start,
+            "samples_per_second": self._epoch_samples / max(time.perf_counter() - start, 1e-9),
         }
         self.epoch += 1
         self.batch_in_epoch = 0
@@ -258,6 +261,7 @@ class Trainer:
             )
         self.last_losses = values
         self.last_batch_size = _batch_size(batch)
+        self._epoch_samples += self.last_batch_size
         self.scaler.scale(total.float() / self.accumulation_steps).backward()
         self._epoch_loss_sum += float(total.detach())
         self.iteration += 1
@@ -276,13 +280,15 @@ class Trainer:
             torch.nn.utils.clip_grad_value_(parameters, self.clip_value)
         if self.clip_norm is not None:
             norm = torch.nn.utils.clip_grad_norm_(parameters, self.clip_norm)
-            if not torch.isfinite(norm) and not self.scaler.is_enabled():
-                if self.on_nonfinite_grad == "stop":
-                    raise NonFiniteGradientError(f"gradient norm is {float(norm)} at step {self.step}")
-                self.skipped_steps += 1
-                self.optimizer.zero_grad(set_to_none=True)
-                self.stepped = False
-                return
+        else:  # measured, not changed: a non-finite gradient is caught with or without clipping
+            norm = _total_norm(parameters)
+        if not torch.isfinite(norm) and not self.scaler.is_enabled():  # (the scaler skips such steps itself)
+            if self.on_nonfinite_grad == "stop":
+                raise NonFiniteGradientError(f"gradient norm is {float(norm)} at step {self.step}")
+            self.skipped_steps += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            self.stepped = False
+            return
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -345,6 +351,14 @@ class Trainer:
         self._resume_rng = state["rng"]
         restore_rng_state(state["rng"])
         self.should_stop = False
+
+
+def _total_norm(parameters: list[torch.Tensor]) -> torch.Tensor:
+    """2-norm of all gradients together (what ``clip_grad_norm_`` measures)."""
+    if not parameters:
+        return torch.zeros(())
+    norms = [torch.linalg.vector_norm(p.grad.detach()) for p in parameters if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms))
 
 
 def _batch_size(batch: Any) -> int:
