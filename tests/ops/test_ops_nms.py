@@ -156,6 +156,17 @@ def test_low_precision_and_integer_boxes_compare_in_float32(dtype):
     assert got.tolist() == ref_nms(boxes.float().double(), scores.double(), 0.5)
 
 
+def test_inputs_requiring_grad():
+    boxes, scores, labels = clustered(800, seed=21, num_labels=3)
+    want = nms(boxes, scores, 0.5).tolist()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert nms(boxes.requires_grad_(), scores.requires_grad_(), 0.5).tolist() == want
+        assert batched_nms(boxes, scores, labels, 0.5).tolist() == ref_nms(
+            boxes.detach(), scores.detach(), 0.5, labels
+        )
+
+
 def test_empty_input():
     for dtype in (torch.float32, torch.float64):
         kept = nms(torch.zeros(0, 4, dtype=dtype), torch.zeros(0, dtype=dtype), 0.5)

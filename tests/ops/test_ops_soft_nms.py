@@ -151,6 +151,18 @@ def test_dtypes(dtype):
     torch.testing.assert_close(decayed, torch.tensor(want[1], dtype=decayed.dtype), rtol=1e-5, atol=1e-6)
 
 
+def test_inputs_requiring_grad_give_detached_results_without_warnings():
+    import warnings
+
+    boxes, scores, _ = clustered(200, seed=10)
+    want = soft_nms(boxes, scores, "gaussian")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keep, decayed = soft_nms(boxes.requires_grad_(), scores.requires_grad_(), "gaussian")
+    assert keep.tolist() == want[0].tolist() and not decayed.requires_grad
+    assert torch.equal(decayed, want[1])
+
+
 def test_bad_input_and_non_finite():
     boxes, scores = torch.rand(3, 4), torch.rand(3)
     with pytest.raises(ValueError, match="method must be 'linear' or 'gaussian'"):

@@ -9,6 +9,7 @@ Semantics shared by every NMS variant of visionkit (hard, batched, soft):
 * A kept box suppresses a later box iff ``IoU > iou_threshold`` (strictly greater: a pair exactly at the
   threshold survives). ``iou_threshold`` must lie in ``[0, 1]``.
 * Zero-area and inverted boxes have IoU 0 with everything: they are never suppressed and never suppress.
+* Inputs that require grad are fine: the engines run without autograd (the result is indices).
 * Boxes whose score or coordinates are NaN/Inf are dropped with one ``RuntimeWarning`` that counts them
   (inference); with ``strict=True`` (training) a ``ValueError`` names their indices instead.
 * No N×N matrix is built (memory stays bounded for any N). Single-class NMS runs "kept-first": alive
@@ -93,6 +94,7 @@ def working_boxes(boxes: Tensor) -> Tensor:
     return boxes if boxes.dtype in (torch.float32, torch.float64) else boxes.float()
 
 
+@torch.no_grad()  # indices only: no autograd graph, no grad-tracking warnings
 def _greedy(boxes: Tensor, threshold: float, labels: Tensor | None) -> Tensor:
     """Keep mask over ranked boxes: dense when small; else kept-first for one class, the overlap graph
     for many classes (few suppressing pairs); dense when the grid cannot hold the coordinates."""

@@ -10,7 +10,8 @@ The paper and the handbook write the linear condition as ``IoU ≥ N_t``; vision
 the comparison of the authors' reference code (``if ov > Nt``) and of every other NMS variant here, so
 a pair exactly at the threshold behaves the same in hard and soft NMS. A box whose score is below
 ``score_threshold`` (initially or after a decay) is discarded; boxes are kept while ``score >=
-score_threshold``. Ties in score select the lower index first. NaN/Inf handling as in
+score_threshold``. Ties in score select the lower index first. The decayed scores are returned
+detached (no autograd through post-processing). NaN/Inf handling as in
 :mod:`visionkit.ops.nms`.
 
 Algorithm (exactly the sequential loop, vectorised): a remaining box whose score beats every remaining
@@ -118,6 +119,7 @@ def _sequential(
     return ids, torch.stack(chosen_scores) if chosen_scores else scores[:0]
 
 
+@torch.no_grad()  # a post-processing step: the decayed scores are returned detached
 def _soft_nms(boxes: Tensor, scores: Tensor, labels: Tensor | None, settings: tuple) -> tuple[Tensor, Tensor]:
     method, sigma, iou_threshold, score_threshold = settings
     boxes = working_boxes(boxes)
