@@ -44,7 +44,7 @@ def draw_detections(
     array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     picture = Image.fromarray(array)
     if scale != 1:
-        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(picture)
     for box, score, label in zip(detection["boxes"], detection["scores"], detection["labels"], strict=True):
         if float(score) < score_threshold:

@@ -18,7 +18,7 @@ import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import click
 import torch
@@ -32,7 +32,9 @@ from visionkit.data.transforms import Compose, RandomHorizontalFlip, collate_det
 from visionkit.engine.config import ConfigError, apply_overrides, describe_recipe, save_recipe
 from visionkit.engine.hooks import CheckpointHook, CSVLogger, EvalHook, LRScheduleHook, ProgressHook
 from visionkit.engine.trainer import Trainer
+from visionkit.metrics.detection.coco import CocoResult
 from visionkit.metrics.detection.meter import DetectionMeter
+from visionkit.metrics.detection.voc import VocResult
 from visionkit.models import create_model, get_model_builder
 
 __all__ = ["DetectRecipe", "build_detector", "evaluate_detector", "load_detector", "train_detector"]
@@ -81,16 +83,14 @@ def build_datasets(recipe: DetectRecipe) -> tuple[Dataset, Dataset, LabelMap]:
     train_transforms = Compose([RandomHorizontalFlip(recipe.hflip)])
     if recipe.data_format == "shapes" or recipe.data == "shapes":
         config = _shapes_config(recipe)
-        train = ShapesDataset(recipe.num_train, seed=recipe.seed, config=config, transforms=train_transforms)
-        val = ShapesDataset(recipe.num_val, seed=recipe.seed + 1000, config=config)
-        return train, val, train.label_map
+        shapes = ShapesDataset(recipe.num_train, seed=recipe.seed, config=config, transforms=train_transforms)
+        return shapes, ShapesDataset(recipe.num_val, seed=recipe.seed + 1000, config=config), shapes.label_map
     annotations = read_annotations(recipe.data, recipe.data_format)
     train = DetectionDataset(annotations, transforms=train_transforms)
-    if recipe.val_data:
-        val = DetectionDataset(read_annotations(recipe.val_data, recipe.data_format))
-    else:
-        val = DetectionDataset(annotations)
-    return train, val, train.label_map
+    val_annotations = (
+        read_annotations(recipe.val_data, recipe.data_format) if recipe.val_data else annotations
+    )
+    return train, DetectionDataset(val_annotations), train.label_map
 
 
 def model_arguments(recipe: DetectRecipe, num_classes: int) -> dict[str, Any]:
@@ -135,11 +135,11 @@ def evaluate_detector(detector: nn.Module, loader: DataLoader, num_classes: int)
         for meter in meters.values():
             meter.update(predictions, targets)
     detector.train(was_training)
-    coco = meters["coco"].compute().as_dict()
+    coco = cast(CocoResult, meters["coco"].compute()).as_dict()
+    voc07, voc12 = (cast(VocResult, meters[name].compute()) for name in ("voc07", "voc12"))
     return {
         "AP": coco["AP"], "AP50": coco["AP50"], "AP75": coco["AP75"],
-        "VOC07_mAP": meters["voc07"].compute().mean_average_precision,
-        "VOC12_mAP": meters["voc12"].compute().mean_average_precision,
+        "VOC07_mAP": voc07.mean_average_precision, "VOC12_mAP": voc12.mean_average_precision,
     }  # fmt: skip
 
 
@@ -169,7 +169,9 @@ def train_detector(recipe: DetectRecipe, run_dir: str | Path, *, progress: bool 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine)
     hooks = [
         LRScheduleHook(schedule),
-        EvalHook(lambda model: evaluate_detector(model.detector, val_loader, label_map.num_classes)),
+        EvalHook(
+            lambda step: evaluate_detector(cast(_TrainStep, step).detector, val_loader, label_map.num_classes)
+        ),
         CheckpointHook(run_dir / "checkpoints"),
         CSVLogger(run_dir / "log.csv"),
         ProgressHook(progress),

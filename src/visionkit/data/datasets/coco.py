@@ -82,7 +82,7 @@ def read_coco(annotation_file: str | Path, image_root: str | Path | None = None)
     by_image: dict[Any, list[dict]] = defaultdict(list)
     for annotation in annotations:
         by_image[annotation["image_id"]].append(annotation)
-    missing = Counter()
+    missing: Counter[str] = Counter()
     records = []
     for image in images:
         try:
@@ -129,7 +129,8 @@ def write_coco(annotations: AnnotationSet, annotation_file: str | Path) -> Path:
     """
     label_map = annotations.label_map
     any_difficult = any(bool(r.difficult.any()) for r in annotations.records)
-    images, objects = [], []
+    images: list[dict[str, Any]] = []
+    objects: list[dict[str, Any]] = []
     for record in annotations.records:
         images.append({"id": record.image_id, "file_name": record.file_name, "width": record.width,
                        "height": record.height})  # fmt: skip

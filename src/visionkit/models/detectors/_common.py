@@ -9,7 +9,7 @@ boxes in each input image's own pixel coordinates (xyxy). Resizing is the data p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -122,10 +122,16 @@ def suppress(
     if method == "hard":
         keep = batched_nms(boxes, scores, labels, iou_threshold)
         return keep, scores[keep]
+    decay: Literal["linear", "gaussian"] = "linear" if method == "soft_linear" else "gaussian"
     keep, new_scores = batched_soft_nms(
-        boxes, scores, labels, method=method.removeprefix("soft_"), sigma=sigma, iou_threshold=iou_threshold,
+        boxes,
+        scores,
+        labels,
+        method=decay,
+        sigma=sigma,
+        iou_threshold=iou_threshold,
         score_threshold=score_threshold,
-    )  # fmt: skip
+    )
     return keep, new_scores
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from torch import nn
-
+from visionkit.models.backbones.base import Backbone
 from visionkit.models.backbones.mobilenet import mobilenet_v2
 from visionkit.models.backbones.resnet import resnet50
 from visionkit.models.detectors.faster_rcnn import FasterRCNN
@@ -36,7 +35,7 @@ __all__ = [
 
 
 def build_retinanet(
-    backbone: nn.Module,
+    backbone: Backbone,
     *,
     num_classes: int,
     fpn_channels: int = 256,
@@ -104,7 +103,7 @@ def retinanet_resnet50_fpn(
 
 
 def build_faster_rcnn(
-    backbone: nn.Module,
+    backbone: Backbone,
     *,
     num_classes: int,
     fpn_channels: int = 256,

@@ -139,7 +139,7 @@ class RetinaNet(nn.Module):
             raise ValueError(f"box_loss must be 'l1' or 'smooth_l1', got {box_loss!r}")
         self.backbone, self.neck, self.head, self.anchor_generator = backbone, neck, head, anchor_generator
         self.num_classes = num_classes
-        self.feature_names = list(feature_names or neck.out_names)
+        self.feature_names = list(feature_names or neck.out_names)  # type: ignore[arg-type]
         self.image_mean, self.image_std, self.size_divisible = (
             tuple(image_mean),
             tuple(image_std),

@@ -55,7 +55,7 @@ class _Subnet(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.normal_(module.weight, std=0.01)
-                nn.init.zeros_(module.bias)
+                nn.init.zeros_(module.bias)  # type: ignore[arg-type]
 
     def forward(self, features: Sequence[Tensor]) -> Tensor:
         return flatten_level_outputs([self.output(self.conv(x)) for x in features], self.values)
@@ -85,7 +85,8 @@ class RetinaNetClassificationHead(_Subnet):
         if not 0.0 < prior_probability < 1.0:
             raise ValueError(f"prior_probability must be in (0, 1), got {prior_probability}")
         self.num_classes = num_classes
-        nn.init.constant_(self.output.bias, -math.log((1 - prior_probability) / prior_probability))
+        prior_logit = -math.log((1 - prior_probability) / prior_probability)
+        nn.init.constant_(self.output.bias, prior_logit)  # type: ignore[arg-type]
 
 
 class RetinaNetRegressionHead(_Subnet):

@@ -35,7 +35,7 @@ class RPNHead(nn.Module):
         self.box_deltas = nn.Conv2d(in_channels, 4 * num_anchors, 1)
         for layer in (self.conv, self.objectness, self.box_deltas):
             nn.init.normal_(layer.weight, std=0.01)
-            nn.init.zeros_(layer.bias)
+            nn.init.zeros_(layer.bias)  # type: ignore[arg-type]
 
     def forward(self, features: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         objectness, deltas = [], []
