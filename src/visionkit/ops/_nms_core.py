@@ -169,13 +169,16 @@ class _LevelIndex:
         self.x_cells = x_cells.index_select(0, self.ids)
         self.columns = [column.index_select(0, self.ids) for column in columns]
 
-    def window(self, query: _LevelIndex | _Query, row_shift: int) -> tuple[Tensor, Tensor]:
-        """Per query: index range of entries in row ``row(q) + row_shift`` with ``|x - x_q| <= 1 cell``."""
+    def window(
+        self, query: _LevelIndex | _Query, row_shift: int, half_width: Tensor | float = 1.0
+    ) -> tuple[Tensor, Tensor]:
+        """Per query: index range of entries in row ``row(q) + row_shift`` with ``|x - x_q| <= half_width``
+        (in cells; one cell unless a per-query bound is given)."""
         wanted = query.rows + row_shift
         dense = torch.searchsorted(self.unique_rows, wanted).clamp_(max=self.unique_rows.numel() - 1)
         base = dense.to(torch.float64) * self.row_span + query.x_cells
-        start = torch.searchsorted(self.keys, base - 1.0)
-        end = torch.searchsorted(self.keys, base + 1.0, right=True)
+        start = torch.searchsorted(self.keys, base - half_width)
+        end = torch.searchsorted(self.keys, base + half_width, right=True)
         end = torch.where(self.unique_rows.index_select(0, dense) == wanted, end, start)  # row is empty
         return start, end
 

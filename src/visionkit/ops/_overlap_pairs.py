@@ -54,6 +54,7 @@ def overlap_pairs(
         return None
     class_rank = None if labels is None else torch.unique(labels, return_inverse=True)[1]
     columns = box_columns(boxes)
+    area_pos = columns[4].index_select(0, positive).to(torch.float64)
     found: list[tuple[Tensor, Tensor, Tensor]] = []
     num_edges = 0
     for lvl in torch.unique(level_pos).tolist():
@@ -63,16 +64,23 @@ def overlap_pairs(
             rows += class_rank * (int(extent[1] / cell) + 3)
         x_cells, row_span = centres[:, 0] / cell, float(extent[0]) / cell + 4
         at_level = level_pos == lvl
-        # IoU > t needs max(w, h) ratios > t, so smaller partners have reach > t * (smallest reach here).
-        smallest = float(reach_pos[at_level].amin())
-        lower = positive[(level_pos < lvl) & (reach_pos > threshold * (1 - _SLACK) * smallest)]
+        # IoU > t needs max(w, h) and area ratios > t (IoU <= smaller / larger), which bounds the smaller
+        # partners of this level's boxes; their reach is below the query's, so the query's reach bounds
+        # the centre distance.
+        bound = threshold * (1 - _SLACK)
+        smallest, smallest_area = float(reach_pos[at_level].amin()), float(area_pos[at_level].amin())
+        lower = (level_pos < lvl) & (reach_pos > bound * smallest) & (area_pos > bound * smallest_area)
         same = _LevelIndex(positive[at_level], rows, x_cells, row_span, columns)
-        searches = [(same, 0, True), (same, 1, False)]
-        if lower.numel():
-            low = _LevelIndex(lower, rows, x_cells, row_span, columns)
-            searches += [(low, -1, False), (low, 0, False), (low, 1, False)]
-        for index, shift, forward_only in searches:
-            start, end = index.window(same, shift)
+        searches: list[tuple[_LevelIndex, int, bool, Tensor | float]] = [
+            (same, 0, True, 1.0),
+            (same, 1, False, 1.0),
+        ]
+        if bool(lower.any()):
+            low = _LevelIndex(positive[lower], rows, x_cells, row_span, columns)
+            own_reach = reach.index_select(0, same.ids) / cell
+            searches += [(low, shift, False, own_reach) for shift in (-1, 0, 1)]
+        for index, shift, forward_only, half_width in searches:
+            start, end = index.window(same, shift, half_width)
             if forward_only:  # same row of the same level: each unordered pair once
                 start = torch.maximum(start, torch.arange(1, start.numel() + 1, device=start.device))
             for edges in _edges_in_windows(same, index, start, end, threshold):
