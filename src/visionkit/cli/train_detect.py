@@ -69,7 +69,8 @@ class DetectRecipe:
     workers: int = 0
 
 
-def _shapes_config(recipe: DetectRecipe) -> ShapesConfig:
+def shapes_config(recipe: DetectRecipe) -> ShapesConfig:
+    """The ``shapes`` drawing settings of a recipe (sizes scale with ``image_size``)."""
     if recipe.crowded:
         return ShapesConfig.crowded_preset(recipe.image_size)
     scale = recipe.image_size / 128
@@ -82,7 +83,7 @@ def build_datasets(recipe: DetectRecipe) -> tuple[Dataset, Dataset, LabelMap]:
     """Training set (with flips) and validation set of the recipe, and their label map."""
     train_transforms = Compose([RandomHorizontalFlip(recipe.hflip)])
     if recipe.data_format == "shapes" or recipe.data == "shapes":
-        config = _shapes_config(recipe)
+        config = shapes_config(recipe)
         shapes = ShapesDataset(recipe.num_train, seed=recipe.seed, config=config, transforms=train_transforms)
         return shapes, ShapesDataset(recipe.num_val, seed=recipe.seed + 1000, config=config), shapes.label_map
     annotations = read_annotations(recipe.data, recipe.data_format)
