@@ -60,7 +60,7 @@ class GradientNormMonitor:
     Example:
         >>> model = nn.Sequential(nn.Linear(4, 4), nn.Sigmoid(), nn.Linear(4, 1))
         >>> monitor = GradientNormMonitor(model)
-        >>> model(torch.randn(8, 4)).sum().backward(); monitor.record()
+        >>> model(torch.randn(8, 4)).sum().backward(); _ = monitor.record()
         >>> monitor.layer_names, len(monitor.history)
         (['0', '2'], 1)
     """

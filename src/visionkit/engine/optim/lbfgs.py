@@ -74,7 +74,7 @@ class LBFGS(Optimizer):
         >>> def closure():
         ...     opt.zero_grad(); loss = ((x - 1) ** 2).sum(); loss.backward(); return loss
         >>> _ = opt.step(closure)
-        >>> x.detach().tolist()
+        >>> [round(v, 9) for v in x.detach().tolist()]
         [1.0, 1.0]
     """
 
