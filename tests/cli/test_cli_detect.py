@@ -78,3 +78,14 @@ def test_coco_results_use_dataset_category_ids_and_xywh() -> None:
     assert rows == [{"image_id": 7, "category_id": 90, "bbox": [2.0, 3.0, 10.0, 6.0], "score": 0.5}]
     picture = draw_detections(torch.zeros(3, 16, 16), detection, ["cat", "toothbrush"], 0.1, scale=2)
     assert picture.size == (32, 32) and picture.getpixel((4, 6)) != (0, 0, 0)  # the box outline is drawn
+
+
+def test_recipe_data_and_format_must_agree(tmp_path: Path) -> None:
+    from visionkit.cli.train_detect import DetectRecipe, build_datasets
+
+    with pytest.raises(ValueError, match="data_format"):
+        build_datasets(DetectRecipe(data=str(tmp_path), data_format="shapes"))
+    annotation = export_shapes(ShapesDataset(3, seed=2), tmp_path, ("coco",))["coco"]
+    train, val, label_map = build_datasets(DetectRecipe(data=str(annotation), data_format="coco", hflip=0.0))
+    assert len(train) == len(val) == 3 and label_map.names == ("circle", "square", "triangle")
+    assert torch.equal(train[1][1]["boxes"], ShapesDataset(3, seed=2)[1][1]["boxes"])

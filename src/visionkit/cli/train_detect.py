@@ -82,7 +82,13 @@ def shapes_config(recipe: DetectRecipe) -> ShapesConfig:
 def build_datasets(recipe: DetectRecipe) -> tuple[Dataset, Dataset, LabelMap]:
     """Training set (with flips) and validation set of the recipe, and their label map."""
     train_transforms = Compose([RandomHorizontalFlip(recipe.hflip)])
-    if recipe.data_format == "shapes" or recipe.data == "shapes":
+    if (recipe.data == "shapes") != (recipe.data_format == "shapes"):
+        raise ValueError(
+            f"data={recipe.data!r} with data_format={recipe.data_format!r}: use data=shapes and "
+            "data_format=shapes, "
+            "or a dataset path with data_format=coco|voc|yolo"
+        )
+    if recipe.data_format == "shapes":
         config = shapes_config(recipe)
         shapes = ShapesDataset(recipe.num_train, seed=recipe.seed, config=config, transforms=train_transforms)
         return shapes, ShapesDataset(recipe.num_val, seed=recipe.seed + 1000, config=config), shapes.label_map
