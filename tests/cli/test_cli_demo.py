@@ -1,4 +1,5 @@
-"""`visionkit demo` through click's CliRunner: the table reports what the ops really return."""
+"""`visionkit demo --nms-only` through click's CliRunner: the §8 table reports what the ops really return
+(the full demo is tested in tests/lab/test_lab_demo.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import re
 from click.testing import CliRunner
 
 from visionkit.cli import main
-from visionkit.cli.demo import make_crowded_boxes
+from visionkit.lab.nms_scene import make_crowded_boxes
 from visionkit.ops import nms, soft_nms
 
 
 def test_demo_prints_table_with_real_counts():
-    result = CliRunner().invoke(main, ["demo", "--num-boxes", "1200", "--seed", "3"], terminal_width=120)
+    result = CliRunner().invoke(
+        main, ["demo", "--nms-only", "--num-boxes", "1200", "--seed", "3"], terminal_width=120
+    )
     assert result.exit_code == 0, result.output
     assert "1200 boxes around 24 objects" in result.output
     boxes, scores, objects = make_crowded_boxes(1200, seed=3)
@@ -32,7 +35,7 @@ def test_demo_prints_table_with_real_counts():
 
 
 def test_demo_rejects_bad_options():
-    result = CliRunner().invoke(main, ["demo", "--iou-threshold", "1.5"])
+    result = CliRunner().invoke(main, ["demo", "--nms-only", "--iou-threshold", "1.5"])
     assert result.exit_code != 0
     assert "--iou-threshold" in result.output
 

@@ -1,0 +1,366 @@
+"""The main job (``make demo``): train a one-stage and a two-stage detector on ``shapes`` and report.
+
+Steps: generate ``shapes`` (train, validation, and the crowded split), train a small RetinaNet and a small
+Faster R-CNN with the engine's :class:`~visionkit.engine.trainer.Trainer`, evaluate both (COCO AP, VOC07
+and VOC12 mAP), compare hard NMS with Soft-NMS on the crowded split, time inference, count foreground and
+background anchors, then write ``metrics.json``, figures and ``report.html`` into the run folder.
+
+Example:
+    >>> metrics = run_demo(DemoSettings.quick(), "runs/demo-quick")  # doctest: +SKIP
+    >>> metrics["models"]["retinanet"]["coco"]["AP"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import track
+from torch import nn
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from visionkit.data.shapes import SHAPE_CLASSES, ShapesConfig, ShapesDataset
+from visionkit.data.transforms import Compose, RandomHorizontalFlip, collate_detection
+from visionkit.engine.hooks import HookBase, LRScheduleHook, ProgressHook
+from visionkit.engine.trainer import Trainer
+from visionkit.lab.demo_figures import write_figures
+from visionkit.lab.detectors import small_faster_rcnn, small_retinanet
+from visionkit.lab.report import render_report, report_context
+from visionkit.metrics.detection import DetectionMeter
+from visionkit.ops.boxes import box_iou
+from visionkit.ops.matcher import Matcher
+from visionkit.ops.sampler import sample_balanced
+
+__all__ = ["DemoSettings", "count_anchors", "evaluate_detector", "run_demo", "time_inference"]
+
+MODEL_TITLES = {"retinanet": "RetinaNet (one-stage)", "faster_rcnn": "Faster R-CNN (two-stage)"}
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes and budgets of the demo (the defaults fit about 15 minutes on 2 CPU cores)."""
+
+    image_size: int = 128
+    num_train: int = 512
+    num_crowded_train: int = 128
+    num_val: int = 128
+    num_crowded_val: int = 64
+    batch_size: int = 8
+    retinanet_steps: int = 600
+    faster_rcnn_steps: int = 150
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    widths: tuple[int, ...] = (16, 32, 64, 96, 128)
+    fpn_channels: int = 64
+    head_convs: int = 2
+    representation_size: int = 256
+    speed_images: int = 32
+    anchor_images: int = 64
+    grid_images: int = 8
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> DemoSettings:
+        """A tiny run (a few images, 2 steps per model) that checks the whole pipeline in seconds."""
+        return cls(num_train=4, num_crowded_train=2, num_val=4, num_crowded_val=2, batch_size=2,
+                   retinanet_steps=2, faster_rcnn_steps=2, warmup_steps=1, speed_images=2, anchor_images=2,
+                   grid_images=4)  # fmt: skip
+
+
+def make_datasets(settings: DemoSettings) -> dict[str, Dataset]:
+    """``train`` (ordinary + crowded images, flipped at random), ``val`` and ``crowded`` (validation)."""
+    size = settings.image_size
+    scale = size / 128
+    ordinary = ShapesConfig(image_size=size, min_size=max(4, round(16 * scale)), max_size=round(48 * scale))
+    crowded = ShapesConfig.crowded_preset(size)
+    flip = Compose([RandomHorizontalFlip(0.5)])
+    train = ConcatDataset([
+        ShapesDataset(settings.num_train, seed=settings.seed, config=ordinary, transforms=flip),
+        ShapesDataset(settings.num_crowded_train, seed=settings.seed + 1, config=crowded, transforms=flip),
+    ])  # fmt: skip
+    return {
+        "train": train,
+        "val": ShapesDataset(settings.num_val, seed=settings.seed + 1000, config=ordinary),
+        "crowded": ShapesDataset(settings.num_crowded_val, seed=settings.seed + 2000, config=crowded),
+    }
+
+
+class _DetectorStep(nn.Module):
+    """The trainer's loss contract for detectors: ``step((images, targets)) -> dict of losses``."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, batch: tuple[list[torch.Tensor], list[dict[str, Any]]]) -> dict[str, torch.Tensor]:
+        images, targets = batch
+        return self.detector(images, targets)
+
+
+class StepLog(HookBase):
+    """Record every step's loss terms, their total and the learning rate (the training-curve data)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, float]] = []
+
+    def after_step(self) -> None:
+        trainer = self.trainer
+        losses = dict(trainer.last_losses)
+        self.records.append({"step": float(trainer.step), **losses, "loss": sum(losses.values()),
+                             "lr": float(trainer.optimizer.param_groups[0]["lr"])})  # fmt: skip
+
+
+def train_detector(
+    detector: nn.Module, dataset: Dataset, settings: DemoSettings, steps: int, progress: bool
+) -> tuple[list[dict[str, float]], float]:
+    """Train ``steps`` AdamW steps with warm-up + cosine; returns the per-step log and the seconds taken."""
+    loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, collate_fn=collate_detection)
+    optimizer = torch.optim.AdamW(detector.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    warmup = max(1, min(settings.warmup_steps, steps // 4))
+
+    def warmup_cosine(step: int) -> float:
+        return min(1.0, (step + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
+
+    log = StepLog()
+    hooks = [LRScheduleHook(torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine)), log,
+             ProgressHook(progress)]  # fmt: skip
+    epochs = math.ceil(steps / len(loader))
+    trainer = Trainer(_DetectorStep(detector), optimizer, loader, hooks=hooks, clip_norm=10.0,
+                      seed=settings.seed, max_epochs=epochs, max_steps=steps)  # fmt: skip
+    start = time.perf_counter()
+    trainer.train()
+    detector.eval()
+    return log.records, time.perf_counter() - start
+
+
+@torch.no_grad()
+def predict(detector: nn.Module, dataset: Dataset, batch_size: int, progress: bool = False) -> list[dict]:
+    """Detections of every image of ``dataset`` (eval mode), in order."""
+    detector.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_detection)
+    batches = track(loader, description="predict", disable=not progress, transient=True)
+    return [detection for images, _ in batches for detection in detector(images)]
+
+
+def evaluate_detector(predictions: list[dict], dataset: Dataset) -> dict[str, Any]:
+    """COCO (all numbers + the result object), VOC07 and VOC12 mAP of ``predictions`` on ``dataset``."""
+    targets = [dataset[index][1] for index in range(len(dataset))]
+    results = {}
+    for metric in ("coco", "voc07", "voc12"):
+        meter = DetectionMeter(metric, num_classes=len(SHAPE_CLASSES))
+        meter.update(predictions, targets)
+        results[metric] = meter.compute()
+    return results
+
+
+def time_inference(detector: nn.Module, dataset: Dataset, count: int) -> float:
+    """Median milliseconds per image (batch of 1, eval mode, after one warm-up image)."""
+    detector.eval()
+    times = []
+    with torch.no_grad():
+        for index in range(-1, min(count, len(dataset))):
+            image = dataset[max(index, 0)][0]
+            start = time.perf_counter()
+            detector([image])
+            if index >= 0:
+                times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+def _anchor_levels(detector: nn.Module, image_size: int) -> tuple[Callable, Matcher, str]:
+    """A function image -> anchors, the matcher and the stage name, for either detector."""
+    batch = torch.zeros(1, 3, image_size, image_size)
+    with torch.no_grad():
+        if hasattr(detector, "rpn"):
+            pyramid = detector.neck(detector.backbone(batch))
+            levels = [pyramid[name] for name in detector.rpn_feature_names]
+            return (lambda: detector.rpn.anchor_generator(batch, levels)[0]), detector.rpn.matcher, "rpn"
+        levels = detector.features(batch)
+        return (lambda: detector.anchor_generator(batch, levels)[0]), detector.matcher, "retinanet"
+
+
+def count_anchors(detector: nn.Module, dataset: Dataset, count: int, image_size: int) -> list[dict[str, Any]]:
+    """Foreground / background / ignored anchors over ``count`` training images, as each detector's
+    matcher labels them; for the RPN also what its balanced sampler keeps (the two-stage filter)."""
+    make_anchors, matcher, stage = _anchor_levels(detector, image_size)
+    anchors = make_anchors()
+    totals = {"foreground": 0, "background": 0, "ignored": 0, "sampled fg": 0, "sampled bg": 0}
+    images = min(count, len(dataset))
+    for index in range(images):
+        boxes = dataset[index][1]["boxes"]
+        matches = matcher(box_iou(boxes, anchors))
+        totals["foreground"] += int((matches >= 0).sum())
+        totals["background"] += int((matches == Matcher.BELOW_LOW_THRESHOLD).sum())
+        totals["ignored"] += int((matches == Matcher.BETWEEN_THRESHOLDS).sum())
+        if stage == "rpn":
+            rpn = detector.rpn
+            positive, negative = sample_balanced(matches, rpn.batch_size_per_image, rpn.positive_fraction)
+            totals["sampled fg"] += int(positive.numel() if positive.dtype != torch.bool else positive.sum())
+            totals["sampled bg"] += int(negative.numel() if negative.dtype != torch.bool else negative.sum())
+    title = "RetinaNet: all anchors (focal loss)" if stage == "retinanet" else "Faster R-CNN: RPN anchors"
+    rows = [{"model": title, "anchors / image": anchors.shape[0], "foreground": totals["foreground"] / images,
+             "background": totals["background"] / images, "ignored": totals["ignored"] / images}]  # fmt: skip
+    if stage == "rpn":
+        rows.append({"model": "Faster R-CNN: RPN sampled minibatch",
+                     "anchors / image": detector.rpn.batch_size_per_image,
+                     "foreground": totals["sampled fg"] / images, "background": totals["sampled bg"] / images,
+                     "ignored": 0.0})  # fmt: skip
+    return rows
+
+
+def set_nms(detector: nn.Module, method: str) -> None:
+    """Switch a detector's final suppression between ``"hard"``, ``"soft_linear"`` and ``"soft_gaussian"``."""
+    (detector.roi_heads if hasattr(detector, "roi_heads") else detector).nms_method = method
+
+
+def _build(key: str, settings: DemoSettings) -> nn.Module:
+    torch.manual_seed(settings.seed)
+    if key == "retinanet":
+        return small_retinanet(len(SHAPE_CLASSES), widths=settings.widths, fpn_channels=settings.fpn_channels,
+                               head_convs=settings.head_convs)  # fmt: skip
+    return small_faster_rcnn(len(SHAPE_CLASSES), widths=settings.widths, fpn_channels=settings.fpn_channels,
+                             representation_size=settings.representation_size)  # fmt: skip
+
+
+def _per_class(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-class rows; metrics name classes by label index, so names come from ``SHAPE_CLASSES``."""
+    voc07, voc12 = results["voc07"].per_class(), results["voc12"].per_class()
+    return [
+        {"class": SHAPE_CLASSES[k], "ground truth": row["num_gt"], "COCO AP": row["AP"], "AP50": row["AP50"],
+         "AP75": row["AP75"], "VOC07 AP": v07["AP"], "VOC12 AP": v12["AP"]}
+        for k, (row, v07, v12) in enumerate(zip(results["coco"].per_class(), voc07, voc12, strict=True))
+    ]  # fmt: skip
+
+
+def _train_and_evaluate(key: str, settings: DemoSettings, datasets: dict[str, Dataset], console: Console,
+                        progress: bool) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
+    steps = settings.retinanet_steps if key == "retinanet" else settings.faster_rcnn_steps
+    console.rule(f"[bold]{MODEL_TITLES[key]}[/]: training {steps} steps")
+    detector = _build(key, settings)
+    history, seconds = train_detector(detector, datasets["train"], settings, steps, progress)
+    console.print(f"trained in {seconds:.0f} s; evaluating on {len(datasets['val'])} validation images")
+    predictions = predict(detector, datasets["val"], settings.batch_size, progress)
+    results = evaluate_detector(predictions, datasets["val"])
+    model = {
+        "title": MODEL_TITLES[key], "parameters": sum(p.numel() for p in detector.parameters()),
+        "steps": steps, "train_seconds": seconds, "coco": results["coco"].as_dict(),
+        "voc07": results["voc07"].mean_average_precision, "voc12": results["voc12"].mean_average_precision,
+        "per_class": _per_class(results),
+        "ms_per_image": time_inference(detector, datasets["val"], settings.speed_images),
+        "history": history,
+    }  # fmt: skip
+    return detector, {**model, "_coco_result": results["coco"], "_predictions": predictions}
+
+
+def _compare_nms(detectors: dict[str, nn.Module], crowded: Dataset, settings: DemoSettings,
+                 progress: bool) -> tuple[list[dict[str, Any]], dict[str, list]]:  # fmt: skip
+    rows, kept = [], {}
+    plan = [("retinanet", "hard"), ("retinanet", "soft_linear"), ("retinanet", "soft_gaussian"),
+            ("faster_rcnn", "hard"), ("faster_rcnn", "soft_gaussian")]  # fmt: skip
+    for key, method in plan:
+        set_nms(detectors[key], method)
+        predictions = predict(detectors[key], crowded, settings.batch_size, progress)
+        coco = evaluate_detector(predictions, crowded)["coco"].as_dict()
+        rows.append({"model": MODEL_TITLES[key], "suppression": method, "COCO AP": coco["AP"],
+                     "AP50": coco["AP50"], "AP75": coco["AP75"], "AR@100": coco["AR100"]})  # fmt: skip
+        if method in ("hard", "soft_gaussian") and key == "retinanet":
+            kept[f"{key}/{method}"] = predictions
+        set_nms(detectors[key], "hard")
+    return rows, kept
+
+
+def _verdicts(metrics: dict[str, Any], total_seconds: float) -> list[dict[str, Any]]:
+    retina = metrics["models"]["retinanet"]
+    gain = metrics["soft_nms_gain"]
+    return [
+        {"claim": "RetinaNet mAP@0.5 (VOC12, all-point) on shapes val", "measured": f"{retina['voc12']:.3f}",
+         "target": "≥ 0.90", "passed": retina["voc12"] >= 0.90},
+        {"claim": "RetinaNet COCO AP@[.5:.95] on shapes val", "measured": f"{retina['coco']['AP']:.3f}",
+         "target": "≥ 0.60", "passed": retina["coco"]["AP"] >= 0.60},
+        {"claim": "Soft-NMS (Gaussian) gain in COCO AP on the crowded split (RetinaNet)",
+         "measured": f"{gain['AP']:+.4f}", "target": "> 0", "passed": gain["AP"] > 0},
+        {"claim": "whole demo wall time", "measured": f"{total_seconds:.0f} s", "target": "≤ 900 s",
+         "passed": total_seconds <= 900},
+    ]  # fmt: skip
+
+
+def run_demo(
+    settings: DemoSettings, out_dir: str | Path, *, console: Console | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Run the main job and write ``metrics.json``, ``report.html`` and ``figures/`` into ``out_dir``.
+
+    Returns:
+        The metrics written to ``metrics.json``: ``settings``, ``models`` (per model: COCO numbers, VOC07
+        and VOC12 mAP, per-class rows, parameters, training seconds, ms per image, per-step history),
+        ``anchors``, ``nms``, ``soft_nms_gain``, ``verdicts``, ``seconds``, ``figures``.
+    """
+    start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    console = console or Console()
+    datasets = make_datasets(settings)
+    detectors, models = {}, {}
+    for key in ("retinanet", "faster_rcnn"):
+        detectors[key], models[key] = _train_and_evaluate(key, settings, datasets, console, progress)
+    console.rule("anchors, NMS vs Soft-NMS, figures")
+    anchors = [row for key in ("retinanet", "faster_rcnn")
+               for row in count_anchors(detectors[key], datasets["train"], settings.anchor_images,
+                                        settings.image_size)]  # fmt: skip
+    nms_rows, crowded_predictions = _compare_nms(detectors, datasets["crowded"], settings, progress)
+    hard, soft = nms_rows[0], nms_rows[2]
+    figure_models = {key: {"title": m["title"], "history": m["history"], "coco": m.pop("_coco_result"),
+                           "predictions": m.pop("_predictions")} for key, m in models.items()}  # fmt: skip
+    figures = write_figures(out, figure_models, datasets["val"], datasets["crowded"], crowded_predictions,
+                            settings.grid_images)  # fmt: skip
+    for key, model in models.items():
+        _write_csv(out / f"{key}_steps.csv", model["history"])
+    metrics: dict[str, Any] = {
+        "settings": {**asdict(settings), "threads": torch.get_num_threads()},
+        "models": models, "anchors": anchors, "nms": nms_rows, "figures": figures,
+        "soft_nms_gain": {name: soft[name] - hard[name] for name in ("COCO AP", "AP50", "AP75")},
+    }  # fmt: skip
+    metrics["soft_nms_gain"]["AP"] = metrics["soft_nms_gain"].pop("COCO AP")
+    total = time.perf_counter() - start
+    metrics["seconds"] = {"total": total, **{key: m["train_seconds"] for key, m in models.items()}}
+    metrics["verdicts"] = _verdicts(metrics, total)
+    metrics["subtitle"] = _subtitle(settings, datasets, total)
+    metrics["notes"] = NOTES
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=list) + "\n", encoding="utf-8")
+    render_report(report_context(metrics), out / "report.html")
+    return metrics
+
+
+def _write_csv(path: Path, records: list[dict[str, float]]) -> None:
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def _subtitle(settings: DemoSettings, datasets: dict[str, Dataset], seconds: float) -> str:
+    sizes = ", ".join(f"{name} {len(dataset)}" for name, dataset in datasets.items())
+    return (f"shapes {settings.image_size}×{settings.image_size} images ({sizes}); "
+            f"{torch.get_num_threads()} torch thread(s); whole run {seconds:.0f} s.")  # fmt: skip
+
+
+NOTES = {
+    "speed": "Batch of one image, eval mode, median over the timed images. The one-stage detector runs its "
+    "dense heads once; the two-stage detector adds proposal generation, RoI Align and a per-RoI head.",
+    "anchors": "Per training image. RetinaNet scores every anchor, so the focal loss must tame an extreme "
+    "foreground:background imbalance; Faster R-CNN's RPN sees the same imbalance but trains on a balanced "
+    "minibatch (≤ 50% positives), and its RoI head samples again (≤ 25% positives).",
+    "nms": "Crowded split: clusters of overlapping same-class shapes. Hard NMS deletes a true object whose "
+    "box overlaps a higher-scoring one above the threshold; Soft-NMS only lowers its score, so it can still "
+    "be matched at a lower rank (Bodla et al., 2017).",
+}

@@ -1,0 +1,46 @@
+"""`visionkit demo --quick` end to end: the run folder, metrics.json and the report's images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from visionkit.cli import main
+from visionkit.lab.report import referenced_images
+
+
+def test_quick_demo_writes_a_complete_run_folder(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(
+        main,
+        ["demo", "--quick", "--no-progress", "--num-boxes", "300", "--out", str(out)],
+        terminal_width=160,
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"retinanet", "faster_rcnn"}
+    for model in metrics["models"].values():
+        assert (
+            set(model["coco"]) >= {"AP", "AP50", "AP75"}
+            and 0 <= model["voc07"] <= 1
+            and 0 <= model["voc12"] <= 1
+        )
+        assert len(model["history"]) == model["steps"] == 2 and model["ms_per_image"] > 0
+        assert [row["class"] for row in model["per_class"]] == ["circle", "square", "triangle"]
+    assert [row["suppression"] for row in metrics["nms"]] == ["hard", "soft_linear", "soft_gaussian", "hard",
+                                                              "soft_gaussian"]  # fmt: skip
+    retina_all = metrics["anchors"][0]
+    assert retina_all["anchors / image"] == 9 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1)  # P3..P7 at 128 px
+    assert retina_all["foreground"] + retina_all["background"] + retina_all["ignored"] == 3069
+    sampled = metrics["anchors"][2]
+    assert sampled["foreground"] + sampled["background"] <= 256
+    page = (out / "report.html").read_text(encoding="utf-8")
+    sources = referenced_images(page)
+    assert len(sources) == 8 and all(
+        (out / src).is_file() and (out / src).stat().st_size > 0 for src in sources
+    )
+    assert (out / "retinanet_steps.csv").is_file() and (out / "faster_rcnn_steps.csv").is_file()
+    for title in ("Validation accuracy", "One-stage vs two-stage", "NMS vs Soft-NMS", "Targets", "report:"):
+        assert title in result.output
