@@ -102,9 +102,9 @@ classify.help = inspect.cleandoc(classify.help or "") + "\n\n\b\nRecipe keys:\n"
 
 __all__ = ["classify", "train"]
 
-if __name__ == "__main__":  # the entry point of each torchrun rank (see visionkit.engine.distributed.launch)
-    train()
-
 from visionkit.cli.train_detect import detect  # noqa: E402  (detection training lives in its own module)
 
 train.add_command(detect)
+
+if __name__ == "__main__":  # the entry point of each torchrun rank (see visionkit.engine.distributed.launch)
+    train()
