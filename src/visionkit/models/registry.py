@@ -46,6 +46,7 @@ _BUILTIN_MODEL_PACKAGES = (
     "visionkit.models.backbones",
     "visionkit.models.detectors",
     "visionkit.models.segmentation",
+    "visionkit.models.small",
 )
 _builtins_loaded = False
 
