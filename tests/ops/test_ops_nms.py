@@ -122,7 +122,7 @@ def test_zero_area_and_inverted_boxes_are_never_suppressed():
 
 def test_huge_coordinates_and_float32():
     for scale in (1e6, 1e8):
-        boxes, scores, labels = clustered(1200, seed=7, scale=1.0, num_labels=4)
+        boxes, scores, labels = clustered(800, seed=7, scale=1.0, num_labels=4)
         boxes = boxes + scale  # far from the origin: float32 spacing at 1e8 is 8
         for dtype in (torch.float64, torch.float32):
             b, s = boxes.to(dtype), scores.to(dtype)
@@ -295,7 +295,7 @@ def test_golden_values_from_torchvision():
         assert got.tolist() == case["keep"], case["name"]
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     st.lists(
         st.tuples(

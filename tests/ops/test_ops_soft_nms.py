@@ -181,7 +181,7 @@ def test_bad_input_and_non_finite():
         soft_nms(bad, torch.tensor([float("inf"), 0.5]), strict=True)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     st.lists(
         st.tuples(*[st.integers(0, 20)] * 2, *[st.integers(-1, 10)] * 2, st.integers(0, 5)), max_size=30
