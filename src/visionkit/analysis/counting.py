@@ -318,9 +318,8 @@ def op_cost(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], output: An
         return LayerCost(_first_tensor(args).numel() * math.prod(weight.shape[1:]))  # type: ignore[union-attr]
     if name in ("max_pool2d", "avg_pool2d", "max_pool1d", "avg_pool1d"):
         kernel = args[1] if len(args) > 1 else kwargs.get("kernel_size")
-        return LayerCost(
-            0, y.numel() * _kernel_area(kernel) if name.endswith("2d") else y.numel() * int(kernel)
-        )
+        area = _kernel_area(kernel) if name.endswith("2d") else int(kernel)  # type: ignore[arg-type]
+        return LayerCost(0, y.numel() * area)
     if name.startswith("adaptive_"):
         return LayerCost(0, _first_tensor(args).numel())  # type: ignore[union-attr]
     if name in ("interpolate", "upsample"):

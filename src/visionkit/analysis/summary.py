@@ -320,8 +320,9 @@ def summary(
         for handle in handles:
             handle.remove()
         model.train(was_training)
+    first_input = _first_tensor(inputs)
     return ModelSummary(
-        input_size=tuple(_first_tensor(inputs).shape) if _first_tensor(inputs) is not None else (),
+        input_size=tuple(first_input.shape) if first_input is not None else (),
         layers=recorder.rows,
         total_params=count_parameters(model),
         trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),

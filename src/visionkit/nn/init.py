@@ -258,8 +258,8 @@ def init_weights(
             if module.bias is not None:
                 constant_(module.bias, bias)
         elif isinstance(module, (nn.GroupNorm, nn.LayerNorm)) or hasattr(module, "running_mean"):
-            if getattr(module, "weight", None) is not None:
-                constant_(module.weight, 1.0)
-            if getattr(module, "bias", None) is not None:
-                constant_(module.bias, 0.0)
+            for name, value in (("weight", 1.0), ("bias", 0.0)):
+                parameter = getattr(module, name, None)
+                if isinstance(parameter, Tensor):
+                    constant_(parameter, value)
     return model

@@ -36,6 +36,11 @@ class Darknet53(Backbone):
         torch.Size([1, 10])
     """
 
+    stage1: nn.Sequential
+    stage2: nn.Sequential
+    stage3: nn.Sequential
+    stage4: nn.Sequential
+    stage5: nn.Sequential
     head_names = ("avgpool", "fc")
 
     def __init__(self, num_classes: int = 1000) -> None:
@@ -56,7 +61,8 @@ class Darknet53(Backbone):
             if isinstance(module, nn.Conv2d):
                 kaiming_normal_(module.weight, mode="fan_out", nonlinearity="leaky_relu", negative_slope=0.1)
             elif isinstance(module, nn.BatchNorm2d):
-                constant_(module.weight, 1.0), constant_(module.bias, 0.0)
+                constant_(module.weight, 1.0)
+                constant_(module.bias, 0.0)
 
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:
         c2 = self.stage2(self.stage1(self.stem(x)))

@@ -83,6 +83,15 @@ class GoogLeNet(Backbone):
         torch.Size([1, 10])
     """
 
+    inception3a: InceptionModule
+    inception3b: InceptionModule
+    inception4a: InceptionModule
+    inception4b: InceptionModule
+    inception4c: InceptionModule
+    inception4d: InceptionModule
+    inception4e: InceptionModule
+    inception5a: InceptionModule
+    inception5b: InceptionModule
     head_names = ("avgpool", "dropout", "fc", "aux1", "aux2")
 
     def __init__(self, num_classes: int = 1000, aux_logits: bool = False, dropout: float = 0.2) -> None:
@@ -111,7 +120,8 @@ class GoogLeNet(Backbone):
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.trunc_normal_(module.weight, mean=0.0, std=0.01, a=-2, b=2)
             elif isinstance(module, nn.BatchNorm2d):
-                nn.init.constant_(module.weight, 1.0), nn.init.constant_(module.bias, 0.0)
+                nn.init.constant_(module.weight, 1.0)
+                nn.init.constant_(module.bias, 0.0)
 
     @staticmethod
     def _inception(name: str) -> InceptionModule:

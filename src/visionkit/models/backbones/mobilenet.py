@@ -71,9 +71,11 @@ def _init_mobilenet(model: nn.Module) -> None:
             if module.bias is not None:
                 constant_(module.bias, 0.0)
         elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
-            constant_(module.weight, 1.0), constant_(module.bias, 0.0)
+            constant_(module.weight, 1.0)
+            constant_(module.bias, 0.0)
         elif isinstance(module, nn.Linear):
-            small_normal_(module.weight, 0.01), constant_(module.bias, 0.0)
+            small_normal_(module.weight, 0.01)
+            constant_(module.bias, 0.0)
 
 
 class MobileNetV1(Backbone):
@@ -105,7 +107,8 @@ class MobileNetV1(Backbone):
         for out, layer_stride in V1_LAYERS:
             layers.append(DepthwiseSeparableConv(in_channels, scaled(out), 3, layer_stride))
             in_channels, stride = scaled(out), stride * layer_stride
-            strides.append(stride), channels.append(in_channels)
+            strides.append(stride)
+            channels.append(in_channels)
         self.features = nn.Sequential(*layers)
         self._taps, self.out_channels = _taps_from_strides(strides, channels)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
@@ -149,9 +152,11 @@ class MobileNetV2(Backbone):
                 layer_stride = first_stride if repeat == 0 else 1
                 layers.append(InvertedResidual(in_channels, out, layer_stride, expand_ratio=expand))
                 in_channels, stride = out, stride * layer_stride
-                strides.append(stride), channels.append(out)
+                strides.append(stride)
+                channels.append(out)
         layers.append(ConvNormAct(in_channels, last_channels, 1, activation_layer=nn.ReLU6))
-        strides.append(stride), channels.append(last_channels)
+        strides.append(stride)
+        channels.append(last_channels)
         self.features = nn.Sequential(*layers)
         self._taps, self.out_channels = _taps_from_strides(strides, channels)
         self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(last_channels, num_classes))

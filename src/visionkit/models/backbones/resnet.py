@@ -35,9 +35,12 @@ DEPTHS: dict[int, tuple[str, list[int]]] = {
 STAGE_WIDTHS = (64, 128, 256, 512)
 
 
-def _make_stage(block: type, in_channels: int, channels: int, blocks: int, stride: int, norm: NormFactory):
+def _make_stage(
+    block: type[nn.Module], in_channels: int, channels: int, blocks: int, stride: int, norm: NormFactory
+) -> tuple[nn.Sequential, int]:
+    """One stage: the first block changes stride/channels, the rest keep them."""
     layers = [block(in_channels, channels, stride, norm_layer=norm)]
-    out_channels = channels * block.expansion
+    out_channels = channels * int(block.expansion)  # type: ignore[attr-defined]
     layers += [block(out_channels, channels, 1, norm_layer=norm) for _ in range(blocks - 1)]
     return nn.Sequential(*layers), out_channels
 
@@ -60,6 +63,10 @@ class ResNet(Backbone):
         torch.Size([1, 10])
     """
 
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
     head_names = ("avgpool", "fc")
 
     def __init__(
@@ -88,12 +95,14 @@ class ResNet(Backbone):
             if isinstance(module, nn.Conv2d):
                 kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
-                constant_(module.weight, 1.0), constant_(module.bias, 0.0)
+                constant_(module.weight, 1.0)
+                constant_(module.bias, 0.0)
         if zero_init_residual:
             for module in self.modules():
-                last_norm = module.bn3 if isinstance(module, Bottleneck) else getattr(module, "bn2", None)
-                if isinstance(module, (BasicBlock, Bottleneck)) and last_norm is not None:
-                    constant_(last_norm.weight, 0.0)
+                if isinstance(module, (BasicBlock, Bottleneck)):
+                    last_norm = module.bn3 if isinstance(module, Bottleneck) else module.bn2
+                    if isinstance(last_norm.weight, Tensor):
+                        constant_(last_norm.weight, 0.0)
 
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -119,6 +128,10 @@ class PreActResNet(Backbone):
         torch.Size([1, 10])
     """
 
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
     head_names = ("avgpool", "fc")
 
     def __init__(

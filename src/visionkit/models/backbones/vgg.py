@@ -102,11 +102,14 @@ class VGG(Backbone):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                constant_(module.bias, 0.0)
+                if module.bias is not None:
+                    constant_(module.bias, 0.0)
             elif isinstance(module, nn.BatchNorm2d):
-                constant_(module.weight, 1.0), constant_(module.bias, 0.0)
+                constant_(module.weight, 1.0)
+                constant_(module.bias, 0.0)
             elif isinstance(module, nn.Linear):
-                small_normal_(module.weight, 0.01), constant_(module.bias, 0.0)
+                small_normal_(module.weight, 0.01)
+                constant_(module.bias, 0.0)
 
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:
         return run_with_taps(self.features, x, self._taps)
