@@ -26,7 +26,7 @@ import torch
 from rich.console import Console
 from rich.progress import track
 from torch import nn
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader
 
 from visionkit.data.shapes import SHAPE_CLASSES, ShapesConfig, ShapesDataset
 from visionkit.data.transforms import Compose, RandomHorizontalFlip, collate_detection
@@ -55,15 +55,16 @@ class DemoSettings:
     num_val: int = 128
     num_crowded_val: int = 64
     batch_size: int = 8
-    retinanet_steps: int = 600
-    faster_rcnn_steps: int = 150
+    retinanet_steps: int = 650
+    faster_rcnn_steps: int = 90
     lr: float = 3e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     widths: tuple[int, ...] = (16, 32, 64, 96, 128)
     fpn_channels: int = 64
     head_convs: int = 2
-    representation_size: int = 256
+    representation_size: int = 128
+    box_batch_size_per_image: int = 64
     speed_images: int = 32
     anchor_images: int = 64
     grid_images: int = 8
@@ -77,14 +78,14 @@ class DemoSettings:
                    grid_images=4)  # fmt: skip
 
 
-def make_datasets(settings: DemoSettings) -> dict[str, Dataset]:
+def make_datasets(settings: DemoSettings) -> dict[str, Any]:
     """``train`` (ordinary + crowded images, flipped at random), ``val`` and ``crowded`` (validation)."""
     size = settings.image_size
     scale = size / 128
     ordinary = ShapesConfig(image_size=size, min_size=max(4, round(16 * scale)), max_size=round(48 * scale))
     crowded = ShapesConfig.crowded_preset(size)
     flip = Compose([RandomHorizontalFlip(0.5)])
-    train = ConcatDataset([
+    train: ConcatDataset = ConcatDataset([
         ShapesDataset(settings.num_train, seed=settings.seed, config=ordinary, transforms=flip),
         ShapesDataset(settings.num_crowded_train, seed=settings.seed + 1, config=crowded, transforms=flip),
     ])  # fmt: skip
@@ -121,7 +122,7 @@ class StepLog(HookBase):
 
 
 def train_detector(
-    detector: nn.Module, dataset: Dataset, settings: DemoSettings, steps: int, progress: bool
+    detector: nn.Module, dataset: Any, settings: DemoSettings, steps: int, progress: bool
 ) -> tuple[list[dict[str, float]], float]:
     """Train ``steps`` AdamW steps with warm-up + cosine; returns the per-step log and the seconds taken."""
     loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, collate_fn=collate_detection)
@@ -144,7 +145,7 @@ def train_detector(
 
 
 @torch.no_grad()
-def predict(detector: nn.Module, dataset: Dataset, batch_size: int, progress: bool = False) -> list[dict]:
+def predict(detector: nn.Module, dataset: Any, batch_size: int, progress: bool = False) -> list[dict]:
     """Detections of every image of ``dataset`` (eval mode), in order."""
     detector.eval()
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_detection)
@@ -152,7 +153,7 @@ def predict(detector: nn.Module, dataset: Dataset, batch_size: int, progress: bo
     return [detection for images, _ in batches for detection in detector(images)]
 
 
-def evaluate_detector(predictions: list[dict], dataset: Dataset) -> dict[str, Any]:
+def evaluate_detector(predictions: list[dict], dataset: Any) -> dict[str, Any]:
     """COCO (all numbers + the result object), VOC07 and VOC12 mAP of ``predictions`` on ``dataset``."""
     targets = [dataset[index][1] for index in range(len(dataset))]
     results = {}
@@ -163,7 +164,7 @@ def evaluate_detector(predictions: list[dict], dataset: Dataset) -> dict[str, An
     return results
 
 
-def time_inference(detector: nn.Module, dataset: Dataset, count: int) -> float:
+def time_inference(detector: nn.Module, dataset: Any, count: int) -> float:
     """Median milliseconds per image (batch of 1, eval mode, after one warm-up image)."""
     detector.eval()
     times = []
@@ -177,7 +178,7 @@ def time_inference(detector: nn.Module, dataset: Dataset, count: int) -> float:
     return statistics.median(times)
 
 
-def _anchor_levels(detector: nn.Module, image_size: int) -> tuple[Callable, Matcher, str]:
+def _anchor_levels(detector: Any, image_size: int) -> tuple[Callable[[], torch.Tensor], Matcher, str]:
     """A function image -> anchors, the matcher and the stage name, for either detector."""
     batch = torch.zeros(1, 3, image_size, image_size)
     with torch.no_grad():
@@ -189,7 +190,7 @@ def _anchor_levels(detector: nn.Module, image_size: int) -> tuple[Callable, Matc
         return (lambda: detector.anchor_generator(batch, levels)[0]), detector.matcher, "retinanet"
 
 
-def count_anchors(detector: nn.Module, dataset: Dataset, count: int, image_size: int) -> list[dict[str, Any]]:
+def count_anchors(detector: Any, dataset: Any, count: int, image_size: int) -> list[dict[str, Any]]:
     """Foreground / background / ignored anchors over ``count`` training images, as each detector's
     matcher labels them; for the RPN also what its balanced sampler keeps (the two-stage filter)."""
     make_anchors, matcher, stage = _anchor_levels(detector, image_size)
@@ -218,7 +219,7 @@ def count_anchors(detector: nn.Module, dataset: Dataset, count: int, image_size:
     return rows
 
 
-def set_nms(detector: nn.Module, method: str) -> None:
+def set_nms(detector: Any, method: str) -> None:
     """Switch a detector's final suppression between ``"hard"``, ``"soft_linear"`` and ``"soft_gaussian"``."""
     (detector.roi_heads if hasattr(detector, "roi_heads") else detector).nms_method = method
 
@@ -229,7 +230,8 @@ def _build(key: str, settings: DemoSettings) -> nn.Module:
         return small_retinanet(len(SHAPE_CLASSES), widths=settings.widths, fpn_channels=settings.fpn_channels,
                                head_convs=settings.head_convs)  # fmt: skip
     return small_faster_rcnn(len(SHAPE_CLASSES), widths=settings.widths, fpn_channels=settings.fpn_channels,
-                             representation_size=settings.representation_size)  # fmt: skip
+                             representation_size=settings.representation_size,
+                             box_batch_size_per_image=settings.box_batch_size_per_image)  # fmt: skip
 
 
 def _per_class(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -242,7 +244,7 @@ def _per_class(results: dict[str, Any]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def _train_and_evaluate(key: str, settings: DemoSettings, datasets: dict[str, Dataset], console: Console,
+def _train_and_evaluate(key: str, settings: DemoSettings, datasets: dict[str, Any], console: Console,
                         progress: bool) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
     steps = settings.retinanet_steps if key == "retinanet" else settings.faster_rcnn_steps
     console.rule(f"[bold]{MODEL_TITLES[key]}[/]: training {steps} steps")
@@ -262,7 +264,7 @@ def _train_and_evaluate(key: str, settings: DemoSettings, datasets: dict[str, Da
     return detector, {**model, "_coco_result": results["coco"], "_predictions": predictions}
 
 
-def _compare_nms(detectors: dict[str, nn.Module], crowded: Dataset, settings: DemoSettings,
+def _compare_nms(detectors: dict[str, nn.Module], crowded: Any, settings: DemoSettings,
                  progress: bool) -> tuple[list[dict[str, Any]], dict[str, list]]:  # fmt: skip
     rows, kept = [], {}
     plan = [("retinanet", "hard"), ("retinanet", "soft_linear"), ("retinanet", "soft_gaussian"),
@@ -348,7 +350,7 @@ def _write_csv(path: Path, records: list[dict[str, float]]) -> None:
         writer.writerows(records)
 
 
-def _subtitle(settings: DemoSettings, datasets: dict[str, Dataset], seconds: float) -> str:
+def _subtitle(settings: DemoSettings, datasets: dict[str, Any], seconds: float) -> str:
     sizes = ", ".join(f"{name} {len(dataset)}" for name, dataset in datasets.items())
     return (f"shapes {settings.image_size}×{settings.image_size} images ({sizes}); "
             f"{torch.get_num_threads()} torch thread(s); whole run {seconds:.0f} s.")  # fmt: skip

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from torch.utils.data import Dataset
 
 from visionkit.data.shapes import SHAPE_CLASSES
 from visionkit.viz import draw_boxes, image_grid, plot_pr_curves, plot_training_curves, to_pil
@@ -19,7 +18,7 @@ DRAW_THRESHOLD = 0.3
 
 
 def prediction_grid(
-    dataset: Dataset, predictions: Sequence[Mapping[str, Any]], count: int, columns: int = 4
+    dataset: Any, predictions: Sequence[Mapping[str, Any]], count: int, columns: int = 4
 ) -> Image.Image:
     """The first ``count`` images of ``dataset`` with their predicted boxes scoring at least 0.3."""
     tiles = []
@@ -35,8 +34,8 @@ def prediction_grid(
 def write_figures(
     out_dir: Path,
     models: Mapping[str, Mapping[str, Any]],
-    val: Dataset,
-    crowded: Dataset,
+    val: Any,
+    crowded: Any,
     crowded_predictions: Mapping[str, Sequence[Mapping[str, Any]]],
     grid_images: int,
 ) -> dict[str, list[dict[str, str]]]:
