@@ -191,8 +191,9 @@ def prior_probability_bias_(tensor: Tensor, prior: float = 0.01) -> Tensor:
     """Fill with ``-log((1 - π) / π)`` so that ``sigmoid(bias) = π`` (RetinaNet classifier bias).
 
     Example:
-        >>> torch.sigmoid(prior_probability_bias_(torch.empty(3), 0.01)).tolist()
-        [0.009999999776482582, 0.009999999776482582, 0.009999999776482582]
+        >>> bias = prior_probability_bias_(torch.empty(3), 0.01)
+        >>> round(float(bias[0]), 4), round(float(torch.sigmoid(bias[0])), 6)
+        (-4.5951, 0.01)
     """
     if not 0.0 < prior < 1.0:
         raise ValueError(f"prior_probability_bias_: prior must be in (0, 1), got {prior}")
@@ -246,7 +247,7 @@ def init_weights(
     Example:
         >>> net = nn.Sequential(nn.Linear(100, 50), nn.ReLU())
         >>> _ = init_weights(net, "he", generator=torch.Generator().manual_seed(0))
-        >>> round(float(net[0].weight.std()) * 10, 1)  # sqrt(2/100) = 0.141
+        >>> round(float(net[0].weight.detach().std()) * 10, 1)  # sqrt(2/100) = 0.141
         1.4
     """
     if scheme not in SCHEMES:
