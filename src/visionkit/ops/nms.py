@@ -16,7 +16,7 @@ Semantics shared by every NMS variant of visionkit (hard, batched, soft):
   boxes are taken by rank a block at a time, each block is resolved densely and its kept boxes suppress
   later boxes found through a spatial hash (:mod:`visionkit.ops._nms_core`). Class-aware NMS over many
   classes resolves the greedy order on the sparse graph of same-class overlapping pairs
-  (:mod:`visionkit.ops._overlap_pairs`). Inputs up to 384 boxes, and coordinates too spread for the
+  (:mod:`visionkit.ops._overlap_pairs`). Inputs up to 1536 boxes, and coordinates too spread for the
   hash's float64 keys, use a block-sequential dense engine. All engines share one IoU expression and
   are tested to give identical results.
 """
@@ -42,8 +42,10 @@ from visionkit.ops._validate import (
 
 __all__ = ["NMS", "batched_nms", "nms"]
 
-#: Below this many boxes one dense block is cheaper than building the spatial hash.
-_DENSE_MAX = 384
+#: Up to this many boxes the block-sequential dense engine (256-box blocks, O(N²) IoUs in small tiles) is
+#: cheaper than building the spatial hash (measured: 1k clustered boxes ~1.4 ms dense vs ~7 ms spatial,
+#: about even at 2k).
+_DENSE_MAX = 1536
 #: batched_nms loops over classes when they hold at least this many boxes on average.
 _PER_CLASS_MIN_AVERAGE = 4096
 
