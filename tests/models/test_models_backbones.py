@@ -110,6 +110,12 @@ def test_googlenet_eval_returns_logits_and_bad_input() -> None:
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 5)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         create_model("resnet18")(torch.randn(3, 32, 32))
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        model(torch.randn(3, 32, 32))
+    with pytest.raises(TypeError, match="uint8"):
+        create_model("mobilenet_v2")(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="uint8"):
+        model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
     with pytest.raises(TypeError, match="features_only"):
         create_model("resnet18", features_only=1)
     with pytest.raises(TypeError, match="unknown keyword"):

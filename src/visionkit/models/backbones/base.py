@@ -70,11 +70,20 @@ class Backbone(nn.Module):
     def forward_head(self, c5: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def forward(self, x: Tensor) -> Any:
-        if x.dim() != 4:
-            raise ValueError(
-                f"{type(self).__name__}: expected an image batch (N, C, H, W), got shape {tuple(x.shape)}"
+    def check_input(self, x: Tensor) -> None:
+        """``ValueError`` unless ``x`` is ``(N, C, H, W)``; ``TypeError`` unless it is floating point
+        (a uint8 image must be converted and normalized first)."""
+        if not isinstance(x, Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{type(self).__name__}: expected an image batch (N, C, H, W), got {shape}")
+        if not x.is_floating_point():
+            raise TypeError(
+                f"{type(self).__name__}: expected a floating-point image batch, got dtype {x.dtype} "
+                "(convert uint8 images with .float() / 255 and normalize them first)"
             )
+
+    def forward(self, x: Tensor) -> Any:
+        self.check_input(x)
         features = self.forward_features(x)
         return features if self.features_only else self.forward_head(features["c5"])
 

@@ -149,8 +149,7 @@ class GoogLeNet(Backbone):
         return self.fc(self.dropout(torch.flatten(self.avgpool(c5), 1)))
 
     def forward(self, x: Tensor) -> Any:
-        if x.dim() != 4:
-            raise ValueError(f"GoogLeNet: expected an image batch (N, C, H, W), got shape {tuple(x.shape)}")
+        self.check_input(x)
         features, auxiliary = self._trunk(x)
         if self.features_only:
             return features
