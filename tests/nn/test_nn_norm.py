@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from visionkit.nn import BatchNorm2d, batch_norm_2d
@@ -93,3 +95,41 @@ def test_bad_input_named() -> None:
         batch_norm_2d(torch.randn(3, 4), None, None)
     with pytest.raises(ValueError, match="num_features"):
         BatchNorm2d(0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.integers(1, 4),
+    channels=st.integers(1, 4),
+    height=st.integers(1, 4),
+    width=st.integers(1, 4),
+    momentum=st.sampled_from([0.0, 0.1, 0.9, 1.0]),
+    scale=st.sampled_from([1e-3, 1.0, 1e3]),
+    seed=st.integers(0, 2**16),
+)
+def test_fuzz_equal_to_torch(
+    batch: int, channels: int, height: int, width: int, momentum: float, scale: float, seed: int
+) -> None:
+    """Random shapes (incl. 1×1 maps), momenta and magnitudes, in float64: same output, gradients, buffers."""
+    generator = torch.Generator().manual_seed(seed)
+    if batch * height * width < 2:  # both implementations reject a single value per channel
+        single = torch.randn(batch, channels, height, width, generator=generator)
+        for layer in (BatchNorm2d(channels), nn.BatchNorm2d(channels)):
+            with pytest.raises(ValueError, match="more than 1 value per channel"):
+                layer(single)
+        return
+    x = (
+        torch.randn(batch, channels, height, width, generator=generator, dtype=torch.float64) * scale
+    ).requires_grad_()
+    ours, theirs = (
+        BatchNorm2d(channels, momentum=momentum).double(),
+        nn.BatchNorm2d(channels, momentum=momentum).double(),
+    )
+    y_ours, y_theirs = ours(x), theirs(x)
+    torch.testing.assert_close(y_ours, y_theirs, rtol=1e-8, atol=1e-8)
+    grad = torch.randn(y_ours.shape, generator=generator, dtype=torch.float64)
+    (g_ours,) = torch.autograd.grad(y_ours, x, grad)
+    (g_theirs,) = torch.autograd.grad(y_theirs, x, grad)
+    torch.testing.assert_close(g_ours, g_theirs, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(ours.running_mean, theirs.running_mean, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(ours.running_var, theirs.running_var, rtol=1e-10, atol=1e-12)
