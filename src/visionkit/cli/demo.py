@@ -52,7 +52,7 @@ def _print_results(console: Console, metrics: dict[str, Any]) -> None:
                 for m in models]  # fmt: skip
     console.print(_table("Validation accuracy (shapes val)", accuracy))
     speed = [{"model": m["title"], "parameters": f"{m['parameters']:,}", "ms / image": m["ms_per_image"],
-              "train s": m["train_seconds"], "steps": m["steps"], "COCO AP": m["coco"]["AP"]}
+              "train s": m["train_seconds"], "steps": m["steps"], "COCO AP": f"{m['coco']['AP']:.3f}"}
              for m in models]  # fmt: skip
     console.print(_table("One-stage vs two-stage (§16)", speed, digits=1))
     anchors = [{**row, "fg : bg": f"1 : {row['background'] / max(row['foreground'], 1e-9):,.0f}"}
