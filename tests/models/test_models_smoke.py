@@ -19,8 +19,7 @@ def _is_backbone(name: str) -> bool:
         return isinstance(create_model(name), Backbone)
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_smoke_every_registered_model(name: str) -> None:
+def run_smoke_test(name: str) -> None:
     """Documented output: logits (N, num_classes) (GoogLeNet with aux heads: a 3-tuple in training)."""
     if not _is_backbone(name):
         pytest.skip(f"{name} is not a classification backbone; its own test file runs its smoke test")
@@ -38,5 +37,12 @@ def test_smoke_every_registered_model(name: str) -> None:
     loss.backward()
     for parameter_name, parameter in model.named_parameters():
         assert parameter.grad is not None, f"{name}: {parameter_name} got no gradient"
-        finite = bool(torch.isfinite(parameter.grad).all())
+        # a sum is finite only if every term is (NaN/Inf propagate); cheaper than isfinite().all()
+        finite = bool(torch.isfinite(parameter.grad.sum(dtype=torch.float64)))
         assert finite, f"{name}: {parameter_name} has a non-finite gradient"
+
+
+#: the VGG variants (large fully connected layers) run in test_models_smoke_vgg.py to keep files short
+@pytest.mark.parametrize("name", [name for name in list_models() if not name.startswith("vgg")])
+def test_smoke_every_registered_model(name: str) -> None:
+    run_smoke_test(name)
