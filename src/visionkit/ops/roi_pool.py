@@ -16,7 +16,8 @@ Implementation: a bin is a rectangle of cells, and the maximum over a rectangle 
 *sparse table* (range-maximum query): tables of maxima over ``2^jy × 2^jx`` blocks (with the arg-max
 cell, ties to the lower flat index) are built once per call, and every bin is covered by a few possibly
 overlapping blocks (2 × 2 for bins up to 15 cells a side), so the cost per bin does not grow with its
-area and no Python loop runs over RoIs or bins.
+area and no Python loop runs over RoIs or bins. Bins are sorted by how many blocks (rows × columns)
+cover them and gathered one such group at a time, so a bin whose sides are powers of two reads one block.
 """
 
 from __future__ import annotations
@@ -54,10 +55,11 @@ def _combine(first: tuple[Tensor, ...], second: tuple[Tensor, ...]) -> tuple[Ten
 
 _INDEX_MASK = (1 << 32) - 1
 _INDEX_TOP = (1 << 31) - 1
+_PACK_LIMIT = _INDEX_TOP  # element indices up to this fit a packed key; larger maps use an index table
 
 
 def _pack(value: Tensor, cell: Tensor, out: Tensor) -> Tensor:
-    """float32 value and cell index → int64 key whose order is (value, then lower index first).
+    """float32 value and element index → int64 key whose order is (value, then lower index first).
 
     The float's bits are made order-preserving as int32 (negative floats flip their 31 low bits);
     −0 is read as +0 so that it ties with 0 as in a float comparison.
@@ -80,12 +82,14 @@ def _sparse_tables(
     """Block maxima of every level pair stacked as rows ``[Ly * Lx * N * H * W, C]``.
 
     Without ``with_index`` (inference) one value table; with it, float32 features give one table of packed
-    int64 keys (:func:`_pack`) and float64 features a value table and an index table.
+    int64 keys (:func:`_pack`) and float64 features (or maps too large to pack) a value table and an
+    index table. Indices are element indices (:func:`_pack`).
     """
     batch, channels, height, width = shape
     value = rows.view(batch, height, width, channels)
     value = torch.where(value.isnan(), torch.full_like(value, -math.inf), value)
-    cell = torch.arange(batch * height * width, device=rows.device).view(batch, height, width, 1)
+    # Element (n, y, x, c) has index ((n * H + y) * W + x) * C + c: within a channel, the row-major order.
+    element = torch.arange(batch * height * width * channels, device=rows.device).view(value.shape)
     count_y, count_x = levels[0] + 1, levels[1] + 1
     # Table (jy, jx) is entry jy * Lx + jx, so row ((jy * Lx + jx) * N + n) * H * W + y * W + x is the
     # 2^jy x 2^jx block at (n, y, x).
@@ -93,13 +97,13 @@ def _sparse_tables(
     if not with_index:
         tables: tuple[Tensor, ...] = (value.new_empty(shape5),)
         tables[0][0].copy_(value)
-    elif value.dtype == torch.float32:
+    elif value.dtype == torch.float32 and element.numel() + channels <= _PACK_LIMIT:
         tables = (torch.empty(shape5, dtype=torch.long, device=value.device),)
-        _pack(value, cell, out=tables[0][0])
+        _pack(value, element, out=tables[0][0])
     else:
-        tables = (value.new_empty(shape5), cell.new_empty(shape5))
+        tables = (value.new_empty(shape5), element.new_empty(shape5))
         tables[0][0].copy_(value)
-        tables[1][0].copy_(cell.expand(batch, height, width, channels))
+        tables[1][0].copy_(element)
     for jy in range(count_y):
         for jx in range(count_x):
             if jy == 0 and jx == 0:
@@ -157,6 +161,11 @@ def _cover(low: Tensor, high: Tensor, max_level: int, limit: int) -> tuple[Tenso
     return starts.clamp(0, max(limit - 1, 0)), level  # (empty bins are clamped into the map; masked later)
 
 
+def _count(low: Tensor, high: Tensor, level: Tensor) -> Tensor:
+    """Blocks of ``2^level`` cells needed to cover each window ``[low, high)`` (0 for an empty one)."""
+    return ((high - low).clamp(min=0) + (1 << level) - 1) >> level
+
+
 class _RoIPoolFunction(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
@@ -173,18 +182,28 @@ class _RoIPoolFunction(torch.autograd.Function):
         tables = _sparse_tables(channels_last_rows(features), tuple(features.shape), levels, with_index)  # type: ignore[arg-type]
         y_start, y_level = _cover(y_low, y_high, levels[0], height)
         x_start, x_level = _cover(x_low, x_high, levels[1], width)
-        # Lookup rows [K, PH, PW, ny, nx] into the stacked tables.
+        # Lookup rows [K * PH * PW, ny * nx] into the stacked tables.
         level = (y_level[:, :, None] * (levels[1] + 1) + x_level[:, None, :])[..., None, None]
         cell = y_start[:, :, None, :, None] * width + x_start[:, None, :, None, :]
         image = rois[:, 0].long()[:, None, None, None, None]
-        lookup = ((level * batch + image) * height * width + cell).flatten(3)
-        empty = (y_high <= y_low)[:, :, None] | (x_high <= x_low)[:, None, :]
-        output, argmax = _gather_max(tables, lookup, empty, channels, with_index)
-        if argmax is not None:
-            # Flat channels-last targets cell * C + c; empty bins (−1) point into a spare row N * H * W.
-            argmax = torch.where(argmax < 0, batch * height * width, argmax).mul_(channels)
-            ctx.save_for_backward(argmax.add_(torch.arange(channels, device=argmax.device)))
+        lookup = ((level * batch + image) * height * width + cell).flatten(3).flatten(0, 2)
+        # Bins are grouped by how many blocks (ny, nx) cover them, so that none gathers more blocks than
+        # it needs; kind 0 holds the empty bins.
+        y_count, x_count = _count(y_low, y_high, y_level), _count(x_low, x_high, x_level)
+        columns = x_start.shape[-1]
+        kind = (y_count[:, :, None] * (columns + 1) + x_count[:, None, :]).flatten()
+        kind = kind.masked_fill_(((y_count[:, :, None] == 0) | (x_count[:, None, :] == 0)).flatten(), 0)
+        order = torch.argsort(kind, stable=True)
+        best, chosen = _gather_kinds(
+            tables, lookup, kind, order, columns, with_index, batch * height * width * channels
+        )
+        if chosen is not None:
+            # Flat channels-last targets (element indices) in bin order, the order of torchvision's
+            # accumulation, so that shared cells sum their gradients alike; empty bins point into a spare
+            # row N * H * W.
+            ctx.save_for_backward(torch.empty_like(chosen).index_copy_(0, order, chosen))
         ctx.shape = features.shape  # type: ignore[attr-defined]
+        output = torch.empty_like(best).index_copy_(0, order, best)
         return output.view(rois.shape[0], *output_size, channels).permute(0, 3, 1, 2).contiguous()
 
     @staticmethod
@@ -198,32 +217,56 @@ class _RoIPoolFunction(torch.autograd.Function):
         return grad_features, None, None, None
 
 
-def _gather_max(
-    tables: tuple[Tensor, ...], lookup: Tensor, empty: Tensor, channels: int, with_index: bool
+def _gather_kinds(
+    tables: tuple[Tensor, ...],
+    lookup: Tensor,
+    kind: Tensor,
+    order: Tensor,
+    columns: int,
+    with_index: bool,
+    spare: int,
 ) -> tuple[Tensor, Tensor | None]:
-    """Per bin: max over its block lookups (ties → lowest cell index); empty bins give 0 and index −1.
-
-    The lookups are folded in one at a time (``[K * PH * PW, C]`` running maximum), so the working set
-    stays two bin-sized tensors.
-    """
-    slots = lookup.flatten(0, 2).t()  # [lookups per bin, K * PH * PW]
-    running = tables[0].index_select(0, slots[0])
-    if len(tables) == 1:
-        for rows in slots[1:]:
-            torch.maximum(running, tables[0].index_select(0, rows), out=running)
-        best, chosen = _unpack(running) if with_index else (running, None)
-    else:
-        chosen = tables[1].index_select(0, slots[0])
-        for rows in slots[1:]:
-            running, chosen = _combine(
-                (running, chosen), (tables[0].index_select(0, rows), tables[1].index_select(0, rows))
-            )
-        best = running
-    empty = empty.reshape(-1, 1)
-    if bool(empty.any()):
-        best = best.masked_fill(empty, 0)
-        chosen = None if chosen is None else chosen.masked_fill(empty, -1)
+    """Per bin, in ``order``: max over its block lookups (ties → lowest index); empty bins give 0 and
+    index ``spare + c`` (a spare row)."""
+    channels = tables[0].shape[1]
+    counts = torch.bincount(kind, minlength=1).tolist()
+    best = tables[0].new_empty(len(order), channels)
+    chosen = tables[1].new_empty(best.shape) if len(tables) == 2 else None
+    start = counts[0]
+    for key, number in enumerate(counts[1:], start=1):
+        if number == 0:
+            continue
+        rows, cols = divmod(key, columns + 1)
+        slots = [row * columns + col for row in range(rows) for col in range(cols)]
+        part = slice(start, start + number)
+        _gather_max(
+            tables, lookup[order[part]][:, slots], best[part], None if chosen is None else chosen[part]
+        )
+        start += number
+    if tables[0].dtype == torch.long:
+        best, chosen = _unpack(best) if with_index else (best, None)  # packed keys
+    best[: counts[0]] = 0
+    if chosen is not None and counts[0]:
+        chosen[: counts[0]] = torch.arange(spare, spare + channels, device=chosen.device)
     return best, chosen
+
+
+def _gather_max(tables: tuple[Tensor, ...], lookup: Tensor, best: Tensor, chosen: Tensor | None) -> None:
+    """Into ``best`` (and ``chosen``) ``[bins, C]``: max over each bin's block lookups ``[bins, L]``, ties
+    to the lowest index, folding one lookup at a time."""
+    slots = lookup.t()  # [lookups per bin, bins]
+    torch.index_select(tables[0], 0, slots[0], out=best)
+    if chosen is None:
+        for rows in slots[1:]:
+            torch.maximum(best, tables[0].index_select(0, rows), out=best)
+        return
+    torch.index_select(tables[1], 0, slots[0], out=chosen)
+    for rows in slots[1:]:
+        running, index = _combine(
+            (best, chosen), (tables[0].index_select(0, rows), tables[1].index_select(0, rows))
+        )
+        best.copy_(running)
+        chosen.copy_(index)
 
 
 def roi_pool(
