@@ -19,6 +19,7 @@ from visionkit.ops._nms_core import (
     _candidate_geometry,
     _expand_ranges,
     _LevelIndex,
+    block_iou,
     box_columns,
     gathered_iou,
     resolve_greedy,
@@ -127,3 +128,91 @@ def sparse_greedy(boxes: Tensor, threshold: float, labels: Tensor | None = None)
     if pairs is None:
         return None
     return resolve_greedy(boxes.shape[0], pairs[0], pairs[1])
+
+
+def connected_components(num_nodes: int, first: Tensor, second: Tensor) -> Tensor:
+    """Component of every node of the graph with edges ``first[e] — second[e]``: ``Tensor[num_nodes]``
+    holding the smallest node id of the node's component.
+
+    Hooking and pointer jumping (Shiloach–Vishkin style): every node points to a node of its component
+    with a smaller or equal id (``label[v] <= v``); after full pointer jumping every label is a root.
+    Each round hooks the larger root of every edge whose ends have different roots onto the smaller one
+    (``scatter_reduce`` amin), jumps pointers to the roots again and forgets the edges inside one tree.
+    Pointers only go down, so there are no cycles; when no edge joins two trees each tree is a whole
+    component, and its root (the one node pointing to itself) is its smallest id.
+    """
+    label = torch.arange(num_nodes, device=first.device)
+    while first.numel():
+        first_root, second_root = label.index_select(0, first), label.index_select(0, second)
+        joins = (first_root != second_root).nonzero().squeeze(1)
+        if joins.numel() == 0:
+            break
+        first, second = first.index_select(0, joins), second.index_select(0, joins)
+        first_root, second_root = first_root.index_select(0, joins), second_root.index_select(0, joins)
+        label.scatter_reduce_(
+            0, torch.maximum(first_root, second_root), torch.minimum(first_root, second_root), reduce="amin"
+        )
+        while True:
+            jumped = label.index_select(0, label)
+            if torch.equal(jumped, label):
+                break
+            label = jumped
+    return label
+
+
+#: Rows per tile of :func:`sweep_pairs` and most columns per tile (keeps temporaries ~2 MB, cache-sized).
+SWEEP_ROWS, SWEEP_COLUMNS = 256, 1024
+#: Above this many candidate pairs :func:`sweep_pairs` gives way to the grid of :func:`overlap_pairs`.
+SWEEP_BUDGET = 1 << 23
+
+
+def sweep_pairs(boxes: Tensor, threshold: float) -> tuple[Tensor, Tensor, Tensor] | None:
+    """Same pairs as :func:`overlap_pairs` (``first < second``, ``IoU > threshold``, with IoU) by a sweep
+    along x, for inputs whose boxes are narrow against the spread of their x positions.
+
+    Boxes are sorted by ``x1``; a pair with ``IoU > t`` has its later box (in that order) starting before
+    ``x2 - t * width`` of the earlier one, so every tile of :data:`SWEEP_ROWS` consecutive boxes only
+    meets the boxes from its own start up to the first ``x1`` beyond that bound (the tile's maximum).
+    Each tile × range is a dense broadcast IoU block (:func:`block_iou`, the arithmetic of every engine)
+    in which only positions after the row's own count. ``None`` when the candidates exceed
+    :data:`SWEEP_BUDGET` or the pairs exceed :data:`EDGE_BUDGET`.
+    """
+    num = boxes.shape[0]
+    columns = box_columns(boxes)
+    x1_sorted, order = torch.sort(columns[0], stable=True)
+    ordered = [column.index_select(0, order) for column in columns]
+    starts = torch.arange(0, num, SWEEP_ROWS, device=boxes.device)
+    # IoU <= overlap width / own width, so IoU > t needs x1 of the partner < x2 - t * width (float64 and
+    # a relative slack keep the bound above the rounded IoU's)
+    x2, width = ordered[2].to(torch.float64), (ordered[2].to(torch.float64) - ordered[0]).clamp(min=0)
+    reach_end = x2 - threshold * (1 - _SLACK) * width
+    padded = torch.nn.functional.pad(reach_end, (0, (-num) % SWEEP_ROWS), value=-torch.inf)
+    limit = padded.view(-1, SWEEP_ROWS).amax(dim=1)
+    ends = torch.searchsorted(x1_sorted.to(torch.float64), limit)
+    ends = torch.maximum(ends, (starts + SWEEP_ROWS).clamp(max=num))
+    if int(((ends - starts) * SWEEP_ROWS).sum()) > SWEEP_BUDGET:
+        return None
+    found: list[tuple[Tensor, Tensor, Tensor]] = []
+    num_edges = 0
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        rows = [column[start : start + SWEEP_ROWS] for column in ordered]
+        row_position = torch.arange(start, start + rows[0].numel(), device=boxes.device)
+        for first_column in range(start, end, SWEEP_COLUMNS):
+            last_column = min(end, first_column + SWEEP_COLUMNS)
+            iou = block_iou(rows, [column[first_column:last_column] for column in ordered])
+            hit = iou > threshold
+            if first_column < start + SWEEP_ROWS:  # the diagonal block: each unordered pair once
+                column_position = torch.arange(first_column, last_column, device=boxes.device)
+                hit &= column_position[None, :] > row_position[:, None]
+            row, column = hit.nonzero().unbind(1)
+            a = order.index_select(0, row + start)
+            b = order.index_select(0, column + first_column)
+            found.append((torch.minimum(a, b), torch.maximum(a, b), iou[row, column]))
+            num_edges += row.numel()
+            if num_edges > EDGE_BUDGET:
+                return None
+    if not found:
+        empty = torch.zeros(0, dtype=torch.int64, device=boxes.device)
+        return empty, empty, boxes.new_zeros(0)
+    first, second, iou = (torch.cat(parts) for parts in zip(*found, strict=True))
+    return first, second, iou

@@ -14,25 +14,32 @@ score_threshold``. Ties in score select the lower index first. The decayed score
 detached (no autograd through post-processing). NaN/Inf handling as in
 :mod:`visionkit.ops.nms`.
 
-Algorithm (exactly the sequential loop, vectorised): a remaining box whose score beats every remaining
-box it interacts with (IoU > N_t for linear, IoU > 0 for gaussian) is selected by the loop at its
-current score, because only interacting selections can lower it and they all come after it. Each round
-selects all such local maxima at once, applies their decays to their neighbours (sparse overlap graph,
-no N×N matrix) and drops boxes under the score threshold. Selected scores never increase along the loop
-and equal scores go to the lower index first, so sorting the selections by (score desc, index asc) gives
-the loop's order. Decays from several boxes multiply in a different order than in the loop, which can
-change a score in its last bit (far below the 1e-6 the tests allow).
+Algorithm (exactly the sequential loop, vectorised): the interaction graph (pairs with IoU > N_t for
+linear, IoU > 0 for gaussian) is enumerated without an N×N matrix (an x-sorted tile sweep, or the size-
+levelled grid of :mod:`visionkit.ops._overlap_pairs` when the sweep would meet too many candidates) and
+split into connected components, which never decay each other. Lone boxes are selected at their score;
+small components run the loop itself all at once on a padded ``[components, size]`` layout (one
+selection per component per step, the loop's arithmetic in the loop's order); components too big for
+that layout's memory bound run graph rounds: a remaining box whose score beats every remaining box it
+interacts with is selected at its current score, because only interacting selections can lower it and
+they all come after it, so each round selects all such local maxima at once. Selected scores never
+increase along the loop and equal scores go to the lower index first, so sorting the selections by
+(score desc, index asc) gives the loop's order (negative scores, which a decay raises, and overlap graphs
+over budget run the plain loop instead). In the graph rounds decays from several boxes multiply in a
+different order than in the loop, which can change a score in its last bit (far below the 1e-6 the
+tests allow).
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from visionkit.ops._nms_core import _expand_ranges, block_iou, box_columns
-from visionkit.ops._overlap_pairs import overlap_pairs
+from visionkit.ops._overlap_pairs import connected_components, overlap_pairs, sweep_pairs
 from visionkit.ops._validate import check_real_number
 from visionkit.ops.nms import check_nms_inputs, finite_indices, working_boxes
 
@@ -96,6 +103,136 @@ def _rounds(scores: Tensor, first: Tensor, second: Tensor, factor: Tensor, score
     return torch.cat(chosen), torch.cat(chosen_scores)
 
 
+#: Components of at most this many boxes run the packed loop; larger ones the graph rounds.
+PACK_MAX_SIZE = 512
+#: Largest packed decay matrix ``[components, size, size]`` (elements; 16 MiB in float64).
+PACK_BUDGET = 1 << 21
+
+
+def _pack_limit(sizes: Tensor) -> int:
+    """Largest component size ``s`` such that every component of size <= ``s`` fits the packed loop:
+    ``s <= PACK_MAX_SIZE`` and ``count(size <= s) * s * s <= PACK_BUDGET``."""
+    ordered = torch.sort(sizes).values
+    cost = torch.arange(1, ordered.numel() + 1, device=sizes.device) * ordered * ordered
+    fits = int(((cost <= PACK_BUDGET) & (ordered <= PACK_MAX_SIZE)).sum())  # a prefix: cost is monotone
+    if fits == 0:
+        return 1
+    if fits < ordered.numel() and int(ordered[fits]) == int(ordered[fits - 1]):
+        return int(ordered[fits - 1]) - 1  # a tie straddles the budget: leave that size out
+    return int(ordered[fits - 1])
+
+
+def _by_components(scores: Tensor, first: Tensor, second: Tensor, factor: Tensor, score_threshold: float):
+    """Soft-NMS split into the connected components of the interaction graph (``first < second``).
+
+    Boxes of different components never decay each other (in the loop their factor is exactly 1), so the
+    loop's selections inside one component do not depend on the others, and the global loop interleaves
+    the components' selection sequences. Each sequence has non-increasing scores (scores only decrease)
+    and, on equal scores, increasing indices (a lower-index box with that score would have been picked
+    first). The global loop always takes the highest current score, lowest index on ties, so its order is
+    the merge of these sequences by (score desc, index asc): the final sort of :func:`_soft_nms`.
+    Lone boxes are selected at their own score; small components run :func:`_packed_loop` all at once;
+    components too big for its memory bound run :func:`_rounds` on their edges.
+    """
+    num = scores.numel()
+    component = connected_components(num, first, second)
+    sizes = torch.bincount(component, minlength=num)
+    node_size = sizes.index_select(0, component)
+    limit = _pack_limit(sizes[sizes > 1])
+    lone = (node_size == 1).nonzero().squeeze(1)
+    chosen, chosen_scores = [lone], [scores.index_select(0, lone)]
+    packed = ((node_size > 1) & (node_size <= limit)).nonzero().squeeze(1)
+    if packed.numel():
+        ids, values = _packed_loop(scores, component, packed, (first, second, factor), score_threshold)
+        chosen.append(ids)
+        chosen_scores.append(values)
+    big = (node_size > limit).nonzero().squeeze(1)
+    if big.numel():
+        local = torch.full((num,), -1, dtype=torch.int64, device=scores.device)
+        local[big] = torch.arange(big.numel(), device=scores.device)  # increasing: keeps first < second
+        edges = (node_size.index_select(0, first) > limit).nonzero().squeeze(1)
+        ids, values = _rounds(
+            scores.index_select(0, big),
+            local.index_select(0, first.index_select(0, edges)),
+            local.index_select(0, second.index_select(0, edges)),
+            factor.index_select(0, edges),
+            score_threshold,
+        )
+        chosen.append(big.index_select(0, ids))
+        chosen_scores.append(values)
+    return torch.cat(chosen), torch.cat(chosen_scores)
+
+
+def _pack(scores: Tensor, component: Tensor, nodes: Tensor, edges: tuple, score_threshold: float):
+    """Padded layout of :func:`_packed_loop`: scores ``[C, S]`` (-inf where removed or padding), ids
+    ``[C, S]`` and decay factors ``[C, S, S]`` (1 where boxes do not interact)."""
+    first, second, factor = edges
+    device, num = scores.device, scores.numel()
+    nodes = nodes.index_select(0, torch.argsort(component.index_select(0, nodes), stable=True))
+    _, counts = torch.unique_consecutive(component.index_select(0, nodes), return_counts=True)
+    num_rows, width = counts.numel(), int(counts.max())
+    row = torch.repeat_interleave(torch.arange(num_rows, device=device), counts)
+    slot = torch.arange(nodes.numel(), device=device) - torch.repeat_interleave(
+        counts.cumsum(0) - counts, counts
+    )
+    row_of = torch.full((num,), -1, dtype=torch.int64, device=device).index_copy_(0, nodes, row)
+    slot_of = torch.zeros(num, dtype=torch.int64, device=device).index_copy_(0, nodes, slot)
+    values = scores.new_full((num_rows, width), -torch.inf).index_put_(
+        (row, slot), scores.index_select(0, nodes)
+    )
+    ids = torch.zeros(num_rows, width, dtype=torch.int64, device=device).index_put_((row, slot), nodes)
+    alive = torch.zeros(num_rows, width, dtype=torch.bool, device=device).index_put_(
+        (row, slot), scores.index_select(0, nodes) >= score_threshold
+    )
+    inside = (row_of.index_select(0, first) >= 0).nonzero().squeeze(1)
+    edge_row = row_of.index_select(0, first.index_select(0, inside))
+    a = slot_of.index_select(0, first.index_select(0, inside))
+    b = slot_of.index_select(0, second.index_select(0, inside))
+    decay = scores.new_ones(num_rows, width, width)
+    decay.index_put_((edge_row, a, b), factor.index_select(0, inside))
+    decay.index_put_((edge_row, b, a), factor.index_select(0, inside))
+    # Removed boxes (selected, padding, under the threshold) hold -inf: the threshold is finite, and a
+    # decayed -inf (a factor of 0 gives NaN) is reset by the `>= score_threshold` test.
+    values.masked_fill_(~alive, -torch.inf)
+    return values, ids, decay
+
+
+def _packed_loop(scores: Tensor, component: Tensor, nodes: Tensor, edges: tuple, score_threshold: float):
+    """The sequential loop run for many components at once on a padded ``[C, S]`` layout.
+
+    Row ``c`` holds one component's boxes by increasing index (so ``max`` picks the lowest index on ties,
+    like the loop); ``decay[c, i, j]`` is the factor box ``i`` applies to box ``j`` (1 for non-interacting
+    pairs, the diagonal and padding). Each step selects the best alive box of every component, multiplies
+    its decay row into the component's scores and drops boxes under the threshold: the loop's arithmetic
+    in the loop's order. Finished components are dropped from the layout every few steps.
+    """
+    values, ids, decay = _pack(scores, component, nodes, edges, score_threshold)
+    device = scores.device
+    chosen, chosen_scores, found = [], [], []
+    for step in itertools.count():
+        best_score, best = values.max(dim=1)  # the first maximum: the lowest index on ties
+        active = best_score > -torch.inf
+        if step % 8 == 0:  # drop finished components from the layout
+            rows = active.nonzero().squeeze(1)
+            if rows.numel() == 0:
+                break
+            if rows.numel() < active.numel():
+                values, ids, best_score, best, active = (
+                    tensor.index_select(0, rows) for tensor in (values, ids, best_score, best, active)
+                )
+                decay = decay.index_select(0, rows)
+        best = best.unsqueeze(1)
+        chosen.append(ids.gather(1, best).squeeze(1))
+        chosen_scores.append(best_score)
+        found.append(active)
+        values.scatter_(1, best, -torch.inf)
+        flat = torch.arange(0, values.numel(), values.shape[1], device=device) + best.squeeze(1)
+        values.mul_(decay.view(-1, values.shape[1]).index_select(0, flat))
+        values.masked_fill_(~(values >= score_threshold), -torch.inf)
+    found_mask = torch.cat(found)
+    return torch.cat(chosen)[found_mask], torch.cat(chosen_scores)[found_mask]
+
+
 def _sequential(
     boxes: Tensor, scores: Tensor, labels: Tensor | None, settings: tuple
 ) -> tuple[Tensor, Tensor]:
@@ -129,13 +266,19 @@ def _soft_nms(boxes: Tensor, scores: Tensor, labels: Tensor | None, settings: tu
     boxes, scores = boxes[candidates], scores[candidates]
     labels = None if labels is None else labels[candidates]
     interaction = iou_threshold if method == "linear" else 0.0
-    pairs = overlap_pairs(boxes, interaction, labels)
+    # A decay raises a negative score (selections stop being monotone) and a too large overlap graph
+    # does not fit memory: the plain loop, whose selections are already in the loop's order.
+    pairs = None
+    if not bool((scores < 0).any()):
+        pairs = sweep_pairs(boxes, interaction) if labels is None else None  # None: too many candidates
+        if pairs is None:
+            pairs = overlap_pairs(boxes, interaction, labels)
     if pairs is None:
         chosen, chosen_scores = _sequential(boxes, scores, labels, settings)
-    else:
-        first, second, iou = pairs
-        factor = _decay(iou, method, sigma).to(scores.dtype)
-        chosen, chosen_scores = _rounds(scores, first, second, factor, score_threshold)
+        return candidates[chosen], chosen_scores
+    first, second, iou = pairs
+    factor = _decay(iou, method, sigma).to(scores.dtype)
+    chosen, chosen_scores = _by_components(scores, first, second, factor, score_threshold)
     by_index = torch.argsort(chosen)
     chosen, chosen_scores = chosen[by_index], chosen_scores[by_index]
     order = torch.sort(chosen_scores, descending=True, stable=True)[1]
