@@ -209,6 +209,7 @@ def _packed_loop(scores: Tensor, component: Tensor, nodes: Tensor, edges: tuple,
     values, ids, decay = _pack(scores, component, nodes, edges, score_threshold)
     device = scores.device
     chosen, chosen_scores, found = [], [], []
+    layout_rows = torch.arange(values.shape[0], device=device)  # rows of `decay` still in the layout
     for step in itertools.count():
         best_score, best = values.max(dim=1)  # the first maximum: the lowest index on ties
         active = best_score > -torch.inf
@@ -217,17 +218,18 @@ def _packed_loop(scores: Tensor, component: Tensor, nodes: Tensor, edges: tuple,
             if rows.numel() == 0:
                 break
             if rows.numel() < active.numel():
-                values, ids, best_score, best, active = (
-                    tensor.index_select(0, rows) for tensor in (values, ids, best_score, best, active)
+                values, ids, best_score, best, active, layout_rows = (
+                    tensor.index_select(0, rows)
+                    for tensor in (values, ids, best_score, best, active, layout_rows)
                 )
-                decay = decay.index_select(0, rows)
         best = best.unsqueeze(1)
         chosen.append(ids.gather(1, best).squeeze(1))
         chosen_scores.append(best_score)
         found.append(active)
         values.scatter_(1, best, -torch.inf)
-        flat = torch.arange(0, values.numel(), values.shape[1], device=device) + best.squeeze(1)
-        values.mul_(decay.view(-1, values.shape[1]).index_select(0, flat))
+        values.mul_(
+            decay.view(-1, values.shape[1]).index_select(0, layout_rows * values.shape[1] + best.squeeze(1))
+        )
         values.masked_fill_(~(values >= score_threshold), -torch.inf)
     found_mask = torch.cat(found)
     return torch.cat(chosen)[found_mask], torch.cat(chosen_scores)[found_mask]
