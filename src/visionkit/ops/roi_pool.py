@@ -18,11 +18,16 @@ cell, ties to the lower flat index) are built once per call, and every bin is co
 overlapping blocks (2 × 2 for bins up to 15 cells a side), so the cost per bin does not grow with its
 area and no Python loop runs over RoIs or bins. Bins are sorted by how many blocks (rows × columns)
 cover them and gathered one such group at a time, so a bin whose sides are powers of two reads one block.
+Which block sizes get a table is chosen per call (:func:`_choose_levels`): the fewest table cells plus
+lookups, so few or small RoIs build few tables. With a gradient the tables hold packed int64 keys (value,
+then first cell) and the results go back to bin order before unpacking, so the targets come out in the
+order torchvision accumulates them.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -34,6 +39,7 @@ from visionkit.ops.roi import RoIs, channels_last_rows, check_features, compute_
 __all__ = ["RoIPool", "roi_pool"]
 
 _MAX_LEVEL = 3  # blocks up to 8 cells a side; longer bins use more (overlapping) blocks
+_TABLE_COST = 3  # building one table costs about this many block lookups per map cell (measured)
 _CHUNK_ELEMENTS = 1 << 24  # bound the gathered [lookups, C] working set
 
 
@@ -70,10 +76,11 @@ def _pack(value: Tensor, cell: Tensor, out: Tensor) -> Tensor:
     return out.bitwise_or_(_INDEX_TOP - cell)
 
 
-def _unpack(key: Tensor) -> tuple[Tensor, Tensor]:
-    ordered = (key >> 32).int()
-    value = torch.where(ordered < 0, ordered ^ 0x7FFFFFFF, ordered).view(torch.float32)
-    return value, (key & _INDEX_MASK).neg_().add_(_INDEX_TOP)
+def _unpack_(key: Tensor) -> tuple[Tensor, Tensor]:
+    """Packed keys → float32 values and int64 element indices; the indices reuse the keys' storage."""
+    high = key.view(torch.int32)[..., 1::2] if sys.byteorder == "little" else (key >> 32).int()
+    value = torch.where(high < 0, high ^ 0x7FFFFFFF, high).view(torch.float32)
+    return value, key.bitwise_and_(_INDEX_MASK).neg_().add_(_INDEX_TOP)
 
 
 def _sparse_tables(
@@ -161,6 +168,28 @@ def _cover(low: Tensor, high: Tensor, max_level: int, limit: int) -> tuple[Tenso
     return starts.clamp(0, max(limit - 1, 0)), level  # (empty bins are clamped into the map; masked later)
 
 
+def _choose_levels(
+    y_bins: tuple[Tensor, Tensor], x_bins: tuple[Tensor, Tensor], cells: int
+) -> tuple[int, int]:
+    """Largest block levels ``(ly, lx)`` to tabulate: the fewest table cells plus block lookups.
+
+    Each extra table costs about ``_TABLE_COST`` lookups per map cell; each bin needs
+    ``ceil(h / 2^ly) · ceil(w / 2^lx)`` lookups, summed over bins as (per-RoI row counts) · (column counts).
+    """
+    per_axis = []
+    for low, high in (y_bins, x_bins):
+        longest = int((high - low).max()) if low.numel() else 1
+        top = min(max(longest, 1).bit_length() - 1, _MAX_LEVEL)
+        levels = torch.arange(top + 1, device=low.device)
+        per_axis.append(_count(low[..., None], high[..., None], levels).sum(1).double())  # [K, levels]
+    lookups = per_axis[0].t() @ per_axis[1]  # [Ly, Lx]: total lookups if those levels are the largest
+    y_levels = torch.arange(lookups.shape[0], dtype=torch.float64)[:, None]
+    x_levels = torch.arange(lookups.shape[1], dtype=torch.float64)[None, :]
+    cost = lookups + ((y_levels + 1) * (x_levels + 1) - 1) * _TABLE_COST * cells
+    best = int(cost.argmin())
+    return best // lookups.shape[1], best % lookups.shape[1]
+
+
 def _count(low: Tensor, high: Tensor, level: Tensor) -> Tensor:
     """Blocks of ``2^level`` cells needed to cover each window ``[low, high)`` (0 for an empty one)."""
     return ((high - low).clamp(min=0) + (1 << level) - 1) >> level
@@ -174,10 +203,7 @@ class _RoIPoolFunction(torch.autograd.Function):
         batch, channels, height, width = features.shape
         y_low, y_high = _bins(rois, spatial_scale, output_size[0], 1, height)
         x_low, x_high = _bins(rois, spatial_scale, output_size[1], 0, width)
-        longest = [
-            int((high - low).max()) if low.numel() else 1 for low, high in ((y_low, y_high), (x_low, x_high))
-        ]
-        levels = tuple(min(max(n, 1).bit_length() - 1, _MAX_LEVEL) for n in longest)
+        levels = _choose_levels((y_low, y_high), (x_low, x_high), batch * height * width)
         with_index = ctx.needs_input_grad[0]  # type: ignore[attr-defined]
         tables = _sparse_tables(channels_last_rows(features), tuple(features.shape), levels, with_index)  # type: ignore[arg-type]
         y_start, y_level = _cover(y_low, y_high, levels[0], height)
@@ -194,16 +220,17 @@ class _RoIPoolFunction(torch.autograd.Function):
         kind = (y_count[:, :, None] * (columns + 1) + x_count[:, None, :]).flatten()
         kind = kind.masked_fill_(((y_count[:, :, None] == 0) | (x_count[:, None, :] == 0)).flatten(), 0)
         order = torch.argsort(kind, stable=True)
-        best, chosen = _gather_kinds(
-            tables, lookup, kind, order, columns, with_index, batch * height * width * channels
-        )
-        if chosen is not None:
-            # Flat channels-last targets (element indices) in bin order, the order of torchvision's
-            # accumulation, so that shared cells sum their gradients alike; empty bins point into a spare
-            # row N * H * W.
-            ctx.save_for_backward(torch.empty_like(chosen).index_copy_(0, order, chosen))
+        spare = batch * height * width * channels
+        # Results come in sorted order and go back to bin order; for the gradient that is the order of
+        # torchvision's accumulation, so that cells shared by several bins sum their gradients alike.
+        sorted_results = _gather_kinds(tables, lookup, kind, order, columns, spare)
+        output, *target = (torch.empty_like(part).index_copy_(0, order, part) for part in sorted_results)
+        if tables[0].dtype == torch.long:
+            output, *target = _unpack_(output)
+        if with_index:
+            # Flat channels-last targets (element indices); empty bins point into a spare row N * H * W.
+            ctx.save_for_backward(target[0])
         ctx.shape = features.shape  # type: ignore[attr-defined]
-        output = torch.empty_like(best).index_copy_(0, order, best)
         return output.view(rois.shape[0], *output_size, channels).permute(0, 3, 1, 2).contiguous()
 
     @staticmethod
@@ -218,20 +245,13 @@ class _RoIPoolFunction(torch.autograd.Function):
 
 
 def _gather_kinds(
-    tables: tuple[Tensor, ...],
-    lookup: Tensor,
-    kind: Tensor,
-    order: Tensor,
-    columns: int,
-    with_index: bool,
-    spare: int,
-) -> tuple[Tensor, Tensor | None]:
-    """Per bin, in ``order``: max over its block lookups (ties → lowest index); empty bins give 0 and
-    index ``spare + c`` (a spare row)."""
+    tables: tuple[Tensor, ...], lookup: Tensor, kind: Tensor, order: Tensor, columns: int, spare: int
+) -> tuple[Tensor, ...]:
+    """Per bin, in ``order``: max over its block lookups (ties → lowest index), as packed keys or as values
+    (and indices); empty bins give 0 and index ``spare + c`` (a spare row)."""
     channels = tables[0].shape[1]
     counts = torch.bincount(kind, minlength=1).tolist()
-    best = tables[0].new_empty(len(order), channels)
-    chosen = tables[1].new_empty(best.shape) if len(tables) == 2 else None
+    results = tuple(table.new_empty(len(order), channels) for table in tables)
     start = counts[0]
     for key, number in enumerate(counts[1:], start=1):
         if number == 0:
@@ -239,34 +259,33 @@ def _gather_kinds(
         rows, cols = divmod(key, columns + 1)
         slots = [row * columns + col for row in range(rows) for col in range(cols)]
         part = slice(start, start + number)
-        _gather_max(
-            tables, lookup[order[part]][:, slots], best[part], None if chosen is None else chosen[part]
-        )
+        _gather_max(tables, lookup[order[part]][:, slots], tuple(result[part] for result in results))
         start += number
-    if tables[0].dtype == torch.long:
-        best, chosen = _unpack(best) if with_index else (best, None)  # packed keys
-    best[: counts[0]] = 0
-    if chosen is not None and counts[0]:
-        chosen[: counts[0]] = torch.arange(spare, spare + channels, device=chosen.device)
-    return best, chosen
+    if counts[0]:
+        index = torch.arange(spare, spare + channels, device=lookup.device)
+        if tables[0].dtype == torch.long:  # packed key of (0.0, spare + c)
+            results[0][: counts[0]] = _INDEX_TOP - index
+        else:
+            results[0][: counts[0]] = 0
+        if len(results) == 2:
+            results[1][: counts[0]] = index
+    return results
 
 
-def _gather_max(tables: tuple[Tensor, ...], lookup: Tensor, best: Tensor, chosen: Tensor | None) -> None:
-    """Into ``best`` (and ``chosen``) ``[bins, C]``: max over each bin's block lookups ``[bins, L]``, ties
-    to the lowest index, folding one lookup at a time."""
+def _gather_max(tables: tuple[Tensor, ...], lookup: Tensor, results: tuple[Tensor, ...]) -> None:
+    """Into ``results`` ``[bins, C]``: max over each bin's block lookups ``[bins, L]``, ties to the lowest
+    index, folding one lookup at a time."""
     slots = lookup.t()  # [lookups per bin, bins]
-    torch.index_select(tables[0], 0, slots[0], out=best)
-    if chosen is None:
+    for table, result in zip(tables, results, strict=True):
+        torch.index_select(table, 0, slots[0], out=result)
+    if len(tables) == 1:
         for rows in slots[1:]:
-            torch.maximum(best, tables[0].index_select(0, rows), out=best)
+            torch.maximum(results[0], tables[0].index_select(0, rows), out=results[0])
         return
-    torch.index_select(tables[1], 0, slots[0], out=chosen)
     for rows in slots[1:]:
-        running, index = _combine(
-            (best, chosen), (tables[0].index_select(0, rows), tables[1].index_select(0, rows))
-        )
-        best.copy_(running)
-        chosen.copy_(index)
+        merged = _combine(results, tuple(table.index_select(0, rows) for table in tables))
+        for result, part in zip(results, merged, strict=True):
+            result.copy_(part)
 
 
 def roi_pool(
