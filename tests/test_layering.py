@@ -76,4 +76,4 @@ def test_ops_import_only_torch_and_stdlib() -> None:
     for path in (SRC / "ops").rglob("*.py"):
         for lineno, module in _imports(path):
             root = module.split(".")[0]
-            assert root in allowed, f"{path.name}:{lineno} imports {module}: ops may use torch and stdlib only"
+            assert root in allowed, f"{path.name}:{lineno} imports {module} (ops: torch + stdlib only)"
