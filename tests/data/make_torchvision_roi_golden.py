@@ -60,7 +60,8 @@ def roi_goldens(golden: dict) -> None:
             for ratio in (-1, 0, 1, 2) if scale == 0.5 else (0, 3):
                 key = f"roi_align/scale{scale}/aligned{int(aligned)}/ratio{ratio}"
                 fn = lambda f, s=scale, a=aligned, r=ratio: ops.roi_align(f, rois, (3, 4), s, r, a)  # noqa: E731
-                golden[f"{key}/out"], golden[f"{key}/weight"], golden[f"{key}/grad"] = _with_grad(fn, features, 7)
+                outputs = _with_grad(fn, features, 7)
+                golden[f"{key}/out"], golden[f"{key}/weight"], golden[f"{key}/grad"] = outputs
         key = f"roi_pool/scale{scale}"
         fn = lambda f, s=scale: ops.roi_pool(f, rois, (3, 4), s)  # noqa: E731
         golden[f"{key}/out"], golden[f"{key}/weight"], golden[f"{key}/grad"] = _with_grad(fn, features, 8)
@@ -73,7 +74,9 @@ def multiscale_goldens(golden: dict) -> None:
         (name, torch.randn(2, 2, 128 // stride, 160 // stride, generator=generator, dtype=torch.float64))
         for name, stride in (("p2", 4), ("p3", 8), ("p4", 16), ("p5", 32))
     )
-    sizes = torch.tensor([[20, 20], [60, 40], [120, 150], [300, 200], [500, 400], [8, 900], [224, 224], [447, 450]])
+    sizes = torch.tensor(
+        [[20, 20], [60, 40], [120, 150], [300, 200], [500, 400], [8, 900], [224, 224], [447, 450]]
+    )
     boxes = []
     for image in range(2):
         xy = torch.rand(len(sizes), 2, generator=generator, dtype=torch.float64) * 60
