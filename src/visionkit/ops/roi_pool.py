@@ -225,7 +225,8 @@ class _RoIPoolFunction(torch.autograd.Function):
         # torchvision's accumulation, so that cells shared by several bins sum their gradients alike.
         sorted_results = _gather_kinds(tables, lookup, kind, order, columns, spare)
         output, *target = (torch.empty_like(part).index_copy_(0, order, part) for part in sorted_results)
-        if tables[0].dtype == torch.long:
+        del sorted_results, tables  # (peak memory)
+        if output.dtype == torch.long:  # packed keys
             output, *target = _unpack_(output)
         if with_index:
             # Flat channels-last targets (element indices); empty bins point into a spare row N * H * W.
