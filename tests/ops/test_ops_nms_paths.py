@@ -190,7 +190,9 @@ def assert_soft_matches(got, want):
 
 PATHS = {
     "default": {},
-    "all_rounds": {"PACK_MAX_SIZE": 1},
+    "all_big_loop": {"PACK_MAX_SIZE": 1},
+    "all_big_rounds": {"PACK_MAX_SIZE": 1, "BIG_COMPONENTS": "rounds"},
+    "mixed_rounds": {"PACK_MAX_SIZE": 12, "BIG_COMPONENTS": "rounds"},
     "all_packed": {"PACK_MAX_SIZE": 10_000, "PACK_BUDGET": 1 << 26},
     "mixed": {"PACK_MAX_SIZE": 12},
 }
@@ -238,14 +240,15 @@ def test_negative_scores_use_the_loop():
     ),
     st.sampled_from(["linear", "gaussian"]),
     st.sampled_from([1, 3, 10_000]),
+    st.sampled_from(["loop", "rounds"]),
 )
-def test_soft_nms_paths_hypothesis(rows, method, pack_max):
+def test_soft_nms_paths_hypothesis(rows, method, pack_max, big_engine):
     boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h, _ in rows], dtype=torch.float64).reshape(-1, 4)
     scores = torch.tensor([s / 4 for *_, s in rows], dtype=torch.float64)
-    saved = soft_module.PACK_MAX_SIZE
-    soft_module.PACK_MAX_SIZE = pack_max
+    saved = soft_module.PACK_MAX_SIZE, soft_module.BIG_COMPONENTS
+    soft_module.PACK_MAX_SIZE, soft_module.BIG_COMPONENTS = pack_max, big_engine
     try:
         got = soft_nms(boxes, scores, method, score_threshold=0.05)
     finally:
-        soft_module.PACK_MAX_SIZE = saved
+        soft_module.PACK_MAX_SIZE, soft_module.BIG_COMPONENTS = saved
     assert_soft_matches(got, ref_soft_nms(boxes, scores, method, score_threshold=0.05))

@@ -18,16 +18,15 @@ Algorithm (exactly the sequential loop, vectorised): the interaction graph (pair
 linear, IoU > 0 for gaussian) is enumerated without an N×N matrix (an x-sorted tile sweep, or the size-
 levelled grid of :mod:`visionkit.ops._overlap_pairs` when the sweep would meet too many candidates) and
 split into connected components, which never decay each other. Lone boxes are selected at their score;
-small components run the loop itself all at once on a padded ``[components, size]`` layout (one
-selection per component per step, the loop's arithmetic in the loop's order); components too big for
-that layout's memory bound run graph rounds: a remaining box whose score beats every remaining box it
-interacts with is selected at its current score, because only interacting selections can lower it and
-they all come after it, so each round selects all such local maxima at once. Selected scores never
-increase along the loop and equal scores go to the lower index first, so sorting the selections by
-(score desc, index asc) gives the loop's order (negative scores, which a decay raises, and overlap graphs
-over budget run the plain loop instead). In the graph rounds decays from several boxes multiply in a
-different order than in the loop, which can change a score in its last bit (far below the 1e-6 the
-tests allow).
+small components run the loop itself all at once on a padded ``[components, size]`` layout with dense
+per-component decay matrices (one selection per component per step, the loop's arithmetic in the loop's
+order); the few big components run the same loop with decays through adjacency lists (memory O(pairs)).
+Selected scores never increase along the loop and equal scores go to the lower index first, so sorting
+the selections by (score desc, index asc) gives the loop's order (negative scores, which a decay raises,
+and overlap graphs over budget run the plain loop instead). The alternative "rounds" engine for big
+components (``BIG_COMPONENTS``) selects every remaining box that beats all boxes it interacts with at
+once; its decays from several boxes multiply in a different order than in the loop, which can change a
+score in its last bit (far below the 1e-6 the tests allow).
 """
 
 from __future__ import annotations
@@ -103,7 +102,9 @@ def _rounds(scores: Tensor, first: Tensor, second: Tensor, factor: Tensor, score
     return torch.cat(chosen), torch.cat(chosen_scores)
 
 
-#: Components of at most this many boxes run the packed loop; larger ones the graph rounds.
+#: Engine of the components too big for the packed loop: "loop" (:func:`_sparse_loop`) or "rounds".
+BIG_COMPONENTS = "loop"
+#: Components of at most this many boxes run the packed loop; larger ones the big-component engine.
 PACK_MAX_SIZE = 512
 #: Largest packed decay matrix ``[components, size, size]`` (elements; 16 MiB in float64).
 PACK_BUDGET = 1 << 21
@@ -147,7 +148,11 @@ def _by_components(scores: Tensor, first: Tensor, second: Tensor, factor: Tensor
         chosen.append(ids)
         chosen_scores.append(values)
     big = (node_size > limit).nonzero().squeeze(1)
-    if big.numel():
+    if big.numel() and BIG_COMPONENTS == "loop":
+        ids, values = _sparse_loop(scores, component, big, (first, second, factor), score_threshold)
+        chosen.append(ids)
+        chosen_scores.append(values)
+    elif big.numel():
         local = torch.full((num,), -1, dtype=torch.int64, device=scores.device)
         local[big] = torch.arange(big.numel(), device=scores.device)  # increasing: keeps first < second
         edges = (node_size.index_select(0, first) > limit).nonzero().squeeze(1)
@@ -163,10 +168,9 @@ def _by_components(scores: Tensor, first: Tensor, second: Tensor, factor: Tensor
     return torch.cat(chosen), torch.cat(chosen_scores)
 
 
-def _pack(scores: Tensor, component: Tensor, nodes: Tensor, edges: tuple, score_threshold: float):
-    """Padded layout of :func:`_packed_loop`: scores ``[C, S]`` (-inf where removed or padding), ids
-    ``[C, S]`` and decay factors ``[C, S, S]`` (1 where boxes do not interact)."""
-    first, second, factor = edges
+def _layout(scores: Tensor, component: Tensor, nodes: Tensor, score_threshold: float):
+    """Padded ``[C, S]`` layout of the components of ``nodes``, boxes by increasing index in each row:
+    scores (-inf where removed or padding), ids, and each node's row and slot (row -1: not laid out)."""
     device, num = scores.device, scores.numel()
     nodes = nodes.index_select(0, torch.argsort(component.index_select(0, nodes), stable=True))
     _, counts = torch.unique_consecutive(component.index_select(0, nodes), return_counts=True)
@@ -184,6 +188,18 @@ def _pack(scores: Tensor, component: Tensor, nodes: Tensor, edges: tuple, score_
     alive = torch.zeros(num_rows, width, dtype=torch.bool, device=device).index_put_(
         (row, slot), scores.index_select(0, nodes) >= score_threshold
     )
+    # Removed boxes (selected, padding, under the threshold) hold -inf: the threshold is finite, and a
+    # decayed -inf (a factor of 0 gives NaN) is reset by the `>= score_threshold` test.
+    values.masked_fill_(~alive, -torch.inf)
+    return values, ids, row_of, slot_of
+
+
+def _pack(scores: Tensor, component: Tensor, nodes: Tensor, edges: tuple, score_threshold: float):
+    """Layout of :func:`_packed_loop`: :func:`_layout` plus decay factors ``[C, S, S]`` (1 where boxes do
+    not interact)."""
+    first, second, factor = edges
+    values, ids, row_of, slot_of = _layout(scores, component, nodes, score_threshold)
+    num_rows, width = values.shape
     inside = (row_of.index_select(0, first) >= 0).nonzero().squeeze(1)
     edge_row = row_of.index_select(0, first.index_select(0, inside))
     a = slot_of.index_select(0, first.index_select(0, inside))
@@ -191,9 +207,6 @@ def _pack(scores: Tensor, component: Tensor, nodes: Tensor, edges: tuple, score_
     decay = scores.new_ones(num_rows, width, width)
     decay.index_put_((edge_row, a, b), factor.index_select(0, inside))
     decay.index_put_((edge_row, b, a), factor.index_select(0, inside))
-    # Removed boxes (selected, padding, under the threshold) hold -inf: the threshold is finite, and a
-    # decayed -inf (a factor of 0 gives NaN) is reset by the `>= score_threshold` test.
-    values.masked_fill_(~alive, -torch.inf)
     return values, ids, decay
 
 
@@ -230,6 +243,42 @@ def _packed_loop(scores: Tensor, component: Tensor, nodes: Tensor, edges: tuple,
         values.mul_(
             decay.view(-1, values.shape[1]).index_select(0, layout_rows * values.shape[1] + best.squeeze(1))
         )
+        values.masked_fill_(~(values >= score_threshold), -torch.inf)
+    found_mask = torch.cat(found)
+    return torch.cat(chosen)[found_mask], torch.cat(chosen_scores)[found_mask]
+
+
+def _sparse_loop(scores: Tensor, component: Tensor, nodes: Tensor, edges: tuple, score_threshold: float):
+    """The sequential loop for a few big components at once, decays through adjacency lists.
+
+    Like :func:`_packed_loop` (one selection per component per step, the lowest index on ties), but the
+    selected box's decays reach only its interacting neighbours, found in adjacency lists, so memory stays
+    O(edges). A target gets at most one factor per step (one selection per component): the loop's
+    arithmetic in the loop's order.
+    """
+    first, second, factor = edges
+    values, ids, row_of, slot_of = _layout(scores, component, nodes, score_threshold)
+    width = values.shape[1]
+    inside = (row_of.index_select(0, first) >= 0).nonzero().squeeze(1)
+    offsets, counts, neighbour, neighbour_factor = _adjacency(
+        scores.numel(), *(tensor.index_select(0, inside) for tensor in (first, second, factor))
+    )
+    target = row_of.index_select(0, neighbour) * width + slot_of.index_select(0, neighbour)
+    flat, row_start = values.view(-1), torch.arange(values.shape[0], device=scores.device) * width
+    chosen, chosen_scores, found = [], [], []
+    for step in itertools.count():
+        best_score, best = values.max(dim=1)  # the first maximum: the lowest index on ties
+        active = best_score > -torch.inf
+        if step % 8 == 0 and not bool(active.any()):
+            break
+        node = ids.gather(1, best.unsqueeze(1)).squeeze(1)
+        chosen.append(node)
+        chosen_scores.append(best_score)
+        found.append(active)
+        flat.index_fill_(0, row_start + best, -torch.inf)
+        _, position = _expand_ranges(0, offsets.index_select(0, node), counts.index_select(0, node) * active)
+        hit = target.index_select(0, position)
+        flat.index_copy_(0, hit, flat.index_select(0, hit) * neighbour_factor.index_select(0, position))
         values.masked_fill_(~(values >= score_threshold), -torch.inf)
     found_mask = torch.cat(found)
     return torch.cat(chosen)[found_mask], torch.cat(chosen_scores)[found_mask]
