@@ -51,12 +51,12 @@ class DemoSettings:
 
     image_size: int = 128
     num_train: int = 512
-    num_crowded_train: int = 128
+    num_crowded_train: int = 256
     num_val: int = 128
     num_crowded_val: int = 64
     batch_size: int = 8
-    retinanet_steps: int = 650
-    faster_rcnn_steps: int = 90
+    retinanet_steps: int = 900
+    faster_rcnn_steps: int = 150
     lr: float = 3e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 50
@@ -289,11 +289,18 @@ def _verdicts(metrics: dict[str, Any], total_seconds: float) -> list[dict[str, A
          "target": "≥ 0.90", "passed": retina["voc12"] >= 0.90},
         {"claim": "RetinaNet COCO AP@[.5:.95] on shapes val", "measured": f"{retina['coco']['AP']:.3f}",
          "target": "≥ 0.60", "passed": retina["coco"]["AP"] >= 0.60},
-        {"claim": "Soft-NMS (Gaussian) gain in COCO AP on the crowded split (RetinaNet)",
-         "measured": f"{gain['AP']:+.4f}", "target": "> 0", "passed": gain["AP"] > 0},
+        *({"claim": f"Soft-NMS ({kind}) gain in COCO AP over hard NMS on the crowded split (RetinaNet)",
+           "measured": f"{gain[kind]['AP']:+.4f}", "target": "> 0", "passed": gain[kind]["AP"] > 0}
+          for kind in ("linear", "gaussian")),
         {"claim": "whole demo wall time", "measured": f"{total_seconds:.0f} s", "target": "≤ 900 s",
          "passed": total_seconds <= 900},
     ]  # fmt: skip
+
+
+def _gain(soft: dict[str, Any], hard: dict[str, Any]) -> dict[str, float]:
+    """Soft-NMS minus hard NMS in COCO AP, AP50, AP75 and AR@100."""
+    return {"AP": soft["COCO AP"] - hard["COCO AP"],
+            **{name: soft[name] - hard[name] for name in ("AP50", "AP75", "AR@100")}}  # fmt: skip
 
 
 def run_demo(
@@ -319,7 +326,7 @@ def run_demo(
                for row in count_anchors(detectors[key], datasets["train"], settings.anchor_images,
                                         settings.image_size)]  # fmt: skip
     nms_rows, crowded_predictions = _compare_nms(detectors, datasets["crowded"], settings, progress)
-    hard, soft = nms_rows[0], nms_rows[2]
+    hard, linear, gaussian = nms_rows[:3]
     figure_models = {key: {"title": m["title"], "history": m["history"], "coco": m.pop("_coco_result"),
                            "predictions": m.pop("_predictions")} for key, m in models.items()}  # fmt: skip
     figures = write_figures(out, figure_models, datasets["val"], datasets["crowded"], crowded_predictions,
@@ -329,9 +336,8 @@ def run_demo(
     metrics: dict[str, Any] = {
         "settings": {**asdict(settings), "threads": torch.get_num_threads()},
         "models": models, "anchors": anchors, "nms": nms_rows, "figures": figures,
-        "soft_nms_gain": {name: soft[name] - hard[name] for name in ("COCO AP", "AP50", "AP75")},
+        "soft_nms_gain": {"linear": _gain(linear, hard), "gaussian": _gain(gaussian, hard)},
     }  # fmt: skip
-    metrics["soft_nms_gain"]["AP"] = metrics["soft_nms_gain"].pop("COCO AP")
     total = time.perf_counter() - start
     metrics["seconds"] = {"total": total, **{key: m["train_seconds"] for key, m in models.items()}}
     metrics["verdicts"] = _verdicts(metrics, total)
