@@ -190,7 +190,8 @@ def assert_soft_matches(got, want):
 
 PATHS = {
     "default": {},
-    "all_big_loop": {"PACK_MAX_SIZE": 1},
+    "all_big_scalar": {"PACK_MAX_SIZE": 1},
+    "all_big_loop": {"PACK_MAX_SIZE": 1, "BIG_COMPONENTS": "loop"},
     "all_big_rounds": {"PACK_MAX_SIZE": 1, "BIG_COMPONENTS": "rounds"},
     "mixed_rounds": {"PACK_MAX_SIZE": 12, "BIG_COMPONENTS": "rounds"},
     "all_packed": {"PACK_MAX_SIZE": 10_000, "PACK_BUDGET": 1 << 26},
@@ -240,7 +241,7 @@ def test_negative_scores_use_the_loop():
     ),
     st.sampled_from(["linear", "gaussian"]),
     st.sampled_from([1, 3, 10_000]),
-    st.sampled_from(["loop", "rounds"]),
+    st.sampled_from(["scalar", "loop", "rounds"]),
 )
 def test_soft_nms_paths_hypothesis(rows, method, pack_max, big_engine):
     boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h, _ in rows], dtype=torch.float64).reshape(-1, 4)

@@ -20,7 +20,8 @@ levelled grid of :mod:`visionkit.ops._overlap_pairs` when the sweep would meet t
 split into connected components, which never decay each other. Lone boxes are selected at their score;
 small components run the loop itself all at once on a padded ``[components, size]`` layout with dense
 per-component decay matrices (one selection per component per step, the loop's arithmetic in the loop's
-order); the few big components run the same loop with decays through adjacency lists (memory O(pairs)).
+order); the few big components run the same loop with decays through adjacency lists (memory O(pairs)),
+one selection per step over all of them together (they interact with nothing else).
 Selected scores never increase along the loop and equal scores go to the lower index first, so sorting
 the selections by (score desc, index asc) gives the loop's order (negative scores, which a decay raises,
 and overlap graphs over budget run the plain loop instead). The alternative "rounds" engine for big
@@ -102,8 +103,9 @@ def _rounds(scores: Tensor, first: Tensor, second: Tensor, factor: Tensor, score
     return torch.cat(chosen), torch.cat(chosen_scores)
 
 
-#: Engine of the components too big for the packed loop: "loop" (:func:`_sparse_loop`) or "rounds".
-BIG_COMPONENTS = "loop"
+#: Engine of the components too big for the packed loop: "scalar" (:func:`_scalar_loop`, fastest on CPU),
+#: "loop" (:func:`_sparse_loop`, vectorised across components) or "rounds" (:func:`_rounds`).
+BIG_COMPONENTS = "scalar"
 #: Components of at most this many boxes run the packed loop; larger ones the big-component engine.
 PACK_MAX_SIZE = 512
 #: Largest packed decay matrix ``[components, size, size]`` (elements; 16 MiB in float64).
@@ -148,7 +150,11 @@ def _by_components(scores: Tensor, first: Tensor, second: Tensor, factor: Tensor
         chosen.append(ids)
         chosen_scores.append(values)
     big = (node_size > limit).nonzero().squeeze(1)
-    if big.numel() and BIG_COMPONENTS == "loop":
+    if big.numel() and BIG_COMPONENTS == "scalar":
+        ids, values = _scalar_loop(scores, big, (first, second, factor), score_threshold)
+        chosen.append(ids)
+        chosen_scores.append(values)
+    elif big.numel() and BIG_COMPONENTS == "loop":
         ids, values = _sparse_loop(scores, component, big, (first, second, factor), score_threshold)
         chosen.append(ids)
         chosen_scores.append(values)
@@ -282,6 +288,42 @@ def _sparse_loop(scores: Tensor, component: Tensor, nodes: Tensor, edges: tuple,
         values.masked_fill_(~(values >= score_threshold), -torch.inf)
     found_mask = torch.cat(found)
     return torch.cat(chosen)[found_mask], torch.cat(chosen_scores)[found_mask]
+
+
+def _scalar_loop(scores: Tensor, nodes: Tensor, edges: tuple, score_threshold: float):
+    """The sequential loop itself on the boxes ``nodes`` (whole components), steered by Python ints.
+
+    Boxes by increasing index (``argmax`` takes the first maximum: the lowest index on ties); the selected
+    box decays its neighbours through an adjacency-list slice (few, tiny ops a step; memory O(pairs)).
+    These boxes interact with no other box, so this is the global loop restricted to them.
+    """
+    first, second, factor = edges
+    local = torch.full((scores.numel(),), -1, dtype=torch.int64, device=scores.device)
+    local[nodes] = torch.arange(nodes.numel(), device=scores.device)  # increasing in the node id
+    inside = (local.index_select(0, first) >= 0).nonzero().squeeze(1)
+    offsets, counts, neighbour, neighbour_factor = _adjacency(
+        nodes.numel(),
+        local.index_select(0, first.index_select(0, inside)),
+        local.index_select(0, second.index_select(0, inside)),
+        factor.index_select(0, inside),
+    )
+    values = scores.index_select(0, nodes)
+    values.masked_fill_(~(values >= score_threshold), -torch.inf)
+    starts, ends = offsets.tolist(), (offsets + counts).tolist()
+    chosen, chosen_scores = [], []
+    while True:
+        best = int(values.argmax())
+        best_score = values[best].item()
+        if best_score == -torch.inf:
+            break
+        chosen.append(best)
+        chosen_scores.append(best_score)
+        values[best] = -torch.inf
+        targets = neighbour[starts[best] : ends[best]]
+        decayed = values.index_select(0, targets).mul_(neighbour_factor[starts[best] : ends[best]])
+        values.index_copy_(0, targets, decayed.masked_fill_(~(decayed >= score_threshold), -torch.inf))
+    ids = torch.tensor(chosen, dtype=torch.int64, device=scores.device)
+    return nodes.index_select(0, ids), torch.tensor(chosen_scores, dtype=scores.dtype, device=scores.device)
 
 
 def _sequential(
