@@ -224,7 +224,8 @@ class _RoIPoolFunction(torch.autograd.Function):
         # Results come in sorted order and go back to bin order; for the gradient that is the order of
         # torchvision's accumulation, so that cells shared by several bins sum their gradients alike.
         sorted_results = _gather_kinds(tables, lookup, kind, order, columns, spare)
-        output, *target = (torch.empty_like(part).index_copy_(0, order, part) for part in sorted_results)
+        inverse = torch.empty_like(order).scatter_(0, order, torch.arange(len(order), device=order.device))
+        output, *target = (part.index_select(0, inverse) for part in sorted_results)
         del sorted_results, tables  # (peak memory)
         if output.dtype == torch.long:  # packed keys
             output, *target = _unpack_(output)
