@@ -40,6 +40,7 @@ __all__ = ["RoIPool", "roi_pool"]
 
 _MAX_LEVEL = 3  # blocks up to 8 cells a side; longer bins use more (overlapping) blocks
 _TABLE_COST = 3  # building one table costs about this many block lookups per map cell (measured)
+_OP_COST = 1000  # and one more gather (a tensor op) about this many lookups
 _CHUNK_ELEMENTS = 1 << 24  # bound the gathered [lookups, C] working set
 
 
@@ -174,18 +175,22 @@ def _choose_levels(
     """Largest block levels ``(ly, lx)`` to tabulate: the fewest table cells plus block lookups.
 
     Each extra table costs about ``_TABLE_COST`` lookups per map cell; each bin needs
-    ``ceil(h / 2^ly) · ceil(w / 2^lx)`` lookups, summed over bins as (per-RoI row counts) · (column counts).
+    ``ceil(h / 2^ly) · ceil(w / 2^lx)`` lookups, summed over bins as (per-RoI row counts) · (column counts);
+    each group of bins with the same block counts costs one gather op per block (``_OP_COST`` lookups).
     """
-    per_axis = []
+    per_axis, ops = [], []
     for low, high in (y_bins, x_bins):
-        longest = int((high - low).max()) if low.numel() else 1
-        top = min(max(longest, 1).bit_length() - 1, _MAX_LEVEL)
+        longest = max(int((high - low).max()) if low.numel() else 1, 1)
+        top = min(longest.bit_length() - 1, _MAX_LEVEL)
         levels = torch.arange(top + 1, device=low.device)
         per_axis.append(_count(low[..., None], high[..., None], levels).sum(1).double())  # [K, levels]
-    lookups = per_axis[0].t() @ per_axis[1]  # [Ly, Lx]: total lookups if those levels are the largest
+        most = torch.tensor([-(-longest // (1 << level)) for level in range(top + 1)], dtype=torch.float64)
+        ops.append(most * (most + 1) / 2)  # gathers if every block count up to the largest occurs
+    lookups = per_axis[0].t().cpu() @ per_axis[1].cpu()  # [Ly, Lx]: total lookups with those top levels
     y_levels = torch.arange(lookups.shape[0], dtype=torch.float64)[:, None]
     x_levels = torch.arange(lookups.shape[1], dtype=torch.float64)[None, :]
     cost = lookups + ((y_levels + 1) * (x_levels + 1) - 1) * _TABLE_COST * cells
+    cost += ops[0][:, None] * ops[1][None, :] * _OP_COST
     best = int(cost.argmin())
     return best // lookups.shape[1], best % lookups.shape[1]
 
