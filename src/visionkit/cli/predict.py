@@ -14,16 +14,14 @@ from typing import Any
 
 import click
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from torch import Tensor
 
 from visionkit.data.datasets import DatasetError, LabelMap, read_image
 from visionkit.data.datasets.records import image_ids_from_names
+from visionkit.viz import draw_boxes, to_pil
 
 __all__ = ["coco_results", "draw_detections", "predict"]
-
-#: outline colours cycled by label
-PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45")
 
 
 def draw_detections(
@@ -35,25 +33,27 @@ def draw_detections(
 ) -> Image.Image:
     """Draw boxes with ``name score`` captions on a ``Tensor[3, H, W]`` image in [0, 1] (enlarged ``scale``×).
 
+    A thin wrapper over :func:`visionkit.viz.draw_boxes` that enlarges small images first so the captions
+    stay legible.
+
     Example:
         >>> picture = draw_detections(torch.rand(3, 32, 32), {"boxes": torch.tensor([[2.0, 2, 20, 20]]),
         ...     "scores": torch.tensor([0.9]), "labels": torch.tensor([0])}, ["circle"])
         >>> picture.size
         (32, 32)
     """
-    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    picture = Image.fromarray(array)
+    picture = to_pil(image)
     if scale != 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
-    draw = ImageDraw.Draw(picture)
-    for box, score, label in zip(detection["boxes"], detection["scores"], detection["labels"], strict=True):
-        if float(score) < score_threshold:
-            continue
-        colour = PALETTE[int(label) % len(PALETTE)]
-        x1, y1, x2, y2 = (float(v) * scale for v in box)
-        draw.rectangle((x1, y1, x2, y2), outline=colour, width=max(1, scale))
-        draw.text((x1 + 2, y1 + 1), f"{names[int(label)]} {float(score):.2f}", fill=colour)
-    return picture
+    return draw_boxes(
+        picture,
+        detection["boxes"].detach().float().cpu() * scale,
+        detection["labels"],
+        detection["scores"],
+        class_names=list(names),
+        width=max(1, scale),
+        score_threshold=score_threshold,
+    )
 
 
 def coco_results(detection: dict[str, Tensor], image_id: int, label_map: LabelMap) -> list[dict[str, Any]]:
