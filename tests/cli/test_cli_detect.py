@@ -43,6 +43,14 @@ def test_train_detect_writes_a_run_folder_and_predict_uses_it(tmp_path: Path, mo
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"AP", "AP50", "VOC07_mAP", "VOC12_mAP", "train_loss"} <= set(metrics)
     assert LabelMap.load(run / "label_map.json").names == ("circle", "square", "triangle")
+    # `eval detect` rebuilds the run's validation split from config.json: same weights, same numbers
+    result = runner.invoke(
+        main, ["eval", "detect", f"weights={run / 'model.pt'}", "--json", str(tmp_path / "e.json")]
+    )
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads((tmp_path / "e.json").read_text())
+    for key in ("AP", "AP50", "AP75", "VOC07_mAP", "VOC12_mAP"):
+        assert evaluated[key] == pytest.approx(metrics[key], abs=1e-12), key
     images = export_shapes(ShapesDataset(2, seed=5), tmp_path / "shapes", ("yolo",))["yolo"] / "images"
     files = sorted(str(p) for p in images.iterdir())
     result = runner.invoke(main, ["predict", *files, "--weights", str(run / "model.pt"), "--out",
@@ -89,3 +97,10 @@ def test_recipe_data_and_format_must_agree(tmp_path: Path) -> None:
     train, val, label_map = build_datasets(DetectRecipe(data=str(annotation), data_format="coco", hflip=0.0))
     assert len(train) == len(val) == 3 and label_map.names == ("circle", "square", "triangle")
     assert torch.equal(train[1][1]["boxes"], ShapesDataset(3, seed=2)[1][1]["boxes"])
+
+
+def test_eval_detect_needs_weights_and_rejects_unknown_keys(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["eval", "detect", "data=shapes"])
+    assert result.exit_code == 2 and "weights=" in result.output
+    result = CliRunner().invoke(main, ["eval", "detect", f"weights={tmp_path / 'missing.pt'}"])
+    assert result.exit_code == 1 and "cannot load detector weights" in result.output

@@ -1,4 +1,8 @@
-"""``visionkit eval``: score a COCO results file against COCO ground truth (COCO, VOC07 or VOC12 AP)."""
+"""``visionkit eval``: score a COCO results file against COCO ground truth (COCO, VOC07 or VOC12 AP).
+
+``visionkit eval DETECTIONS --gt GT`` scores a results file; ``visionkit eval detect weights=...`` runs a
+trained detector on a dataset first (:mod:`visionkit.cli.eval_detect`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ from typing import Any
 
 import click
 
-__all__ = ["evaluate", "run_evaluation"]
+from visionkit.cli.eval_detect import detect
+
+__all__ = ["EvalGroup", "evaluate", "evaluate_file", "run_evaluation"]
 
 
 def run_evaluation(detections: str, ground_truth: str, metric: str, iou: float) -> tuple[Any, dict[str, Any]]:
@@ -118,7 +124,7 @@ def _plot(result: Any, metric: str, iou: float, path: Path) -> None:
     plt.close(figure)
 
 
-@click.command("eval")
+@click.command("file", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("detections", type=click.Path(dir_okay=False))
 @click.option(
     "--gt",
@@ -147,7 +153,7 @@ def _plot(result: Any, metric: str, iou: float, path: Path) -> None:
 @click.option(
     "--plot", "plot_path", type=click.Path(dir_okay=False), help="Write precision-recall curves (PNG)."
 )
-def evaluate(
+def evaluate_file(
     detections: str, ground_truth: str, metric: str, iou: float, json_path: str | None, plot_path: str | None
 ) -> None:
     """Evaluate DETECTIONS (a COCO results JSON list) against --gt ground truth."""
@@ -167,3 +173,24 @@ def evaluate(
         except ValueError as error:
             raise click.ClickException(str(error)) from error
         click.echo(f"wrote {plot_path}")
+
+
+class EvalGroup(click.Group):
+    """``eval`` with subcommands, where a first argument that names no subcommand means ``eval file``."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["file", *args]
+        return super().resolve_command(ctx, args)
+
+
+@click.group("eval", cls=EvalGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def evaluate() -> None:
+    """Evaluate detections: a COCO results file (`eval DETECTIONS --gt GT`) or a trained detector
+    (`eval detect weights=RUN/model.pt [data=...]`)."""
+
+
+evaluate.add_command(evaluate_file)
+evaluate.add_command(detect)
