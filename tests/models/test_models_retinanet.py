@@ -255,3 +255,22 @@ def test_post_processing_suppresses_or_decays_overlapping_same_class_boxes(metho
             sorted([0.9, 0.7, 0.6, decayed], reverse=True)
         )
     assert bool((result["scores"][:-1] >= result["scores"][1:]).all())
+
+
+@pytest.mark.parametrize("name", ["retinanet_vgg16_fpn", "fasterrcnn_vgg16_fpn"])
+def test_vgg16_backbone_detectors_train_and_detect(name: str) -> None:
+    """The VGG backbone swaps in like ResNet and MobileNetV2: finite losses that reach every trainable
+    parameter, and the evaluation contract."""
+    torch.manual_seed(0)
+    small = {"fpn_channels": 16, "anchor_sizes": (16, 32, 64, 128, 256)}
+    extra = {"head_convs": 1} if name.startswith("retina") else {"representation_size": 32}
+    model = create_model(name, num_classes=3, **small, **extra)
+    image = torch.rand(3, 64, 64)
+    target = {"boxes": torch.tensor([[8.0, 8.0, 40.0, 36.0]]), "labels": torch.tensor([1])}
+    losses = model.train()([image], [target])
+    assert losses and all(torch.isfinite(value) for value in losses.values())
+    sum(losses.values()).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing[:5]
+    (output,) = model.eval()([image])
+    assert set(output) >= {"boxes", "scores", "labels"} and output["boxes"].shape[-1] == 4

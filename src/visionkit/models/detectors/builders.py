@@ -13,6 +13,7 @@ from typing import Any
 from visionkit.models.backbones.base import Backbone
 from visionkit.models.backbones.mobilenet import mobilenet_v2
 from visionkit.models.backbones.resnet import resnet50
+from visionkit.models.backbones.vgg import vgg16, vgg16_bn
 from visionkit.models.detectors.faster_rcnn import FasterRCNN
 from visionkit.models.detectors.retinanet import RetinaNet
 from visionkit.models.detectors.roi_heads import MultiScaleRoIPooler, RoIHeads
@@ -29,8 +30,10 @@ __all__ = [
     "build_retinanet",
     "fasterrcnn_mobilenet_v2_fpn",
     "fasterrcnn_resnet50_fpn",
+    "fasterrcnn_vgg16_fpn",
     "retinanet_mobilenet_v2_fpn",
     "retinanet_resnet50_fpn",
+    "retinanet_vgg16_fpn",
 ]
 
 
@@ -186,4 +189,55 @@ def fasterrcnn_resnet50_fpn(
         rpn_pre_nms_top_n=rpn_pre_nms_top_n, rpn_post_nms_top_n=rpn_post_nms_top_n,
         box_batch_size_per_image=box_batch_size_per_image, score_threshold=score_threshold,
         nms_method=nms_method, nms_threshold=nms_threshold, detections_per_image=detections_per_image,
+    )  # fmt: skip
+
+
+def _vgg16_features(batch_norm: bool) -> Backbone:
+    return (vgg16_bn if batch_norm else vgg16)(features_only=True)
+
+
+@register_model("retinanet_vgg16_fpn")
+def retinanet_vgg16_fpn(
+    *,
+    num_classes: int = 91,
+    batch_norm: bool = True,
+    fpn_channels: int = 256,
+    head_convs: int = 4,
+    head_norm: str | None = None,
+    anchor_sizes: Sequence[float] = (32, 64, 128, 256, 512),
+    score_threshold: float = 0.05,
+    nms_method: str = "hard",
+    nms_threshold: float = 0.5,
+    detections_per_image: int = 100,
+) -> RetinaNet:
+    """RetinaNet with a VGG-16 backbone (``batch_norm=True``: VGG-16-BN) and FPN P3–P7 (§14's backbone)."""
+    return build_retinanet(
+        _vgg16_features(batch_norm), num_classes=num_classes, fpn_channels=fpn_channels,
+        head_convs=head_convs, head_norm=head_norm, anchor_sizes=anchor_sizes,
+        score_threshold=score_threshold,
+        nms_method=nms_method, nms_threshold=nms_threshold, detections_per_image=detections_per_image,
+    )  # fmt: skip
+
+
+@register_model("fasterrcnn_vgg16_fpn")
+def fasterrcnn_vgg16_fpn(
+    *,
+    num_classes: int = 91,
+    batch_norm: bool = True,
+    fpn_channels: int = 256,
+    representation_size: int = 1024,
+    anchor_sizes: Sequence[float] = (32, 64, 128, 256, 512),
+    roi_op: str = "align",
+    score_threshold: float = 0.05,
+    nms_method: str = "hard",
+    nms_threshold: float = 0.5,
+    detections_per_image: int = 100,
+) -> FasterRCNN:
+    """Faster R-CNN with a VGG-16 backbone (``batch_norm=True``: VGG-16-BN) and FPN, as in the original
+    Faster R-CNN paper's VGG-16 setting plus FPN; ``roi_op="pool"`` gives its RoI Pooling."""
+    return build_faster_rcnn(
+        _vgg16_features(batch_norm), num_classes=num_classes, fpn_channels=fpn_channels,
+        representation_size=representation_size, anchor_sizes=anchor_sizes, roi_op=roi_op,
+        score_threshold=score_threshold, nms_method=nms_method, nms_threshold=nms_threshold,
+        detections_per_image=detections_per_image,
     )  # fmt: skip
