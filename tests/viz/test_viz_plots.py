@@ -23,7 +23,8 @@ def _png_ok(path: Path) -> None:
 
 
 def test_pr_curves_from_coco_result(tmp_path: Path) -> None:
-    targets = [{"boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]), "labels": torch.tensor([0, 1])}]
+    targets = [{"boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]), "labels": torch.tensor([0, 1]),
+                "area": torch.tensor([100.0, 100.0])}]  # fmt: skip
     predictions = [{"boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 29, 30], [40, 40, 50, 50]]),
                     "scores": torch.tensor([0.9, 0.8, 0.7]), "labels": torch.tensor([0, 1, 1])}]  # fmt: skip
     result = evaluate_coco(predictions, targets, num_classes=3)
