@@ -11,6 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nms_references import ref_iou, ref_nms
 
 import visionkit.ops._nms_core as core
 from visionkit.ops._overlap_pairs import overlap_pairs, sparse_greedy
@@ -22,28 +23,6 @@ GOLDEN = Path(__file__).resolve().parents[1] / "data" / "torchvision_boxes_golde
 
 
 # ---------------------------------------------------------------- reference
-def ref_iou(a: list[float], b: list[float]) -> float:
-    """Same arithmetic as the library (IEEE float64 when boxes are float64)."""
-    width = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0)
-    height = max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
-    inter = width * height
-    area_a = max(a[2] - a[0], 0.0) * max(a[3] - a[1], 0.0)
-    area_b = max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0)
-    union = area_a + area_b - inter
-    return inter / union if union > 0 else 0.0
-
-
-def ref_nms(boxes, scores, threshold, labels=None) -> list[int]:
-    """The textbook loop: visit by (score desc, index asc); keep unless a kept box of the same label
-    has IoU > threshold."""
-    boxes, scores = boxes.tolist(), scores.tolist()
-    labels = [0] * len(boxes) if labels is None else labels.tolist()
-    order = sorted(range(len(boxes)), key=lambda i: (-scores[i], i))
-    kept: list[int] = []
-    for i in order:
-        if all(labels[k] != labels[i] or ref_iou(boxes[k], boxes[i]) <= threshold for k in kept):
-            kept.append(i)
-    return kept
 
 
 def clustered(num_boxes: int, seed: int, dtype=torch.float64, num_labels: int = 1, scale: float = 1.0):

@@ -4,51 +4,17 @@ from __future__ import annotations
 
 import doctest
 import importlib
-import math
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nms_references import ref_soft_nms
 
 import visionkit.ops._nms_core as core
 from visionkit.ops.soft_nms import SoftNMS, batched_soft_nms, soft_nms
 
 soft_module = importlib.import_module("visionkit.ops.soft_nms")  # `ops.soft_nms` is the function
-
-
-def ref_iou(a: list[float], b: list[float]) -> float:
-    width = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0)
-    height = max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
-    inter = width * height
-    union = (
-        max(a[2] - a[0], 0.0) * max(a[3] - a[1], 0.0) + max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0) - inter
-    )
-    return inter / union if union > 0 else 0.0
-
-
-def ref_soft_nms(boxes, scores, method="linear", sigma=0.5, nt=0.3, score_threshold=0.001, labels=None):
-    """The loop: select the best remaining box (lower index on ties), decay the others, drop the weak."""
-    boxes, s = boxes.tolist(), scores.tolist()
-    labels = [0] * len(boxes) if labels is None else labels.tolist()
-    remaining = [i for i in range(len(boxes)) if s[i] >= score_threshold]
-    kept, kept_scores = [], []
-    while remaining:
-        best = max(remaining, key=lambda i: (s[i], -i))
-        kept.append(best)
-        kept_scores.append(s[best])
-        remaining.remove(best)
-        for i in remaining:
-            if labels[i] != labels[best]:
-                continue
-            iou = ref_iou(boxes[best], boxes[i])
-            if method == "linear":
-                if iou > nt:
-                    s[i] *= 1 - iou
-            else:
-                s[i] *= math.exp(-(iou * iou) / sigma)
-        remaining = [i for i in remaining if s[i] >= score_threshold]
-    return kept, kept_scores
 
 
 def clustered(num_boxes: int, seed: int, num_labels: int = 1):
