@@ -19,16 +19,6 @@ TINY = ["num_train=8", "num_val=4", "image_size=64", "epochs=1", "batch_size=4",
         "fpn_channels=16", "head_convs=1", "representation_size=32", "warmup_steps=1"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: several test processes share 2 cores, and oversubscribed OpenMP threads make
-    these small convolutions 10× slower; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["retinanet_mobilenet_v2_fpn", "fasterrcnn_mobilenet_v2_fpn"])
 def test_train_detect_writes_a_run_folder_and_predict_uses_it(tmp_path: Path, model: str) -> None:

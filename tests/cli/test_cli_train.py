@@ -14,14 +14,6 @@ from visionkit.engine.checkpoint import list_checkpoints
 from visionkit.engine.classify import ClassifyRecipe, train_classifier
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_classify_writes_run_folder_and_resumes(tmp_path: Path) -> None:
     run = tmp_path / "run"
     arguments = [

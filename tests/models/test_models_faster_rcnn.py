@@ -32,16 +32,6 @@ SMALL = {"num_classes": 3, "width_multiplier": 0.35, "fpn_channels": 32, "repres
 EMPTY = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: several test processes share 2 cores, and oversubscribed OpenMP threads make
-    these small convolutions 10× slower; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _small_model(**overrides) -> FasterRCNN:
     torch.manual_seed(0)
     return create_model("fasterrcnn_mobilenet_v2_fpn", **{**SMALL, **overrides})

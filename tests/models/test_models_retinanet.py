@@ -19,16 +19,6 @@ SMALL = {"num_classes": 3, "width_multiplier": 0.35, "fpn_channels": 32, "head_c
          "anchor_sizes": (16, 32, 64, 128, 256)}  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: several test processes share 2 cores, and oversubscribed OpenMP threads make
-    these small convolutions 10× slower; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _small_model(**overrides) -> RetinaNet:
     torch.manual_seed(0)
     return create_model("retinanet_mobilenet_v2_fpn", **{**SMALL, **overrides})
