@@ -11,46 +11,15 @@ from 1 and the update uses the bias-corrected moments, as in Kingma & Ba (2015),
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
-from torch.optim import Optimizer
+
+from visionkit.engine.optim.base import StepOptimizer, check_range
 
 
-def _check(name: str, value: float, low: float, high: float | None = None, *, open_low: bool = False) -> None:
-    ok = value > low if open_low else value >= low
-    if high is not None:
-        ok = ok and value < high
-    if not ok:
-        bound = f"{'>' if open_low else '>='} {low}" + (f" and < {high}" if high is not None else "")
-        raise ValueError(f"{name} must be {bound}, got {value}")
-
-
-class _StepOptimizer(Optimizer):
-    """Shared ``step``: evaluate the closure, then call ``_update`` for every parameter with a gradient."""
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:  # type: ignore[override]
-        """Take one step; ``closure`` (optional) re-evaluates the loss and returns it."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                if param.grad.is_sparse:
-                    raise TypeError(f"{type(self).__name__} does not support sparse gradients")
-                self._update(param, group)
-        return loss
-
-    def _update(self, param: torch.Tensor, group: dict[str, Any]) -> None:
-        raise NotImplementedError
-
-
-class Adagrad(_StepOptimizer):
+class Adagrad(StepOptimizer):
     r"""Adagrad (Duchi et al., 2011): divide by the root of the *sum* of all past squared gradients.
 
     :math:`G_t = G_{t-1} + g_t^2`, :math:`x_{t+1} = x_t - \frac{\alpha_t}{\sqrt{G_t} + \epsilon} g_t`,
@@ -75,14 +44,14 @@ class Adagrad(_StepOptimizer):
         initial_accumulator_value: float = 0.0,
         eps: float = 1e-10,
     ) -> None:
-        _check("lr", lr, 0.0, open_low=True)
+        check_range("lr", lr, 0.0, open_low=True)
         for name, value in (
             ("lr_decay", lr_decay),
             ("weight_decay", weight_decay),
             ("initial_accumulator_value", initial_accumulator_value),
             ("eps", eps),
         ):
-            _check(name, value, 0.0)
+            check_range(name, value, 0.0)
         defaults = {
             "lr": lr,
             "lr_decay": lr_decay,
@@ -109,7 +78,7 @@ class Adagrad(_StepOptimizer):
         param.addcdiv_(grad, denominator, value=-step_lr)
 
 
-class RMSprop(_StepOptimizer):
+class RMSprop(StepOptimizer):
     r"""RMSprop (Hinton, 2012): divide by the root of a *moving average* of squared gradients.
 
     :math:`s_t = \beta s_{t-1} + (1-\beta) g_t^2`, :math:`x_{t+1} = x_t - \alpha g_t / (\sqrt{s_t} +
@@ -135,10 +104,10 @@ class RMSprop(_StepOptimizer):
         momentum: float = 0.0,
         centered: bool = False,
     ) -> None:
-        _check("lr", lr, 0.0, open_low=True)
-        _check("alpha", alpha, 0.0)
+        check_range("lr", lr, 0.0, open_low=True)
+        check_range("alpha", alpha, 0.0)
         for name, value in (("eps", eps), ("weight_decay", weight_decay), ("momentum", momentum)):
-            _check(name, value, 0.0)
+            check_range(name, value, 0.0)
         defaults = {
             "lr": lr,
             "alpha": alpha,
@@ -181,7 +150,7 @@ class RMSprop(_StepOptimizer):
             param.addcdiv_(grad, average, value=-group["lr"])
 
 
-class Adam(_StepOptimizer):
+class Adam(StepOptimizer):
     r"""Adam (Kingma & Ba, 2015) with bias correction; ``t`` starts at 1.
 
     :math:`m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t`, :math:`v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2`,
@@ -210,11 +179,11 @@ class Adam(_StepOptimizer):
         weight_decay: float = 0.0,
         amsgrad: bool = False,
     ) -> None:
-        _check("lr", lr, 0.0, open_low=True)
-        _check("betas[0]", betas[0], 0.0, 1.0)
-        _check("betas[1]", betas[1], 0.0, 1.0)
-        _check("eps", eps, 0.0)
-        _check("weight_decay", weight_decay, 0.0)
+        check_range("lr", lr, 0.0, open_low=True)
+        check_range("betas[0]", betas[0], 0.0, 1.0)
+        check_range("betas[1]", betas[1], 0.0, 1.0)
+        check_range("eps", eps, 0.0)
+        check_range("weight_decay", weight_decay, 0.0)
         defaults = {
             "lr": lr,
             "betas": tuple(betas),

@@ -13,19 +13,15 @@ the parameters move *against* the gradient, as the formulas above the snippets s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
-from torch.optim import Optimizer
+
+from visionkit.engine.optim.base import StepOptimizer, check_range
 
 
-def _check_non_negative(name: str, value: float) -> None:
-    if not value >= 0.0:  # also rejects NaN
-        raise ValueError(f"{name} must be >= 0, got {value}")
-
-
-class SGD(Optimizer):
+class SGD(StepOptimizer):
     r"""Gradient descent with optional momentum, dampening, Nesterov momentum and L2 weight decay.
 
     With gradient :math:`g_t = \nabla f(x_t) + \lambda x_t` (``weight_decay`` :math:`\lambda`):
@@ -54,6 +50,8 @@ class SGD(Optimizer):
         0.8
     """
 
+    supports_sparse_grad = True  # as before: sparse gradients reach the update
+
     def __init__(
         self,
         params: Iterable[Any],
@@ -66,7 +64,7 @@ class SGD(Optimizer):
         if not lr > 0.0:
             raise ValueError(f"lr must be > 0, got {lr}")
         for name, value in (("momentum", momentum), ("dampening", dampening), ("weight_decay", weight_decay)):
-            _check_non_negative(name, value)
+            check_range(name, value, 0.0)
         if nesterov and (momentum <= 0.0 or dampening != 0.0):
             raise ValueError(
                 f"nesterov=True needs momentum > 0 and dampening == 0, got momentum={momentum}, "
@@ -81,19 +79,6 @@ class SGD(Optimizer):
         }
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:  # type: ignore[override]
-        """Take one step; ``closure`` (optional) re-evaluates the loss and returns it."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                self._update(param, group)
-        return loss
 
     def _update(self, param: torch.Tensor, group: dict[str, Any]) -> None:
         direction = param.grad
