@@ -79,7 +79,6 @@ class SGD(StepOptimizer):
         }
         super().__init__(params, defaults)
 
-
     def _update(self, param: torch.Tensor, group: dict[str, Any]) -> None:
         direction = param.grad
         assert direction is not None
