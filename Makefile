@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test lint bench setup bench-setup clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml setup.py constraints.txt $(wildcard src/visionkit/ops/_native/*)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 
 # The reference environment: torchvision + pycocotools + faster-coco-eval beside a newer torch.
-$(BENCH_STAMP): pyproject.toml constraints-bench.txt
+$(BENCH_STAMP): pyproject.toml setup.py constraints-bench.txt $(wildcard src/visionkit/ops/_native/*)
 	test -x $(BENCH_VENV)/bin/python || $(PY) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install -q -c constraints-bench.txt torch torchvision faster-coco-eval

@@ -20,6 +20,7 @@ from visionkit.ops.nms import NMS, batched_nms, nms
 nms_module = importlib.import_module("visionkit.ops.nms")  # the attribute `ops.nms` is the function
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "torchvision_boxes_golden.json"
+pytestmark = pytest.mark.usefixtures("nms_backend")  # every test: C loops and PyTorch engines
 
 
 # ---------------------------------------------------------------- reference

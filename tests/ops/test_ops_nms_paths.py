@@ -19,6 +19,7 @@ from visionkit.ops.soft_nms import batched_soft_nms, soft_nms
 nms_module = importlib.import_module("visionkit.ops.nms")  # `ops.nms` is the function
 soft_module = importlib.import_module("visionkit.ops.soft_nms")
 pairs_module = importlib.import_module("visionkit.ops._overlap_pairs")
+pytestmark = pytest.mark.usefixtures("torch_engines")  # these are the PyTorch engines' paths
 
 
 def clustered(num_boxes: int, seed: int, per_object: int = 20, spread: float = 300.0, num_labels: int = 1):

@@ -15,6 +15,7 @@ import visionkit.ops._nms_core as core
 from visionkit.ops.soft_nms import SoftNMS, batched_soft_nms, soft_nms
 
 soft_module = importlib.import_module("visionkit.ops.soft_nms")  # `ops.soft_nms` is the function
+pytestmark = pytest.mark.usefixtures("nms_backend")  # every test: C loops and PyTorch engines
 
 
 def clustered(num_boxes: int, seed: int, num_labels: int = 1):

@@ -21,6 +21,8 @@ def collect_info() -> dict[str, object]:
     """
     import numpy
 
+    from visionkit.ops._native_nms import backend_name
+
     cuda = torch.cuda.is_available()
     mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
     return {
@@ -35,6 +37,7 @@ def collect_info() -> dict[str, object]:
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "mps": mps,
         "default_device": "cuda" if cuda else ("mps" if mps else "cpu"),
+        "nms_backend": backend_name(),
     }
 
 

@@ -12,6 +12,11 @@ Semantics shared by every NMS variant of visionkit (hard, batched, soft):
 * Inputs that require grad are fine: the engines run without autograd (the result is indices).
 * Boxes whose score or coordinates are NaN/Inf are dropped with one ``RuntimeWarning`` that counts them
   (inference); with ``strict=True`` (training) a ``ValueError`` names their indices instead.
+* On CPU (float32/float64 boxes) the greedy loop runs in C (:mod:`visionkit.ops._native_nms`, built at
+  install time; ``VISIONKIT_NATIVE=0`` turns it off): boxes indexed by width octave, label and x1, every
+  kept box visits only the still-alive boxes that can reach the threshold with it (a geometric bound).
+  Elsewhere, or when the C kernels are not built, the PyTorch engines below run; both give identical
+  results (same IoU arithmetic in the same dtype).
 * No N×N matrix is built (memory stays bounded for any N). Single-class NMS runs "kept-first": alive
   boxes are taken by rank a block at a time, each block is resolved densely and its kept boxes suppress
   later boxes found through a spatial hash (:mod:`visionkit.ops._nms_core`). Class-aware NMS over many
@@ -29,6 +34,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from visionkit.ops import _native_nms
 from visionkit.ops._nms_core import dense_greedy, spatial_greedy
 from visionkit.ops._overlap_pairs import sparse_greedy
 from visionkit.ops._validate import (
@@ -98,8 +104,11 @@ def working_boxes(boxes: Tensor) -> Tensor:
 
 @torch.no_grad()  # indices only: no autograd graph, no grad-tracking warnings
 def _greedy(boxes: Tensor, threshold: float, labels: Tensor | None) -> Tensor:
-    """Keep mask over ranked boxes: dense when small; else kept-first for one class, the overlap graph
-    for many classes (few suppressing pairs); dense when the grid cannot hold the coordinates."""
+    """Keep mask over ranked boxes: the C loop on CPU when built; else dense when small, kept-first for
+    one class, the overlap graph for many classes (few suppressing pairs), dense when the grid cannot hold
+    the coordinates."""
+    if _native_nms.usable(boxes):
+        return _native_nms.greedy_keep(boxes, threshold, labels)
     keep = None
     if boxes.shape[0] > _DENSE_MAX:
         engine = spatial_greedy if labels is None else sparse_greedy
@@ -182,6 +191,8 @@ def batched_nms(
     if order.numel() == 0:
         return order
     ranked_boxes, ranked_labels = working_boxes(boxes)[order], labels[order]
+    if strategy == "auto" and _native_nms.usable(ranked_boxes):
+        strategy = "offset"  # the C loop indexes boxes by label: one pass is always cheapest
     if strategy == "auto":
         num_classes = int(torch.unique(labels).numel())
         strategy = "per_class" if order.numel() >= _PER_CLASS_MIN_AVERAGE * num_classes else "offset"

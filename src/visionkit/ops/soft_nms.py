@@ -14,7 +14,10 @@ score_threshold``. Ties in score select the lower index first. The decayed score
 detached (no autograd through post-processing). NaN/Inf handling as in
 :mod:`visionkit.ops.nms`.
 
-Algorithm (exactly the sequential loop, vectorised): the interaction graph (pairs with IoU > N_t for
+Algorithm. On CPU the loop itself runs in C (:mod:`visionkit.ops._native_nms`): a tournament tree gives the
+best alive box, and a spatial index (width octave, label, x1) the alive boxes that interact with it.
+Otherwise (other devices, or no C kernels) the PyTorch engine runs exactly the sequential loop, vectorised:
+the interaction graph (pairs with IoU > N_t for
 linear, IoU > 0 for gaussian) is enumerated without an N×N matrix (an x-sorted tile sweep, or the size-
 levelled grid of :mod:`visionkit.ops._overlap_pairs` when the sweep would meet too many candidates) and
 split into connected components, which never decay each other. Lone boxes are selected at their score;
@@ -38,6 +41,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from visionkit.ops import _native_nms
 from visionkit.ops._nms_core import _expand_ranges, block_iou, box_columns
 from visionkit.ops._overlap_pairs import connected_components, overlap_pairs, sweep_pairs
 from visionkit.ops._validate import check_real_number
@@ -355,6 +359,11 @@ def _soft_nms(boxes: Tensor, scores: Tensor, labels: Tensor | None, settings: tu
     boxes = working_boxes(boxes)
     if scores.dtype in (torch.float16, torch.bfloat16):
         scores = scores.float()
+    if scores.dtype == boxes.dtype and _native_nms.usable(boxes, scores):
+        gaussian = method == "gaussian"
+        return _native_nms.soft_nms_loop(
+            boxes, scores, labels, gaussian, sigma, iou_threshold, score_threshold
+        )
     candidates = (scores >= score_threshold).nonzero().squeeze(1)
     boxes, scores = boxes[candidates], scores[candidates]
     labels = None if labels is None else labels[candidates]

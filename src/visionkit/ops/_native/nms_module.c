@@ -1,0 +1,279 @@
+/* visionkit.ops._nms_native: the sequential greedy loops of hard NMS and Soft-NMS in C, for CPU tensors.
+ *
+ * Greedy NMS and the Soft-NMS loop are inherently sequential (each decision depends on the previous
+ * ones); in eager PyTorch every step costs a few tensor operations, so the Python engines
+ * (visionkit.ops._nms_core, visionkit.ops.soft_nms) vectorise around that and pay ~100 small ops per
+ * call. These kernels run the loops themselves over a spatial index, with the torch engines' exact
+ * IoU arithmetic (nms_impl.h). Python passes tensor data pointers (contiguous CPU tensors it owns for
+ * the duration of the call); the GIL is released while a kernel runs. No Python object is touched
+ * outside the argument parsing.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Relative slack on every geometric bound (far above the rounding of a float32 IoU). */
+#define VK_SLACK 1e-2
+
+/* ------------------------------------------------------------------------------------ spatial index */
+typedef struct {
+    int64_t size;          /* indexed boxes (positive area) */
+    int64_t *box;          /* box id at each sorted position */
+    double *x1;            /* x1 at each sorted position */
+    int64_t *label;        /* label at each sorted position (NULL: one class) */
+    int64_t *position;     /* sorted position of each box id, -1 when not indexed */
+    int64_t *parent;       /* "next alive position" union-find over size + 1 slots */
+    int num_levels;        /* width octaves present */
+    int64_t *level_start;  /* num_levels + 1 sorted-position bounds */
+    double *level_min_width;
+    double *level_max_width;
+} vk_index;
+
+typedef struct {
+    int level;
+    int64_t label;
+    double x1;
+    int64_t box;
+} vk_entry;
+
+static inline int vk_entry_less(const vk_entry *a, const vk_entry *b)
+{
+    if (a->level != b->level) return a->level < b->level;
+    if (a->label != b->label) return a->label < b->label;
+    return a->x1 < b->x1;
+}
+
+/* Stable bottom-up merge sort by (level, label, x1): entries are created in box order, so equal keys
+ * stay in box order. An inline comparison makes it ~3x faster than qsort here. */
+static int vk_sort_entries(vk_entry *entries, int64_t size)
+{
+    vk_entry *buffer = malloc((size_t)(size ? size : 1) * sizeof(vk_entry));
+    if (!buffer) return -1;
+    vk_entry *from = entries, *to = buffer;
+    for (int64_t width = 1; width < size; width *= 2) {
+        for (int64_t lo = 0; lo < size; lo += 2 * width) {
+            int64_t mid = lo + width < size ? lo + width : size;
+            int64_t hi = lo + 2 * width < size ? lo + 2 * width : size;
+            int64_t a = lo, b = mid, k = lo;
+            while (a < mid && b < hi) to[k++] = vk_entry_less(&from[b], &from[a]) ? from[b++] : from[a++];
+            while (a < mid) to[k++] = from[a++];
+            while (b < hi) to[k++] = from[b++];
+        }
+        vk_entry *swap = from;
+        from = to;
+        to = swap;
+    }
+    if (from != entries) memcpy(entries, from, (size_t)size * sizeof(vk_entry));
+    free(buffer);
+    return 0;
+}
+
+static void vk_index_free(vk_index *index)
+{
+    free(index->box);
+    free(index->x1);
+    free(index->label);
+    free(index->position);
+    free(index->parent);
+    free(index->level_start);
+    free(index->level_min_width);
+    free(index->level_max_width);
+    memset(index, 0, sizeof(*index));
+}
+
+/* Index boxes with width[i] > 0 by (width octave, label, x1). Returns 0, or -1 when out of memory. */
+static int vk_index_build(vk_index *index, int64_t n, const double *x1, const double *width,
+                          const int64_t *labels)
+{
+    memset(index, 0, sizeof(*index));
+    size_t slots = (size_t)(n ? n : 1);
+    vk_entry *entries = malloc(slots * sizeof(vk_entry));
+    index->position = malloc(slots * sizeof(int64_t));
+    if (!entries || !index->position) goto fail;
+    int64_t size = 0;
+    for (int64_t i = 0; i < n; i++) {
+        index->position[i] = -1;
+        if (!(width[i] > 0)) continue;
+        int exponent;
+        frexp(width[i], &exponent);
+        entries[size].level = exponent;
+        entries[size].label = labels ? labels[i] : 0;
+        entries[size].x1 = x1[i];
+        entries[size++].box = i;
+    }
+    if (vk_sort_entries(entries, size) != 0) goto fail;
+    index->size = size;
+    index->box = malloc((size_t)(size ? size : 1) * sizeof(int64_t));
+    index->x1 = malloc((size_t)(size ? size : 1) * sizeof(double));
+    index->parent = malloc((size_t)(size + 1) * sizeof(int64_t));
+    if (labels) index->label = malloc((size_t)(size ? size : 1) * sizeof(int64_t));
+    int num_levels = 0;
+    for (int64_t p = 0; p < size; p++)
+        num_levels += p == 0 || entries[p].level != entries[p - 1].level;
+    index->level_start = malloc((size_t)(num_levels + 1) * sizeof(int64_t));
+    index->level_min_width = malloc((size_t)(num_levels ? num_levels : 1) * sizeof(double));
+    index->level_max_width = malloc((size_t)(num_levels ? num_levels : 1) * sizeof(double));
+    if (!index->box || !index->x1 || !index->parent || (labels && !index->label) || !index->level_start ||
+        !index->level_min_width || !index->level_max_width)
+        goto fail;
+    int level = -1;
+    for (int64_t p = 0; p < size; p++) {
+        int64_t i = entries[p].box;
+        if (p == 0 || entries[p].level != entries[p - 1].level) {
+            index->level_start[++level] = p;
+            index->level_min_width[level] = index->level_max_width[level] = width[i];
+        }
+        if (width[i] < index->level_min_width[level]) index->level_min_width[level] = width[i];
+        if (width[i] > index->level_max_width[level]) index->level_max_width[level] = width[i];
+        index->box[p] = i;
+        index->x1[p] = entries[p].x1;
+        if (labels) index->label[p] = entries[p].label;
+        index->position[i] = p;
+        index->parent[p] = p;
+    }
+    index->parent[size] = size;
+    index->num_levels = num_levels;
+    index->level_start[num_levels] = size;
+    free(entries);
+    return 0;
+fail:
+    free(entries);
+    vk_index_free(index);
+    return -1;
+}
+
+/* The first alive sorted position >= p (index->size when none); path halving. */
+static inline int64_t vk_find(vk_index *index, int64_t p)
+{
+    int64_t *parent = index->parent;
+    while (parent[p] != p) {
+        parent[p] = parent[parent[p]];
+        p = parent[p];
+    }
+    return p;
+}
+
+static inline void vk_remove(vk_index *index, int64_t p) { index->parent[p] = p + 1; }
+
+/* First position of `level` with this label and x1 >= left; *end = end of that (level, label) run. */
+static int64_t vk_window_start(const vk_index *index, int level, int64_t label, double left, int64_t *end)
+{
+    int64_t lo = index->level_start[level], hi = index->level_start[level + 1];
+    if (index->label) {
+        int64_t a = lo, b = hi; /* first position with label >= label */
+        while (a < b) {
+            int64_t mid = a + (b - a) / 2;
+            if (index->label[mid] < label) a = mid + 1; else b = mid;
+        }
+        lo = a;
+        b = hi; /* first position with label > label */
+        while (a < b) {
+            int64_t mid = a + (b - a) / 2;
+            if (index->label[mid] <= label) a = mid + 1; else b = mid;
+        }
+        hi = a;
+    }
+    *end = hi;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (index->x1[mid] < left) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+typedef struct {
+    int64_t size;
+    int64_t *node;
+} vk_tree;
+
+/* ------------------------------------------------------------------------- kernels, once per type */
+#define FN(name) name##_f32
+#define T float
+#include "nms_impl.h"
+#undef T
+#undef FN
+#define FN(name) name##_f64
+#define T double
+#include "nms_impl.h"
+#undef T
+#undef FN
+
+/* --------------------------------------------------------------------------------- Python bindings */
+enum { VK_FLOAT32 = 0, VK_FLOAT64 = 1 };
+
+static PyObject *py_nms(PyObject *self, PyObject *args)
+{
+    int dtype;
+    unsigned long long boxes, labels, keep;
+    Py_ssize_t n;
+    double threshold;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iKnKdK", &dtype, &boxes, &n, &labels, &threshold, &keep)) return NULL;
+    if (dtype != VK_FLOAT32 && dtype != VK_FLOAT64) {
+        PyErr_SetString(PyExc_ValueError, "dtype code must be 0 (float32) or 1 (float64)");
+        return NULL;
+    }
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    if (dtype == VK_FLOAT64)
+        status = nms_f64((const double *)(uintptr_t)boxes, n, (const int64_t *)(uintptr_t)labels, threshold,
+                         (uint8_t *)(uintptr_t)keep);
+    else
+        status = nms_f32((const float *)(uintptr_t)boxes, n, (const int64_t *)(uintptr_t)labels, threshold,
+                         (uint8_t *)(uintptr_t)keep);
+    Py_END_ALLOW_THREADS
+    if (status != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_soft_nms(PyObject *self, PyObject *args)
+{
+    int dtype, gaussian;
+    unsigned long long boxes, scores, labels, out_ids, out_scores;
+    Py_ssize_t n;
+    double sigma, iou_threshold, score_threshold;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iKKnKpdddKK", &dtype, &boxes, &scores, &n, &labels, &gaussian, &sigma,
+                          &iou_threshold, &score_threshold, &out_ids, &out_scores))
+        return NULL;
+    if (dtype != VK_FLOAT32 && dtype != VK_FLOAT64) {
+        PyErr_SetString(PyExc_ValueError, "dtype code must be 0 (float32) or 1 (float64)");
+        return NULL;
+    }
+    int64_t count;
+    Py_BEGIN_ALLOW_THREADS
+    if (dtype == VK_FLOAT64)
+        count = soft_nms_f64((const double *)(uintptr_t)boxes, (const double *)(uintptr_t)scores, n,
+                             (const int64_t *)(uintptr_t)labels, gaussian, sigma, iou_threshold,
+                             score_threshold, (int64_t *)(uintptr_t)out_ids, (double *)(uintptr_t)out_scores);
+    else
+        count = soft_nms_f32((const float *)(uintptr_t)boxes, (const float *)(uintptr_t)scores, n,
+                             (const int64_t *)(uintptr_t)labels, gaussian, sigma, iou_threshold,
+                             score_threshold, (int64_t *)(uintptr_t)out_ids, (float *)(uintptr_t)out_scores);
+    Py_END_ALLOW_THREADS
+    if (count < 0) return PyErr_NoMemory();
+    return PyLong_FromLongLong(count);
+}
+
+static PyMethodDef methods[] = {
+    {"nms", py_nms, METH_VARARGS,
+     "nms(dtype, boxes_ptr, n, labels_ptr, threshold, keep_ptr): greedy NMS over score-ranked boxes."},
+    {"soft_nms", py_soft_nms, METH_VARARGS,
+     "soft_nms(dtype, boxes_ptr, scores_ptr, n, labels_ptr, gaussian, sigma, iou_threshold, score_threshold, "
+     "out_ids_ptr, out_scores_ptr) -> count: the Soft-NMS loop."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_nms_native",
+    .m_doc = "Sequential NMS / Soft-NMS loops in C (see nms_module.c).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__nms_native(void) { return PyModule_Create(&module); }
