@@ -4,6 +4,9 @@
     .venv/bin/python benchmarks/bench_nms.py                  # visionkit and numpy only
     .venv/bin/python benchmarks/bench_nms.py --threads 1      # fix the intra-op threads
 
+"visionkit" rows use the C loops (CPU); "visionkit torch engines" rows the pure-PyTorch engines that run
+on other devices or where the C kernels are not built.
+
 Workload from issue #2: clustered boxes (N/50 objects of 16–160 px in a 1333×800 image, each box jitters
 its object by ~10 %, uniform scores; :func:`make_crowded_boxes`), IoU threshold 0.5.
 batched_nms adds 80 uniformly drawn labels. Soft-NMS: linear N_t = 0.3 and gaussian σ = 0.5, score
@@ -27,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from visionkit.ops import batched_nms, nms, soft_nms
+from visionkit.ops import _native_nms, batched_nms, nms, soft_nms
 
 try:
     import torchvision
@@ -91,6 +94,19 @@ def numpy_soft_nms(boxes, scores, method, sigma=0.5, nt=0.3, score_threshold=0.0
 
 
 # ------------------------------------------------------------------------------------------ cases
+def engines(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` run with visionkit's pure-PyTorch engines (the C loops switched off for the call)."""
+
+    def call() -> object:
+        _native_nms.enabled = False
+        try:
+            return fn()
+        finally:
+            _native_nms.enabled = True
+
+    return call
+
+
 def cases() -> dict[str, tuple[Callable[[], Callable[[], object]], int]]:
     """name -> (builder returning the timed call, repeats)."""
 
@@ -117,6 +133,7 @@ def cases() -> dict[str, tuple[Callable[[], Callable[[], object]], int]]:
             return lambda: numpy_nms(bn, sn, 0.5)
 
         table[f"nms N={n} visionkit"] = (ours, repeats)
+        table[f"nms N={n} visionkit torch engines"] = (lambda ours=ours: engines(ours()), repeats)
         if torchvision is not None:
             table[f"nms N={n} torchvision"] = (tv, repeats)
         table[f"nms N={n} numpy loop"] = (np_loop, 3 if n == 20000 else repeats)
@@ -127,6 +144,9 @@ def cases() -> dict[str, tuple[Callable[[], Callable[[], object]], int]]:
             return lambda: batched_nms(b, s, lab, 0.5, strategy=strategy)
 
         table[f"batched_nms N=20000 80 cls visionkit {strategy}"] = (batched, 5)
+        if strategy == "auto":
+            engine_case = (lambda batched=batched: engines(batched()), 5)
+            table["batched_nms N=20000 80 cls visionkit torch engines auto"] = engine_case
     if torchvision is not None:
         for name in ("batched_nms", "_batched_nms_coordinate_trick", "_batched_nms_vanilla"):
             if hasattr(tv_boxes, name):
@@ -151,6 +171,7 @@ def cases() -> dict[str, tuple[Callable[[], Callable[[], object]], int]]:
                 return lambda: numpy_soft_nms(bn, sn, method)
 
             table[f"soft_nms {method} N={n} visionkit"] = (soft, 5)
+            table[f"soft_nms {method} N={n} visionkit torch engines"] = (lambda soft=soft: engines(soft()), 5)
             table[f"soft_nms {method} N={n} numpy loop"] = (np_soft, 3)
     return table
 
@@ -198,6 +219,7 @@ def check_equal() -> None:
     boxes, scores, _ = make_crowded_boxes(5000, seed=0)
     assert nms(boxes, scores, 0.5).tolist() == numpy_nms(boxes.numpy(), scores.numpy(), 0.5).tolist()
     b64, s64 = boxes.double(), scores.double()
+    assert engines(lambda: nms(boxes, scores, 0.5))().tolist() == nms(boxes, scores, 0.5).tolist()
     for method in ("linear", "gaussian"):
         keep, _ = soft_nms(b64, s64, method)
         assert keep.tolist() == numpy_soft_nms(b64.numpy(), s64.numpy(), method)[0].tolist(), method
@@ -219,8 +241,10 @@ def main() -> None:
     check_equal()
     tv_version = torchvision.__version__ if torchvision is not None else "not installed"
     print(f"torch {torch.__version__}, torchvision {tv_version}, {torch.get_num_threads()} threads")
+    print(f"visionkit NMS backend: {_native_nms.backend_name()}")
     print(f"{'case':<62} {'median ms':>10} {'peak MiB':>9}")
     memory_cases = {"nms N=20000 visionkit", "nms N=20000 torchvision", "soft_nms gaussian N=5000 visionkit"}
+    memory_cases.add("nms N=20000 visionkit torch engines")
     memory_cases.add("batched_nms N=20000 80 cls visionkit auto")
     for name, (build, repeats) in table.items():
         milliseconds = timed(build(), repeats)
