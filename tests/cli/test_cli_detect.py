@@ -94,3 +94,43 @@ def test_eval_detect_needs_weights_and_rejects_unknown_keys(tmp_path: Path) -> N
     assert result.exit_code == 2 and "weights=" in result.output
     result = CliRunner().invoke(main, ["eval", "detect", f"weights={tmp_path / 'missing.pt'}"])
     assert result.exit_code == 1 and "cannot load detector weights" in result.output
+
+
+@pytest.mark.slow
+def test_train_detect_at_a_working_scale_keeps_data_and_predictions_in_image_coordinates(
+    tmp_path: Path,
+) -> None:
+    yolo = export_shapes(ShapesDataset(6, seed=3), tmp_path / "data", ("yolo",))["yolo"]
+    runner = CliRunner()
+    run = tmp_path / "run"
+    small = [key for key in TINY if not key.startswith(("num_", "image_size"))]
+    keys = [f"data={yolo}", "data_format=yolo", "min_size=64", "max_size=96", "score_threshold=0.0", *small]
+    result = runner.invoke(main, ["train", "detect", *keys, "--out", str(run), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert torch.load(run / "model.pt", weights_only=True)["input_scale"] == [64, 96]
+    metrics = json.loads((run / "metrics.json").read_text())
+    result = runner.invoke(
+        main, ["eval", "detect", f"weights={run / 'model.pt'}", "--json", str(tmp_path / "e.json")]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "e.json").read_text())["AP"] == pytest.approx(metrics["AP"], abs=1e-12)
+    files = sorted(str(p) for p in (yolo / "images").iterdir())[:2]
+    result = runner.invoke(main, ["predict", *files, "--weights", str(run / "model.pt"), "--out",
+                                  str(tmp_path / "pred"), "--score-threshold", "0.0"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "pred" / "detections.json").read_text())
+    assert rows, "score threshold 0: detections expected"
+    for row in rows:  # boxes in the 128 px images' own coordinates, not the 64 px working scale
+        x, y, w, h = row["bbox"]
+        assert x >= 0 and y >= 0 and x + w <= 128 + 1e-3 and y + h <= 128 + 1e-3
+    assert max(row["bbox"][0] + row["bbox"][2] for row in rows) > 64
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [(["max_size=96"], "needs min_size"), (["min_size=64", "max_size=32"], ">= min_size"),
+     (["min_size=-1"], ">= 0")],
+)  # fmt: skip
+def test_train_detect_rejects_bad_working_scale(keys: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["train", "detect", *keys])
+    assert result.exit_code == 2 and message in result.output, result.output

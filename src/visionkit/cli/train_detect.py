@@ -7,6 +7,8 @@ Example::
 The run folder holds ``config.json``, ``label_map.json``, ``log.csv`` (losses and validation AP per
 epoch), ``checkpoints/`` (resumable), ``model.pt`` (weights + builder arguments + label map, what
 ``visionkit predict`` loads) and ``metrics.json`` (COCO AP, VOC07 and VOC12 mAP on the validation split).
+``min_size=…`` (and ``max_size=…``) train and predict at a working scale (e.g. 320 px for 640 px COCO images
+on a CPU) while data, metrics and predictions stay in the images' own coordinates.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from visionkit.metrics.detection.coco import CocoResult
 from visionkit.metrics.detection.meter import DetectionMeter
 from visionkit.metrics.detection.voc import VocResult
 from visionkit.models import create_model, get_model_builder
+from visionkit.models.detectors import ResizedInput
 
 __all__ = ["DetectRecipe", "build_detector", "evaluate_detector", "load_detector", "train_detector"]
 
@@ -52,6 +55,8 @@ class DetectRecipe:
     num_val: int = 128  # shapes only
     image_size: int = 128  # shapes only
     crowded: bool = False  # shapes only: train and validate on the crowded split
+    min_size: int = 0  # > 0: work at this shorter side (images resized inside the model; boxes in/out stay)
+    max_size: int = 0  # with min_size: cap for the longer side (0: no cap)
     epochs: int = 12
     batch_size: int = 8
     lr: float = 2e-3
@@ -118,6 +123,26 @@ def build_detector(recipe: DetectRecipe, num_classes: int) -> tuple[nn.Module, d
     return create_model(recipe.model, **arguments), arguments
 
 
+def input_scale(recipe: DetectRecipe) -> list[int] | None:
+    """``[min_size, max_size]`` (max 0: no cap) of the recipe's working scale, or ``None`` for native size."""
+    if recipe.min_size < 0 or recipe.max_size < 0:
+        raise ValueError(f"min_size and max_size must be >= 0, got {recipe.min_size} and {recipe.max_size}")
+    if recipe.min_size == 0:
+        if recipe.max_size:
+            raise ValueError(f"max_size={recipe.max_size} needs min_size > 0 (the shorter side to resize to)")
+        return None
+    if recipe.max_size and recipe.max_size < recipe.min_size:
+        raise ValueError(f"max_size must be 0 or >= min_size, got {recipe.max_size} < {recipe.min_size}")
+    return [recipe.min_size, recipe.max_size]
+
+
+def with_input_scale(detector: nn.Module, scale: list[int] | None) -> nn.Module:
+    """``detector`` wrapped in :class:`~visionkit.models.detectors.ResizedInput` when ``scale`` is set."""
+    if not scale:
+        return detector
+    return ResizedInput(detector, scale[0], scale[1] or None)
+
+
 class _TrainStep(nn.Module):
     """Adapts a detector to the trainer's loss contract: ``step((images, targets)) -> dict of losses``."""
 
@@ -156,9 +181,11 @@ def train_detector(recipe: DetectRecipe, run_dir: str | Path, *, progress: bool 
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)
     train_set, val_set, label_map = build_datasets(recipe)
+    scale = input_scale(recipe)
     save_recipe(recipe, run_dir / "config.json")
     label_map.save(run_dir / "label_map.json")
     detector, arguments = build_detector(recipe, label_map.num_classes)
+    model = with_input_scale(detector, scale)
     loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True, collate_fn=collate_detection,
                         num_workers=recipe.workers)  # fmt: skip
     val_loader = DataLoader(val_set, batch_size=recipe.batch_size, collate_fn=collate_detection)
@@ -183,26 +210,28 @@ def train_detector(recipe: DetectRecipe, run_dir: str | Path, *, progress: bool 
         CSVLogger(run_dir / "log.csv"),
         ProgressHook(progress),
     ]
-    trainer = Trainer(_TrainStep(detector), optimizer, loader, hooks=hooks, max_epochs=recipe.epochs,
+    trainer = Trainer(_TrainStep(model), optimizer, loader, hooks=hooks, max_epochs=recipe.epochs,
                       clip_norm=10.0, seed=recipe.seed)  # fmt: skip
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
     torch.save({"model": recipe.model, "arguments": arguments, "state_dict": detector.state_dict(),
-                "label_map": label_map.to_dict()}, run_dir / "model.pt")  # fmt: skip
+                "label_map": label_map.to_dict(), "input_scale": scale}, run_dir / "model.pt")  # fmt: skip
     metrics = {**trainer.history[-1], "train_seconds": seconds, "model": recipe.model}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return metrics
 
 
 def load_detector(weights: str | Path, **overrides: Any) -> tuple[nn.Module, LabelMap]:
-    """A detector saved by :func:`train_detector` (``model.pt``) in eval mode, and its label map."""
+    """A detector saved by :func:`train_detector` (``model.pt``) in eval mode, and its label map (wrapped in
+    :class:`~visionkit.models.detectors.ResizedInput` when the run had a working scale)."""
     path = Path(weights)
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         arguments = {**saved["arguments"], **overrides}
         detector = create_model(saved["model"], **arguments)
         detector.load_state_dict(saved["state_dict"])
+        detector = with_input_scale(detector, saved.get("input_scale"))
     except (
         OSError,
         RuntimeError,
@@ -228,7 +257,8 @@ def detect(overrides: tuple[str, ...], out: Path | None, no_progress: bool) -> N
     """
     try:
         recipe = apply_overrides(DetectRecipe(), list(overrides))
-    except ConfigError as error:
+        input_scale(recipe)
+    except (ConfigError, ValueError) as error:
         raise click.UsageError(str(error)) from None
     run_dir = out or Path("runs") / f"detect-{recipe.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     metrics = train_detector(recipe, run_dir, progress=not no_progress)

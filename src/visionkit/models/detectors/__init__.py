@@ -9,6 +9,7 @@ from visionkit.models.detectors.builders import (
     retinanet_resnet50_fpn,
 )
 from visionkit.models.detectors.faster_rcnn import FasterRCNN
+from visionkit.models.detectors.resize import ResizedInput
 from visionkit.models.detectors.retinanet import RetinaNet, retinanet_loss
 from visionkit.models.detectors.roi_heads import MultiScaleRoIPooler, RoIHeads
 from visionkit.models.detectors.rpn import RegionProposalNetwork, rpn_loss
@@ -17,6 +18,7 @@ __all__ = [
     "FasterRCNN",
     "MultiScaleRoIPooler",
     "RegionProposalNetwork",
+    "ResizedInput",
     "RetinaNet",
     "RoIHeads",
     "build_faster_rcnn",
