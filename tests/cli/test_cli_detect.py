@@ -134,3 +134,13 @@ def test_train_detect_at_a_working_scale_keeps_data_and_predictions_in_image_coo
 def test_train_detect_rejects_bad_working_scale(keys: list[str], message: str) -> None:
     result = CliRunner().invoke(main, ["train", "detect", *keys])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_train_detect_names_a_dataset_folder_without_images(tmp_path: Path) -> None:
+    (tmp_path / "images" / "train2017").mkdir(parents=True)
+    (tmp_path / "classes.txt").write_text("a\n")
+    result = CliRunner().invoke(
+        main,
+        ["train", "detect", f"data={tmp_path / 'images'}", "data_format=yolo", "--out", str(tmp_path / "r")],
+    )
+    assert result.exit_code == 1 and "no images" in result.output and "train2017" in result.output

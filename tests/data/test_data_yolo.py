@@ -107,3 +107,10 @@ def test_images_folder_without_images_part_needs_labels_dir(tmp_path: Path) -> N
     (tmp_path / "pics").mkdir()
     with pytest.raises(DatasetError, match="pass labels_dir"):
         read_yolo(tmp_path / "pics", classes=CLASSES)
+
+
+def test_folder_without_images_is_named_with_its_subfolders(tmp_path: Path) -> None:
+    (tmp_path / "images" / "train2017").mkdir(parents=True)
+    (tmp_path / "classes.txt").write_text("a\n")
+    with pytest.raises(DatasetError, match=r"images: no images .*\['train2017'\]: pass the one holding"):
+        read_yolo(tmp_path / "images", classes=["a"])

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from visionkit.data.datasets import LabelMap, read_annotations
+from visionkit.data.datasets import DatasetError, LabelMap, read_annotations
 from visionkit.data.datasets.base import DetectionDataset
 from visionkit.data.shapes import ShapesConfig, ShapesDataset
 from visionkit.data.transforms import Compose, RandomHorizontalFlip, collate_detection
@@ -261,7 +261,10 @@ def detect(overrides: tuple[str, ...], out: Path | None, no_progress: bool) -> N
     except (ConfigError, ValueError) as error:
         raise click.UsageError(str(error)) from None
     run_dir = out or Path("runs") / f"detect-{recipe.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    metrics = train_detector(recipe, run_dir, progress=not no_progress)
+    try:
+        metrics = train_detector(recipe, run_dir, progress=not no_progress)
+    except DatasetError as error:  # a data problem: the message names the file or folder
+        raise click.ClickException(str(error)) from error
     click.echo(json.dumps(metrics, indent=2))
     click.echo(f"run folder: {run_dir}")
 

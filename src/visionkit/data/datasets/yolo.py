@@ -137,6 +137,13 @@ def read_yolo(
     search = [labels_dir.parent, images_dir.parent, images_dir.parent.parent, labels_dir]
     label_map = resolve_classes(classes, search)
     image_paths = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not image_paths:
+        folders = sorted(p.name for p in images_dir.iterdir() if p.is_dir())
+        hint = f"; it has the folders {folders[:5]}: pass the one holding the images" if folders else ""
+        raise DatasetError(
+            f"{images_dir}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder (YOLO reads the "
+            f"images folder, e.g. dataset/images/train2017, not recursively){hint}"
+        )
     image_ids = image_ids_from_names([p.name for p in image_paths])
     records: list[ImageRecord] = []
     skipped: list[str] = []
