@@ -144,3 +144,17 @@ def test_train_detect_names_a_dataset_folder_without_images(tmp_path: Path) -> N
         ["train", "detect", f"data={tmp_path / 'images'}", "data_format=yolo", "--out", str(tmp_path / "r")],
     )
     assert result.exit_code == 1 and "no images" in result.output and "train2017" in result.output
+
+
+def test_train_detect_rejects_an_empty_training_set(tmp_path: Path) -> None:
+    gt = tmp_path / "empty.json"
+    gt.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
+    result = CliRunner().invoke(
+        main, ["train", "detect", f"data={gt}", "data_format=coco", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 1 and "no image folder found" in result.output, result.output
+    (tmp_path / "images").mkdir()
+    result = CliRunner().invoke(
+        main, ["train", "detect", f"data={gt}", "data_format=coco", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 1 and "no images in this coco dataset" in result.output, result.output

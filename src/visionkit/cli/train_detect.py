@@ -97,12 +97,24 @@ def build_datasets(recipe: DetectRecipe) -> tuple[Dataset, Dataset, LabelMap]:
         config = shapes_config(recipe)
         shapes = ShapesDataset(recipe.num_train, seed=recipe.seed, config=config, transforms=train_transforms)
         return shapes, ShapesDataset(recipe.num_val, seed=recipe.seed + 1000, config=config), shapes.label_map
-    annotations = read_annotations(recipe.data, recipe.data_format)
-    train = DetectionDataset(annotations, transforms=train_transforms)
-    val_annotations = (
-        read_annotations(recipe.val_data, recipe.data_format) if recipe.val_data else annotations
+    train = _file_dataset(recipe.data, recipe.data_format, train_transforms)
+    val = (
+        _file_dataset(recipe.val_data, recipe.data_format)
+        if recipe.val_data
+        else DetectionDataset(train.annotations)
     )
-    return train, DetectionDataset(val_annotations), train.label_map
+    return train, val, train.label_map
+
+
+def _file_dataset(path: str, data_format: str, transforms: Any = None) -> DetectionDataset:
+    """A COCO/VOC/YOLO dataset with images; a :class:`DatasetError` naming ``path`` when it has none."""
+    annotations = read_annotations(path, data_format)
+    if annotations.image_root is None:
+        raise DatasetError(f"{path}: no image folder found (for COCO put the images in 'images/' beside it)")
+    dataset = DetectionDataset(annotations, transforms=transforms)
+    if len(dataset) == 0:
+        raise DatasetError(f"{path}: no images in this {data_format} dataset")
+    return dataset
 
 
 def model_arguments(recipe: DetectRecipe, num_classes: int) -> dict[str, Any]:
