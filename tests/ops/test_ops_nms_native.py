@@ -168,3 +168,21 @@ def test_environment_variable_turns_the_kernels_off() -> None:
     env = {**os.environ, "VISIONKIT_NATIVE": "0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.splitlines() == ["PyTorch (C kernels disabled)", "[0]"]
+
+
+def test_many_labels_times_width_octaves_use_the_searched_index(monkeypatch) -> None:
+    """3000 two-box objects, one label each, widths over 12 octaves: the (label, level) table would exceed
+    its memory bound, so the kernel finds segments by binary search — same results as the engines."""
+    g = torch.Generator().manual_seed(9)
+    centres = torch.rand(3000, 2, generator=g, dtype=torch.float64) * 5000
+    sizes = torch.exp2(torch.rand(3000, 2, generator=g, dtype=torch.float64) * 12)
+    owner = torch.arange(3000).repeat_interleave(2)
+    wh = sizes[owner] * (1 + 0.2 * torch.rand(6000, 2, generator=g, dtype=torch.float64))
+    c = centres[owner] + 0.1 * sizes[owner] * torch.randn(6000, 2, generator=g, dtype=torch.float64)
+    boxes = torch.cat((c - wh / 2, c + wh / 2), dim=1)
+    scores = torch.rand(6000, generator=g, dtype=torch.float64)
+    native, engines = both(monkeypatch, batched_nms, boxes, scores, owner, 0.5)
+    assert native.tolist() == engines.tolist()
+    assert native.numel() < 6000  # objects' boxes do suppress each other
+    (keep, decayed), (keep_e, decayed_e) = both(monkeypatch, batched_soft_nms, boxes, scores, owner)
+    assert keep.tolist() == keep_e.tolist() and torch.equal(decayed, decayed_e)

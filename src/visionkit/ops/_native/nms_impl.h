@@ -8,7 +8,7 @@
  * float32 tensor with a Python float. So both backends see bit-identical IoUs.
  *
  * Candidates come from a spatial index (vk_index, nms_module.c): positive-area boxes grouped by
- * width octave ("level") and label, sorted by x1. A pair with IoU > t (t >= 0) overlaps in x, and
+ * label and width octave ("level"), sorted by x1. A pair with IoU > t (t >= 0) overlaps in x, and
  * IoU <= overlap width / max width and <= min width / max width, so for a query box M of width w the
  * partners of a level lie within x1 in [x1_M - min((1 - t) / t * w, max width of the level),
  * x1_M + (1 - t) * w] and only levels with widths in (t * w, w / t) can hold any; a relative slack
@@ -60,11 +60,11 @@ static int FN(build_index)(vk_index *index, const T *boxes, int64_t n, const int
 }
 
 /* Visit the alive indexed partners of box ``m`` that can reach IoU > t with it; calls VISIT(p, j). */
-#define VK_SCAN(index, boxes, m, t, labels, VISIT)                                                   \
+#define VK_SCAN(index, boxes, m, t, VISIT)                                                           \
     do {                                                                                             \
         const T *box_m_ = (boxes) + 4 * (m);                                                         \
         double x1_m_ = (double)box_m_[0], w_m_ = (double)box_m_[2] - (double)box_m_[0];              \
-        int64_t label_m_ = (labels) ? (labels)[m] : 0;                                               \
+        int64_t run_m_ = (index)->run[(index)->position[m]]; /* the caller checked position >= 0 */  \
         double reach_ = (t) > 0 ? (1.0 - (t)) / (t) * w_m_ : INFINITY;                               \
         double right_ = x1_m_ + (1.0 - (t)) * w_m_ * (1 + VK_SLACK) + VK_SLACK * w_m_;               \
         for (int level_ = 0; level_ < (index)->num_levels; level_++) {                               \
@@ -75,7 +75,7 @@ static int FN(build_index)(vk_index *index, const T *boxes, int64_t n, const int
                                                                      : (index)->level_max_width[level_]; \
             double left_ = x1_m_ - half_ * (1 + VK_SLACK) - VK_SLACK * w_m_;                         \
             int64_t end_;                                                                            \
-            int64_t p_ = vk_window_start((index), level_, label_m_, left_, &end_);                   \
+            int64_t p_ = vk_window_start((index), level_, run_m_, left_, &end_);                     \
             for (p_ = vk_find((index), p_); p_ < end_ && (index)->x1[p_] <= right_;                  \
                  p_ = vk_find((index), p_ + 1)) {                                                    \
                 int64_t j_ = (index)->box[p_];                                                       \
@@ -110,7 +110,7 @@ static int FN(nms)(const T *boxes, int64_t n, const int64_t *labels, double thre
         suppressed[j] = 1;                                                                          \
         vk_remove(&index, p);                                                                       \
     }
-        VK_SCAN(&index, boxes, m, threshold, labels, VK_SUPPRESS);
+        VK_SCAN(&index, boxes, m, threshold, VK_SUPPRESS);
 #undef VK_SUPPRESS
     }
     vk_index_free(&index);
@@ -211,7 +211,7 @@ static int64_t FN(soft_nms)(const T *boxes, const T *scores_in, int64_t n, const
             FN(tree_update)(&tree, scores, alive, j);                                               \
         }                                                                                           \
     }
-        VK_SCAN(&index, boxes, m, interaction, labels, VK_DECAY);
+        VK_SCAN(&index, boxes, m, interaction, VK_DECAY);
 #undef VK_DECAY
     }
     vk_index_free(&index);

@@ -20,34 +20,45 @@
 #define VK_SLACK 1e-2
 
 /* ------------------------------------------------------------------------------------ spatial index */
+/* Positive-area boxes sorted by (label, width octave, x1): a label's boxes form one "run", and inside
+ * it each octave ("level") one segment sorted by x1. The level boundaries of every run are tabulated
+ * (run_level_start), so a query finds a (label, level) segment in O(1) and its window by one binary
+ * search on x1; when the table would be large (very many labels x levels) the boundaries are found by
+ * binary search instead. */
+#define VK_MIN_EXPONENT (-1100) /* frexp exponents of positive finite doubles lie in [-1073, 1024] */
+#define VK_EXPONENTS 2200
+
 typedef struct {
-    int64_t size;          /* indexed boxes (positive area) */
-    int64_t *box;          /* box id at each sorted position */
-    double *x1;            /* x1 at each sorted position */
-    int64_t *label;        /* label at each sorted position (NULL: one class) */
-    int64_t *position;     /* sorted position of each box id, -1 when not indexed */
-    int64_t *parent;       /* "next alive position" union-find over size + 1 slots */
-    int num_levels;        /* width octaves present */
-    int64_t *level_start;  /* num_levels + 1 sorted-position bounds */
-    double *level_min_width;
+    int64_t size;             /* indexed boxes (positive area) */
+    int64_t *box;             /* box id at each sorted position */
+    double *x1;               /* x1 at each sorted position */
+    int32_t *level;           /* level index at each sorted position */
+    int64_t *run;             /* label run at each sorted position */
+    int64_t *position;        /* sorted position of each box id, -1 when not indexed */
+    int64_t *parent;          /* "next alive position" union-find over size + 1 slots */
+    int num_levels;           /* width octaves present, by increasing width */
+    double *level_min_width;  /* per level, over all labels */
     double *level_max_width;
+    int64_t num_runs;
+    int64_t *run_start;       /* num_runs + 1 sorted-position bounds */
+    int64_t *run_level_start; /* num_runs x (num_levels + 1), or NULL: binary search */
 } vk_index;
 
 typedef struct {
-    int level;
     int64_t label;
+    int level;
     double x1;
     int64_t box;
 } vk_entry;
 
 static inline int vk_entry_less(const vk_entry *a, const vk_entry *b)
 {
-    if (a->level != b->level) return a->level < b->level;
     if (a->label != b->label) return a->label < b->label;
+    if (a->level != b->level) return a->level < b->level;
     return a->x1 < b->x1;
 }
 
-/* Stable bottom-up merge sort by (level, label, x1): entries are created in box order, so equal keys
+/* Stable bottom-up merge sort by (label, level, x1): entries are created in box order, so equal keys
  * stay in box order. An inline comparison makes it ~3x faster than qsort here. */
 static int vk_sort_entries(vk_entry *entries, int64_t size)
 {
@@ -76,21 +87,26 @@ static void vk_index_free(vk_index *index)
 {
     free(index->box);
     free(index->x1);
-    free(index->label);
+    free(index->level);
+    free(index->run);
     free(index->position);
     free(index->parent);
-    free(index->level_start);
     free(index->level_min_width);
     free(index->level_max_width);
+    free(index->run_start);
+    free(index->run_level_start);
     memset(index, 0, sizeof(*index));
 }
 
-/* Index boxes with width[i] > 0 by (width octave, label, x1). Returns 0, or -1 when out of memory. */
+/* Index boxes with width[i] > 0 (and any height > 0: the caller zeroes the width otherwise).
+ * Returns 0, or -1 when out of memory. */
 static int vk_index_build(vk_index *index, int64_t n, const double *x1, const double *width,
                           const int64_t *labels)
 {
     memset(index, 0, sizeof(*index));
     size_t slots = (size_t)(n ? n : 1);
+    int level_of_exponent[VK_EXPONENTS];
+    for (int e = 0; e < VK_EXPONENTS; e++) level_of_exponent[e] = -1;
     vk_entry *entries = malloc(slots * sizeof(vk_entry));
     index->position = malloc(slots * sizeof(int64_t));
     if (!entries || !index->position) goto fail;
@@ -100,44 +116,64 @@ static int vk_index_build(vk_index *index, int64_t n, const double *x1, const do
         if (!(width[i] > 0)) continue;
         int exponent;
         frexp(width[i], &exponent);
-        entries[size].level = exponent;
+        level_of_exponent[exponent - VK_MIN_EXPONENT] = 0; /* present; numbered below */
         entries[size].label = labels ? labels[i] : 0;
+        entries[size].level = exponent;
         entries[size].x1 = x1[i];
         entries[size++].box = i;
     }
+    int num_levels = 0;
+    for (int e = 0; e < VK_EXPONENTS; e++)
+        if (level_of_exponent[e] == 0) level_of_exponent[e] = num_levels++;
+    for (int64_t p = 0; p < size; p++) entries[p].level = level_of_exponent[entries[p].level - VK_MIN_EXPONENT];
     if (vk_sort_entries(entries, size) != 0) goto fail;
     index->size = size;
+    index->num_levels = num_levels;
     index->box = malloc((size_t)(size ? size : 1) * sizeof(int64_t));
     index->x1 = malloc((size_t)(size ? size : 1) * sizeof(double));
+    index->level = malloc((size_t)(size ? size : 1) * sizeof(int32_t));
+    index->run = malloc((size_t)(size ? size : 1) * sizeof(int64_t));
     index->parent = malloc((size_t)(size + 1) * sizeof(int64_t));
-    if (labels) index->label = malloc((size_t)(size ? size : 1) * sizeof(int64_t));
-    int num_levels = 0;
-    for (int64_t p = 0; p < size; p++)
-        num_levels += p == 0 || entries[p].level != entries[p - 1].level;
-    index->level_start = malloc((size_t)(num_levels + 1) * sizeof(int64_t));
+    index->run_start = malloc((size_t)(size + 1) * sizeof(int64_t));
     index->level_min_width = malloc((size_t)(num_levels ? num_levels : 1) * sizeof(double));
     index->level_max_width = malloc((size_t)(num_levels ? num_levels : 1) * sizeof(double));
-    if (!index->box || !index->x1 || !index->parent || (labels && !index->label) || !index->level_start ||
+    if (!index->box || !index->x1 || !index->level || !index->run || !index->parent || !index->run_start ||
         !index->level_min_width || !index->level_max_width)
         goto fail;
-    int level = -1;
+    for (int l = 0; l < num_levels; l++) {
+        index->level_min_width[l] = INFINITY;
+        index->level_max_width[l] = 0.0;
+    }
+    int64_t num_runs = 0;
     for (int64_t p = 0; p < size; p++) {
         int64_t i = entries[p].box;
-        if (p == 0 || entries[p].level != entries[p - 1].level) {
-            index->level_start[++level] = p;
-            index->level_min_width[level] = index->level_max_width[level] = width[i];
-        }
-        if (width[i] < index->level_min_width[level]) index->level_min_width[level] = width[i];
-        if (width[i] > index->level_max_width[level]) index->level_max_width[level] = width[i];
+        int l = entries[p].level;
+        if (p == 0 || entries[p].label != entries[p - 1].label) index->run_start[num_runs++] = p;
+        if (width[i] < index->level_min_width[l]) index->level_min_width[l] = width[i];
+        if (width[i] > index->level_max_width[l]) index->level_max_width[l] = width[i];
         index->box[p] = i;
         index->x1[p] = entries[p].x1;
-        if (labels) index->label[p] = entries[p].label;
+        index->level[p] = l;
+        index->run[p] = num_runs - 1;
         index->position[i] = p;
         index->parent[p] = p;
     }
     index->parent[size] = size;
-    index->num_levels = num_levels;
-    index->level_start[num_levels] = size;
+    index->run_start[num_runs] = size;
+    index->num_runs = num_runs;
+    /* the (run, level) table when it stays small against the boxes themselves */
+    if (num_runs * (int64_t)(num_levels + 1) <= 4 * size + 4096) {
+        int64_t stride = num_levels + 1;
+        index->run_level_start = malloc((size_t)(num_runs * stride + 1) * sizeof(int64_t));
+        if (!index->run_level_start) goto fail;
+        for (int64_t r = 0; r < num_runs; r++) {
+            int64_t p = index->run_start[r], end = index->run_start[r + 1];
+            for (int l = 0; l <= num_levels; l++) {
+                while (p < end && index->level[p] < l) p++;
+                index->run_level_start[r * stride + l] = p;
+            }
+        }
+    }
     free(entries);
     return 0;
 fail:
@@ -159,21 +195,25 @@ static inline int64_t vk_find(vk_index *index, int64_t p)
 
 static inline void vk_remove(vk_index *index, int64_t p) { index->parent[p] = p + 1; }
 
-/* First position of `level` with this label and x1 >= left; *end = end of that (level, label) run. */
-static int64_t vk_window_start(const vk_index *index, int level, int64_t label, double left, int64_t *end)
+/* First position of (run, level) with x1 >= left; *end = end of that segment. */
+static inline int64_t vk_window_start(const vk_index *index, int level, int64_t run, double left, int64_t *end)
 {
-    int64_t lo = index->level_start[level], hi = index->level_start[level + 1];
-    if (index->label) {
-        int64_t a = lo, b = hi; /* first position with label >= label */
-        while (a < b) {
+    int64_t lo, hi;
+    if (index->run_level_start) {
+        const int64_t *bounds = index->run_level_start + run * (index->num_levels + 1);
+        lo = bounds[level];
+        hi = bounds[level + 1];
+    } else {
+        int64_t a = index->run_start[run], b = index->run_start[run + 1];
+        while (a < b) { /* first position with level >= level */
             int64_t mid = a + (b - a) / 2;
-            if (index->label[mid] < label) a = mid + 1; else b = mid;
+            if (index->level[mid] < level) a = mid + 1; else b = mid;
         }
         lo = a;
-        b = hi; /* first position with label > label */
-        while (a < b) {
+        b = index->run_start[run + 1];
+        while (a < b) { /* first position with level > level */
             int64_t mid = a + (b - a) / 2;
-            if (index->label[mid] <= label) a = mid + 1; else b = mid;
+            if (index->level[mid] <= level) a = mid + 1; else b = mid;
         }
         hi = a;
     }
