@@ -31,6 +31,12 @@ def test_quick_demo_writes_a_complete_run_folder(tmp_path: Path) -> None:
         assert [row["class"] for row in model["per_class"]] == ["circle", "square", "triangle"]
     assert [row["suppression"] for row in metrics["nms"]] == ["hard", "soft_linear", "soft_gaussian", "hard",
                                                               "soft_gaussian"]  # fmt: skip
+    assert [row["setting"] for row in metrics["nms"][:3]] == ["IoU 0.5", "IoU 0.5", "σ 1"]
+    for kind in ("linear", "gaussian"):
+        gain = metrics["soft_nms_gain"][kind]
+        assert gain["low"] <= gain["high"] and 0 <= gain["below_zero"] <= 1
+    soft_verdicts = [v for v in metrics["verdicts"] if v["claim"].startswith("Soft-NMS")]
+    assert len(soft_verdicts) == 2 and all("95% CI" in v["measured"] for v in soft_verdicts)
     retina_all = metrics["anchors"][0]
     assert retina_all["anchors / image"] == 9 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1)  # P3..P7 at 128 px
     assert retina_all["foreground"] + retina_all["background"] + retina_all["ignored"] == 3069

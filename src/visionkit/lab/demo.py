@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import track
@@ -36,26 +37,40 @@ from visionkit.lab.demo_figures import write_figures
 from visionkit.lab.detectors import small_faster_rcnn, small_retinanet
 from visionkit.lab.report import render_report, report_context
 from visionkit.metrics.detection import DetectionMeter
+from visionkit.metrics.detection.coco import evaluate_coco
 from visionkit.ops.boxes import box_iou
 from visionkit.ops.matcher import Matcher
 from visionkit.ops.sampler import sample_balanced
 
-__all__ = ["DemoSettings", "count_anchors", "evaluate_detector", "run_demo", "time_inference"]
+__all__ = [
+    "DemoSettings",
+    "bootstrap_ap_gain",
+    "count_anchors",
+    "evaluate_detector",
+    "run_demo",
+    "time_inference",
+]
 
 MODEL_TITLES = {"retinanet": "RetinaNet (one-stage)", "faster_rcnn": "Faster R-CNN (two-stage)"}
 
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes and budgets of the demo (the defaults fit about 15 minutes on 2 CPU cores)."""
+    """Sizes and budgets of the demo (the defaults fit about 15 minutes on 2 CPU cores).
+
+    ``num_crowded_train`` and ``retinanet_steps`` give RetinaNet enough crowded scenes to learn them
+    (crowded COCO AP about 0.30 → 0.46 against 256 images and 900 steps); ``soft_nms_sigma`` was chosen on
+    a separate crowded *tuning* split (seed + 3000), never on the crowded validation split the demo reports
+    (benchmarks/RESULTS.md, "Demo"). ``bootstrap_resamples`` paired resamples of the crowded images give
+    the 95% interval of the Soft-NMS gain."""
 
     image_size: int = 128
     num_train: int = 512
-    num_crowded_train: int = 256
+    num_crowded_train: int = 768
     num_val: int = 128
     num_crowded_val: int = 64
     batch_size: int = 8
-    retinanet_steps: int = 900
+    retinanet_steps: int = 2400
     faster_rcnn_steps: int = 150
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -68,6 +83,8 @@ class DemoSettings:
     speed_images: int = 32
     anchor_images: int = 64
     grid_images: int = 8
+    soft_nms_sigma: float = 1.0
+    bootstrap_resamples: int = 200
     seed: int = 0
 
     @classmethod
@@ -75,7 +92,7 @@ class DemoSettings:
         """A tiny run (a few images, 2 steps per model) that checks the whole pipeline in seconds."""
         return cls(num_train=4, num_crowded_train=2, num_val=4, num_crowded_val=2, batch_size=2,
                    retinanet_steps=2, faster_rcnn_steps=2, warmup_steps=1, speed_images=2, anchor_images=2,
-                   grid_images=4)  # fmt: skip
+                   grid_images=4, bootstrap_resamples=10)  # fmt: skip
 
 
 def make_datasets(settings: DemoSettings) -> dict[str, Any]:
@@ -219,9 +236,52 @@ def count_anchors(detector: Any, dataset: Any, count: int, image_size: int) -> l
     return rows
 
 
-def set_nms(detector: Any, method: str) -> None:
-    """Switch a detector's final suppression between ``"hard"``, ``"soft_linear"`` and ``"soft_gaussian"``."""
-    (detector.roi_heads if hasattr(detector, "roi_heads") else detector).nms_method = method
+def _suppressor(detector: Any) -> Any:
+    """The module holding a detector's final suppression settings (Faster R-CNN: its RoI heads)."""
+    return detector.roi_heads if hasattr(detector, "roi_heads") else detector
+
+
+def set_nms(detector: Any, method: str, sigma: float | None = None) -> None:
+    """Switch a detector's final suppression between ``"hard"``, ``"soft_linear"`` and ``"soft_gaussian"``
+    (and set the Gaussian Soft-NMS ``sigma`` when given)."""
+    head = _suppressor(detector)
+    head.nms_method = method
+    if sigma is not None:
+        head.soft_nms_sigma = sigma
+
+
+def bootstrap_ap_gain(
+    baseline: list[dict], candidate: list[dict], dataset: Any, resamples: int, seed: int = 0
+) -> dict[str, float]:
+    """Paired bootstrap of ``COCO AP(candidate) - COCO AP(baseline)`` over the images of ``dataset``.
+
+    Each resample draws ``len(dataset)`` images with replacement and scores both prediction lists on the
+    same draw, so the interval reflects which images the split happens to contain (not training noise).
+
+    Returns:
+        ``{"low": 2.5th, "high": 97.5th percentile, "below_zero": fraction of resamples with gain <= 0}``.
+
+    Example:
+        >>> interval = bootstrap_ap_gain(hard, soft, crowded, resamples=200)  # doctest: +SKIP
+    """
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    if not len(baseline) == len(candidate) == len(dataset):
+        raise ValueError(f"need one prediction per image: baseline {len(baseline)}, candidate "
+                         f"{len(candidate)}, dataset {len(dataset)}")  # fmt: skip
+    # resampled images repeat, so the targets are matched by position, not by image_id
+    targets = [{k: v for k, v in dataset[i][1].items() if k != "image_id"} for i in range(len(dataset))]
+    generator = np.random.default_rng(seed)
+    gains = []
+    for _ in range(resamples):
+        draw = generator.integers(0, len(dataset), len(dataset))
+        drawn = [targets[i] for i in draw]
+        scores = [evaluate_coco([predictions[i] for i in draw], drawn, num_classes=len(SHAPE_CLASSES))
+                  for predictions in (baseline, candidate)]  # fmt: skip
+        gains.append(scores[1].as_dict()["AP"] - scores[0].as_dict()["AP"])
+    values = np.asarray(gains)
+    low, high = np.percentile(values, [2.5, 97.5])
+    return {"low": float(low), "high": float(high), "below_zero": float((values <= 0).mean())}
 
 
 def _build(key: str, settings: DemoSettings) -> nn.Module:
@@ -270,12 +330,15 @@ def _compare_nms(detectors: dict[str, nn.Module], crowded: Any, settings: DemoSe
     plan = [("retinanet", "hard"), ("retinanet", "soft_linear"), ("retinanet", "soft_gaussian"),
             ("faster_rcnn", "hard"), ("faster_rcnn", "soft_gaussian")]  # fmt: skip
     for key, method in plan:
-        set_nms(detectors[key], method)
+        set_nms(detectors[key], method, settings.soft_nms_sigma)
+        head = _suppressor(detectors[key])
+        setting = f"σ {head.soft_nms_sigma:g}" if method == "soft_gaussian" else f"IoU {head.nms_threshold:g}"
         predictions = predict(detectors[key], crowded, settings.batch_size, progress)
         coco = evaluate_detector(predictions, crowded)["coco"].as_dict()
-        rows.append({"model": MODEL_TITLES[key], "suppression": method, "COCO AP": coco["AP"],
-                     "AP50": coco["AP50"], "AP75": coco["AP75"], "AR@100": coco["AR100"]})  # fmt: skip
-        if method in ("hard", "soft_gaussian") and key == "retinanet":
+        rows.append({"model": MODEL_TITLES[key], "suppression": method, "setting": setting,
+                     "COCO AP": coco["AP"], "AP50": coco["AP50"], "AP75": coco["AP75"],
+                     "AR@100": coco["AR100"]})  # fmt: skip
+        if key == "retinanet":
             kept[f"{key}/{method}"] = predictions
         set_nms(detectors[key], "hard")
     return rows, kept
@@ -289,8 +352,10 @@ def _verdicts(metrics: dict[str, Any], total_seconds: float) -> list[dict[str, A
          "target": "≥ 0.90", "passed": retina["voc12"] >= 0.90},
         {"claim": "RetinaNet COCO AP@[.5:.95] on shapes val", "measured": f"{retina['coco']['AP']:.3f}",
          "target": "≥ 0.60", "passed": retina["coco"]["AP"] >= 0.60},
-        *({"claim": f"Soft-NMS ({kind}) gain in COCO AP over hard NMS on the crowded split (RetinaNet)",
-           "measured": f"{gain[kind]['AP']:+.4f}", "target": "> 0", "passed": gain[kind]["AP"] > 0}
+        *({"claim": f"Soft-NMS ({kind}) gain in COCO AP over hard NMS ({metrics['nms'][0]['setting']}) on "
+                    "the crowded split (RetinaNet)",
+           "measured": f"{gain[kind]['AP']:+.4f} (95% CI {gain[kind]['low']:+.3f}…{gain[kind]['high']:+.3f})",
+           "target": "> 0, 95% CI above 0", "passed": gain[kind]["AP"] > 0 and gain[kind]["low"] > 0}
           for kind in ("linear", "gaussian")),
         {"claim": "whole demo wall time", "measured": f"{total_seconds:.0f} s", "target": "≤ 900 s",
          "passed": total_seconds <= 900},
@@ -327,6 +392,11 @@ def run_demo(
                                         settings.image_size)]  # fmt: skip
     nms_rows, crowded_predictions = _compare_nms(detectors, datasets["crowded"], settings, progress)
     hard, linear, gaussian = nms_rows[:3]
+    intervals = {kind: bootstrap_ap_gain(crowded_predictions["retinanet/hard"],
+                                         crowded_predictions[f"retinanet/soft_{kind}"], datasets["crowded"],
+                                         settings.bootstrap_resamples, settings.seed)
+                 for kind in ("linear", "gaussian")}  # fmt: skip
+    crowded_predictions.pop("retinanet/soft_linear")
     figure_models = {key: {"title": m["title"], "history": m["history"], "coco": m.pop("_coco_result"),
                            "predictions": m.pop("_predictions")} for key, m in models.items()}  # fmt: skip
     figures = write_figures(out, figure_models, datasets["val"], datasets["crowded"], crowded_predictions,
@@ -336,7 +406,8 @@ def run_demo(
     metrics: dict[str, Any] = {
         "settings": {**asdict(settings), "threads": torch.get_num_threads()},
         "models": models, "anchors": anchors, "nms": nms_rows, "figures": figures,
-        "soft_nms_gain": {"linear": _gain(linear, hard), "gaussian": _gain(gaussian, hard)},
+        "soft_nms_gain": {"linear": {**_gain(linear, hard), **intervals["linear"]},
+                          "gaussian": {**_gain(gaussian, hard), **intervals["gaussian"]}},
     }  # fmt: skip
     total = time.perf_counter() - start
     metrics["seconds"] = {"total": total, **{key: m["train_seconds"] for key, m in models.items()}}
@@ -370,5 +441,6 @@ NOTES = {
     "minibatch (≤ 50% positives), and its RoI head samples again (≤ 25% positives).",
     "nms": "Crowded split: clusters of overlapping same-class shapes. Hard NMS deletes a true object whose "
     "box overlaps a higher-scoring one above the threshold; Soft-NMS only lowers its score, so it can still "
-    "be matched at a lower rank (Bodla et al., 2017).",
+    "be matched at a lower rank (Bodla et al., 2017). The Gaussian σ was chosen on a separate crowded tuning "
+    "split, not on this one; the 95% interval of each gain is a paired bootstrap over this split's images.",
 }
