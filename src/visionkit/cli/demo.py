@@ -2,7 +2,7 @@
 
 Example::
 
-    visionkit demo --out runs/demo            # ~15 minutes on 2 CPU cores
+    visionkit demo --out runs/demo            # about 9 minutes on 2 quiet CPU cores (limit 15)
     visionkit demo --quick --out /tmp/demo    # seconds: a few images, 2 steps per model
     visionkit demo --nms-only                 # only the ops-level NMS vs soft-NMS table
 """

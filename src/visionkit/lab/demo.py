@@ -56,7 +56,7 @@ MODEL_TITLES = {"retinanet": "RetinaNet (one-stage)", "faster_rcnn": "Faster R-C
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes and budgets of the demo (the defaults fit about 15 minutes on 2 CPU cores).
+    """Sizes and budgets of the demo (the defaults take about 9 minutes on 2 quiet CPU cores; limit 15).
 
     ``num_crowded_train`` and ``retinanet_steps`` give RetinaNet enough crowded scenes to learn them
     (crowded COCO AP about 0.30 → 0.46 against 256 images and 900 steps); ``soft_nms_sigma`` was chosen on
