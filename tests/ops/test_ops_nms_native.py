@@ -186,3 +186,19 @@ def test_many_labels_times_width_octaves_use_the_searched_index(monkeypatch) -> 
     assert native.numel() < 6000  # objects' boxes do suppress each other
     (keep, decayed), (keep_e, decayed_e) = both(monkeypatch, batched_soft_nms, boxes, scores, owner)
     assert keep.tolist() == keep_e.tolist() and torch.equal(decayed, decayed_e)
+
+
+def test_mixed_dtypes_rank_by_the_exact_scores(monkeypatch) -> None:
+    """Integer boxes (compared in float32) with float64 scores that tie only after rounding to float32:
+    the C ranking reads the float64 scores, like torch.sort."""
+    boxes = torch.tensor(
+        [[0, 0, 10, 10], [0, 0, 10, 9], [20, 20, 30, 30], [20, 20, 30, 29]], dtype=torch.int32
+    )
+    scores = torch.tensor([0.5, 0.5 + 1e-12, 0.25, 0.25], dtype=torch.float64)
+    labels = torch.tensor([3, 3, -1, -1])
+    for fn, args in ((nms, (boxes, scores, 0.5)), (batched_nms, (boxes, scores, labels, 0.5))):
+        native, engines = both(monkeypatch, fn, *args)
+        assert native.tolist() == engines.tolist() == [1, 2]
+    half_boxes, half_scores = boxes.half(), scores.half()
+    native, engines = both(monkeypatch, nms, half_boxes, half_scores, 0.5)
+    assert native.tolist() == engines.tolist() == [0, 2]  # float16 scores tie: lower index first

@@ -18,7 +18,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the build
     _kernels = None
 
-__all__ = ["available", "backend_name", "enabled", "greedy_keep", "soft_nms_loop", "usable"]
+__all__ = ["available", "backend_name", "enabled", "greedy_keep", "nms_indices", "soft_nms_loop", "usable"]
 
 #: Use the C loops when they are built (``VISIONKIT_NATIVE=0`` in the environment turns them off).
 enabled: bool = os.environ.get("VISIONKIT_NATIVE", "1") != "0"
@@ -62,6 +62,22 @@ def greedy_keep(boxes: Tensor, threshold: float, labels: Tensor | None = None) -
     _kernels.nms(code, boxes.data_ptr(), num, labels_ptr, threshold, keep.data_ptr())
     del labels  # kept alive until the kernel returned
     return keep.bool()
+
+
+def nms_indices(boxes: Tensor, scores: Tensor, threshold: float, labels: Tensor | None = None) -> Tensor:
+    """Greedy NMS over unranked ``boxes`` (``Tensor[N, 4]`` float32/float64, CPU) ranked by ``scores``
+    (``Tensor[N]`` float32/float64; decreasing, lower index first on ties): kept indices (``Tensor[K]``
+    int64) in rank order. The ranking, gathers and selection all happen in C (one call)."""
+    boxes, scores = boxes.detach().contiguous(), scores.detach().contiguous()
+    labels, labels_ptr = _labels(labels)
+    num = boxes.shape[0]
+    out = torch.empty(num, dtype=torch.int64)
+    count = _kernels.nms_scored(
+        _CODES[boxes.dtype], boxes.data_ptr(), _CODES[scores.dtype], scores.data_ptr(), num, labels_ptr,
+        threshold, out.data_ptr(),
+    )  # fmt: skip
+    del labels
+    return out[:count]
 
 
 def soft_nms_loop(

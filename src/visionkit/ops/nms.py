@@ -116,6 +116,11 @@ def _greedy(boxes: Tensor, threshold: float, labels: Tensor | None) -> Tensor:
     return dense_greedy(boxes, threshold, labels) if keep is None else keep
 
 
+def _score_keys(scores: Tensor) -> Tensor:
+    """Scores as the C ranking reads them: float32/float64 as they are, half precision widened (exact)."""
+    return scores if scores.dtype in (torch.float32, torch.float64) else scores.float()
+
+
 def _rank(scores: Tensor) -> Tensor:
     return torch.sort(scores, descending=True, stable=True)[1]
 
@@ -141,6 +146,8 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, *, strict: bool = F
     subset = finite_indices(boxes, scores, strict, "nms")
     if subset is not None:
         return subset[nms(boxes[subset], scores[subset], threshold)]
+    if _native_nms.usable(working_boxes(boxes), _score_keys(scores)):
+        return _native_nms.nms_indices(working_boxes(boxes), _score_keys(scores), threshold)
     order = _rank(scores)
     if order.numel() == 0:
         return order
@@ -187,12 +194,12 @@ def batched_nms(
     if subset is not None:
         kept = batched_nms(boxes[subset], scores[subset], labels[subset], threshold, strategy=strategy)
         return subset[kept]
+    if strategy != "per_class" and _native_nms.usable(working_boxes(boxes), _score_keys(scores), labels):
+        return _native_nms.nms_indices(working_boxes(boxes), _score_keys(scores), threshold, labels)
     order = _rank(scores)
     if order.numel() == 0:
         return order
     ranked_boxes, ranked_labels = working_boxes(boxes)[order], labels[order]
-    if strategy == "auto" and _native_nms.usable(ranked_boxes):
-        strategy = "offset"  # the C loop indexes boxes by label: one pass is always cheapest
     if strategy == "auto":
         num_classes = int(torch.unique(labels).numel())
         strategy = "per_class" if order.numel() >= _PER_CLASS_MIN_AVERAGE * num_classes else "offset"

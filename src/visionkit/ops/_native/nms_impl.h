@@ -119,6 +119,34 @@ static int FN(nms)(const T *boxes, int64_t n, const int64_t *labels, double thre
     return 0;
 }
 
+/* Hard NMS over unranked boxes: ranks them by score (descending, lower index first on ties), runs
+ * FN(nms) and writes the kept box ids in rank order to out. Returns their number, or -1 (no memory). */
+static int64_t FN(nms_scored)(const T *boxes, const double *scores, int64_t n, const int64_t *labels,
+                              double threshold, int64_t *out)
+{
+    int64_t *order = malloc((size_t)(n ? n : 1) * sizeof(int64_t));
+    T *ranked = malloc((size_t)(n ? 4 * n : 1) * sizeof(T));
+    int64_t *ranked_labels = labels ? malloc((size_t)(n ? n : 1) * sizeof(int64_t)) : NULL;
+    uint8_t *keep = malloc((size_t)(n ? n : 1));
+    int64_t count = -1;
+    if (!order || !ranked || (labels && !ranked_labels) || !keep || vk_rank(scores, n, order) != 0)
+        goto done;
+    for (int64_t r = 0; r < n; r++) {
+        memcpy(ranked + 4 * r, boxes + 4 * order[r], 4 * sizeof(T));
+        if (labels) ranked_labels[r] = labels[order[r]];
+    }
+    if (FN(nms)(ranked, n, ranked_labels, threshold, keep) != 0) goto done;
+    count = 0;
+    for (int64_t r = 0; r < n; r++)
+        if (keep[r]) out[count++] = order[r];
+done:
+    free(order);
+    free(ranked);
+    free(ranked_labels);
+    free(keep);
+    return count;
+}
+
 /* Tournament tree over box ids: node[1] is the best alive box (highest score, lowest id on ties;
  * -1: none). Leaves are node[size + i]; updating a leaf replays its path towards the root. */
 static inline int64_t FN(better)(const T *scores, int64_t a, int64_t b)

@@ -225,6 +225,46 @@ static inline int64_t vk_window_start(const vk_index *index, int level, int64_t 
     return lo;
 }
 
+/* Stable ranking by decreasing score: order[r] is the box of rank r (equal scores: lower index first,
+ * as torch.sort(descending=True, stable=True)). Bottom-up merge sort. Returns 0, or -1 (no memory). */
+typedef struct {
+    double key;
+    int64_t index;
+} vk_keyed;
+
+static int vk_rank(const double *scores, int64_t n, int64_t *order)
+{
+    vk_keyed *items = malloc((size_t)(n ? n : 1) * sizeof(vk_keyed));
+    vk_keyed *buffer = malloc((size_t)(n ? n : 1) * sizeof(vk_keyed));
+    if (!items || !buffer) {
+        free(items);
+        free(buffer);
+        return -1;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        items[i].key = scores[i];
+        items[i].index = i;
+    }
+    vk_keyed *from = items, *to = buffer; /* keys travel with the ids: sequential memory access */
+    for (int64_t width = 1; width < n; width *= 2) {
+        for (int64_t lo = 0; lo < n; lo += 2 * width) {
+            int64_t mid = lo + width < n ? lo + width : n;
+            int64_t hi = lo + 2 * width < n ? lo + 2 * width : n;
+            int64_t a = lo, b = mid, k = lo;
+            while (a < mid && b < hi) to[k++] = from[b].key > from[a].key ? from[b++] : from[a++];
+            while (a < mid) to[k++] = from[a++];
+            while (b < hi) to[k++] = from[b++];
+        }
+        vk_keyed *swap = from;
+        from = to;
+        to = swap;
+    }
+    for (int64_t r = 0; r < n; r++) order[r] = from[r].index;
+    free(items);
+    free(buffer);
+    return 0;
+}
+
 typedef struct {
     int64_t size;
     int64_t *node;
@@ -270,6 +310,40 @@ static PyObject *py_nms(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *py_nms_scored(PyObject *self, PyObject *args)
+{
+    int dtype, score_dtype;
+    unsigned long long boxes, scores, labels, out;
+    Py_ssize_t n;
+    double threshold;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iKiKnKdK", &dtype, &boxes, &score_dtype, &scores, &n, &labels, &threshold,
+                          &out))
+        return NULL;
+    if ((dtype != VK_FLOAT32 && dtype != VK_FLOAT64) || (score_dtype != VK_FLOAT32 && score_dtype != VK_FLOAT64)) {
+        PyErr_SetString(PyExc_ValueError, "dtype codes must be 0 (float32) or 1 (float64)");
+        return NULL;
+    }
+    int64_t count = -1;
+    Py_BEGIN_ALLOW_THREADS
+    double *keys = malloc((size_t)(n ? n : 1) * sizeof(double));
+    if (keys) {
+        for (Py_ssize_t i = 0; i < n; i++) /* exact: float32 and float64 scores keep their order */
+            keys[i] = score_dtype == VK_FLOAT64 ? ((const double *)(uintptr_t)scores)[i]
+                                                : (double)((const float *)(uintptr_t)scores)[i];
+        if (dtype == VK_FLOAT64)
+            count = nms_scored_f64((const double *)(uintptr_t)boxes, keys, n, (const int64_t *)(uintptr_t)labels,
+                                   threshold, (int64_t *)(uintptr_t)out);
+        else
+            count = nms_scored_f32((const float *)(uintptr_t)boxes, keys, n, (const int64_t *)(uintptr_t)labels,
+                                   threshold, (int64_t *)(uintptr_t)out);
+        free(keys);
+    }
+    Py_END_ALLOW_THREADS
+    if (count < 0) return PyErr_NoMemory();
+    return PyLong_FromLongLong(count);
+}
+
 static PyObject *py_soft_nms(PyObject *self, PyObject *args)
 {
     int dtype, gaussian;
@@ -302,6 +376,9 @@ static PyObject *py_soft_nms(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"nms", py_nms, METH_VARARGS,
      "nms(dtype, boxes_ptr, n, labels_ptr, threshold, keep_ptr): greedy NMS over score-ranked boxes."},
+    {"nms_scored", py_nms_scored, METH_VARARGS,
+     "nms_scored(dtype, boxes_ptr, score_dtype, scores_ptr, n, labels_ptr, threshold, out_ptr) -> count: "
+     "rank by score, greedy NMS, kept ids in rank order."},
     {"soft_nms", py_soft_nms, METH_VARARGS,
      "soft_nms(dtype, boxes_ptr, scores_ptr, n, labels_ptr, gaussian, sigma, iou_threshold, score_threshold, "
      "out_ids_ptr, out_scores_ptr) -> count: the Soft-NMS loop."},
