@@ -146,12 +146,13 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, *, strict: bool = F
     subset = finite_indices(boxes, scores, strict, "nms")
     if subset is not None:
         return subset[nms(boxes[subset], scores[subset], threshold)]
-    if _native_nms.usable(working_boxes(boxes), _score_keys(scores)):
-        return _native_nms.nms_indices(working_boxes(boxes), _score_keys(scores), threshold)
+    work, keys = working_boxes(boxes), _score_keys(scores)
+    if _native_nms.usable(work, keys):
+        return _native_nms.nms_indices(work, keys, threshold)
     order = _rank(scores)
     if order.numel() == 0:
         return order
-    return order[_greedy(working_boxes(boxes)[order], threshold, None)]
+    return order[_greedy(work[order], threshold, None)]
 
 
 def batched_nms(
@@ -194,12 +195,13 @@ def batched_nms(
     if subset is not None:
         kept = batched_nms(boxes[subset], scores[subset], labels[subset], threshold, strategy=strategy)
         return subset[kept]
-    if strategy != "per_class" and _native_nms.usable(working_boxes(boxes), _score_keys(scores), labels):
-        return _native_nms.nms_indices(working_boxes(boxes), _score_keys(scores), threshold, labels)
+    work, keys = working_boxes(boxes), _score_keys(scores)
+    if strategy != "per_class" and _native_nms.usable(work, keys, labels):
+        return _native_nms.nms_indices(work, keys, threshold, labels)
     order = _rank(scores)
     if order.numel() == 0:
         return order
-    ranked_boxes, ranked_labels = working_boxes(boxes)[order], labels[order]
+    ranked_boxes, ranked_labels = work[order], labels[order]
     if strategy == "auto":
         num_classes = int(torch.unique(labels).numel())
         strategy = "per_class" if order.numel() >= _PER_CLASS_MIN_AVERAGE * num_classes else "offset"
