@@ -12,8 +12,8 @@ Semantics shared by every NMS variant of visionkit (hard, batched, soft):
 * Inputs that require grad are fine: the engines run without autograd (the result is indices).
 * Boxes whose score or coordinates are NaN/Inf are dropped with one ``RuntimeWarning`` that counts them
   (inference); with ``strict=True`` (training) a ``ValueError`` names their indices instead.
-* On CPU (float32/float64 boxes) the greedy loop runs in C (:mod:`visionkit.ops._native_nms`, built at
-  install time; ``VISIONKIT_NATIVE=0`` turns it off): boxes indexed by width octave, label and x1, every
+* On CPU the ranking and the greedy loop run in one C call (:mod:`visionkit.ops._native_nms`, built at
+  install time; ``VISIONKIT_NATIVE=0`` turns it off): boxes indexed by label, width octave and x1, every
   kept box visits only the still-alive boxes that can reach the threshold with it (a geometric bound).
   Elsewhere, or when the C kernels are not built, the PyTorch engines below run; both give identical
   results (same IoU arithmetic in the same dtype).
