@@ -8,11 +8,10 @@ on CPU (and CUDA when available). Workload sizes follow a Faster R-CNN FPN on an
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from timing import median_ms
 
 from visionkit.ops.anchors import fpn_anchor_generator, kmeans_anchors
 from visionkit.ops.box_coder import decode_boxes, encode_boxes
@@ -31,17 +30,7 @@ except ImportError:  # the benchmark also runs without torchvision
 
 
 def timed(function: Callable[[], object], repeats: int = 7, device: str = "cpu") -> float:
-    function()  # warm-up
-    samples = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        function()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
+    return median_ms(function, repeats, device=device)
 
 
 def random_boxes(count: int, generator: torch.Generator, device: str) -> torch.Tensor:

@@ -13,12 +13,10 @@
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from timing import median_ms
 
 from visionkit.data.datasets import CocoDetection
 from visionkit.models import create_model
@@ -30,16 +28,6 @@ except ImportError:  # the benchmark also runs without the reference library
     torchvision = None
 
 COCO128 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco128"
-
-
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def bench_loading() -> list[tuple[str, str, str]]:

@@ -21,14 +21,13 @@ import argparse
 import json
 import math
 import resource
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from timing import median_ms
 
 from visionkit.ops import _native_nms, batched_nms, nms, soft_nms
 
@@ -176,16 +175,6 @@ def cases() -> dict[str, tuple[Callable[[], Callable[[], object]], int]]:
     return table
 
 
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
-
-
 def _status_kib(field: str) -> int:
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith(field))
@@ -247,7 +236,7 @@ def main() -> None:
     memory_cases.add("nms N=20000 visionkit torch engines")
     memory_cases.add("batched_nms N=20000 80 cls visionkit auto")
     for name, (build, repeats) in table.items():
-        milliseconds = timed(build(), repeats)
+        milliseconds = median_ms(build(), repeats)
         peak = f"{peak_memory(name):9.1f}" if name in memory_cases and not args.no_memory else f"{'':>9}"
         print(f"{name:<62} {milliseconds:10.2f} {peak}", flush=True)
 

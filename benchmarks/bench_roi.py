@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import torch
+from timing import median_ms
 
 from visionkit.ops.roi_align import roi_align
 from visionkit.ops.roi_pool import roi_pool
@@ -40,12 +39,7 @@ def measure(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     fn()
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times), peak
+    return median_ms(fn, repeats, warmup=False), peak
 
 
 def make_inputs(num_rois: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
