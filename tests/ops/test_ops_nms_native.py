@@ -202,3 +202,15 @@ def test_mixed_dtypes_rank_by_the_exact_scores(monkeypatch) -> None:
     half_boxes, half_scores = boxes.half(), scores.half()
     native, engines = both(monkeypatch, nms, half_boxes, half_scores, 0.5)
     assert native.tolist() == engines.tolist() == [0, 2]  # float16 scores tie: lower index first
+
+
+def test_bindings_reject_unknown_dtype_codes() -> None:
+    kernels = _native_nms._kernels
+    calls = [
+        lambda: kernels.nms(5, 0, 0, 0, 0.5, 0),
+        lambda: kernels.nms_scored(0, 0, 7, 0, 0, 0, 0.5, 0),
+        lambda: kernels.soft_nms(2, 0, 0, 0, 0, True, 0.5, 0.3, 0.001, 0, 0),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="dtype codes must be 0"):
+            call()

@@ -285,6 +285,14 @@ typedef struct {
 /* --------------------------------------------------------------------------------- Python bindings */
 enum { VK_FLOAT32 = 0, VK_FLOAT64 = 1 };
 
+/* 1 when every dtype code is float32 or float64; else sets ValueError and returns 0. */
+static int vk_check_codes(int first, int second)
+{
+    if ((first == VK_FLOAT32 || first == VK_FLOAT64) && (second == VK_FLOAT32 || second == VK_FLOAT64)) return 1;
+    PyErr_SetString(PyExc_ValueError, "dtype codes must be 0 (float32) or 1 (float64)");
+    return 0;
+}
+
 static PyObject *py_nms(PyObject *self, PyObject *args)
 {
     int dtype;
@@ -293,10 +301,7 @@ static PyObject *py_nms(PyObject *self, PyObject *args)
     double threshold;
     (void)self;
     if (!PyArg_ParseTuple(args, "iKnKdK", &dtype, &boxes, &n, &labels, &threshold, &keep)) return NULL;
-    if (dtype != VK_FLOAT32 && dtype != VK_FLOAT64) {
-        PyErr_SetString(PyExc_ValueError, "dtype code must be 0 (float32) or 1 (float64)");
-        return NULL;
-    }
+    if (!vk_check_codes(dtype, dtype)) return NULL;
     int status;
     Py_BEGIN_ALLOW_THREADS
     if (dtype == VK_FLOAT64)
@@ -320,10 +325,7 @@ static PyObject *py_nms_scored(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "iKiKnKdK", &dtype, &boxes, &score_dtype, &scores, &n, &labels, &threshold,
                           &out))
         return NULL;
-    if ((dtype != VK_FLOAT32 && dtype != VK_FLOAT64) || (score_dtype != VK_FLOAT32 && score_dtype != VK_FLOAT64)) {
-        PyErr_SetString(PyExc_ValueError, "dtype codes must be 0 (float32) or 1 (float64)");
-        return NULL;
-    }
+    if (!vk_check_codes(dtype, score_dtype)) return NULL;
     int64_t count = -1;
     Py_BEGIN_ALLOW_THREADS
     double *keys = malloc((size_t)(n ? n : 1) * sizeof(double));
@@ -354,10 +356,7 @@ static PyObject *py_soft_nms(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "iKKnKpdddKK", &dtype, &boxes, &scores, &n, &labels, &gaussian, &sigma,
                           &iou_threshold, &score_threshold, &out_ids, &out_scores))
         return NULL;
-    if (dtype != VK_FLOAT32 && dtype != VK_FLOAT64) {
-        PyErr_SetString(PyExc_ValueError, "dtype code must be 0 (float32) or 1 (float64)");
-        return NULL;
-    }
+    if (!vk_check_codes(dtype, dtype)) return NULL;
     int64_t count;
     Py_BEGIN_ALLOW_THREADS
     if (dtype == VK_FLOAT64)
