@@ -58,30 +58,34 @@ static inline int vk_entry_less(const vk_entry *a, const vk_entry *b)
     return a->x1 < b->x1;
 }
 
-/* Stable bottom-up merge sort by (label, level, x1): entries are created in box order, so equal keys
- * stay in box order. An inline comparison makes it ~3x faster than qsort here. */
-static int vk_sort_entries(vk_entry *entries, int64_t size)
-{
-    vk_entry *buffer = malloc((size_t)(size ? size : 1) * sizeof(vk_entry));
-    if (!buffer) return -1;
-    vk_entry *from = entries, *to = buffer;
-    for (int64_t width = 1; width < size; width *= 2) {
-        for (int64_t lo = 0; lo < size; lo += 2 * width) {
-            int64_t mid = lo + width < size ? lo + width : size;
-            int64_t hi = lo + 2 * width < size ? lo + 2 * width : size;
-            int64_t a = lo, b = mid, k = lo;
-            while (a < mid && b < hi) to[k++] = vk_entry_less(&from[b], &from[a]) ? from[b++] : from[a++];
-            while (a < mid) to[k++] = from[a++];
-            while (b < hi) to[k++] = from[b++];
-        }
-        vk_entry *swap = from;
-        from = to;
-        to = swap;
+/* Stable bottom-up merge sort of `type` items by LESS(a, b) (pointers): `static int name(type *, n)`,
+ * 0 or -1 when out of memory. An inline comparison makes it ~3x faster than qsort here. */
+#define VK_DEFINE_MERGE_SORT(name, type, LESS)                                                        \
+    static int name(type *items, int64_t size)                                                       \
+    {                                                                                                \
+        type *buffer = malloc((size_t)(size ? size : 1) * sizeof(type));                             \
+        if (!buffer) return -1;                                                                      \
+        type *from = items, *to = buffer;                                                            \
+        for (int64_t width = 1; width < size; width *= 2) {                                          \
+            for (int64_t lo = 0; lo < size; lo += 2 * width) {                                       \
+                int64_t mid = lo + width < size ? lo + width : size;                                 \
+                int64_t hi = lo + 2 * width < size ? lo + 2 * width : size;                          \
+                int64_t a = lo, b = mid, k = lo;                                                     \
+                while (a < mid && b < hi) to[k++] = LESS(&from[b], &from[a]) ? from[b++] : from[a++]; \
+                while (a < mid) to[k++] = from[a++];                                                 \
+                while (b < hi) to[k++] = from[b++];                                                  \
+            }                                                                                        \
+            type *swap = from;                                                                       \
+            from = to;                                                                               \
+            to = swap;                                                                               \
+        }                                                                                            \
+        if (from != items) memcpy(items, from, (size_t)size * sizeof(type));                         \
+        free(buffer);                                                                                \
+        return 0;                                                                                    \
     }
-    if (from != entries) memcpy(entries, from, (size_t)size * sizeof(vk_entry));
-    free(buffer);
-    return 0;
-}
+
+/* By (label, level, x1); entries are created in box order, so equal keys stay in box order. */
+VK_DEFINE_MERGE_SORT(vk_sort_entries, vk_entry, vk_entry_less)
 
 static void vk_index_free(vk_index *index)
 {
@@ -225,44 +229,30 @@ static inline int64_t vk_window_start(const vk_index *index, int level, int64_t 
     return lo;
 }
 
-/* Stable ranking by decreasing score: order[r] is the box of rank r (equal scores: lower index first,
- * as torch.sort(descending=True, stable=True)). Bottom-up merge sort. Returns 0, or -1 (no memory). */
 typedef struct {
     double key;
     int64_t index;
 } vk_keyed;
 
+static inline int vk_keyed_before(const vk_keyed *a, const vk_keyed *b) { return a->key > b->key; }
+
+/* Decreasing score; keys travel with the ids (sequential memory access), equal keys keep id order. */
+VK_DEFINE_MERGE_SORT(vk_sort_keyed, vk_keyed, vk_keyed_before)
+
+/* Stable ranking by decreasing score: order[r] is the box of rank r (equal scores: lower index first,
+ * as torch.sort(descending=True, stable=True)). Returns 0, or -1 (no memory). */
 static int vk_rank(const double *scores, int64_t n, int64_t *order)
 {
     vk_keyed *items = malloc((size_t)(n ? n : 1) * sizeof(vk_keyed));
-    vk_keyed *buffer = malloc((size_t)(n ? n : 1) * sizeof(vk_keyed));
-    if (!items || !buffer) {
-        free(items);
-        free(buffer);
-        return -1;
-    }
+    if (!items) return -1;
     for (int64_t i = 0; i < n; i++) {
         items[i].key = scores[i];
         items[i].index = i;
     }
-    vk_keyed *from = items, *to = buffer; /* keys travel with the ids: sequential memory access */
-    for (int64_t width = 1; width < n; width *= 2) {
-        for (int64_t lo = 0; lo < n; lo += 2 * width) {
-            int64_t mid = lo + width < n ? lo + width : n;
-            int64_t hi = lo + 2 * width < n ? lo + 2 * width : n;
-            int64_t a = lo, b = mid, k = lo;
-            while (a < mid && b < hi) to[k++] = from[b].key > from[a].key ? from[b++] : from[a++];
-            while (a < mid) to[k++] = from[a++];
-            while (b < hi) to[k++] = from[b++];
-        }
-        vk_keyed *swap = from;
-        from = to;
-        to = swap;
-    }
-    for (int64_t r = 0; r < n; r++) order[r] = from[r].index;
+    int status = vk_sort_keyed(items, n);
+    for (int64_t r = 0; status == 0 && r < n; r++) order[r] = items[r].index;
     free(items);
-    free(buffer);
-    return 0;
+    return status;
 }
 
 typedef struct {
