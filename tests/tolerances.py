@@ -1,0 +1,137 @@
+"""Derived tolerances for comparing two floating-point computations (used across the test suite).
+
+A comparison in these tests is either exact by construction (same operations in the same order on the
+same inputs: ``torch.equal`` / ``atol=0, rtol=0``) or bounded by the error model below, never by a
+constant that happened to pass on one machine.
+
+The model (IEEE 754, round to nearest, Higham, *Accuracy and Stability of Numerical Algorithms*, §2.2):
+
+* ``+ − × /`` and ``sqrt`` are correctly rounded: ``fl(a ∘ b) = (a ∘ b)(1 + δ)``, ``|δ| ≤ u = ε/2``
+  (``ε`` = machine epsilon of the dtype).
+* ``exp``, ``log``, ``pow``, ``sin``... are not: every implementation torch or our C code may call —
+  glibc's libm, SLEEF's ``u10`` kernels (torch's AVX2/AVX-512 paths), MKL VML in HA mode (torch's
+  float ``exp``/``log`` on MKL builds, whose code path depends on the CPU vendor) — documents a maximum
+  error of 1 ulp. 1 ulp of a value ``y`` is at most ``ε·|y|``, so each call is within relative ``ε`` of
+  the exact result, and two implementations are within ``2ε`` of each other.
+* A sum of ``n`` terms in any order (pairwise, blocked, vectorised, sequential) is within
+  ``γ(n − 1)·Σ|xᵢ|`` of the exact sum, ``γ(n) = n·u / (1 − n·u)`` (Higham, Lemma 3.1 / eq. 4.4); two
+  implementations that sum the same values in different orders are within twice that of each other.
+
+Each test that uses these functions says which operations the two sides differ in; the bound is then
+computed from that count and the data, so it holds on any CPU, kernel (``ATEN_CPU_CAPABILITY``) or thread
+count.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import torch
+
+__all__ = [
+    "LIBM_ULPS",
+    "assert_within",
+    "eps",
+    "exp_argument_error",
+    "gamma",
+    "product_ratio_bound",
+    "sum_difference_bound",
+    "unit_roundoff",
+]
+
+#: Maximum documented error, in ulps, of one libm / SLEEF-u10 / MKL-VML-HA call (exp, log, pow, ...).
+LIBM_ULPS = 1
+
+
+def eps(dtype: torch.dtype) -> float:
+    """Machine epsilon: the distance from 1.0 to the next representable number (2⁻⁵² for float64)."""
+    return torch.finfo(dtype).eps
+
+
+def unit_roundoff(dtype: torch.dtype) -> float:
+    """``u = ε/2``: the relative error bound of one correctly rounded operation."""
+    return eps(dtype) / 2
+
+
+def gamma(n: int, dtype: torch.dtype) -> float:
+    """Higham's ``γₙ = n·u / (1 − n·u)``: relative error bound of ``n`` chained rounded operations."""
+    nu = n * unit_roundoff(dtype)
+    if nu >= 1:
+        raise ValueError(f"n·u = {nu} >= 1: no bound for {n} operations in {dtype}")
+    return _round_up(nu / (1 - nu))
+
+
+def sum_difference_bound(abs_sum: torch.Tensor | float, n: int, dtype: torch.dtype) -> torch.Tensor | float:
+    """Largest difference between two evaluations of a sum of ``n`` terms in different orders.
+
+    Each is within ``γ(n − 1)·Σ|xᵢ|`` of the exact sum, so they are within ``2·γ(n − 1)·Σ|xᵢ|`` of each
+    other. ``abs_sum`` is ``Σ|xᵢ|`` (a tensor for many sums at once).
+    """
+    return 2 * gamma(max(n - 1, 1), dtype) * abs_sum
+
+
+def product_ratio_bound(
+    num_factors: torch.Tensor | int, side_a: tuple[float, torch.dtype], side_b: tuple[float, torch.dtype]
+):
+    """Bound on ``|a / b − 1|`` for two evaluations ``a``, ``b`` of the product ``s · f₁ · … · f_k``.
+
+    ``side_a = (factor_error, dtype)``: that side's factors are within relative ``factor_error`` of the
+    exact ones (0 when computed exactly, ``ε`` for one libm-class call) and each of its ``k``
+    multiplications rounds in ``dtype`` (relative ``u``); ``s`` is the same number on both sides. So
+    ``a ∈ s∏fᵢ · [((1 − rₐ)(1 − uₐ))ᵏ, ((1 + rₐ)(1 + uₐ))ᵏ]``, likewise ``b``, and ``|a/b − 1|`` is at most
+    the larger of ``hiₐᵏ/lo_bᵏ − 1`` and ``1 − loₐᵏ/hi_bᵏ``: evaluated exactly with fractions and rounded
+    up. ``num_factors`` may be a tensor of per-element counts; the result then has its shape.
+    """
+
+    def limits(side: tuple[float, torch.dtype]) -> tuple[Fraction, Fraction]:
+        r, u = Fraction(side[0]), Fraction(unit_roundoff(side[1]))
+        return (1 - r) * (1 - u), (1 + r) * (1 + u)
+
+    (lo_a, hi_a), (lo_b, hi_b) = limits(side_a), limits(side_b)
+
+    def bound(k: int) -> float:
+        return _round_up(max(hi_a**k / lo_b**k - 1, 1 - lo_a**k / hi_b**k))
+
+    if isinstance(num_factors, torch.Tensor):
+        counts = num_factors.to(torch.int64)
+        table = [bound(k) for k in range(int(counts.max()) + 1 if counts.numel() else 1)]
+        return torch.tensor(table, dtype=torch.float64)[counts]
+    return bound(int(num_factors))
+
+
+def exp_argument_error(max_argument: float, argument_error: float) -> float:
+    """Relative change of ``exp(x)`` when ``x`` (``|x| ≤ max_argument``) carries a relative error of at
+    most ``argument_error``: ``exp(x̂)/exp(x) = exp(x̂ − x)`` and ``|x̂ − x| ≤ max_argument·argument_error``,
+    so the change is at most ``expm1(max_argument·argument_error)`` (rounded up). The ``exp`` call's own
+    error (``LIBM_ULPS``) comes on top."""
+    return math.nextafter(math.expm1(max_argument * argument_error), math.inf)
+
+
+def assert_within(
+    actual: torch.Tensor, expected: torch.Tensor, bound: torch.Tensor | float, what: str = ""
+) -> None:
+    """Element-wise ``|actual − expected| ≤ bound`` (a derived bound, scalar or per element), computed in
+    float64; equal infinities and NaN positions must match. Reports the worst element on failure."""
+    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
+    assert a.shape == e.shape, f"{what} shape {tuple(a.shape)} != {tuple(e.shape)}"
+    assert torch.equal(torch.isnan(a), torch.isnan(e)), f"{what} NaN positions differ"
+    finite = torch.isfinite(a) & torch.isfinite(e)
+    assert torch.equal(a[~finite & ~torch.isnan(a)], e[~finite & ~torch.isnan(e)]), (
+        f"{what} infinities differ"
+    )
+    b = torch.as_tensor(bound, dtype=torch.float64).expand_as(a)
+    excess = ((a - e).abs() - b).masked_fill(~finite, -math.inf)
+    if excess.numel() and float(excess.max()) > 0:
+        i = int(excess.argmax())
+        raise AssertionError(
+            f"{what} element {i}: |{a.flatten()[i].item()!r} - {e.flatten()[i].item()!r}| = "
+            f"{(a - e).abs().flatten()[i].item():.3e} exceeds its derived bound {b.flatten()[i].item():.3e} "
+            f"({int((excess > 0).sum())} of {a.numel()} elements over)"
+        )
+
+
+def _round_up(value: Fraction | float) -> float:
+    """A float ≥ ``value`` (the bound must not shrink when it is converted)."""
+    as_float = float(value)
+    return as_float if Fraction(as_float) >= Fraction(value) else math.nextafter(as_float, math.inf)
