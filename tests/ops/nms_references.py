@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from tolerances import LIBM_ULPS, assert_within, eps, exp_argument_error, gamma, product_ratio_bound
 
 
@@ -91,11 +92,11 @@ def assert_soft_scores(got, want, decays, method, sigma=0.5, want_in_float64=Fal
       identical argument ``−IoU²/sigma``. C's float32 path computes ``exp`` in double and rounds to float
       (``ε64 + u32 < ε32``). Bound: :func:`tolerances.product_ratio_bound` with ``r = ε`` on each side.
     * gaussian, ``got`` in float32 against the loop run in float64 on the same values
-      (``want_in_float64``), for boxes with integer coordinates, ``|x| < 2¹⁰`` (:func:`assert_integer_boxes`): widths, areas,
-      intersections and unions are exact in both dtypes, so each side's IoU has one rounding, ``IoU²``
-      one, ``sigma``'s conversion to the dtype one and the division one: the argument ``x ≤ 1/sigma``
-      is within ``γ₅`` (relative) of the exact one, which moves ``exp`` by at most ``expm1(γ₅/sigma)``
-      on top of its own ``ε``.
+      (``want_in_float64``), for boxes with integer coordinates, ``|x| < 2¹⁰`` (see
+      :func:`assert_integer_boxes`): widths, areas, intersections and unions are exact in both dtypes,
+      so each side's IoU has one rounding, ``IoU²`` one, ``sigma``'s conversion to the dtype one and the
+      division one: the argument ``x ≤ 1/sigma`` is within ``γ₅`` (relative) of the exact one, which
+      moves ``exp`` by at most ``expm1(γ₅/sigma)`` on top of its own ``ε``.
     """
     dtype = got.dtype
     got = got.detach().double()
