@@ -2,16 +2,25 @@
 
 Each command group lives in its own module of this package and is registered in :data:`COMMANDS`;
 a module is imported only when its command runs, so ``visionkit --help`` stays fast.
+
+Errors: the group is the one error boundary of every command. visionkit's own errors
+(:mod:`visionkit.errors`) print as one ``Error: ...`` line — exit 2 for a
+:class:`~visionkit.errors.ConfigError` (a usage error: a bad key or value), exit 1 for the others — and
+show their traceback only with
+``visionkit --debug ...`` or ``VISIONKIT_DEBUG=1``. Any other exception is a bug and keeps its traceback.
+Exit codes: 0 success, 1 error, 2 usage error.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 import click
 
 from visionkit import __version__
+from visionkit.errors import ConfigError, VisionkitError
 
 #: command name -> (module, attribute, one-line help). Add a command by adding a row.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -38,16 +47,36 @@ class LazyGroup(click.Group):
         command: click.Command = getattr(importlib.import_module(module), attribute)
         return command
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; visionkit's own errors become one ``Error:`` line (see the module docstring)."""
+        try:
+            return super().invoke(ctx)
+        except VisionkitError as error:
+            if ctx.params.get("debug") or debug_from_environment():
+                raise
+            if isinstance(error, ConfigError):
+                raise click.UsageError(str(error)) from None
+            raise click.ClickException(str(error)) from None
+
     def format_commands(self, ctx: click.Context, formatter: Any) -> None:
         rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
 
+def debug_from_environment() -> bool:
+    """``VISIONKIT_DEBUG`` set to anything but empty / 0 / false / no / off."""
+    return os.environ.get("VISIONKIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="visionkit")
-def main() -> None:
-    """visionkit: computer-vision components you can trust, and a CLI to train, evaluate and export."""
+@click.option("--debug", is_flag=True, help="Show tracebacks of visionkit's errors (or VISIONKIT_DEBUG=1).")
+def main(debug: bool) -> None:
+    """visionkit: computer-vision components you can trust, and a CLI to train, evaluate and export.
+
+    Exit codes: 0 success, 1 error (one 'Error:' line), 2 usage error (a bad option, key or value).
+    """
 
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "debug_from_environment", "main"]

@@ -21,11 +21,9 @@ from typing import Any
 
 import torch
 
+from visionkit.errors import NotFittedError
+
 MEAN_MODES = ("feature", "global", "channel")
-
-
-class NotFittedError(ValueError):
-    """``transform`` was called before ``fit``."""
 
 
 def _as_matrix(x: torch.Tensor, name: str = "x") -> torch.Tensor:

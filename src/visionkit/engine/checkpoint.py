@@ -21,12 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from visionkit.errors import CheckpointError
+
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^checkpoint_(\d+)\.pt$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, truncated, unreadable or from an incompatible format."""
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -26,13 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
+from visionkit.errors import ConfigError
+
 RecipeT = TypeVar("RecipeT")
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 _NONE = ("none", "null")
-
-
-class ConfigError(ValueError):
-    """An override names an unknown field or has a value that does not fit the field's type."""
 
 
 def _field_types(recipe_type: type) -> dict[str, Any]:

@@ -34,17 +34,10 @@ from visionkit.engine.checkpoint import (
     seed_everything,
 )
 from visionkit.engine.distributed import unwrap_model
+from visionkit.errors import NonFiniteGradientError, NonFiniteLossError
 
 LossOutput = torch.Tensor | Mapping[str, torch.Tensor]
 NONFINITE_POLICIES = ("skip", "stop")
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the message names the iteration and every loss term."""
-
-
-class NonFiniteGradientError(FloatingPointError):
-    """The gradient norm was NaN or infinite and ``on_nonfinite_grad="stop"``."""
 
 
 class HookBase:

@@ -34,6 +34,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from visionkit.errors import UnknownModelError
+
 __all__ = ["create_model", "get_model_builder", "list_models", "register_model"]
 
 Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
@@ -126,7 +128,7 @@ def get_model_builder(name: str) -> Callable[..., nn.Module]:
     """The builder function registered as ``name``.
 
     Raises:
-        KeyError: unknown name; the message lists close matches.
+        UnknownModelError: (a KeyError) unknown name; the message lists close matches.
     """
     _load_builtin_models()
     if name not in _REGISTRY:
@@ -134,7 +136,7 @@ def get_model_builder(name: str) -> Callable[..., nn.Module]:
 
         close = difflib.get_close_matches(str(name), list(_REGISTRY), n=5)
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise KeyError(f"unknown model {name!r}{hint} (see visionkit.models.list_models())")
+        raise UnknownModelError(f"unknown model {name!r}{hint} (see visionkit.models.list_models())")
     return _REGISTRY[name]
 
 
@@ -149,7 +151,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         The model (``nn.Module``).
 
     Raises:
-        KeyError: unknown model name.
+        UnknownModelError: (a KeyError) unknown model name.
         TypeError: keyword arguments the builder does not accept; the message names them and lists
             the accepted ones.
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from visionkit.data.datasets.labelmap import LabelMap
+from visionkit.errors import DatasetError
 
 __all__ = [
     "AnnotationSet",
@@ -29,10 +30,6 @@ __all__ = [
 
 #: tolerance (pixels) under which a box coordinate past the image border is float noise, clipped silently
 BORDER_TOLERANCE = 1e-3
-
-
-class DatasetError(ValueError):
-    """A dataset file or image is malformed; the message names the file (and line, id or index)."""
 
 
 @dataclass(frozen=True)
