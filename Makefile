@@ -7,12 +7,17 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(BENCH_VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench setup bench-setup clean
+.PHONY: demo test test-kernels lint bench setup bench-setup clean
+
+# `make test-kernels` reruns the suite under torch's portable CPU kernels (ATEN_CPU_CAPABILITY=default:
+# scalar libm; =avx2: SLEEF / AVX2) besides the native run of `make test` (AVX-512 where the CPU has it),
+# so a float comparison or a training outcome that holds on one kind of CPU only fails here (~1.5 min each).
+KERNEL_TESTS ?= tests
 
 $(STAMP): pyproject.toml setup.py constraints.txt $(wildcard src/visionkit/ops/_native/*)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,deploy,tensorboard]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -22,6 +27,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+
+test-kernels: $(STAMP)
+	for cap in default avx2; do echo "== ATEN_CPU_CAPABILITY=$$cap"; \
+		ATEN_CPU_CAPABILITY=$$cap $(BIN)/python -m pytest -q -n 2 -p no:cacheprovider $(KERNEL_TESTS) || exit 1; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

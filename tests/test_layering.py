@@ -10,7 +10,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "visionkit"
 
-# ops (torch only) -> nn/losses/data -> models -> metrics/analysis -> engine/compress -> deploy -> lab -> cli
+# ops (torch only) -> nn/losses/data -> models -> metrics/analysis/viz -> engine -> compress -> deploy -> lab
+# -> cli. compress sits above engine: pruning, weight sharing and distillation fine-tune with the trainer.
 RANK = {
     "ops": 0,
     "nn": 1,
@@ -21,10 +22,10 @@ RANK = {
     "analysis": 3,
     "viz": 3,
     "engine": 4,
-    "compress": 4,
-    "deploy": 5,
-    "lab": 6,
-    "cli": 7,
+    "compress": 5,
+    "deploy": 6,
+    "lab": 7,
+    "cli": 8,
 }
 
 
