@@ -4,10 +4,11 @@ Everything the evaluators need is held in two flat structures, one row per box, 
 category positions. Boxes are kept as float64 ``(x, y, w, h)`` because pycocotools computes IoU from
 that form (``x + w`` rather than a stored ``x2``); keeping it makes our IoU bit-identical to its IoU.
 
-Checks (RELIABILITY.md, "Metrics"): detections for unknown image ids, unknown category ids, duplicate
-image or annotation ids, NaN/Inf scores or coordinates and inverted boxes raise ``ValueError`` naming
-the ids or indices. A missing ground-truth ``area`` is computed from the box (one warning with the count:
-COCO's ``area`` is the *segmentation* area, so the computed value can differ); a missing ``iscrowd`` is 0.
+Checks (CONTRIBUTING.md, "Bad input and faults"): detections for unknown image ids, unknown category ids,
+duplicate image or annotation ids, NaN/Inf scores or coordinates and inverted boxes raise ``ValueError``
+naming the ids or indices. A missing ground-truth ``area`` is computed from the box (one warning with the
+count: COCO's ``area`` is the *segmentation* area, so the computed value can differ); a missing
+``iscrowd`` is 0.
 """
 
 from __future__ import annotations
