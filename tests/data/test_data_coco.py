@@ -1,4 +1,4 @@
-"""COCO JSON reader/dataset: coco128 against its YOLO labels, and every validation case of RELIABILITY.md."""
+"""COCO JSON reader/dataset: coco128 against its YOLO labels, and every bad-input case of CONTRIBUTING.md."""
 
 from __future__ import annotations
 
