@@ -34,6 +34,7 @@ from visionkit.errors import ConfigError
 __all__ = [
     "CodebookWeight",
     "SharedLayer",
+    "codebook_parameter_groups",
     "decode_shared",
     "huffman_code_lengths",
     "kmeans_1d",
@@ -170,6 +171,23 @@ def shared_layers(model: nn.Module) -> dict[str, SharedLayer]:
                 codebook = module.parametrizations.weight.original
                 found[name] = SharedLayer(int(math.log2(decode.clusters)), codebook, decode.indices)
     return found
+
+
+def codebook_parameter_groups(model: nn.Module, lr: float) -> list[dict[str, object]]:
+    """Optimizer groups for fine-tuning a shared model: each codebook at ``lr · K / n`` (``n`` weights
+    share its ``K`` centroids), every other trainable parameter at ``lr``.
+
+    A centroid's gradient is the *sum* of the gradients of the weights that share it (Deep Compression);
+    scaling its step by ``K / n`` makes it a step along their mean gradient, so the ``lr`` that fine-tunes
+    the dense model also fine-tunes the codebooks instead of overshooting by a factor of ``n / K``.
+    """
+    groups: list[dict[str, object]] = []
+    codebooks = set()
+    for layer in shared_layers(model).values():
+        codebooks.add(id(layer.codebook))
+        groups.append({"params": [layer.codebook], "lr": lr * layer.codebook.numel() / layer.indices.numel()})
+    others = [p for p in model.parameters() if p.requires_grad and id(p) not in codebooks]
+    return ([{"params": others, "lr": lr}] if others else []) + groups
 
 
 def decode_shared(model: nn.Module) -> nn.Module:
