@@ -151,11 +151,16 @@ class ChannelGraph:
         return list(by_layers.values())
 
     def tied_layers(self, name: str) -> list[str]:
-        """Other layers whose output channels are tied to those of layer ``name``."""
+        """Other conv/linear layers whose output channels are tied to those of layer ``name`` (depthwise
+        convolutions in between are not listed: they follow the channel they filter)."""
         record = self.layers[name]
         roots = {self.find(a) for a in record.outputs}
         others = {
-            layer for root, members in self.producers().items() if root in roots for layer, _ in members
+            layer
+            for root, members in self.producers().items()
+            if root in roots
+            for layer, _ in members
+            if self.layers[layer].kind != "depthwise"  # a depthwise filter follows its input channel
         }
         return sorted(others - {name})
 

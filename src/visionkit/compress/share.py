@@ -87,7 +87,9 @@ def kmeans_1d(values: Tensor, clusters: int, *, iterations: int = 50) -> tuple[T
     if clusters < 1:
         raise ConfigError(f"kmeans_1d: clusters={clusters}, expected >= 1")
     values = values.detach().double().flatten()
-    centroids = torch.linspace(float(values.min()), float(values.max()), clusters, dtype=torch.float64)
+    low, high = values.min(), values.max()
+    steps = torch.arange(clusters, dtype=torch.float64)
+    centroids = low + (high - low) * steps / max(clusters - 1, 1)  # linear initialisation
     assignment = nearest_centroid(values, centroids)
     for _ in range(iterations):
         sums = torch.zeros(clusters, dtype=torch.float64).index_add_(0, assignment, values)

@@ -247,8 +247,11 @@ def _groups_for_layers(
             raise ConfigError(
                 f"layers: no prunable layer named {name!r}; known: {sorted(graph.layers)[:12]}..."
             )
-        if graph.layers[name].kind == "norm":
-            raise ConfigError(f"layers: {name!r} is a norm layer; name the convolution that feeds it")
+        if graph.layers[name].kind in ("norm", "depthwise"):
+            raise ConfigError(
+                f"layers: {name!r} is a {graph.layers[name].kind} layer, which keeps its input's channels; "
+                "name the convolution that feeds it"
+            )
         tied = [other for other in graph.tied_layers(name) if other not in layers]
         if tied:
             raise ExportError(
