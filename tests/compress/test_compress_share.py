@@ -64,7 +64,11 @@ def test_kmeans_equals_plain_loop(count: int, k: int, seed: int) -> None:
 
 
 def test_nearest_centroid_breaks_ties_to_the_lower_index() -> None:
-    assert nearest_centroid(torch.tensor([0.5, 1.5, 3.0]), torch.tensor([0.0, 1.0, 2.0])).tolist() == [0, 1, 2]
+    assert nearest_centroid(torch.tensor([0.5, 1.5, 3.0]), torch.tensor([0.0, 1.0, 2.0])).tolist() == [
+        0,
+        1,
+        2,
+    ]
 
 
 def _brute_force_cost(frequencies: list[int]) -> int:
@@ -77,7 +81,9 @@ def _brute_force_cost(frequencies: list[int]) -> int:
     return int(best)
 
 
-@pytest.mark.parametrize("frequencies", [[5, 2, 1, 1], [1, 1, 1, 1, 1], [10, 1, 1], [3, 3], [7, 6, 5, 4, 3, 2]])
+@pytest.mark.parametrize(
+    "frequencies", [[5, 2, 1, 1], [1, 1, 1, 1, 1], [10, 1, 1], [3, 3], [7, 6, 5, 4, 3, 2]]
+)
 def test_huffman_is_optimal(frequencies: list[int]) -> None:
     lengths = huffman_code_lengths(dict(enumerate(frequencies)))
     assert sum(2.0 ** -lengths[s] for s in lengths) == 1.0  # a complete prefix code

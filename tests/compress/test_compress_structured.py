@@ -49,7 +49,9 @@ def _integer_model(model: nn.Module, seed: int) -> nn.Module:
             elif isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
                 module.eps = 0.0
                 module.running_var.fill_(1.0)
-                module.running_mean.copy_(torch.randint(-1, 2, module.running_mean.shape, generator=generator))
+                module.running_mean.copy_(
+                    torch.randint(-1, 2, module.running_mean.shape, generator=generator)
+                )
                 module.weight.copy_(torch.randint(1, 3, module.weight.shape, generator=generator))
                 module.bias.copy_(torch.randint(-1, 2, module.bias.shape, generator=generator))
     return model

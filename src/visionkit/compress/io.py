@@ -79,22 +79,25 @@ def _sparse_layers(edits: list[dict[str, Any]]) -> list[str]:
 
 
 def _to_csr(weight: Tensor) -> dict[str, Any]:
-    matrix = weight.detach().reshape(weight.shape[0], -1).float().to_sparse_csr()
+    """Compressed sparse rows of ``weight`` viewed as ``(rows, rest)``, with plain tensors."""
+    matrix = weight.detach().reshape(weight.shape[0], -1).float()
+    nonzero = matrix != 0
+    counts = nonzero.sum(1)
+    crow = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
     return {
         "shape": list(weight.shape),
-        "crow": matrix.crow_indices().to(torch.int32),
-        "col": matrix.col_indices().to(torch.int32),
-        "values": matrix.values().clone(),
+        "crow": crow.to(torch.int32),
+        "col": nonzero.nonzero()[:, 1].to(torch.int32),  # row-major order, as the values
+        "values": matrix[nonzero].clone(),
     }
 
 
 def _from_csr(stored: dict[str, Any]) -> Tensor:
     shape = stored["shape"]
-    rows, columns = shape[0], math.prod(shape[1:])
-    matrix = torch.sparse_csr_tensor(
-        stored["crow"].long(), stored["col"].long(), stored["values"], size=(rows, columns)
-    )
-    return matrix.to_dense().reshape(shape)
+    dense = torch.zeros(shape[0], math.prod(shape[1:]), dtype=stored["values"].dtype)
+    rows = torch.repeat_interleave(torch.arange(shape[0]), torch.diff(stored["crow"].long()))
+    dense[rows, stored["col"].long()] = stored["values"]
+    return dense.reshape(shape)
 
 
 def compressed_payload(model: nn.Module, base: dict[str, Any], edits: list[dict[str, Any]]) -> dict[str, Any]:
