@@ -97,7 +97,7 @@ def test_truncated_compressed_file_is_a_clear_error(weights: Path, tmp_path: Pat
     (out / "model.pt").write_bytes(data[: len(data) // 2])
     from visionkit.errors import CheckpointError
 
-    with pytest.raises(CheckpointError, match="model.pt"):
+    with pytest.raises(CheckpointError, match=r"model\.pt"):
         load_compressed_classifier(out / "model.pt")
 
 

@@ -19,8 +19,8 @@ from torch import nn
 import visionkit.models.small  # noqa: F401  (registers resnet_digits)
 from visionkit.compress.graph import trace_channels
 from visionkit.compress.structured import (
-    check_same_outputs,
     channel_importance,
+    check_same_outputs,
     prune_channels,
     resize_layers,
     select_channels,
@@ -57,7 +57,7 @@ def _integer_model(model: nn.Module, seed: int) -> nn.Module:
     return model
 
 
-def _silence(model: nn.Module, removed: set[int], graph) -> None:  # noqa: ANN001
+def _silence(model: nn.Module, removed: set[int], graph) -> None:
     """Make the channels of the ``removed`` classes exactly zero wherever they are produced."""
     with torch.no_grad():
         for record in graph.layers.values():

@@ -19,8 +19,8 @@ from decimal import Decimal, getcontext
 
 import pytest
 import torch
-
 from tests.tolerances import assert_within, eps, gamma
+
 from visionkit.losses.distill import DistillationLoss, distillation_loss, hint_loss, soft_target_loss
 
 getcontext().prec = 50
@@ -66,8 +66,9 @@ def test_soft_target_loss_equals_formula_with_t_squared_and_batch_mean(
     teacher = torch.randn(n, k, generator=generator, dtype=torch.float64) * 5
     teacher[0, :2] = teacher[0, 0]  # a tie
     expected, absolute, m = _reference(student, teacher, temperature)
-    assert_within(soft_target_loss(student, teacher, temperature), torch.tensor(expected, dtype=torch.float64),
-                  _bound(absolute, m, k, n, temperature), "soft target loss")  # fmt: skip
+    expected_tensor = torch.tensor(expected, dtype=torch.float64)
+    bound = _bound(absolute, m, k, n, temperature)
+    assert_within(soft_target_loss(student, teacher, temperature), expected_tensor, bound, "soft target loss")
 
 
 def test_mean_is_over_the_batch_not_the_classes() -> None:

@@ -46,7 +46,7 @@ def paired_latency_ms(
 
 
 def macs_and_params(model: nn.Module, example: Tensor) -> tuple[int, int]:
-    """``(MACs, parameters)`` of one forward of ``model`` on ``example`` (:func:`visionkit.analysis.summary`)."""
+    """``(MACs, parameters)`` of one forward of ``model`` on ``example`` (analysis.summary)."""
     report = summary(model, inputs=example)
     return int(report.total_macs), int(report.total_params)
 

@@ -67,16 +67,19 @@ class CompressRecipe:
 
     def __post_init__(self) -> None:
         check_ratio(self.ratio)
-        checks = {
-            "round_to": self.round_to >= 1, "rounds": self.rounds >= 1, "bits": 1 <= self.bits <= 8,
-            "energy": 0.0 < self.energy <= 1.0, "finetune_epochs": self.finetune_epochs >= 0,
-            "lr": self.lr > 0, "batch_size": self.batch_size >= 1, "latency_repeats": self.latency_repeats >= 1,
-        }  # fmt: skip
-        ranges = {"round_to": ">= 1", "rounds": ">= 1", "bits": "1..8", "energy": "in (0, 1]",
-                  "finetune_epochs": ">= 0", "lr": "> 0", "batch_size": ">= 1", "latency_repeats": ">= 1"}  # fmt: skip
-        for key, ok in checks.items():
+        checks = {  # key: (valid, what is valid)
+            "round_to": (self.round_to >= 1, ">= 1"),
+            "rounds": (self.rounds >= 1, ">= 1"),
+            "bits": (1 <= self.bits <= 8, "an integer from 1 to 8"),
+            "energy": (0.0 < self.energy <= 1.0, "a fraction in (0, 1]"),
+            "finetune_epochs": (self.finetune_epochs >= 0, ">= 0"),
+            "lr": (self.lr > 0, "> 0"),
+            "batch_size": (self.batch_size >= 1, ">= 1"),
+            "latency_repeats": (self.latency_repeats >= 1, ">= 1"),
+        }
+        for key, (ok, valid) in checks.items():
             if not ok:
-                raise ConfigError(f"{key}={getattr(self, key)!r}: expected {ranges[key]}")
+                raise ConfigError(f"{key}={getattr(self, key)!r}: expected {valid}")
 
     def layer_names(self) -> list[str] | None:
         names = [name.strip() for name in self.layers.split(",") if name.strip()]
@@ -230,6 +233,9 @@ def rows_summary(rows: dict[str, dict[str, float]]) -> dict[str, float]:
         return before[key] / after[key] if after[key] else math.inf
 
     return {
-        "speedup_b1": ratio("latency_ms_b1"), "speedup_b8": ratio("latency_ms_b8"), "size_ratio": ratio("bytes_on_disk"),
-        "macs_ratio": ratio("macs"), "accuracy_change_points": 100 * (after["test_accuracy"] - before["test_accuracy"]),
-    }  # fmt: skip
+        "speedup_b1": ratio("latency_ms_b1"),
+        "speedup_b8": ratio("latency_ms_b8"),
+        "size_ratio": ratio("bytes_on_disk"),
+        "macs_ratio": ratio("macs"),
+        "accuracy_change_points": 100 * (after["test_accuracy"] - before["test_accuracy"]),
+    }
