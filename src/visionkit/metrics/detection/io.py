@@ -321,12 +321,16 @@ def load_coco_results(
     try:
         image = np.array([d["image_id"] for d in data])
         category = np.array([d["category_id"] for d in data])
-        scores = np.array([d["score"] for d in data], dtype=np.float64)
         rows = [d["bbox"] for d in data]
+        raw_scores = [d["score"] for d in data]
     except (KeyError, TypeError) as error:
         raise ValueError(
             f"{what}: every entry needs image_id, category_id, bbox and score ({error!r})"
         ) from error
+    for index, score in enumerate(raw_scores):
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            raise ValueError(f"{what}: entry {index} has score {score!r}, expected a number")
+    scores = np.array(raw_scores, dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
         raise ValueError(f"{what}: non-finite score at entries {bad[:10].tolist()}")
