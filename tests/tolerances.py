@@ -181,3 +181,19 @@ def _float64_array(values):
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().double().numpy()
     return np.asarray(values, dtype=np.float64)
+
+
+#: LAPACK's SVD and symmetric eigensolvers are backward stable: the computed decomposition of an m×n ``A``
+#: is, up to ``‖δV‖ ≤ p·ε`` in its orthogonal factors, the exact one of ``A + E``, ``‖E‖₂ ≤ p(m, n)·ε·‖A‖₂``,
+#: where LAPACK documents ``p(m, n)`` only as "a modestly growing function" (Users' Guide §4.9). Its
+#: Householder reductions have ``‖E‖_F ≤ γ̃(m·n)·‖A‖_F``, ``γ̃(k) = c·k·u`` with a small integer ``c``
+#: (Higham, Thm 19.4 and §19.3). This is the one assumption our bounds take on faith: ``p(m, n) = 10·m·n``
+#: (``c`` up to 20). MKL, OpenBLAS and reference LAPACK differ in their code paths (and MKL's by CPU vendor)
+#: but all fall under it.
+LAPACK_BACKWARD_CONSTANT = 10
+
+
+def lapack_backward_error(m: int, n: int, dtype: torch.dtype) -> float:
+    """``p(m, n)·ε``: the relative backward error ``‖E‖₂ / ‖A‖₂`` (and the orthogonality defect of the
+    computed singular / eigen vectors) assumed for LAPACK's SVD or eigensolver on an ``m×n`` matrix."""
+    return LAPACK_BACKWARD_CONSTANT * m * n * eps(dtype)
