@@ -194,7 +194,7 @@ def test_ensemble_of_independent_models_beats_its_members(digits) -> None:
     # averaging probabilities never has a worse log-loss than the average member (Jensen; here 0.43 vs
     # 0.51, far beyond rounding) ...
     assert ensemble_nll <= sum(member_nll) / len(member_nll)
-    # ... and here it is also more accurate than the average member (behaviour: 0.885 vs 0.847-0.860 for
+    # ... and here it is also more accurate than the average member (behaviour: 0.885 vs 0.848-0.860 for
     # member seeds 0-4, 10-14, 20-24 under ATEN_CPU_CAPABILITY=default/avx2/native)
     assert ensemble_accuracy > sum(member_accuracy) / len(member_accuracy)
     # the same softmax / stack / mean on the same inputs; Ensemble only clamps at float32's tiny
