@@ -19,6 +19,7 @@ the optimizer and schedule named in a :class:`ClassifyRecipe`, runs the
 
 from __future__ import annotations
 
+import difflib
 import json
 import time
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from visionkit.data.digits import Digits
 from visionkit.engine import optim as optimizers
 from visionkit.engine import schedules
-from visionkit.engine.config import recipe_to_dict, save_recipe
+from visionkit.engine.config import check_types, is_integer, is_number, recipe_to_dict, require, save_recipe
 from visionkit.engine.diagnostics import (
     GradientFlowHook,
     GradientNormMonitor,
@@ -98,10 +99,42 @@ class ClassifyRecipe:
     alpha: float = 0.9  # distillation only: weight of the soft-target term
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ConfigError(f"temperature={self.temperature!r}: expected a positive number")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"alpha={self.alpha!r}: expected a weight in [0, 1]")
+        check_types(self)
+        _check_classify_recipe(self)
+
+
+def _check_classify_recipe(r: ClassifyRecipe) -> None:
+    """The value checks of :class:`ClassifyRecipe` (a :class:`ConfigError` names the key)."""
+    import visionkit.models.small  # noqa: F401  (registers resnet_digits)
+    from visionkit.models import list_models
+
+    names = list_models()
+    if r.model not in names:
+        close = difflib.get_close_matches(r.model, names, n=4)
+        raise ConfigError(
+            f"model={r.model!r}: unknown" + (f"; did you mean {', '.join(close)}?" if close else "")
+        )
+    for key in ("epochs", "batch_size", "step_size", "accumulation_steps"):
+        require(is_integer(getattr(r, key), 1), key, getattr(r, key), "an integer >= 1")
+    for key in ("warmup_epochs", "image_size", "threads"):
+        require(is_integer(getattr(r, key), 0), key, getattr(r, key), "an integer >= 0")
+    require(r.warmup_epochs < r.epochs, "warmup_epochs", r.warmup_epochs, f"fewer than epochs ({r.epochs})")
+    require(is_number(r.lr, 0, 10, open_low=True), "lr", r.lr, "a finite learning rate in (0, 10]")
+    require(is_number(r.momentum, 0, 1) and r.momentum < 1, "momentum", r.momentum, "a number in [0, 1)")
+    require(is_number(r.weight_decay, 0, 1), "weight_decay", r.weight_decay, "a number in [0, 1]")
+    require(all(m >= 1 for m in r.milestones) and list(r.milestones) == sorted(r.milestones), "milestones",
+            r.milestones, "increasing epochs >= 1")  # fmt: skip
+    require(is_number(r.gamma, 0, 1, open_low=True), "gamma", r.gamma, "a decay factor in (0, 1]")
+    require(is_number(r.decay_k, 0, open_low=True), "decay_k", r.decay_k, "a finite number > 0")
+    require(r.clip_norm is None or is_number(r.clip_norm, 0, open_low=True), "clip_norm", r.clip_norm,
+            "None or a finite number > 0")  # fmt: skip
+    require(r.ema_decay is None or (is_number(r.ema_decay, 0, 1, open_low=True) and r.ema_decay < 1),
+            "ema_decay", r.ema_decay, "None or a decay in (0, 1)")  # fmt: skip
+    require(r.early_stopping_patience is None or is_integer(r.early_stopping_patience, 0),
+            "early_stopping_patience", r.early_stopping_patience, "None or an integer >= 0")  # fmt: skip
+    require(is_integer(r.seed), "seed", r.seed, "an integer")
+    require(is_number(r.temperature, 0, open_low=True), "temperature", r.temperature, "a positive number")
+    require(is_number(r.alpha, 0, 1), "alpha", r.alpha, "a weight in [0, 1]")
 
 
 def build_optimizer(recipe: ClassifyRecipe, model: nn.Module) -> torch.optim.Optimizer:

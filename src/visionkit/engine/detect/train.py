@@ -331,7 +331,7 @@ class DetectionRun:
         except NonFiniteLossError as error:
             checkpoints = list_checkpoints(self.run_dir / "checkpoints")
             last = (
-                f"last good checkpoint {checkpoints[-1]} (resume={self.run_dir})"
+                f"last good checkpoint {checkpoints[0]} (resume={self.run_dir})"
                 if checkpoints
                 else "no checkpoint yet"
             )
