@@ -20,3 +20,15 @@ def test_plain_backbone_feature_contract() -> None:
     assert len(backbone.stages()) == 5 and backbone.stages()[0] is backbone.stem
     with pytest.raises(ValueError, match="widths must be 5"):
         PlainBackbone((8, 8))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "plain"])
+def test_backbones_name_the_expected_and_the_given_input_shape(name: str) -> None:
+    from visionkit.errors import InputShapeError
+    from visionkit.models import create_model
+
+    backbone = PlainBackbone() if name == "plain" else create_model(name, num_classes=4)
+    with pytest.raises(InputShapeError, match=r"expected \(N, 3, H, W\) images, got \(2, 1, 32, 32\)"):
+        backbone(torch.rand(2, 1, 32, 32))
+    with pytest.raises(InputShapeError, match=r"expected an image batch \(N, C, H, W\), got \(3, 32, 32\)"):
+        backbone(torch.rand(3, 32, 32))

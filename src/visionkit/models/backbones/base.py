@@ -28,6 +28,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from visionkit.errors import InputShapeError
 from visionkit.structures import ShapeSpec
 
 __all__ = ["FEATURE_NAMES", "FEATURE_STRIDES", "Backbone", "run_with_taps", "tap_stages"]
@@ -93,12 +94,24 @@ class Backbone(nn.Module):
     def forward_head(self, c5: Tensor) -> Tensor:
         raise NotImplementedError
 
+    @property
+    def in_channels(self) -> int | None:
+        """Channels of the input images (those of the first convolution; ``None`` if it has none)."""
+        first = next((m for m in self.modules() if isinstance(m, nn.Conv2d)), None)
+        return None if first is None else first.in_channels
+
     def check_input(self, x: Tensor) -> None:
-        """``ValueError`` unless ``x`` is ``(N, C, H, W)``; ``TypeError`` unless it is floating point
-        (a uint8 image must be converted and normalized first)."""
+        """:class:`~visionkit.errors.InputShapeError` (a ``ValueError``) unless ``x`` is ``(N, C, H, W)``
+        with the backbone's ``C``; ``TypeError`` unless it is floating point (a uint8 image must be
+        converted and normalized first)."""
         if not isinstance(x, Tensor) or x.dim() != 4:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"{type(self).__name__}: expected an image batch (N, C, H, W), got {shape}")
+            raise InputShapeError(f"{type(self).__name__}: expected an image batch (N, C, H, W), got {shape}")
+        channels = self.in_channels
+        if channels is not None and x.shape[1] != channels:
+            raise InputShapeError(
+                f"{type(self).__name__}: expected (N, {channels}, H, W) images, got {tuple(x.shape)}"
+            )
         if not x.is_floating_point():
             raise TypeError(
                 f"{type(self).__name__}: expected a floating-point image batch, got dtype {x.dtype} "
