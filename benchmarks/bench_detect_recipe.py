@@ -41,8 +41,21 @@ VARIANTS: dict[str, dict[str, object]] = {
 
 def export(folder: Path) -> tuple[Path, Path]:
     for name, count, seed in (("train", 1280, 0), ("val", 128, 1000)):
-        command = [sys.executable, "-m", "visionkit.cli", "data", "shapes", "--num-images", str(count), "--seed",
-                   str(seed), "--format", "yolo", "--out", str(folder / name)]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "visionkit.cli",
+            "data",
+            "shapes",
+            "--num-images",
+            str(count),
+            "--seed",
+            str(seed),
+            "--format",
+            "yolo",
+            "--out",
+            str(folder / name),
+        ]
         subprocess.run(command, check=True, capture_output=True)
     return folder / "train" / "yolo", folder / "val" / "yolo"
 
@@ -62,9 +75,17 @@ def main() -> None:
         targets = [val_set[i][1] for i in range(len(val_set))]
         results: dict[str, tuple[dict, list]] = {}
         for name in variants:
-            recipe = DetectRecipe(data=str(train), val_data=str(val), time_limit=args.seconds, epochs=1000,
-                                  eval_every=1000, progress=False, tensorboard=False, threads=args.threads,
-                                  **VARIANTS[name])  # type: ignore[arg-type]  # fmt: skip
+            recipe = DetectRecipe(
+                data=str(train),
+                val_data=str(val),
+                time_limit=args.seconds,
+                epochs=1000,
+                eval_every=1000,
+                progress=False,
+                tensorboard=False,
+                threads=args.threads,
+                **VARIANTS[name],
+            )  # type: ignore[arg-type]
             run = Path(folder) / "runs" / name
             metrics = train_detector(recipe, run, log=lambda _: None)
             detector, _ = load_detector(run / "model.pt")
@@ -83,7 +104,8 @@ def main() -> None:
         if name != "default":
             interval = bootstrap_ap_gain(base, found, val_set, args.resamples)
             base_ap = evaluate_coco(base, targets, num_classes=3).as_dict()["AP"]
-            gain = f"{coco['AP'] - base_ap:+.4f} ({interval['low']:+.4f} … {interval['high']:+.4f})"
+            low, high = interval["low"], interval["high"]
+            gain = f"{coco['AP'] - base_ap:+.4f} ({low:+.4f} … {high:+.4f})"
         print(
             f"| {name} | {metrics['steps']} | {coco['AP']:.4f} | {coco['AP50']:.4f} | {coco['AP75']:.4f} | {gain} |"
         )
