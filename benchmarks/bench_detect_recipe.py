@@ -92,9 +92,8 @@ def main() -> None:
             found = predict(detector, images)
             results[name] = (metrics, found)
             print(f"{name}: {metrics['steps']} steps, AP {metrics['AP']:.4f}", flush=True)
-    print(
-        f"\ntorch {torch.__version__}, threads {torch.get_num_threads()}, budget {args.seconds:.0f} s per variant"
-    )
+    threads = torch.get_num_threads()
+    print(f"\ntorch {torch.__version__}, threads {threads}, budget {args.seconds:.0f} s per variant")
     print("| variant | steps | COCO AP | AP50 | AP75 | AP − default (95% CI) |")
     print("|---|---:|---:|---:|---:|---|")
     base = results["default"][1]
@@ -106,9 +105,8 @@ def main() -> None:
             base_ap = evaluate_coco(base, targets, num_classes=3).as_dict()["AP"]
             low, high = interval["low"], interval["high"]
             gain = f"{coco['AP'] - base_ap:+.4f} ({low:+.4f} … {high:+.4f})"
-        print(
-            f"| {name} | {metrics['steps']} | {coco['AP']:.4f} | {coco['AP50']:.4f} | {coco['AP75']:.4f} | {gain} |"
-        )
+        numbers = f"{coco['AP']:.4f} | {coco['AP50']:.4f} | {coco['AP75']:.4f}"
+        print(f"| {name} | {metrics['steps']} | {numbers} | {gain} |")
 
 
 if __name__ == "__main__":
