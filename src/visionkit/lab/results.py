@@ -120,7 +120,20 @@ class Table:
 
     @classmethod
     def of(cls, title: str, rows: Sequence[Mapping[str, Any]]) -> Table:
-        return cls(title, tuple(dict(row) for row in rows))
+        """A table whose cells are plain JSON values (one-element tensors and NumPy scalars unwrapped).
+
+        Raises:
+            TypeError: a cell is not a number, a string, a boolean or ``None``.
+        """
+        return cls(title, tuple({key: _plain(key, value) for key, value in row.items()} for row in rows))
+
+
+def _plain(key: str, value: Any) -> Any:
+    if hasattr(value, "item") and getattr(value, "size", 1) in (1, ()) or hasattr(value, "numel"):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"table cell {key!r} must be a number or text, got {type(value).__name__}")
 
 
 @dataclass(frozen=True)
