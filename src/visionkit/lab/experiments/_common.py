@@ -19,7 +19,7 @@ from visionkit.engine import optim
 from visionkit.engine.hooks import EarlyStopping, EvalHook
 from visionkit.engine.trainer import HookBase, Trainer
 
-__all__ = ["DigitsTensors", "FitResult", "accuracy_of", "digits_tensors", "fit", "median_seconds", "mlp", "pyplot"]
+__all__ = ["DigitsTensors", "FitResult", "accuracy_of", "digits_tensors", "fit", "median_seconds", "mlp", "pyplot", "shapes_boxes"]
 
 
 def pyplot() -> Any:
@@ -156,3 +156,10 @@ def median_seconds(function: Callable[[], Any], repeats: int, warmup: int = 1) -
         function()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def shapes_boxes(count: int, seed: int, config: Any = None) -> list[Tensor]:
+    """Ground-truth boxes (xyxy float32 pixels) of ``count`` ``shapes`` images drawn from ``seed``."""
+    from visionkit.data.shapes import render_shapes
+
+    return [torch.from_numpy(render_shapes(i, seed, config)["boxes"]).float() for i in range(count)]
