@@ -95,9 +95,11 @@ def fit(
     loss_fn: Callable[[Tensor, Tensor], Tensor] = nn.functional.cross_entropy,
     sampler: Any = None,
     hooks: Sequence[HookBase] = (),
+    evaluate: bool = True,
 ) -> FitResult:
     """Train ``model`` on ``train`` with the engine's :class:`Trainer`; record train/val loss and accuracy
-    each epoch; stop early on validation loss after ``patience`` bad epochs (best weights restored).
+    each epoch (a classifier's cross-entropy; ``evaluate=False`` for other models); stop early on
+    validation loss after ``patience`` bad epochs (best weights restored).
 
     Raises:
         NonFiniteLossError: the loss became NaN/Inf (the trainer's own check).
@@ -107,7 +109,7 @@ def fit(
     loader = DataLoader(TensorDataset(images, labels), batch_size=batch_size, shuffle=sampler is None,
                         sampler=sampler, generator=generator)  # fmt: skip
 
-    def evaluate(model: nn.Module) -> dict[str, float]:
+    def measure(model: nn.Module) -> dict[str, float]:
         record = {}
         for split, (x, y) in (("train", train), ("val", val)):
             logits = model(x)
@@ -115,7 +117,7 @@ def fit(
             record[f"{split}_accuracy"] = float((logits.argmax(1) == y).float().mean())
         return record
 
-    all_hooks: list[HookBase] = [EvalHook(evaluate)]
+    all_hooks: list[HookBase] = [EvalHook(measure)] if evaluate else []
     if patience is not None:
         all_hooks.append(EarlyStopping("val_loss", mode="min", patience=patience))
     all_hooks += list(hooks)
