@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from visionkit.cli import main
@@ -27,11 +29,22 @@ def test_lab_run_section_quick_writes_the_book(tmp_path: Path) -> None:
     assert (tmp_path / "cache" / "alexnet-params-quick.json").is_file()
 
 
-def test_lab_errata_prints_computed_corrections(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["lab", "errata", "--out", str(tmp_path)], terminal_width=200)
+@pytest.fixture(scope="module")
+def shared_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The lab tests' shared quick-results folder (tests/lab/conftest.py): cached experiments run once."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "lab-quick-shared"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def test_lab_errata_prints_computed_corrections(shared_out: Path) -> None:
+    result = CliRunner().invoke(main, ["lab", "errata", "--out", str(shared_out)], terminal_width=200)
     assert result.exit_code == 0, result.output
     for expected in ("387,072", "157,184", "2/6 = 33.3%", "x -= learning_rate * dx", "ZeroDivisionError"):
         assert expected in result.output, expected
+    count = sum(1 for line in result.output.splitlines() if line[:1].isdigit() and ". §" in line[:6])
+    assert f"({count}, computed by {sum(e.errata for e in experiments())} experiments)" in result.output
 
 
 def test_lab_rejects_unknown_key_and_bad_out(tmp_path: Path) -> None:

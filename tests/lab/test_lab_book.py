@@ -71,15 +71,15 @@ def test_register_rejects_bad_names_sections_and_duplicates() -> None:
 
 
 def test_runner_caches_by_code_version_and_is_deterministic(tmp_path: Path) -> None:
-    entry = registry.experiment("vgg-3x3")
+    entry = registry.experiment("pooling-gradients")
     first = run_experiment(entry, tmp_path, quick=True)
-    cache = tmp_path / "cache" / "vgg-3x3-quick.json"
+    cache = tmp_path / "cache" / "pooling-gradients-quick.json"
     stored = json.loads(cache.read_text(encoding="utf-8"))
     assert stored["code_version"] == code_version(entry, quick=True, seed=0, threads=1)
     # a stored result of the same code version is returned as stored (doctored here to prove it)
-    stored["numbers"] = {"accuracy_7x7": -1.0}
+    stored["numbers"] = {"mean_sum_error": -1.0}
     cache.write_text(json.dumps(stored), encoding="utf-8")
-    assert run_experiment(entry, tmp_path, quick=True).numbers == {"accuracy_7x7": -1.0}
+    assert run_experiment(entry, tmp_path, quick=True).numbers == {"mean_sum_error": -1.0}
     # another code version (any source in the import closure changed) means a rerun
     stored["code_version"] = "stale"
     cache.write_text(json.dumps(stored), encoding="utf-8")
@@ -100,12 +100,12 @@ def test_code_version_covers_the_import_closure() -> None:
 
 
 def test_cache_ignores_torn_files_and_missing_figures(tmp_path: Path) -> None:
-    entry = registry.experiment("alexnet-params")
+    entry = registry.experiment("pooling-gradients")
     first = run_experiment(entry, tmp_path, quick=True)
     (tmp_path / first.figures[0].path).unlink()
     second = run_experiment(entry, tmp_path, quick=True)  # figure missing: recomputed, figure back
     assert (tmp_path / second.figures[0].path).is_file()
-    (tmp_path / "cache" / "alexnet-params-quick.json").write_text("{torn", encoding="utf-8")
+    (tmp_path / "cache" / "pooling-gradients-quick.json").write_text("{torn", encoding="utf-8")
     assert run_experiment(entry, tmp_path, quick=True).numbers == first.numbers
 
 

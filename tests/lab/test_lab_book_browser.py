@@ -57,10 +57,14 @@ def _browse(chromium: str, page: Path, profile: Path, *extra: str) -> subprocess
 
 
 @pytest.fixture(scope="module")
-def book(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    out = tmp_path_factory.mktemp("book")
+def book(tmp_path_factory: pytest.TempPathFactory, lab_quick_out: Path) -> tuple[Path, int]:
     chosen = [experiment(name) for name in ("alexnet-params", "metric-examples", "inception-1x1")]
-    results = run_experiments(chosen, out, quick=True)
+    results = run_experiments(chosen, lab_quick_out, quick=True)
+    out = tmp_path_factory.mktemp("book")
+    for result in results:  # the book's own folder: its figures beside it
+        for figure in result.figures:
+            (out / figure.path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(lab_quick_out / figure.path, out / figure.path)
     return write_book(results, out), sum(len(r.verdicts) for r in results)
 
 

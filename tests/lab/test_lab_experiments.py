@@ -22,6 +22,7 @@ HANDBOOK = SHARED / "seed" / "000_9867e0abe0a080e7.txt"
 needs_handbook = pytest.mark.skipif(not HANDBOOK.is_file(), reason=f"handbook not present at {HANDBOOK}")
 
 NAMES = [entry.name for entry in experiments()]
+TIMED = {"separable-conv-cost"}  # reports CPU times: its numbers differ from run to run
 
 
 def _claims() -> list[Claim]:
@@ -34,9 +35,10 @@ def _claims() -> list[Claim]:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_experiment_runs_quick(name: str, tmp_path: Path) -> None:
+def test_experiment_runs_quick(name: str, lab_quick_out: Path) -> None:
     entry = next(e for e in experiments() if e.name == name)
-    result = run_experiment(entry, tmp_path, quick=True, use_cache=False)
+    tmp_path = lab_quick_out
+    result = run_experiment(entry, tmp_path, quick=True, use_cache=False)  # always runs (and fills the cache)
     assert result.verdicts and result.quick and result.name == name
     for verdict in result.verdicts:
         assert isinstance(verdict.holds, bool)
@@ -46,17 +48,11 @@ def test_experiment_runs_quick(name: str, tmp_path: Path) -> None:
     for figure in result.figures:
         assert (tmp_path / figure.path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stored = json.loads((tmp_path / "cache" / f"{name}-quick.json").read_text(encoding="utf-8"))
-    assert Result.from_dict(stored).to_dict() == json.loads(json.dumps(result.to_dict()))
+    assert Result.from_dict(stored).to_dict() == stored  # the stored JSON round-trips
+    assert stored["code_version"] == result.code_version
+    if name not in TIMED:  # seeded: the numbers are those of this run (another worker may have rewritten it)
+        assert stored["numbers"] == json.loads(json.dumps(result.numbers))
     assert all(isinstance(value, float) for value in result.numbers.values())
-
-
-def test_every_erratum_carries_its_correction(tmp_path: Path) -> None:
-    """An erratum without the computed right value would not prove anything."""
-    for entry in (e for e in experiments() if e.errata):
-        result = run_experiment(entry, tmp_path, quick=True)
-        for verdict in result.verdicts:
-            if verdict.is_erratum:
-                assert verdict.correction, (entry.name, verdict.claim.quote)
 
 
 def test_every_experiment_section_is_a_handbook_topic() -> None:

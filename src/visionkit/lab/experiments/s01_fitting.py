@@ -71,7 +71,7 @@ def _runs(ctx: LabContext) -> tuple[dict[str, dict[str, Any]], dict[str, dict[st
     images, labels = data.train
     few = torch.cat([torch.nonzero(labels == c).flatten()[:10] for c in range(10)])
     small = (images[few], labels[few])
-    epochs = ctx.pick(20, 100)
+    epochs = ctx.pick(10, 100)
     over_settings = {
         "baseline": (small, lambda: mlp([64, 512, 512, 10]), {}),
         "more data": (data.train, lambda: mlp([64, 512, 512, 10]), {"epochs": max(epochs // 5, 4)}),
@@ -86,7 +86,7 @@ def _runs(ctx: LabContext) -> tuple[dict[str, dict[str, Any]], dict[str, dict[st
         "bigger model": (data.train, lambda: mlp([64, 128, 10]), {"weight_decay": 0.03}),
     }  # fmt: skip
     tables, curve = [], []
-    for settings, default_epochs in ((over_settings, epochs), (under_settings, ctx.pick(4, 10))):
+    for settings, default_epochs in ((over_settings, epochs), (under_settings, ctx.pick(2, 10))):
         results = {}
         for name, (train, build, options) in settings.items():
             runs = []

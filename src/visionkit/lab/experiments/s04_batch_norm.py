@@ -58,7 +58,7 @@ def _sweep(batch_norm: bool, ctx: LabContext, epochs: int) -> dict[float, float]
 
 @register("batch-norm-learning-rate", "§4", "Batch normalization and the usable learning rate")
 def batch_norm_learning_rate(ctx: LabContext) -> Findings:
-    epochs = ctx.pick(2, 6)
+    epochs = ctx.pick(1, 6)
     plain, normalized = _sweep(False, ctx, epochs), _sweep(True, ctx, epochs)
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(5, 3.2))

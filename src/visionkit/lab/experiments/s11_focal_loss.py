@@ -81,8 +81,8 @@ def _classifier() -> nn.Sequential:
 
 
 def _sweep(ctx: LabContext) -> dict[float, list[float]]:
-    train = _imbalanced(ctx.pick(20_000, 100_000), ctx.generator(1))
-    test = _imbalanced(ctx.pick(50_000, 500_000), ctx.generator(2))
+    train = _imbalanced(ctx.pick(10_000, 100_000), ctx.generator(1))
+    test = _imbalanced(ctx.pick(20_000, 500_000), ctx.generator(2))
     results: dict[float, list[float]] = {gamma: [] for gamma in GAMMAS}
     for seed in range(ctx.pick(1, 2)):
         for gamma in GAMMAS:
@@ -93,7 +93,7 @@ def _sweep(ctx: LabContext) -> dict[float, list[float]]:
 
             torch.manual_seed(ctx.seed + seed)
             model = _classifier()
-            fit(model, train, (test[0][:2], test[1][:2].long()), epochs=ctx.pick(2, 3), lr=0.05, batch_size=4096,
+            fit(model, train, (test[0][:2], test[1][:2].long()), epochs=ctx.pick(1, 3), lr=0.05, batch_size=4096,
                 optimizer="momentum", seed=ctx.seed + seed, loss_fn=loss, evaluate=False)  # fmt: skip
             with torch.no_grad():
                 scores = model.eval()(test[0])
