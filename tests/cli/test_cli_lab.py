@@ -20,12 +20,16 @@ def test_lab_list_names_every_experiment() -> None:
 
 
 def test_lab_run_section_quick_writes_the_book(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["lab", "run", "§13", "--quick", "--out", str(tmp_path)],
-                                terminal_width=200)  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["lab", "run", "§13", "--quick", "--out", str(tmp_path)], terminal_width=200
+    )
     assert result.exit_code == 0, result.output
     assert "34,944" in result.output and "holds" in result.output
     page = (tmp_path / "index.html").read_text(encoding="utf-8")
-    assert "alexnet-params" in page and (tmp_path / "figures" / "alexnet-params" / "alexnet_params.png").is_file()
+    assert (
+        "alexnet-params" in page
+        and (tmp_path / "figures" / "alexnet-params" / "alexnet_params.png").is_file()
+    )
     assert (tmp_path / "cache" / "alexnet-params-quick.json").is_file()
 
 

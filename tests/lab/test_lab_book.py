@@ -51,7 +51,7 @@ def test_registry_lookup_by_section_and_name() -> None:
     assert registry.select("§15") == registry.select("§36")
     orders = [e.order for e in registry.experiments()]
     assert orders == sorted(orders)
-    with pytest.raises(ConfigError, match="no lab experiment 'nope'.*inception-1x1"):
+    with pytest.raises(ConfigError, match=r"no lab experiment 'nope'.*inception-1x1"):
         registry.select("nope")
 
 
@@ -110,8 +110,20 @@ def test_cache_ignores_torn_files_and_missing_figures(tmp_path: Path) -> None:
 
 
 def _result(name: str, verdicts: list, figures: list | None = None) -> Result:
-    return Result(name, ("§33",), "t", verdicts, [Table.of("numbers", [{"a": 1.5e-9, "b": "x"}])],
-                  figures or [], {}, ["a note"], True, 0, 0.1, "v")  # fmt: skip
+    return Result(
+        name,
+        ("§33",),
+        "t",
+        verdicts,
+        [Table.of("numbers", [{"a": 1.5e-9, "b": "x"}])],
+        figures or [],
+        {},
+        ["a note"],
+        True,
+        0,
+        0.1,
+        "v",
+    )
 
 
 def test_book_lists_verdicts_errata_and_topics(tmp_path: Path) -> None:

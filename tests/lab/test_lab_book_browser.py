@@ -18,8 +18,15 @@ from visionkit.lab.book import write_book
 from visionkit.lab.registry import experiment
 from visionkit.lab.runner import run_experiments
 
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run")  # fmt: skip
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
 
 
 def _install_chromium() -> str | None:
@@ -83,7 +90,9 @@ def test_book_renders_in_chromium(chromium: str, book: tuple[Path, int], tmp_pat
     table = re.search(r'<table id="verdicts">(.*?)</table>', dom.stdout, re.S)
     assert table and table.group(1).count("<tr>") == verdicts + 1  # header + one row per verdict
     shot = tmp_path / "book.png"
-    done = _browse(chromium, page, tmp_path / "profile-shot", "--window-size=1200,1600", f"--screenshot={shot}")
+    done = _browse(
+        chromium, page, tmp_path / "profile-shot", "--window-size=1200,1600", f"--screenshot={shot}"
+    )
     assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.shape == (1600, 1200) and pixels.std() > 10  # a rendered page, not a blank one
@@ -94,5 +103,7 @@ def test_chromium_reports_a_broken_figure(chromium: str, book: tuple[Path, int],
     copy = tmp_path / "copy"
     shutil.copytree(page.parent, copy)
     next((copy / "figures").rglob("*.png")).unlink()
-    dom = _browse(chromium, copy / "index.html", tmp_path / "profile", "--virtual-time-budget=5000", "--dump-dom")
+    dom = _browse(
+        chromium, copy / "index.html", tmp_path / "profile", "--virtual-time-budget=5000", "--dump-dom"
+    )
     assert _body_counts(dom.stdout) == (3, 1)

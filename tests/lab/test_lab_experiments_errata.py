@@ -61,7 +61,9 @@ def test_whitening(found) -> None:
     assert "√λ" in _with(found["§7"], "除以其特征值").correction
     # independently: for a symmetric PSD matrix the singular values are the eigenvalues
     matrix = np.cov(np.random.default_rng(0).normal(size=(50, 4)).T)
-    assert np.allclose(np.linalg.svd(matrix)[1], np.sort(np.linalg.eigvalsh(matrix))[::-1], rtol=0, atol=1e-14)
+    assert np.allclose(
+        np.linalg.svd(matrix)[1], np.sort(np.linalg.eigvalsh(matrix))[::-1], rtol=0, atol=1e-14
+    )
 
 
 def test_roi_pool_coverage(found) -> None:

@@ -27,35 +27,51 @@ def flags(verdicts) -> list[bool]:
 
 def test_fitting_both_ways() -> None:
     def runs(diagnosis: str, gaps: dict[str, float], vals: dict[str, float]) -> dict:
-        return {name: {"train": 1.0, "val": vals.get(name, 0.8), "gap": gap, "diagnosis": diagnosis}
-                for name, gap in gaps.items()}  # fmt: skip
+        return {
+            name: {"train": 1.0, "val": vals.get(name, 0.8), "gap": gap, "diagnosis": diagnosis}
+            for name, gap in gaps.items()
+        }
 
     names = ("baseline", *s01_fitting.OVERFIT_REMEDIES)
     over = runs("overfitting", dict.fromkeys(names, 0.1) | {"baseline": 0.2}, {"more data": 0.97})
-    under = {"baseline": {"train": 0.6, "val": 0.6, "gap": 0.0, "diagnosis": "underfitting"},
-             "bigger": {"train": 0.9, "val": 0.9, "gap": 0.0, "diagnosis": "good"}}  # fmt: skip
+    under = {
+        "baseline": {"train": 0.6, "val": 0.6, "gap": 0.0, "diagnosis": "underfitting"},
+        "bigger": {"train": 0.9, "val": 0.9, "gap": 0.0, "diagnosis": "good"},
+    }
     assert flags(s01_fitting.judge_fitting(over, under)) == [True] * 5
     worse = runs("good", dict.fromkeys(names, 0.3) | {"baseline": 0.2}, {"dropout 0.5": 0.99})
-    under_bad = {"baseline": {"train": 0.99, "val": 0.99, "gap": 0.0, "diagnosis": "good"},
-                 "bigger": {"train": 0.5, "val": 0.5, "gap": 0.0, "diagnosis": "underfitting"}}  # fmt: skip
+    under_bad = {
+        "baseline": {"train": 0.99, "val": 0.99, "gap": 0.0, "diagnosis": "good"},
+        "bigger": {"train": 0.5, "val": 0.5, "gap": 0.0, "diagnosis": "underfitting"},
+    }
     assert flags(s01_fitting.judge_fitting(worse, under_bad)) == [False] * 5
 
 
 def test_vanishing_both_ways() -> None:
-    vanishing = dict.fromkeys(s02_vanishing_gradients.VARIANTS, 0.5) | {"sigmoid": 1e-20, "sigmoid, N(0, 1) weights": 1e-13}
+    vanishing = dict.fromkeys(s02_vanishing_gradients.VARIANTS, 0.5) | {
+        "sigmoid": 1e-20,
+        "sigmoid, N(0, 1) weights": 1e-13,
+    }
     assert flags(s02_vanishing_gradients.judge_vanishing(vanishing)) == [True] * 4
-    none = dict.fromkeys(s02_vanishing_gradients.VARIANTS, 1e-3) | {"sigmoid": 0.5, "sigmoid, N(0, 1) weights": 0.5}
+    none = dict.fromkeys(s02_vanishing_gradients.VARIANTS, 1e-3) | {
+        "sigmoid": 0.5,
+        "sigmoid, N(0, 1) weights": 0.5,
+    }
     assert flags(s02_vanishing_gradients.judge_vanishing(none)) == [False] * 4
 
 
 def test_exploding_both_ways() -> None:
-    good = {"unclipped": {"first_loss": 1e20, "last_loss": 1e20, "skipped": 5, "flagged": 1.0},
-            "clipped": {"first_loss": 80.0, "last_loss": 10.0, "skipped": 0, "flagged": 1.0},
-            "he": {"first_loss": 2.0, "last_loss": 1.0, "skipped": 0, "flagged": 0.0}}  # fmt: skip
+    good = {
+        "unclipped": {"first_loss": 1e20, "last_loss": 1e20, "skipped": 5, "flagged": 1.0},
+        "clipped": {"first_loss": 80.0, "last_loss": 10.0, "skipped": 0, "flagged": 1.0},
+        "he": {"first_loss": 2.0, "last_loss": 1.0, "skipped": 0, "flagged": 0.0},
+    }
     assert flags(s03_exploding_gradients.judge_exploding(good)) == [True] * 3
-    bad = {"unclipped": {"first_loss": 2.0, "last_loss": 1.0, "skipped": 0, "flagged": 0.0},
-           "clipped": {"first_loss": 2.0, "last_loss": 3.0, "skipped": 1, "flagged": 1.0},
-           "he": {"first_loss": 2.0, "last_loss": 1.0, "skipped": 0, "flagged": 1.0}}  # fmt: skip
+    bad = {
+        "unclipped": {"first_loss": 2.0, "last_loss": 1.0, "skipped": 0, "flagged": 0.0},
+        "clipped": {"first_loss": 2.0, "last_loss": 3.0, "skipped": 1, "flagged": 1.0},
+        "he": {"first_loss": 2.0, "last_loss": 1.0, "skipped": 0, "flagged": 1.0},
+    }
     assert flags(s03_exploding_gradients.judge_exploding(bad)) == [False] * 3
 
 
@@ -67,25 +83,45 @@ def test_batch_norm_both_ways() -> None:
 
 
 def test_initialization_both_ways() -> None:
-    ratios = {("small random", "tanh"): 1e-30, ("1/√n", "tanh"): 0.2, ("he", "relu"): 0.6, ("1/√n", "relu"): 1e-8}
+    ratios = {
+        ("small random", "tanh"): 1e-30,
+        ("1/√n", "tanh"): 0.2,
+        ("he", "relu"): 0.6,
+        ("1/√n", "relu"): 1e-8,
+    }
     assert flags(s05_initialization.judge_init(1, ratios)) == [True] * 4
-    wrong = {("small random", "tanh"): 0.5, ("1/√n", "tanh"): 0.01, ("he", "relu"): 50.0, ("1/√n", "relu"): 1.0}
+    wrong = {
+        ("small random", "tanh"): 0.5,
+        ("1/√n", "tanh"): 0.01,
+        ("he", "relu"): 50.0,
+        ("1/√n", "relu"): 1.0,
+    }
     assert flags(s05_initialization.judge_init(7, wrong)) == [False] * 4
 
 
 def test_range_test_both_ways() -> None:
     assert flags(s06_lr_range_test.judge_range_test({"10× lower": 0.9, "suggested": 0.95, "10× higher": 0.1}))
-    assert not flags(s06_lr_range_test.judge_range_test({"10× lower": 0.97, "suggested": 0.9, "10× higher": 0.1}))[0]
+    assert not flags(
+        s06_lr_range_test.judge_range_test({"10× lower": 0.97, "suggested": 0.9, "10× higher": 0.1})
+    )[0]
 
 
 def test_whitening_both_ways() -> None:
-    holds = s07_whitening.judge_whitening({"plain": 0.3, "squares": 1e-16, "bound": 1e-14}, 1e-9,
-                                          {"pca": 1e-14, "zca": 1e-14, "bound": 1e-7}, {1e-5: 2.0, 0.1: 0.9},
-                                          {"train": 0.05, "all": 0.04})  # fmt: skip
+    holds = s07_whitening.judge_whitening(
+        {"plain": 0.3, "squares": 1e-16, "bound": 1e-14},
+        1e-9,
+        {"pca": 1e-14, "zca": 1e-14, "bound": 1e-7},
+        {1e-5: 2.0, 0.1: 0.9},
+        {"train": 0.05, "all": 0.04},
+    )
     assert flags(holds) == [True] * 5
-    fails = s07_whitening.judge_whitening({"plain": 1e-16, "squares": 0.25, "bound": 1e-14}, 4e5,
-                                          {"pca": 1e-3, "zca": 1e-14, "bound": 1e-7}, {1e-5: 0.9, 0.1: 2.0},
-                                          {"train": 0.04, "all": 0.05})  # fmt: skip
+    fails = s07_whitening.judge_whitening(
+        {"plain": 1e-16, "squares": 0.25, "bound": 1e-14},
+        4e5,
+        {"pca": 1e-3, "zca": 1e-14, "bound": 1e-7},
+        {1e-5: 0.9, 0.1: 2.0},
+        {"train": 0.04, "all": 0.05},
+    )
     assert flags(fails) == [False] * 5
     assert all(v.is_erratum for v in fails[:3])
 
@@ -93,20 +129,28 @@ def test_whitening_both_ways() -> None:
 def test_soft_nms_both_ways() -> None:
     rows = {"hard 0.5": {"AP": 0.6, "AR100": 0.7}, "gaussian σ 0.5": {"AP": 0.65, "AR100": 0.8}}
     exact = {"gaussian": 0.0, "linear": 1e-16}
-    holds = s08_soft_nms.judge_soft_nms(rows, {"low": 0.01, "high": 0.08}, exact, {0.3: 0.5, 0.5: 0.7, 0.7: 0.6})
+    holds = s08_soft_nms.judge_soft_nms(
+        rows, {"low": 0.01, "high": 0.08}, exact, {0.3: 0.5, 0.5: 0.7, 0.7: 0.6}
+    )
     assert flags(holds) == [True] * 5
     swapped = {"hard 0.5": rows["gaussian σ 0.5"], "gaussian σ 0.5": rows["hard 0.5"]}
-    fails = s08_soft_nms.judge_soft_nms(swapped, {"low": -0.01, "high": 0.08}, {"gaussian": 1e-3, "linear": 1e-3},
-                                        {0.3: 0.8, 0.5: 0.7, 0.7: 0.6})  # fmt: skip
+    fails = s08_soft_nms.judge_soft_nms(
+        swapped,
+        {"low": -0.01, "high": 0.08},
+        {"gaussian": 1e-3, "linear": 1e-3},
+        {0.3: 0.8, 0.5: 0.7, 0.7: 0.6},
+    )
     assert flags(fails) == [False] * 5
 
 
 def test_anchor_coverage_both_ways() -> None:
-    holds = s10_anchor_coverage.judge_anchors({"covered": 0.98, "median": 0.75}, {"covered": 0.7, "median": 0.6},
-                                              {"single": 0.0, "fpn": 0.9})  # fmt: skip
+    holds = s10_anchor_coverage.judge_anchors(
+        {"covered": 0.98, "median": 0.75}, {"covered": 0.7, "median": 0.6}, {"single": 0.0, "fpn": 0.9}
+    )
     assert flags(holds) == [True] * 3
-    fails = s10_anchor_coverage.judge_anchors({"covered": 0.6, "median": 0.65}, {"covered": 0.7, "median": 0.6},
-                                              {"single": 0.9, "fpn": 0.9})  # fmt: skip
+    fails = s10_anchor_coverage.judge_anchors(
+        {"covered": 0.6, "median": 0.65}, {"covered": 0.7, "median": 0.6}, {"single": 0.9, "fpn": 0.9}
+    )
     assert flags(fails) == [False] * 3
 
 

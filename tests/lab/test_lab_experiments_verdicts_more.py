@@ -1,4 +1,4 @@
-"""Verdict logic on fixed numbers, both ways, for §13–§36 (the rest is in test_lab_experiments_verdicts.py)."""
+"""Verdict logic on fixed numbers, both ways, for §13–§36 (the rest: test_lab_experiments_verdicts.py)."""
 
 from __future__ import annotations
 
@@ -34,14 +34,21 @@ def test_vgg_both_ways() -> None:
     params = {"2x3x3": 18 * 256, "3x3x3": 27 * 256, "7x7": 49 * 256}
     holds = s14_vgg_kernels.judge_vgg(fields, params, 16, {"3x3x3": 0.95, "7x7": 0.9})
     assert flags(holds) == [True] * 3
-    fails = s14_vgg_kernels.judge_vgg({**fields, "3x3x3": 9}, {**params, "7x7": 50 * 256}, 16,
-                                      {"3x3x3": 0.9, "7x7": 0.95})  # fmt: skip
+    fails = s14_vgg_kernels.judge_vgg(
+        {**fields, "3x3x3": 9}, {**params, "7x7": 50 * 256}, 16, {"3x3x3": 0.9, "7x7": 0.95}
+    )
     assert flags(fails) == [False] * 3
 
 
 def test_foreground_background_both_ways() -> None:
-    assert flags(s16_foreground_background.judge_imbalance({"foreground": 1, "background": 999}, 200_700)) == [True] * 2
-    assert flags(s16_foreground_background.judge_imbalance({"foreground": 10, "background": 90}, 2_000_000)) == [False] * 2
+    assert (
+        flags(s16_foreground_background.judge_imbalance({"foreground": 1, "background": 999}, 200_700))
+        == [True] * 2
+    )
+    assert (
+        flags(s16_foreground_background.judge_imbalance({"foreground": 10, "background": 90}, 2_000_000))
+        == [False] * 2
+    )
 
 
 def test_anchor_count_both_ways() -> None:
@@ -59,46 +66,73 @@ def test_cnn_both_ways() -> None:
 
 def test_pooling_both_ways() -> None:
     mean = {"share_error": 0.0, "sum_error": 1e-15, "sum_bound": 1e-12}
-    maximum = {"receivers_min": 1, "receivers_max": 1, "value_error": 0.0, "sum_error": 0.0, "sum_bound": 1e-12}
+    maximum = {
+        "receivers_min": 1,
+        "receivers_max": 1,
+        "value_error": 0.0,
+        "sum_error": 0.0,
+        "sum_bound": 1e-12,
+    }
     assert flags(s20_pooling_gradients.judge_pooling(mean, maximum)) == [True, True]
-    assert flags(s20_pooling_gradients.judge_pooling({**mean, "share_error": 1e-17},
-                                                     {**maximum, "receivers_max": 4})) == [False, False]  # fmt: skip
-    assert flags(s20_pooling_gradients.judge_pooling({**mean, "sum_error": 1e-9},
-                                                     {**maximum, "sum_error": 1e-9})) == [False, False]  # fmt: skip
+    assert flags(
+        s20_pooling_gradients.judge_pooling({**mean, "share_error": 1e-17}, {**maximum, "receivers_max": 4})
+    ) == [False, False]
+    assert flags(
+        s20_pooling_gradients.judge_pooling({**mean, "sum_error": 1e-9}, {**maximum, "sum_error": 1e-9})
+    ) == [False, False]
 
 
 def test_residual_both_ways() -> None:
     def results(plain: tuple[float, float], v1: tuple[float, float], v2_loss: float, v2_val: float) -> dict:
-        table = {("plain", 1): plain[0], ("plain", 12): plain[1], ("v1", 1): v1[0], ("v1", 12): v1[1],
-                 ("v2", 1): 0.9}  # fmt: skip
-        out = {key: {"train_accuracy": value, "train_loss": 0.1, "val_accuracy": 0.9} for key, value in table.items()}
+        table = {
+            ("plain", 1): plain[0],
+            ("plain", 12): plain[1],
+            ("v1", 1): v1[0],
+            ("v1", 12): v1[1],
+            ("v2", 1): 0.9,
+        }
+        out = {
+            key: {"train_accuracy": value, "train_loss": 0.1, "val_accuracy": 0.9}
+            for key, value in table.items()
+        }
         out[("v2", 12)] = {"train_accuracy": 0.95, "train_loss": v2_loss, "val_accuracy": v2_val}
         return out
 
-    holds = s21_residual_depth.judge_residual(results((0.96, 0.57), (0.83, 0.98), 0.05, 0.95),
-                                              {"v1": (18, 20), "v2": (20, 20)})  # fmt: skip
+    holds = s21_residual_depth.judge_residual(
+        results((0.96, 0.57), (0.83, 0.98), 0.05, 0.95), {"v1": (18, 20), "v2": (20, 20)}
+    )
     assert flags(holds) == [True] * 4
-    fails = s21_residual_depth.judge_residual(results((0.5, 0.9), (0.98, 0.8), 0.2, 0.8),
-                                              {"v1": (20, 20), "v2": (18, 20)})  # fmt: skip
+    fails = s21_residual_depth.judge_residual(
+        results((0.5, 0.9), (0.98, 0.8), 0.2, 0.8), {"v1": (20, 20), "v2": (18, 20)}
+    )
     assert flags(fails) == [False] * 4 and fails[3].is_erratum
 
 
 def test_roi_both_ways() -> None:
-    assert flags(s24_roi_alignment.judge_roi(14, {"pool": 0.4, "align": 1e-5}, {"pool": 0.04, "align": 0.0})) == [True] * 2
+    assert (
+        flags(s24_roi_alignment.judge_roi(14, {"pool": 0.4, "align": 1e-5}, {"pool": 0.04, "align": 0.0}))
+        == [True] * 2
+    )
     fails = s24_roi_alignment.judge_roi(22, {"pool": 0.1, "align": 0.05}, {"pool": 0.04, "align": 0.0})
     assert flags(fails) == [False] * 2 and "22×22" in fails[0].correction
 
 
 def test_snippets_both_ways() -> None:
-    holds = s26_optimizer_snippets.judge_snippets((0.5, 0.01), (0.5, 0.02), False, {"snippet": 1.0, "visionkit": 1.0})
+    holds = s26_optimizer_snippets.judge_snippets(
+        (0.5, 0.01), (0.5, 0.02), False, {"snippet": 1.0, "visionkit": 1.0}
+    )
     assert flags(holds) == [True] * 4
-    fails = s26_optimizer_snippets.judge_snippets((0.5, 22.6), (0.5, 1e4), True, {"snippet": 3.16, "visionkit": 1.0})
+    fails = s26_optimizer_snippets.judge_snippets(
+        (0.5, 22.6), (0.5, 1e4), True, {"snippet": 3.16, "visionkit": 1.0}
+    )
     assert flags(fails) == [False] * 4 and all(v.is_erratum for v in fails)
 
 
 def test_mobilenet_both_ways() -> None:
     def rows(key: str, ratio) -> list[dict[str, float]]:
-        return [{key: m, "params_ratio": ratio(m, "p"), "macs_ratio": ratio(m, "m")} for m in (1.0, 0.5, 0.25)]
+        return [
+            {key: m, "params_ratio": ratio(m, "p"), "macs_ratio": ratio(m, "m")} for m in (1.0, 0.5, 0.25)
+        ]
 
     exact_alpha = rows("alpha", lambda m, _: m**2)
     exact_rho = rows("rho", lambda m, kind: 1.0 if kind == "p" else m**2)
@@ -121,9 +155,12 @@ def test_schedules_both_ways() -> None:
 
 
 def test_class_imbalance_both_ways() -> None:
-    runs = {"plain": {"balanced": 0.7, "accuracy (imbalanced test)": 0.97, "balanced (imbalanced test)": 0.8},
-            "over-sampling": {"balanced": 0.9}, "under-sampling": {"balanced": 0.85},
-            "class weights": {"balanced": 0.88}}  # fmt: skip
+    runs = {
+        "plain": {"balanced": 0.7, "accuracy (imbalanced test)": 0.97, "balanced (imbalanced test)": 0.8},
+        "over-sampling": {"balanced": 0.9},
+        "under-sampling": {"balanced": 0.85},
+        "class weights": {"balanced": 0.88},
+    }
     assert flags(s30_class_imbalance.judge_imbalance(runs)) == [True] * 3
     worse = {**runs, "plain": {**runs["plain"], "balanced": 0.95, "accuracy (imbalanced test)": 0.82}}
     assert flags(s30_class_imbalance.judge_imbalance(worse)) == [False] * 3
@@ -139,10 +176,14 @@ def test_metric_examples_both_ways() -> None:
 
 
 def test_inception_both_ways() -> None:
-    printed = ({"weights": 153_600, "macs": 400, "channels": 416, "last_terms": 153_600},
-               {"weights": 15_872, "macs": 100, "channels": 256, "last_terms": 15_872})  # fmt: skip
+    printed = (
+        {"weights": 153_600, "macs": 400, "channels": 416, "last_terms": 153_600},
+        {"weights": 15_872, "macs": 100, "channels": 256, "last_terms": 15_872},
+    )
     assert flags(s36_inception.judge_inception(*printed, 0.9)) == [True] * 7
-    fails = s36_inception.judge_inception({"weights": 387_072, "macs": 100, "channels": 417, "last_terms": 153_600},
-                                          {"weights": 157_184 * 3, "macs": 100, "channels": 257, "last_terms": 15_872},
-                                          0.8)  # fmt: skip
+    fails = s36_inception.judge_inception(
+        {"weights": 387_072, "macs": 100, "channels": 417, "last_terms": 153_600},
+        {"weights": 157_184 * 3, "macs": 100, "channels": 257, "last_terms": 15_872},
+        0.8,
+    )
     assert flags(fails) == [False] * 7

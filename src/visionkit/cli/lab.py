@@ -23,12 +23,22 @@ from visionkit.errors import ConfigError
 
 __all__ = ["lab"]
 
-_OUT = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/lab"),
-                    show_default=True, help="Book folder: index.html, figures/, cache/.")  # fmt: skip
+_OUT = click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs/lab"),
+    show_default=True,
+    help="Book folder: index.html, figures/, cache/.",
+)
 _QUICK = click.option("--quick", is_flag=True, help="Small runs (seconds each): fewer samples and epochs.")
 _SEED = click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
-_THREADS = click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 256),
-                        help="torch CPU threads while experiments run.")  # fmt: skip
+_THREADS = click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="torch CPU threads while experiments run.",
+)
 _FRESH = click.option("--fresh", is_flag=True, help="Ignore cached results and recompute.")
 _STYLE = {"holds": "green", "does not hold": "yellow", "erratum": "red"}
 
@@ -55,8 +65,14 @@ def _verdict_table(results: Sequence[object]) -> Table:
     for result in results:
         for verdict in result.verdicts:  # type: ignore[attr-defined]
             label = verdict_label(verdict)
-            table.add_row(verdict.claim.section, result.name, verdict.claim.english,  # type: ignore[attr-defined]
-                          verdict.criterion, verdict.measured, f"[{_STYLE[label]}]{label}[/]")  # fmt: skip
+            table.add_row(
+                verdict.claim.section,
+                result.name,
+                verdict.claim.english,  # type: ignore[attr-defined]
+                verdict.criterion,
+                verdict.measured,
+                f"[{_STYLE[label]}]{label}[/]",
+            )
     return table
 
 
@@ -72,12 +88,17 @@ def _run(key: str, out: Path, quick: bool, seed: int, threads: int, fresh: bool,
     def progress(entry: object, result: object) -> None:
         console.print(f"  {', '.join(result.sections)} {result.name}: {result.seconds:.1f} s")  # type: ignore[attr-defined]
 
-    results = run_experiments(chosen, out, quick=quick, seed=seed, threads=threads, use_cache=not fresh,
-                              progress=progress)  # fmt: skip
+    results = run_experiments(
+        chosen, out, quick=quick, seed=seed, threads=threads, use_cache=not fresh, progress=progress
+    )
     seconds = time.perf_counter() - start
     mode = "quick" if quick else "full"
-    page = write_book(results, out, subtitle=f"{len(results)} experiment(s), {mode} mode, seed {seed}, "
-                      f"{threads} thread(s); this run {seconds:.0f} s (cached results reused)")  # fmt: skip
+    page = write_book(
+        results,
+        out,
+        subtitle=f"{len(results)} experiment(s), {mode} mode, seed {seed}, "
+        f"{threads} thread(s); this run {seconds:.0f} s (cached results reused)",
+    )
     console.print(_verdict_table(results))
     console.print(f"book: {page}  ({seconds:.1f} s)")
     return results
@@ -99,8 +120,12 @@ def list_experiments() -> None:
     for column in ("§", "name", "title", "errata"):
         table.add_column(column)
     for entry in experiments():
-        table.add_row(", ".join(entry.sections), entry.name, f"{entry.title} ({headings[entry.sections[0]]})",
-                      "yes" if entry.errata else "")  # fmt: skip
+        table.add_row(
+            ", ".join(entry.sections),
+            entry.name,
+            f"{entry.title} ({headings[entry.sections[0]]})",
+            "yes" if entry.errata else "",
+        )
     Console().print(table)
 
 
@@ -142,10 +167,14 @@ def errata(out: Path, seed: int, fresh: bool) -> None:
     results = run_experiments(chosen, out, quick=True, seed=seed, use_cache=not fresh)
     console = Console()
     entries = collect(results)
-    console.print(f"[bold]Errata: where the handbook is wrong[/bold] ({len(entries)}, computed by "
-                  f"{len(results)} experiments)\n")  # fmt: skip
+    console.print(
+        f"[bold]Errata: where the handbook is wrong[/bold] ({len(entries)}, computed by "
+        f"{len(results)} experiments)\n"
+    )
     for number, (result, verdict) in enumerate(entries, 1):
-        console.print(f"[bold]{number}. {verdict.claim.section}[/bold] 「{verdict.claim.quote}」", markup=True)
+        console.print(
+            f"[bold]{number}. {verdict.claim.section}[/bold] 「{verdict.claim.quote}」", markup=True
+        )
         console.print(f"   [italic]{verdict.claim.english}[/italic]")
         console.print(f"   [red]computed:[/red] {verdict.correction}")
         console.print(f"   test: {verdict.criterion} → {verdict.measured}  [dim]({result.name})[/dim]\n")

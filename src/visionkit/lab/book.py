@@ -55,10 +55,15 @@ def _cells(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
 
 def _verdict_view(verdict: Verdict) -> dict[str, Any]:
     return {
-        "section": verdict.claim.section, "quote": verdict.claim.quote, "english": verdict.claim.english,
-        "kind": verdict.claim.kind, "criterion": verdict.criterion, "measured": verdict.measured,
-        "label": verdict_label(verdict), "correction": verdict.correction,
-    }  # fmt: skip
+        "section": verdict.claim.section,
+        "quote": verdict.claim.quote,
+        "english": verdict.claim.english,
+        "kind": verdict.claim.kind,
+        "criterion": verdict.criterion,
+        "measured": verdict.measured,
+        "label": verdict_label(verdict),
+        "correction": verdict.correction,
+    }
 
 
 def _result_view(result: Result) -> dict[str, Any]:
@@ -83,8 +88,16 @@ def book_context(results: Sequence[Result], *, subtitle: str = "") -> dict[str, 
     for section, heading, english in TOPICS:
         members = [_result_view(r) for r in ordered if r.sections[0] == section]
         also = [r.name for r in ordered if section in r.sections[1:]]
-        topics.append({"section": section, "anchor": f"topic-{section.strip('§')}", "heading": heading,
-                       "english": english, "results": members, "also": also})  # fmt: skip
+        topics.append(
+            {
+                "section": section,
+                "anchor": f"topic-{section.strip('§')}",
+                "heading": heading,
+                "english": english,
+                "results": members,
+                "also": also,
+            }
+        )
     summary = [{**_verdict_view(v), "experiment": r.name} for r in ordered for v in r.verdicts]
     labels = [row["label"] for row in summary]
     return {
@@ -97,9 +110,7 @@ def book_context(results: Sequence[Result], *, subtitle: str = "") -> dict[str, 
     }
 
 
-def write_book(
-    results: Sequence[Result], out: str | os.PathLike[str], *, subtitle: str = ""
-) -> Path:
+def write_book(results: Sequence[Result], out: str | os.PathLike[str], *, subtitle: str = "") -> Path:
     """Render ``out/index.html`` from ``results`` (their figures must already be under ``out``).
 
     Raises:

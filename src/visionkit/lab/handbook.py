@@ -30,8 +30,11 @@ TOPICS: tuple[tuple[str, str, str], ...] = (
     ("§13", "卷积神经网络参数量计算", "Counting the parameters of a CNN"),
     ("§14", "为什么VGG要用3*3的卷积核", "Why VGG uses 3×3 kernels"),
     ("§15", "1×1卷积的作用？", "What 1×1 convolutions do"),
-    ("§16", "为什么One-stage在精度上逊色于twp-stage，但是速度完胜？",
-     "Why one-stage detectors trail two-stage ones in accuracy but win on speed"),
+    (
+        "§16",
+        "为什么One-stage在精度上逊色于twp-stage，但是速度完胜？",
+        "Why one-stage detectors trail two-stage ones in accuracy but win on speed",
+    ),
     ("§17", "RetinaNet", "RetinaNet"),
     ("§18", "YOLOv2和YOLOv3的区别", "YOLOv2 vs YOLOv3"),
     ("§19", "CNN的本质是什么？", "What a CNN essentially is"),
@@ -51,7 +54,7 @@ TOPICS: tuple[tuple[str, str, str], ...] = (
     ("§36", "InceptionNet", "InceptionNet"),
     ("frontier", "前沿", "Frontier: RefineDet, Cascade R-CNN, bottleneck layers"),
     ("§37", "TensorRT原理", "How TensorRT works"),
-)  # fmt: skip
+)
 
 
 def topic_title(section: str) -> str:

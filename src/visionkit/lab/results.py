@@ -74,8 +74,13 @@ class Verdict:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Verdict:
-        return cls(Claim(**data["claim"]), data["criterion"], data["measured"], bool(data["holds"]),
-                   data.get("correction", ""))  # fmt: skip
+        return cls(
+            Claim(**data["claim"]),
+            data["criterion"],
+            data["measured"],
+            bool(data["holds"]),
+            data.get("correction", ""),
+        )
 
 
 def format_value(value: Any, digits: int = 4) -> str:
@@ -129,7 +134,7 @@ class Table:
 
 
 def _plain(key: str, value: Any) -> Any:
-    if hasattr(value, "item") and getattr(value, "size", 1) in (1, ()) or hasattr(value, "numel"):
+    if (hasattr(value, "item") and getattr(value, "size", 1) in (1, ())) or hasattr(value, "numel"):
         value = value.item()
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
@@ -174,21 +179,33 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "sections": list(self.sections), "title": self.title,
+            "name": self.name,
+            "sections": list(self.sections),
+            "title": self.title,
             "verdicts": [v.to_dict() for v in self.verdicts],
             "tables": [{"title": t.title, "rows": list(t.rows)} for t in self.tables],
-            "figures": [asdict(f) for f in self.figures], "numbers": dict(self.numbers),
-            "notes": list(self.notes), "quick": self.quick, "seed": self.seed, "seconds": self.seconds,
+            "figures": [asdict(f) for f in self.figures],
+            "numbers": dict(self.numbers),
+            "notes": list(self.notes),
+            "quick": self.quick,
+            "seed": self.seed,
+            "seconds": self.seconds,
             "code_version": self.code_version,
-        }  # fmt: skip
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Result:
         return cls(
-            name=data["name"], sections=tuple(data["sections"]), title=data["title"],
+            name=data["name"],
+            sections=tuple(data["sections"]),
+            title=data["title"],
             verdicts=[Verdict.from_dict(v) for v in data["verdicts"]],
             tables=[Table.of(t["title"], t["rows"]) for t in data["tables"]],
-            figures=[Figure(**f) for f in data["figures"]], numbers=dict(data["numbers"]),
-            notes=list(data["notes"]), quick=bool(data["quick"]), seed=int(data["seed"]),
-            seconds=float(data["seconds"]), code_version=data["code_version"],
-        )  # fmt: skip
+            figures=[Figure(**f) for f in data["figures"]],
+            numbers=dict(data["numbers"]),
+            notes=list(data["notes"]),
+            quick=bool(data["quick"]),
+            seed=int(data["seed"]),
+            seconds=float(data["seconds"]),
+            code_version=data["code_version"],
+        )

@@ -171,9 +171,14 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def run_experiment(
-    experiment: Experiment, out: str | os.PathLike[str], *, quick: bool = False, seed: int = 0,
-    use_cache: bool = True, threads: int = 1,
-) -> Result:  # fmt: skip
+    experiment: Experiment,
+    out: str | os.PathLike[str],
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    use_cache: bool = True,
+    threads: int = 1,
+) -> Result:
     """Run one experiment (or return its cached result when its code version is unchanged).
 
     Args:
@@ -206,19 +211,33 @@ def run_experiment(
     if not isinstance(findings, Findings) or not findings.verdicts:
         raise TypeError(f"experiment {experiment.name!r} must return Findings with at least one verdict")
     result = Result(
-        name=experiment.name, sections=experiment.sections, title=experiment.title,
-        verdicts=findings.verdicts, tables=findings.tables, figures=context.figures,
-        numbers={k: float(v) for k, v in findings.numbers.items()}, notes=findings.notes, quick=quick,
-        seed=seed, seconds=round(seconds, 3), code_version=version,
-    )  # fmt: skip
+        name=experiment.name,
+        sections=experiment.sections,
+        title=experiment.title,
+        verdicts=findings.verdicts,
+        tables=findings.tables,
+        figures=context.figures,
+        numbers={k: float(v) for k, v in findings.numbers.items()},
+        notes=findings.notes,
+        quick=quick,
+        seed=seed,
+        seconds=round(seconds, 3),
+        code_version=version,
+    )
     _write_atomic(path, json.dumps(result.to_dict(), indent=1, ensure_ascii=False) + "\n")
     return result
 
 
 def run_experiments(
-    chosen: Iterable[Experiment], out: str | os.PathLike[str], *, quick: bool = False, seed: int = 0,
-    use_cache: bool = True, threads: int = 1, progress: Any = None,
-) -> list[Result]:  # fmt: skip
+    chosen: Iterable[Experiment],
+    out: str | os.PathLike[str],
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    use_cache: bool = True,
+    threads: int = 1,
+    progress: Any = None,
+) -> list[Result]:
     """Run several experiments in order; ``progress(experiment, result)`` is called after each."""
     results = []
     for entry in chosen:

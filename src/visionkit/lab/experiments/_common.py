@@ -6,6 +6,7 @@ The lab has no training loop of its own: :func:`fit` builds the engine's optimiz
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,17 @@ from visionkit.engine import optim
 from visionkit.engine.hooks import EarlyStopping, EvalHook
 from visionkit.engine.trainer import HookBase, Trainer
 
-__all__ = ["DigitsTensors", "FitResult", "accuracy_of", "digits_tensors", "fit", "median_seconds", "mlp", "pyplot", "shapes_boxes"]
+__all__ = [
+    "DigitsTensors",
+    "FitResult",
+    "accuracy_of",
+    "digits_tensors",
+    "fit",
+    "median_seconds",
+    "mlp",
+    "pyplot",
+    "shapes_boxes",
+]
 
 
 def pyplot() -> Any:
@@ -106,8 +117,13 @@ def fit(
     """
     images, labels = train
     generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(TensorDataset(images, labels), batch_size=batch_size, shuffle=sampler is None,
-                        sampler=sampler, generator=generator)  # fmt: skip
+    loader = DataLoader(
+        TensorDataset(images, labels),
+        batch_size=batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=generator,
+    )
 
     def measure(model: nn.Module) -> dict[str, float]:
         record = {}
@@ -122,18 +138,29 @@ def fit(
         all_hooks.append(EarlyStopping("val_loss", mode="min", patience=patience))
     all_hooks += list(hooks)
     trainer = Trainer(
-        model, _optimizer(optimizer, model.parameters(), lr, weight_decay), loader, loss_fn=loss_fn,
-        hooks=all_hooks, max_epochs=epochs, clip_norm=clip_norm, seed=seed,
-    )  # fmt: skip
+        model,
+        _optimizer(optimizer, model.parameters(), lr, weight_decay),
+        loader,
+        loss_fn=loss_fn,
+        hooks=all_hooks,
+        max_epochs=epochs,
+        clip_norm=clip_norm,
+        seed=seed,
+    )
     trainer.train()
     return FitResult(trainer.history, trainer.step, trainer.skipped_steps)
 
 
-def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.ReLU, *, dropout: float = 0.0,
-        batch_norm: bool = False) -> nn.Sequential:  # fmt: skip
+def mlp(
+    sizes: Sequence[int],
+    activation: type[nn.Module] = nn.ReLU,
+    *,
+    dropout: float = 0.0,
+    batch_norm: bool = False,
+) -> nn.Sequential:
     """``Flatten → (Linear → [BatchNorm] → activation → [Dropout])* → Linear`` over ``sizes``."""
     layers: list[nn.Module] = [nn.Flatten()]
-    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for index, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(fan_in, fan_out))
         if index < len(sizes) - 2:
             if batch_norm:
@@ -165,3 +192,16 @@ def shapes_boxes(count: int, seed: int, config: Any = None) -> list[Tensor]:
     from visionkit.data.shapes import render_shapes
 
     return [torch.from_numpy(render_shapes(i, seed, config)["boxes"]).float() for i in range(count)]
+
+
+def image_panels(panels: Sequence[tuple[Any, str]], *, cmap: str = "coolwarm", **imshow: Any) -> Any:
+    """A figure with one ``imshow`` panel per ``(2-D array, title)``, without ticks."""
+    plt = pyplot()
+    figure, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 2.9), squeeze=False)
+    for axis, (image, title) in zip(axes[0], panels, strict=True):
+        axis.imshow(image.numpy() if hasattr(image, "numpy") else image, cmap=cmap, **imshow)
+        axis.set_title(title, fontsize=8)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.tight_layout()
+    return figure

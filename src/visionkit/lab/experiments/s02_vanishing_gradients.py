@@ -19,9 +19,12 @@ from visionkit.lab.registry import register
 from visionkit.lab.results import Claim, Findings, Table, Verdict, judge
 from visionkit.lab.runner import LabContext
 
-BOUND = Claim("§2", "假设每层学习梯度都小于最大值0.25，网络有n层，因为链式求导的原因，第一层的梯度小于0.25的n次方",
-              "if every layer's gradient factor is below sigmoid's maximum slope 0.25, the first layer's gradient "
-              "of an n-layer network is below 0.25ⁿ")  # fmt: skip
+BOUND = Claim(
+    "§2",
+    "假设每层学习梯度都小于最大值0.25，网络有n层，因为链式求导的原因，第一层的梯度小于0.25的n次方",
+    "if every layer's gradient factor is below sigmoid's maximum slope 0.25, the first layer's gradient "
+    "of an n-layer network is below 0.25ⁿ",
+)
 RELU = Claim("§2", "引入RELU代替sigmoid激活函数", "ReLU instead of sigmoid (remedies vanishing gradients)")
 RESNET = Claim("§2", "进一步避免了梯度消失", "ResNet's residual learning further avoids vanishing gradients")
 VARIANTS = ("sigmoid", "sigmoid, N(0, 1) weights", "ReLU + He", "sigmoid + BN", "sigmoid, residual")
@@ -63,17 +66,31 @@ def judge_vanishing(ratios: dict[str, float]) -> list[Verdict]:
     """``ratios``: variant → ‖∂L/∂W_first‖ / ‖∂L/∂W_last hidden‖ over ``DEPTH`` hidden layers."""
     bound = 0.25 ** (DEPTH - 1)
     return [
-        judge(BOUND, f"sigmoid, default init: first/last hidden-layer gradient ≤ 0.25^{DEPTH - 1} = {bound:.2g}",
-              f"{ratios['sigmoid']:.2g}", holds=ratios["sigmoid"] <= bound),
-        judge(BOUND, f"sigmoid, N(0, 1) weights: first/last hidden-layer gradient ≤ 0.25^{DEPTH - 1}",
-              f"{ratios['sigmoid, N(0, 1) weights']:.2g}", holds=ratios["sigmoid, N(0, 1) weights"] <= bound),
-        judge(RELU, f"ReLU + He: first/last ≥ {VANISHING_RATIO:g} (not vanishing) while sigmoid's is below",
-              f"ReLU {ratios['ReLU + He']:.3g}, sigmoid {ratios['sigmoid']:.2g}",
-              holds=ratios["ReLU + He"] >= VANISHING_RATIO > ratios["sigmoid"]),
-        judge(RESNET, f"residual sigmoid blocks: first/last ≥ {VANISHING_RATIO:g} while the plain stack's is below",
-              f"residual {ratios['sigmoid, residual']:.3g}, plain {ratios['sigmoid']:.2g}",
-              holds=ratios["sigmoid, residual"] >= VANISHING_RATIO > ratios["sigmoid"]),
-    ]  # fmt: skip
+        judge(
+            BOUND,
+            f"sigmoid, default init: first/last hidden-layer gradient ≤ 0.25^{DEPTH - 1} = {bound:.2g}",
+            f"{ratios['sigmoid']:.2g}",
+            holds=ratios["sigmoid"] <= bound,
+        ),
+        judge(
+            BOUND,
+            f"sigmoid, N(0, 1) weights: first/last hidden-layer gradient ≤ 0.25^{DEPTH - 1}",
+            f"{ratios['sigmoid, N(0, 1) weights']:.2g}",
+            holds=ratios["sigmoid, N(0, 1) weights"] <= bound,
+        ),
+        judge(
+            RELU,
+            f"ReLU + He: first/last ≥ {VANISHING_RATIO:g} (not vanishing) while sigmoid's is below",
+            f"ReLU {ratios['ReLU + He']:.3g}, sigmoid {ratios['sigmoid']:.2g}",
+            holds=ratios["ReLU + He"] >= VANISHING_RATIO > ratios["sigmoid"],
+        ),
+        judge(
+            RESNET,
+            f"residual sigmoid blocks: first/last ≥ {VANISHING_RATIO:g} while the plain stack's is below",
+            f"residual {ratios['sigmoid, residual']:.3g}, plain {ratios['sigmoid']:.2g}",
+            holds=ratios["sigmoid, residual"] >= VANISHING_RATIO > ratios["sigmoid"],
+        ),
+    ]
 
 
 @register("vanishing-gradients", "§2", "Per-layer gradient norms of 20-layer MLPs, and the remedies")
@@ -102,11 +119,23 @@ def vanishing_gradients(ctx: LabContext) -> Findings:
     axis.set_title(f"{DEPTH} hidden layers of width {WIDTH}, one batch of {batch} digits")
     figure.tight_layout()
     ctx.figure(figure, "gradient_norms", "Gradient norm of every weight matrix, first to last layer.")
-    rows = [{"network": v, "first/last hidden": ratios[v], "per-layer factor": ratios[v] ** (1 / (DEPTH - 1)),
-             "monitor's status": status[v]} for v in VARIANTS]  # fmt: skip
+    rows = [
+        {
+            "network": v,
+            "first/last hidden": ratios[v],
+            "per-layer factor": ratios[v] ** (1 / (DEPTH - 1)),
+            "monitor's status": status[v],
+        }
+        for v in VARIANTS
+    ]
     return Findings(
         verdicts=judge_vanishing(ratios),
-        tables=[Table.of("Gradient ratios (the monitor compares the first and last quarter of all layers, "
-                         "output layer included)", rows)],
+        tables=[
+            Table.of(
+                "Gradient ratios (the monitor compares the first and last quarter of all layers, "
+                "output layer included)",
+                rows,
+            )
+        ],
         numbers={f"ratio {v}": r for v, r in ratios.items()},
-    )  # fmt: skip
+    )

@@ -1,6 +1,7 @@
 """§4 batch normalization and the learning rate: a learning-rate sweep of a 4-hidden-layer ReLU MLP on the
 digits, with and without BatchNorm before each activation (the handbook's placement), He initialisation,
-same epochs, same seed, the engine's trainer (SGD with momentum 0.9). A run whose loss becomes NaN/Inf counts as failed (accuracy 0).
+same epochs, same seed, the engine's trainer (SGD with momentum 0.9). A run whose loss becomes NaN/Inf
+counts as failed (accuracy 0).
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from visionkit.lab.results import Claim, Findings, Table, Verdict, judge
 from visionkit.lab.runner import LabContext
 
 LARGER_LR = Claim("§4", "能够增大学习率", "batch normalization allows a larger learning rate")
-SMALL_LR = Claim("§4", "即使小的学习率也能够有快速的学习速率",
-                 "even with a small learning rate, training with batch normalization is fast")  # fmt: skip
+SMALL_LR = Claim(
+    "§4",
+    "即使小的学习率也能够有快速的学习速率",
+    "even with a small learning rate, training with batch normalization is fast",
+)
 RATES = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 TRAINS = 0.9  # validation accuracy that counts as "trains"
 
@@ -31,11 +35,19 @@ def judge_batch_norm(plain: dict[float, float], normalized: dict[float, float]) 
 
     small = min(plain)
     return [
-        judge(LARGER_LR, f"largest learning rate reaching {TRAINS:.0%} validation accuracy: BN > no BN",
-              f"BN {largest(normalized):g}, no BN {largest(plain):g}", holds=largest(normalized) > largest(plain)),
-        judge(SMALL_LR, f"at lr {small:g}, validation accuracy with BN > without (same epochs)",
-              f"BN {normalized[small]:.3f}, no BN {plain[small]:.3f}", holds=normalized[small] > plain[small]),
-    ]  # fmt: skip
+        judge(
+            LARGER_LR,
+            f"largest learning rate reaching {TRAINS:.0%} validation accuracy: BN > no BN",
+            f"BN {largest(normalized):g}, no BN {largest(plain):g}",
+            holds=largest(normalized) > largest(plain),
+        ),
+        judge(
+            SMALL_LR,
+            f"at lr {small:g}, validation accuracy with BN > without (same epochs)",
+            f"BN {normalized[small]:.3f}, no BN {plain[small]:.3f}",
+            holds=normalized[small] > plain[small],
+        ),
+    ]
 
 
 def _sweep(batch_norm: bool, ctx: LabContext, epochs: int) -> dict[float, float]:
@@ -49,7 +61,9 @@ def _sweep(batch_norm: bool, ctx: LabContext, epochs: int) -> dict[float, float]
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
                 nn.init.zeros_(module.bias)
         try:
-            run = fit(model, data.train, data.val, epochs=epochs, lr=rate, optimizer="momentum", seed=ctx.seed)
+            run = fit(
+                model, data.train, data.val, epochs=epochs, lr=rate, optimizer="momentum", seed=ctx.seed
+            )
             curve[rate] = run.last("val_accuracy")
         except NonFiniteLossError:
             curve[rate] = 0.0
@@ -73,5 +87,9 @@ def batch_norm_learning_rate(ctx: LabContext) -> Findings:
     figure.tight_layout()
     ctx.figure(figure, "lr_sweep", "Validation accuracy after the same epochs, by learning rate.")
     rows = [{"learning rate": rate, "no BN": plain[rate], "BN": normalized[rate]} for rate in RATES]
-    return Findings(verdicts=judge_batch_norm(plain, normalized), tables=[Table.of("Validation accuracy", rows)],
-                    numbers={f"bn_{r:g}": a for r, a in normalized.items()} | {f"plain_{r:g}": a for r, a in plain.items()})  # fmt: skip
+    return Findings(
+        verdicts=judge_batch_norm(plain, normalized),
+        tables=[Table.of("Validation accuracy", rows)],
+        numbers={f"bn_{r:g}": a for r, a in normalized.items()}
+        | {f"plain_{r:g}": a for r, a in plain.items()},
+    )

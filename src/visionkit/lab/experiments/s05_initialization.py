@@ -19,14 +19,27 @@ from visionkit.lab.results import Claim, Findings, Table, Verdict, judge
 from visionkit.lab.runner import LabContext
 from visionkit.nn import init
 
-ZEROS = Claim("§5", "如果权重被初始化为同样的值，神经元之间就失去了不对称性的源头",
-              "if all weights start at the same value, nothing breaks the symmetry between neurons", kind="fact")  # fmt: skip
-SMALL = Claim("§5", "在深度网络中，就会出现问题",
-              "with very small weights the signal (and the gradient) shrinks: a problem in deep networks")  # fmt: skip
-LECUN = Claim("§5", "这样就保证了网络中所有神经元起始时有近似同样的输出分布",
-              "dividing by √n gives every neuron about the same output distribution at the start")  # fmt: skip
-HE = Claim("§5", "这个形式是神经网络算法使用ReLU神经元时的当前最佳推荐",
-           "w = randn(n)·√(2/n) (He) is the current recommendation for ReLU networks")  # fmt: skip
+ZEROS = Claim(
+    "§5",
+    "如果权重被初始化为同样的值，神经元之间就失去了不对称性的源头",
+    "if all weights start at the same value, nothing breaks the symmetry between neurons",
+    kind="fact",
+)
+SMALL = Claim(
+    "§5",
+    "在深度网络中，就会出现问题",
+    "with very small weights the signal (and the gradient) shrinks: a problem in deep networks",
+)
+LECUN = Claim(
+    "§5",
+    "这样就保证了网络中所有神经元起始时有近似同样的输出分布",
+    "dividing by √n gives every neuron about the same output distribution at the start",
+)
+HE = Claim(
+    "§5",
+    "这个形式是神经网络算法使用ReLU神经元时的当前最佳推荐",
+    "w = randn(n)·√(2/n) (He) is the current recommendation for ReLU networks",
+)
 SCHEMES = ("zeros", "small random", "1/√n", "xavier", "he", "sparse")
 DEPTH, WIDTH = 50, 256
 
@@ -69,16 +82,31 @@ def judge_init(distinct_rows: int, ratios: dict[tuple[str, str], float]) -> list
         return 0.1 <= value <= 10.0
 
     return [
-        judge(ZEROS, "after training from all-zero weights every hidden layer's rows are identical",
-              f"at most {distinct_rows} distinct row(s) per hidden layer", holds=distinct_rows == 1),
-        judge(SMALL, f"small random (0.01): std after {DEPTH} tanh layers < 1e-6 × after the first",
-              f"{ratios[('small random', 'tanh')]:.2g}", holds=ratios[("small random", "tanh")] < 1e-6),
-        judge(LECUN, f"1/√n with tanh: std after {DEPTH} layers within 10× of the first layer's",
-              f"{ratios[('1/√n', 'tanh')]:.3g}", holds=within(ratios[("1/√n", "tanh")])),
-        judge(HE, f"with ReLU, He keeps the std within 10× over {DEPTH} layers while 1/√n does not",
-              f"He {ratios[('he', 'relu')]:.3g}, 1/√n {ratios[('1/√n', 'relu')]:.2g}",
-              holds=within(ratios[("he", "relu")]) and not within(ratios[("1/√n", "relu")])),
-    ]  # fmt: skip
+        judge(
+            ZEROS,
+            "after training from all-zero weights every hidden layer's rows are identical",
+            f"at most {distinct_rows} distinct row(s) per hidden layer",
+            holds=distinct_rows == 1,
+        ),
+        judge(
+            SMALL,
+            f"small random (0.01): std after {DEPTH} tanh layers < 1e-6 × after the first",
+            f"{ratios[('small random', 'tanh')]:.2g}",
+            holds=ratios[("small random", "tanh")] < 1e-6,
+        ),
+        judge(
+            LECUN,
+            f"1/√n with tanh: std after {DEPTH} layers within 10× of the first layer's",
+            f"{ratios[('1/√n', 'tanh')]:.3g}",
+            holds=within(ratios[("1/√n", "tanh")]),
+        ),
+        judge(
+            HE,
+            f"with ReLU, He keeps the std within 10× over {DEPTH} layers while 1/√n does not",
+            f"He {ratios[('he', 'relu')]:.3g}, 1/√n {ratios[('1/√n', 'relu')]:.2g}",
+            holds=within(ratios[("he", "relu")]) and not within(ratios[("1/√n", "relu")]),
+        ),
+    ]
 
 
 def _zeros_symmetry(ctx: LabContext) -> int:
@@ -96,27 +124,38 @@ def _zeros_symmetry(ctx: LabContext) -> int:
 @register("weight-initialization", "§5", "Activation statistics through 50 layers per initialization")
 def weight_initialization(ctx: LabContext) -> Findings:
     batch = ctx.pick(64, 512)
-    curves = {(scheme, activation): layer_stds(scheme, activation, batch, ctx.generator())
-              for scheme in SCHEMES for activation in ("tanh", "relu")}  # fmt: skip
+    curves = {
+        (scheme, activation): layer_stds(scheme, activation, batch, ctx.generator())
+        for scheme in SCHEMES
+        for activation in ("tanh", "relu")
+    }
     ratios = {key: (values[-1] / values[0] if values[0] > 0 else 0.0) for key, values in curves.items()}
     distinct = _zeros_symmetry(ctx)
     plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.3), sharey=True)
     for axis, activation in zip(axes, ("tanh", "relu"), strict=True):
         for scheme in SCHEMES:
-            axis.plot(range(1, DEPTH + 1), [max(v, 1e-40) for v in curves[(scheme, activation)]], label=scheme)
+            axis.plot(
+                range(1, DEPTH + 1), [max(v, 1e-40) for v in curves[(scheme, activation)]], label=scheme
+            )
         axis.set_yscale("log")
         axis.set_xlabel("layer")
         axis.set_title(activation)
     axes[0].set_ylabel("activation std")
     axes[1].legend(fontsize=7)
     figure.tight_layout()
-    ctx.figure(figure, "activation_std", f"Activation standard deviation through {DEPTH} layers of width {WIDTH}.")
-    rows = [{"scheme": scheme, **{f"{a}: std last / first": ratios[(scheme, a)] for a in ("tanh", "relu")}}
-            for scheme in SCHEMES]  # fmt: skip
+    ctx.figure(
+        figure, "activation_std", f"Activation standard deviation through {DEPTH} layers of width {WIDTH}."
+    )
+    rows = [
+        {"scheme": scheme, **{f"{a}: std last / first": ratios[(scheme, a)] for a in ("tanh", "relu")}}
+        for scheme in SCHEMES
+    ]
     return Findings(
         verdicts=judge_init(distinct, ratios),
         tables=[Table.of(f"Std of layer {DEPTH} over std of layer 1 (0 for zeros)", rows)],
         numbers={f"{s} {a}": r for (s, a), r in ratios.items()},
-        notes=["Xavier equals 1/√n here: for square layers √(2/(n_in + n_out)) = 1/√n (same draws, same seed)."],
-    )  # fmt: skip
+        notes=[
+            "Xavier equals 1/√n here: for square layers √(2/(n_in + n_out)) = 1/√n (same draws, same seed)."
+        ],
+    )

@@ -25,22 +25,41 @@ from visionkit.lab.runner import LabContext
 from visionkit.metrics.detection.coco import evaluate_coco
 from visionkit.ops import box_iou, nms, soft_nms
 
-GREEDY = Claim("§8", "然后绿色框就会因为与之重叠面积过大而被删掉",
-               "hard NMS deletes the second (true) box because it overlaps the first too much")  # fmt: skip
-SOFT = Claim("§8", "softNMS的思想：不要粗鲁地删除所有IOU大于阈值的框，而是降低其置信度",
-             "Soft-NMS: do not delete every box above the IoU threshold, lower its score instead")  # fmt: skip
-THRESHOLD = Claim("§8", "NMS的阈值也不太容易确定，设小了会出现下图的情况（绿色框因为和红色框重叠面积较大而被删掉），设置过高又容易增大误检",
-                  "the NMS threshold is hard to set: too low deletes true overlapping boxes, too high adds false "
-                  "detections")  # fmt: skip
-GAUSSIAN = Claim("§8", r"s_{i}=s_{i} e^{-\frac{i o u\left(\mathcal{M}, b_{i}\right)^{2}}{\sigma}}",
-                 "Gaussian Soft-NMS: s_i ← s_i · exp(−iou(M, b_i)² / σ)", kind="fact")  # fmt: skip
-LINEAR = Claim("§8", r"s_{i}\left(1-\text { iou }\left(\mathcal{M}, b_{i}\right)\right)",
-               "linear Soft-NMS: s_i ← s_i · (1 − iou(M, b_i)) above N_t", kind="fact")  # fmt: skip
+GREEDY = Claim(
+    "§8",
+    "然后绿色框就会因为与之重叠面积过大而被删掉",
+    "hard NMS deletes the second (true) box because it overlaps the first too much",
+)
+SOFT = Claim(
+    "§8",
+    "softNMS的思想：不要粗鲁地删除所有IOU大于阈值的框，而是降低其置信度",
+    "Soft-NMS: do not delete every box above the IoU threshold, lower its score instead",
+)
+THRESHOLD = Claim(
+    "§8",
+    "NMS的阈值也不太容易确定，设小了会出现下图的情况（绿色框因为和红色框重叠面积较大而被删掉），设置过高又容易增大误检",
+    "the NMS threshold is hard to set: too low deletes true overlapping boxes, too high adds false "
+    "detections",
+)
+GAUSSIAN = Claim(
+    "§8",
+    r"s_{i}=s_{i} e^{-\frac{i o u\left(\mathcal{M}, b_{i}\right)^{2}}{\sigma}}",
+    "Gaussian Soft-NMS: s_i ← s_i · exp(−iou(M, b_i)² / σ)",
+    kind="fact",
+)
+LINEAR = Claim(
+    "§8",
+    r"s_{i}\left(1-\text { iou }\left(\mathcal{M}, b_{i}\right)\right)",
+    "linear Soft-NMS: s_i ← s_i · (1 − iou(M, b_i)) above N_t",
+    kind="fact",
+)
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 U = 2.0**-53
 
 
-def synthetic_detections(targets: list[dict[str, Tensor]], generator: torch.Generator) -> list[dict[str, Tensor]]:
+def synthetic_detections(
+    targets: list[dict[str, Tensor]], generator: torch.Generator
+) -> list[dict[str, Tensor]]:
     """Detector-like boxes, scores and labels for each image's ground truth (module docstring)."""
     images = []
     for target in targets:
@@ -53,9 +72,13 @@ def synthetic_detections(targets: list[dict[str, Tensor]], generator: torch.Gene
         centres = torch.rand(5, 2, generator=generator) * 100 + 14
         sides = 14 + 20 * torch.rand(5, 2, generator=generator)
         false = torch.cat([centres - sides / 2, centres + sides / 2], dim=1)
-        images.append({"boxes": torch.cat([boxes, false]),
-                       "scores": torch.cat([scores, 0.3 * torch.rand(5, generator=generator)]),
-                       "labels": torch.cat([labels.repeat_interleave(8), labels[:1].repeat(5)])})  # fmt: skip
+        images.append(
+            {
+                "boxes": torch.cat([boxes, false]),
+                "scores": torch.cat([scores, 0.3 * torch.rand(5, generator=generator)]),
+                "labels": torch.cat([labels.repeat_interleave(8), labels[:1].repeat(5)]),
+            }
+        )
     return images
 
 
@@ -68,7 +91,8 @@ def _own_iou(boxes: Tensor, objects: Tensor) -> Tensor:
 
 
 def suppress(images: list[dict[str, Tensor]], method: str, value: float) -> list[dict[str, Tensor]]:
-    """Run hard NMS (``value`` = IoU threshold) or Soft-NMS (``"linear"``: N_t, ``"gaussian"``: σ) per class."""
+    """Run hard NMS (``value``: the IoU threshold) or Soft-NMS (``"linear"``: N_t, ``"gaussian"``: σ) per
+    class."""
     kept = []
     for image in images:
         parts = []
@@ -82,13 +106,22 @@ def suppress(images: list[dict[str, Tensor]], method: str, value: float) -> list
                 options = {"iou_threshold": value} if method == "linear" else {"sigma": value}
                 keep, decayed = soft_nms(boxes, scores, method, **options)  # type: ignore[arg-type]
                 parts.append((boxes[keep], decayed, image["labels"][index][keep]))
-        kept.append({"boxes": torch.cat([p[0] for p in parts]), "scores": torch.cat([p[1] for p in parts]),
-                     "labels": torch.cat([p[2] for p in parts])})  # fmt: skip
+        kept.append(
+            {
+                "boxes": torch.cat([p[0] for p in parts]),
+                "scores": torch.cat([p[1] for p in parts]),
+                "labels": torch.cat([p[2] for p in parts]),
+            }
+        )
     return kept
 
 
-def judge_soft_nms(rows: dict[str, dict[str, float]], interval: dict[str, float], formula_errors: dict[str, float],
-                   ap_by_threshold: dict[float, float]) -> list[Verdict]:  # fmt: skip
+def judge_soft_nms(
+    rows: dict[str, dict[str, float]],
+    interval: dict[str, float],
+    formula_errors: dict[str, float],
+    ap_by_threshold: dict[float, float],
+) -> list[Verdict]:
     """``rows``: method → ``AP``, ``AR100``; ``interval``: paired-bootstrap 95 % interval of Gaussian − hard
     (0.5) AP; ``formula_errors``: relative error of the decayed score vs the formula (bound 8u: exp within
     1 ulp, then two roundings); ``ap_by_threshold``: hard-NMS AP per IoU threshold."""
@@ -96,19 +129,38 @@ def judge_soft_nms(rows: dict[str, dict[str, float]], interval: dict[str, float]
     lowest, highest = min(ap_by_threshold), max(ap_by_threshold)
     hard, soft = rows["hard 0.5"], rows["gaussian σ 0.5"]
     return [
-        judge(GREEDY, "hard NMS (0.5) recalls fewer objects than Gaussian Soft-NMS (AR@100)",
-              f"{hard['AR100']:.4f} vs {soft['AR100']:.4f}", holds=hard["AR100"] < soft["AR100"]),
-        judge(SOFT, "Gaussian Soft-NMS beats hard NMS (0.5) in COCO AP, paired-bootstrap 95 % interval above 0",
-              f"{soft['AP'] - hard['AP']:+.4f} (95 % CI {interval['low']:+.4f} … {interval['high']:+.4f})",
-              holds=interval["low"] > 0),
-        judge(THRESHOLD, f"hard-NMS AP peaks strictly inside the thresholds {lowest:g}…{highest:g} (both too low and "
-              "too high lose AP)", ", ".join(f"{t:g}: {v:.4f}" for t, v in ap_by_threshold.items()),
-              holds=best not in (lowest, highest)),
-        judge(GAUSSIAN, "decayed score / (s·exp(−iou²/σ)) − 1 within 8u", f"{formula_errors['gaussian']:.1e}",
-              holds=formula_errors["gaussian"] <= 8 * U),
-        judge(LINEAR, "decayed score / (s·(1 − iou)) − 1 within 8u", f"{formula_errors['linear']:.1e}",
-              holds=formula_errors["linear"] <= 8 * U),
-    ]  # fmt: skip
+        judge(
+            GREEDY,
+            "hard NMS (0.5) recalls fewer objects than Gaussian Soft-NMS (AR@100)",
+            f"{hard['AR100']:.4f} vs {soft['AR100']:.4f}",
+            holds=hard["AR100"] < soft["AR100"],
+        ),
+        judge(
+            SOFT,
+            "Gaussian Soft-NMS beats hard NMS (0.5) in COCO AP, paired-bootstrap 95 % interval above 0",
+            f"{soft['AP'] - hard['AP']:+.4f} (95 % CI {interval['low']:+.4f} … {interval['high']:+.4f})",
+            holds=interval["low"] > 0,
+        ),
+        judge(
+            THRESHOLD,
+            f"hard-NMS AP peaks strictly inside the thresholds {lowest:g}…{highest:g} (both too low and "
+            "too high lose AP)",
+            ", ".join(f"{t:g}: {v:.4f}" for t, v in ap_by_threshold.items()),
+            holds=best not in (lowest, highest),
+        ),
+        judge(
+            GAUSSIAN,
+            "decayed score / (s·exp(−iou²/σ)) − 1 within 8u",
+            f"{formula_errors['gaussian']:.1e}",
+            holds=formula_errors["gaussian"] <= 8 * U,
+        ),
+        judge(
+            LINEAR,
+            "decayed score / (s·(1 − iou)) − 1 within 8u",
+            f"{formula_errors['linear']:.1e}",
+            holds=formula_errors["linear"] <= 8 * U,
+        ),
+    ]
 
 
 def _formula_errors() -> dict[str, float]:
@@ -117,8 +169,10 @@ def _formula_errors() -> dict[str, float]:
     iou = float(box_iou(boxes[:1], boxes[1:]))
     _, gaussian = soft_nms(boxes, scores, "gaussian", sigma=0.5)
     _, linear = soft_nms(boxes, scores, "linear", iou_threshold=0.3)
-    return {"gaussian": abs(float(gaussian[1]) / (0.8 * math.exp(-(iou**2) / 0.5)) - 1),
-            "linear": abs(float(linear[1]) / (0.8 * (1 - iou)) - 1)}  # fmt: skip
+    return {
+        "gaussian": abs(float(gaussian[1]) / (0.8 * math.exp(-(iou**2) / 0.5)) - 1),
+        "linear": abs(float(linear[1]) / (0.8 * (1 - iou)) - 1),
+    }
 
 
 def _coco(predictions: list[dict[str, Tensor]], targets: list[dict[str, Tensor]]) -> dict[str, float]:
@@ -126,8 +180,12 @@ def _coco(predictions: list[dict[str, Tensor]], targets: list[dict[str, Tensor]]
     return {"AP": stats["AP"], "AP50": stats["AP50"], "AR100": stats["AR100"]}
 
 
-@register("soft-nms", "§8", "Soft-NMS vs NMS on crowded scenes (synthetic detections, known ground truth)",
-          errata=True)  # fmt: skip
+@register(
+    "soft-nms",
+    "§8",
+    "Soft-NMS vs NMS on crowded scenes (synthetic detections, known ground truth)",
+    errata=True,
+)
 def soft_nms_crowded(ctx: LabContext) -> Findings:
     count = ctx.pick(16, 96)
     config = ShapesConfig.crowded_preset()
@@ -135,16 +193,22 @@ def soft_nms_crowded(ctx: LabContext) -> Findings:
     for index in range(count):
         sample = render_shapes(index, ctx.seed + 8, config)
         boxes = torch.from_numpy(sample["boxes"]).float()
-        targets.append({"boxes": boxes, "labels": torch.from_numpy(sample["labels"]),
-                        "area": (boxes[:, 2:] - boxes[:, :2]).prod(1)})  # fmt: skip
+        targets.append(
+            {
+                "boxes": boxes,
+                "labels": torch.from_numpy(sample["labels"]),
+                "area": (boxes[:, 2:] - boxes[:, :2]).prod(1),
+            }
+        )
     detections = synthetic_detections(targets, ctx.generator())
     methods = {f"hard {t:g}": suppress(detections, "hard", t) for t in THRESHOLDS}
     methods["linear N_t 0.3"] = suppress(detections, "linear", 0.3)
     methods["gaussian σ 0.5"] = suppress(detections, "gaussian", 0.5)
     rows = {name: _coco(predictions, targets) for name, predictions in methods.items()}
     dataset = [(None, target) for target in targets]
-    interval = bootstrap_ap_gain(methods["hard 0.5"], methods["gaussian σ 0.5"], dataset,
-                                 resamples=ctx.pick(50, 300), seed=ctx.seed)  # fmt: skip
+    interval = bootstrap_ap_gain(
+        methods["hard 0.5"], methods["gaussian σ 0.5"], dataset, resamples=ctx.pick(50, 300), seed=ctx.seed
+    )
     ap_by_threshold = {t: rows[f"hard {t:g}"]["AP"] for t in THRESHOLDS}
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(5.5, 3.2))
@@ -159,6 +223,14 @@ def soft_nms_crowded(ctx: LabContext) -> Findings:
     ctx.figure(figure, "threshold", "COCO AP of hard NMS by threshold, and of Soft-NMS.")
     return Findings(
         verdicts=judge_soft_nms(rows, interval, _formula_errors(), ap_by_threshold),
-        tables=[Table.of("COCO metrics after suppression", [{"method": name, **row} for name, row in rows.items()])],
-        numbers={"gain_low": interval["low"], "gain_high": interval["high"], **{f"ap_{k}": v["AP"] for k, v in rows.items()}},
-    )  # fmt: skip
+        tables=[
+            Table.of(
+                "COCO metrics after suppression", [{"method": name, **row} for name, row in rows.items()]
+            )
+        ],
+        numbers={
+            "gain_low": interval["low"],
+            "gain_high": interval["high"],
+            **{f"ap_{k}": v["AP"] for k, v in rows.items()},
+        },
+    )

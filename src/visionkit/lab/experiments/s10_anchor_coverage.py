@@ -21,10 +21,16 @@ from visionkit.lab.results import Claim, Findings, Table, Verdict, judge
 from visionkit.lab.runner import LabContext
 from visionkit.ops import box_iou, generate_anchors
 
-NINE = Claim("§10", "九个大小形状不一的框，致力于使目标对象能出现在某个框中",
-             "nine boxes of different sizes and shapes try to make every object appear in one of them")  # fmt: skip
-LOW_LEVELS = Claim("§9", "足够低层的特征对于检测小物体是很有帮助的",
-                   "low enough feature levels help a lot to detect small objects")  # fmt: skip
+NINE = Claim(
+    "§10",
+    "九个大小形状不一的框，致力于使目标对象能出现在某个框中",
+    "nine boxes of different sizes and shapes try to make every object appear in one of them",
+)
+LOW_LEVELS = Claim(
+    "§9",
+    "足够低层的特征对于检测小物体是很有帮助的",
+    "low enough feature levels help a lot to detect small objects",
+)
 IMAGE = 128
 RATIOS = (0.5, 1.0, 2.0)
 
@@ -32,7 +38,9 @@ RATIOS = (0.5, 1.0, 2.0)
 def anchors_for(levels: list[tuple[int, tuple[float, ...], tuple[float, ...]]]) -> Tensor:
     """Anchors of one ``IMAGE``² image for levels ``(stride, sizes, ratios)``."""
     feature_sizes = [(IMAGE // stride, IMAGE // stride) for stride, _, _ in levels]
-    return generate_anchors(feature_sizes, (IMAGE, IMAGE), [s for _, s, _ in levels], [r for _, _, r in levels])
+    return generate_anchors(
+        feature_sizes, (IMAGE, IMAGE), [s for _, s, _ in levels], [r for _, _, r in levels]
+    )
 
 
 def best_ious(boxes: list[Tensor], anchors: Tensor) -> Tensor:
@@ -49,19 +57,55 @@ def judge_anchors(nine: dict[str, float], one: dict[str, float], small: dict[str
     """``nine``/``one``: ``covered`` (fraction of objects with best IoU ≥ 0.5) and ``median`` best IoU;
     ``small``: fraction of small objects with ≥ 1 positive anchor for ``single`` level and ``fpn``."""
     return [
-        judge(NINE, "k = 9 covers more objects at IoU ≥ 0.5 than one anchor", f"9 anchors: "
-              f"{nine['covered']:.3f} covered; 1 anchor: {one['covered']:.3f}", holds=nine["covered"] > one["covered"]),
-        judge(NINE, "at the RPN's positive threshold: the median object's best IoU with the 9 anchors ≥ 0.7 "
-              "(a positive without the RPN's low-quality-match rule)", f"median best IoU {nine['median']:.3f}",
-              holds=nine["median"] >= 0.7),
-        judge(LOW_LEVELS, "more small objects (8–16 px) get a positive anchor (IoU ≥ 0.5) with P2–P5 than with "
-              "one stride-16 level", f"FPN {small['fpn']:.3f}, single level {small['single']:.3f}",
-              holds=small["fpn"] > small["single"]),
-    ]  # fmt: skip
+        judge(
+            NINE,
+            "k = 9 covers more objects at IoU ≥ 0.5 than one anchor",
+            f"9 anchors: {nine['covered']:.3f} covered; 1 anchor: {one['covered']:.3f}",
+            holds=nine["covered"] > one["covered"],
+        ),
+        judge(
+            NINE,
+            "at the RPN's positive threshold: the median object's best IoU with the 9 anchors ≥ 0.7 "
+            "(a positive without the RPN's low-quality-match rule)",
+            f"median best IoU {nine['median']:.3f}",
+            holds=nine["median"] >= 0.7,
+        ),
+        judge(
+            LOW_LEVELS,
+            "more small objects (8–16 px) get a positive anchor (IoU ≥ 0.5) with P2–P5 than with "
+            "one stride-16 level",
+            f"FPN {small['fpn']:.3f}, single level {small['single']:.3f}",
+            holds=small["fpn"] > small["single"],
+        ),
+    ]
 
 
 def _coverage(ious: Tensor) -> dict[str, float]:
     return {"covered": float((ious >= 0.5).float().mean()), "median": float(ious.median())}
+
+
+def _plot(ctx: LabContext, nine_ious: Tensor, one_ious: Tensor, positives: dict[str, Tensor]) -> None:
+    plt = pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    bins = [i / 20 for i in range(21)]
+    axes[0].hist(
+        [nine_ious.numpy(), one_ious.numpy()], bins=bins, label=["k = 9 (3 sizes × 3 ratios)", "k = 1"]
+    )
+    axes[0].axvline(0.5, color="k", linestyle="--")
+    axes[0].set_xlabel("best anchor IoU per object")
+    axes[0].legend(fontsize=7)
+    axes[0].set_title(f"{len(nine_ious)} shapes objects (16–48 px)")
+    top = int(max(v.max() for v in positives.values())) + 1
+    axes[1].hist(
+        [positives["single"].numpy(), positives["fpn"].numpy()],
+        bins=range(top + 1),
+        label=["one level, stride 16", "FPN P2–P5"],
+    )
+    axes[1].set_xlabel("positive anchors (IoU ≥ 0.5) per small object")
+    axes[1].legend(fontsize=7)
+    axes[1].set_title(f"{len(positives['fpn'])} small objects (8–16 px)")
+    figure.tight_layout()
+    ctx.figure(figure, "coverage", "Best-anchor IoU of each object, and positive anchors per small object.")
 
 
 @register("anchor-coverage", ("§10", "§9"), "Anchor coverage of the shapes ground truth (k = 9, FPN levels)")
@@ -73,35 +117,39 @@ def anchor_coverage(ctx: LabContext) -> Findings:
     nine_ious, one_ious = best_ious(boxes, nine_anchors), best_ious(boxes, one_anchor)
     small_boxes = shapes_boxes(count, ctx.seed + 11, ShapesConfig(min_size=8, max_size=16, max_objects=6))
     single = anchors_for([(16, (32.0, 64.0, 128.0), RATIOS)])
-    fpn = anchors_for([(4, (8.0,), RATIOS), (8, (16.0,), RATIOS), (16, (32.0,), RATIOS), (32, (64.0,), RATIOS)])
-    positives = {"single": positives_per_object(small_boxes, single), "fpn": positives_per_object(small_boxes, fpn)}
+    fpn = anchors_for(
+        [(4, (8.0,), RATIOS), (8, (16.0,), RATIOS), (16, (32.0,), RATIOS), (32, (64.0,), RATIOS)]
+    )
+    positives = {
+        "single": positives_per_object(small_boxes, single),
+        "fpn": positives_per_object(small_boxes, fpn),
+    }
     small = {name: float((value >= 1).float().mean()) for name, value in positives.items()}
-    plt = pyplot()
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    bins = [i / 20 for i in range(21)]
-    axes[0].hist([nine_ious.numpy(), one_ious.numpy()], bins=bins, label=["k = 9 (3 sizes × 3 ratios)", "k = 1"])
-    axes[0].axvline(0.5, color="k", linestyle="--")
-    axes[0].set_xlabel("best anchor IoU per object")
-    axes[0].legend(fontsize=7)
-    axes[0].set_title(f"{len(nine_ious)} shapes objects (16–48 px)")
-    top = int(max(v.max() for v in positives.values())) + 1
-    axes[1].hist([positives["single"].numpy(), positives["fpn"].numpy()], bins=range(top + 1),
-                 label=["one level, stride 16", "FPN P2–P5"])  # fmt: skip
-    axes[1].set_xlabel("positive anchors (IoU ≥ 0.5) per small object")
-    axes[1].legend(fontsize=7)
-    axes[1].set_title(f"{len(positives['fpn'])} small objects (8–16 px)")
-    figure.tight_layout()
-    ctx.figure(figure, "coverage", "Best-anchor IoU of each object, and positive anchors per small object.")
+    _plot(ctx, nine_ious, one_ious, positives)
     nine, one = _coverage(nine_ious), _coverage(one_ious)
-    rows = [{"anchors": "k = 9, stride 8", "anchors per image": len(nine_anchors), **nine},
-            {"anchors": "k = 1, stride 8", "anchors per image": len(one_anchor), **one}]  # fmt: skip
-    small_rows = [{"anchors": name, "anchors per image": len(a), "with ≥ 1 positive": small[name],
-                   "mean positives": float(positives[name].float().mean())}
-                  for name, a in (("single", single), ("fpn", fpn))]  # fmt: skip
+    rows = [
+        {"anchors": "k = 9, stride 8", "anchors per image": len(nine_anchors), **nine},
+        {"anchors": "k = 1, stride 8", "anchors per image": len(one_anchor), **one},
+    ]
+    small_rows = [
+        {
+            "anchors": name,
+            "anchors per image": len(a),
+            "with ≥ 1 positive": small[name],
+            "mean positives": float(positives[name].float().mean()),
+        }
+        for name, a in (("single", single), ("fpn", fpn))
+    ]
     return Findings(
         verdicts=judge_anchors(nine, one, small),
-        tables=[Table.of("Objects whose best anchor has IoU ≥ 0.5 (covered) and the median best IoU", rows),
-                Table.of("Small objects (8–16 px): positive anchors", small_rows)],
-        numbers={"nine_covered": nine["covered"], "one_covered": one["covered"], "small_fpn": small["fpn"],
-                 "small_single": small["single"]},
-    )  # fmt: skip
+        tables=[
+            Table.of("Objects whose best anchor has IoU ≥ 0.5 (covered) and the median best IoU", rows),
+            Table.of("Small objects (8–16 px): positive anchors", small_rows),
+        ],
+        numbers={
+            "nine_covered": nine["covered"],
+            "one_covered": one["covered"],
+            "small_fpn": small["fpn"],
+            "small_single": small["single"],
+        },
+    )

@@ -18,19 +18,30 @@ from visionkit.lab.results import Claim, Findings, Table, Verdict, judge
 from visionkit.lab.runner import LabContext
 from visionkit.ops import anchor_fitness, kmeans_anchors
 
-FEWER = Claim("§18", "anchor的数量由5个变为3个，提高了IOU", "the anchor count went from 5 to 3, which raised the IoU",
-              kind="fact")  # fmt: skip
+FEWER = Claim(
+    "§18",
+    "anchor的数量由5个变为3个，提高了IOU",
+    "the anchor count went from 5 to 3, which raised the IoU",
+    kind="fact",
+)
 
 
 def judge_anchor_count(fitness: dict[int, float]) -> Verdict:
     """``fitness``: k → average best IoU of the k-means anchors; the claim needs k = 3 above k = 5."""
-    return judge(FEWER, "average best IoU with 3 k-means anchors > with 5",
-                 f"k=3: {fitness[3]:.4f}, k=5: {fitness[5]:.4f}, k=9: {fitness[9]:.4f}", holds=fitness[3] > fitness[5],
-                 correction=f"fewer anchors lower the average IoU ({fitness[5]:.3f} with 5 → {fitness[3]:.3f} with 3); "
-                 f"YOLOv3 has 9 anchors ({fitness[9]:.3f}), 3 per scale at 3 scales")  # fmt: skip
+    return judge(
+        FEWER,
+        "average best IoU with 3 k-means anchors > with 5",
+        f"k=3: {fitness[3]:.4f}, k=5: {fitness[5]:.4f}, k=9: {fitness[9]:.4f}",
+        holds=fitness[3] > fitness[5],
+        correction=f"fewer anchors lower the average IoU ({fitness[5]:.3f} with 5 → "
+        f"{fitness[3]:.3f} with 3); "
+        f"YOLOv3 has 9 anchors ({fitness[9]:.3f}), 3 per scale at 3 scales",
+    )
 
 
-@register("kmeans-anchor-count", "§18", "YOLO anchors: how the k-means anchor count changes the IoU", errata=True)
+@register(
+    "kmeans-anchor-count", "§18", "YOLO anchors: how the k-means anchor count changes the IoU", errata=True
+)
 def kmeans_anchor_count(ctx: LabContext) -> Findings:
     boxes = torch.cat(shapes_boxes(ctx.pick(64, 512), ctx.seed + 18))
     wh = boxes[:, 2:] - boxes[:, :2]
@@ -48,7 +59,16 @@ def kmeans_anchor_count(ctx: LabContext) -> Findings:
     axis.set_title(f"{len(wh)} shapes boxes")
     figure.tight_layout()
     ctx.figure(figure, "avg_iou", "Average best IoU of the ground-truth boxes with k k-means anchors.")
-    rows = [{"k": k, "avg IoU": fitness[k], "anchors (w×h)": ", ".join(f"{w:.0f}×{h:.0f}" for w, h in anchors[k].tolist())}
-            for k in fitness]  # fmt: skip
-    return Findings(verdicts=[judge_anchor_count(fitness)], tables=[Table.of("k-means anchors", rows)],
-                    numbers={f"avg_iou_k{k}": v for k, v in fitness.items()})  # fmt: skip
+    rows = [
+        {
+            "k": k,
+            "avg IoU": fitness[k],
+            "anchors (w×h)": ", ".join(f"{w:.0f}×{h:.0f}" for w, h in anchors[k].tolist()),
+        }
+        for k in fitness
+    ]
+    return Findings(
+        verdicts=[judge_anchor_count(fitness)],
+        tables=[Table.of("k-means anchors", rows)],
+        numbers={f"avg_iou_k{k}": v for k, v in fitness.items()},
+    )

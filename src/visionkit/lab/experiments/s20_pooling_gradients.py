@@ -11,18 +11,25 @@ from __future__ import annotations
 
 import torch
 
-from visionkit.lab.experiments._common import pyplot
+from visionkit.lab.experiments._common import image_panels
 from visionkit.lab.registry import register
 from visionkit.lab.results import Claim, Findings, Table, Verdict, judge
 from visionkit.lab.runner import LabContext
 from visionkit.ops import avg_pool2d, max_pool2d
 
-MEAN = Claim("§20", "把某个元素的梯度等分为n份分配给前一层，这样就保证池化前后的梯度（残差）之和保持不变",
-             "mean pooling splits each gradient into n equal parts for the previous layer, so the gradient "
-             "sum is unchanged", kind="fact")  # fmt: skip
-MAX = Claim("§20", "反向传播也就是把梯度直接传给前一层某一个像素，而其他像素不接受梯度，也就是为0",
-            "max pooling passes the gradient to one pixel of the previous layer; the others get 0",
-            kind="fact")  # fmt: skip
+MEAN = Claim(
+    "§20",
+    "把某个元素的梯度等分为n份分配给前一层，这样就保证池化前后的梯度（残差）之和保持不变",
+    "mean pooling splits each gradient into n equal parts for the previous layer, so the gradient "
+    "sum is unchanged",
+    kind="fact",
+)
+MAX = Claim(
+    "§20",
+    "反向传播也就是把梯度直接传给前一层某一个像素，而其他像素不接受梯度，也就是为0",
+    "max pooling passes the gradient to one pixel of the previous layer; the others get 0",
+    kind="fact",
+)
 
 
 def _input_gradient(pool: object, x: torch.Tensor, upstream: torch.Tensor, **options: object) -> torch.Tensor:
@@ -38,16 +45,23 @@ def judge_pooling(mean: dict[str, float], maximum: dict[str, float]) -> list[Ver
     ``receivers_max`` (inputs with a non-zero gradient per window), ``value_error`` (|received − g|:
     exact, a copy), ``sum_error`` and ``sum_bound``."""
     return [
-        judge(MEAN, "every input gets exactly g/4 and the sums agree within rounding",
-              f"max share error {mean['share_error']:.1e}, sum error {mean['sum_error']:.1e} "
-              f"(bound {mean['sum_bound']:.1e})",
-              holds=mean["share_error"] == 0 and mean["sum_error"] <= mean["sum_bound"]),
-        judge(MAX, "exactly one input per window gets the whole g (ties included), others 0",
-              f"receivers per window {maximum['receivers_min']:g}…{maximum['receivers_max']:g}, value error "
-              f"{maximum['value_error']:.1e}, sum error {maximum['sum_error']:.1e}",
-              holds=maximum["receivers_min"] == maximum["receivers_max"] == 1 and maximum["value_error"] == 0
-              and maximum["sum_error"] <= maximum["sum_bound"]),
-    ]  # fmt: skip
+        judge(
+            MEAN,
+            "every input gets exactly g/4 and the sums agree within rounding",
+            f"max share error {mean['share_error']:.1e}, sum error {mean['sum_error']:.1e} "
+            f"(bound {mean['sum_bound']:.1e})",
+            holds=mean["share_error"] == 0 and mean["sum_error"] <= mean["sum_bound"],
+        ),
+        judge(
+            MAX,
+            "exactly one input per window gets the whole g (ties included), others 0",
+            f"receivers per window {maximum['receivers_min']:g}…{maximum['receivers_max']:g}, value error "
+            f"{maximum['value_error']:.1e}, sum error {maximum['sum_error']:.1e}",
+            holds=maximum["receivers_min"] == maximum["receivers_max"] == 1
+            and maximum["value_error"] == 0
+            and maximum["sum_error"] <= maximum["sum_bound"],
+        ),
+    ]
 
 
 def _gamma(n: int) -> float:
@@ -56,7 +70,33 @@ def _gamma(n: int) -> float:
 
 
 def _sum_bound(grad: torch.Tensor, upstream: torch.Tensor) -> float:
-    return _gamma(grad.numel()) * float(grad.abs().sum()) + _gamma(upstream.numel()) * float(upstream.abs().sum())
+    return _gamma(grad.numel()) * float(grad.abs().sum()) + _gamma(upstream.numel()) * float(
+        upstream.abs().sum()
+    )
+
+
+def _sum_rows(x: torch.Tensor, generator: torch.Generator) -> list[dict[str, float]]:
+    """Gradient sums through overlapping, padded and plain max / mean pooling of ``x``."""
+    rows = []
+    for name, pool, options in (
+        ("mean 2×2 / 2", avg_pool2d, {"kernel_size": 2, "stride": 2}),
+        ("mean 3×3 / 1 (overlapping)", avg_pool2d, {"kernel_size": 3, "stride": 1}),
+        ("mean 3×3 / 1, zero padding 1", avg_pool2d, {"kernel_size": 3, "stride": 1, "padding": 1}),
+        ("max 2×2 / 2", max_pool2d, {"kernel_size": 2, "stride": 2}),
+        ("max 3×3 / 1 (overlapping)", max_pool2d, {"kernel_size": 3, "stride": 1}),
+    ):
+        g = torch.randn(pool(x, **options).shape, generator=generator, dtype=torch.float64)
+        grad = _input_gradient(pool, x, g, **options)
+        rows.append(
+            {
+                "pooling": name,
+                "Σ upstream": float(g.sum()),
+                "Σ input gradient": float(grad.sum()),
+                "inputs with gradient": int((grad != 0).sum()),
+                "inputs": x.numel(),
+            }
+        )
+    return rows
 
 
 @register("pooling-gradients", "§20", "Gradient routing through max and mean pooling", errata=True)
@@ -67,44 +107,34 @@ def pooling_gradients(ctx: LabContext) -> Findings:
     upstream = torch.randn(2, 3, 4, 4, generator=generator, dtype=torch.float64)
     mean_grad = _input_gradient(avg_pool2d, x, upstream, kernel_size=2, stride=2)
     shares = upstream.repeat_interleave(2, 2).repeat_interleave(2, 3) / 4
-    mean = {"share_error": float((mean_grad - shares).abs().max()),
-            "sum_error": float((mean_grad.sum() - upstream.sum()).abs()),
-            "sum_bound": _sum_bound(mean_grad, upstream)}  # fmt: skip
+    mean = {
+        "share_error": float((mean_grad - shares).abs().max()),
+        "sum_error": float((mean_grad.sum() - upstream.sum()).abs()),
+        "sum_bound": _sum_bound(mean_grad, upstream),
+    }
     max_grad = _input_gradient(max_pool2d, x, upstream, kernel_size=2, stride=2)
     windows = max_grad.unfold(2, 2, 2).unfold(3, 2, 2).reshape(2, 3, 4, 4, 4)
     receivers = (windows != 0).sum(-1)
-    maximum = {"receivers_min": float(receivers.min()), "receivers_max": float(receivers.max()),
-               "value_error": float((windows.sum(-1) - upstream).abs().max()),
-               "sum_error": float((max_grad.sum() - upstream.sum()).abs()),
-               "sum_bound": _sum_bound(max_grad, upstream)}  # fmt: skip
-    rows = []
-    for name, pool, options in (
-        ("mean 2×2 / 2", avg_pool2d, {"kernel_size": 2, "stride": 2}),
-        ("mean 3×3 / 1 (overlapping)", avg_pool2d, {"kernel_size": 3, "stride": 1}),
-        ("mean 3×3 / 1, zero padding 1", avg_pool2d, {"kernel_size": 3, "stride": 1, "padding": 1}),
-        ("max 2×2 / 2", max_pool2d, {"kernel_size": 2, "stride": 2}),
-        ("max 3×3 / 1 (overlapping)", max_pool2d, {"kernel_size": 3, "stride": 1}),
-    ):
-        out = pool(x, **options)
-        g = torch.randn(out.shape, generator=generator, dtype=torch.float64)
-        grad = _input_gradient(pool, x, g, **options)
-        rows.append({"pooling": name, "Σ upstream": float(g.sum()), "Σ input gradient": float(grad.sum()),
-                     "inputs with gradient": int((grad != 0).sum()), "inputs": x.numel()})  # fmt: skip
-    plt = pyplot()
-    figure, axes = plt.subplots(1, 3, figsize=(8, 2.8))
-    for axis, image, title in zip(axes, (x[0, 0], max_grad[0, 0], mean_grad[0, 0]),
-                                  ("input (tied 2×2 top-left)", "max-pool gradient", "mean-pool gradient"),
-                                  strict=True):  # fmt: skip
-        axis.imshow(image.numpy(), cmap="coolwarm")
-        axis.set_title(title, fontsize=8)
-        axis.set_xticks([])
-        axis.set_yticks([])
-    figure.tight_layout()
-    ctx.figure(figure, "routing", "Input gradients of 2×2/stride-2 pooling for one channel.")
+    maximum = {
+        "receivers_min": float(receivers.min()),
+        "receivers_max": float(receivers.max()),
+        "value_error": float((windows.sum(-1) - upstream).abs().max()),
+        "sum_error": float((max_grad.sum() - upstream.sum()).abs()),
+        "sum_bound": _sum_bound(max_grad, upstream),
+    }
+    rows = _sum_rows(x, generator)
+    panels = [
+        (x[0, 0], "input (tied 2×2 top-left)"),
+        (max_grad[0, 0], "max-pool gradient"),
+        (mean_grad[0, 0], "mean-pool gradient"),
+    ]
+    ctx.figure(image_panels(panels), "routing", "Input gradients of 2×2/stride-2 pooling for one channel.")
     return Findings(
         verdicts=judge_pooling(mean, maximum),
         tables=[Table.of("Gradient sums (float64; padding takes a share of mean pooling's gradient)", rows)],
         numbers={**{f"mean_{k}": v for k, v in mean.items()}, **{f"max_{k}": v for k, v in maximum.items()}},
-        notes=["With zero padding (count_include_pad) part of each border window's gradient goes to the "
-               "padding, so the input's sum is smaller: the handbook's sum rule holds without padding."],
-    )  # fmt: skip
+        notes=[
+            "With zero padding (count_include_pad) part of each border window's gradient goes to the "
+            "padding, so the input's sum is smaller: the handbook's sum rule holds without padding."
+        ],
+    )

@@ -25,12 +25,17 @@ from visionkit.lab.results import Claim, Findings, Table, Verdict, judge
 from visionkit.lab.runner import LabContext
 from visionkit.ops import roi_align, roi_pool
 
-QUANTIZED = Claim("§24", "经过两次量化，即将浮点数取整，原本在特征图上映射的20*20 大小的region proposal，偏差成大小为14*14的",
-                  "after the two quantizations the 20×20-cell proposal ends up covering only 14×14 cells",
-                  kind="fact")  # fmt: skip
-SMALL_OBJECTS = Claim("§24", "如果是图片中有较多小目标物体需要检测，则优先选择RoiAlign，更精准些",
-                      "with many small objects prefer RoI Align: it is more precise (for large objects the two "
-                      "differ little)")  # fmt: skip
+QUANTIZED = Claim(
+    "§24",
+    "经过两次量化，即将浮点数取整，原本在特征图上映射的20*20 大小的region proposal，偏差成大小为14*14的",
+    "after the two quantizations the 20×20-cell proposal ends up covering only 14×14 cells",
+    kind="fact",
+)
+SMALL_OBJECTS = Claim(
+    "§24",
+    "如果是图片中有较多小目标物体需要检测，则优先选择RoiAlign，更精准些",
+    "with many small objects prefer RoI Align: it is more precise (for large objects the two differ little)",
+)
 STRIDE, BINS = 32, 7
 
 
@@ -50,8 +55,13 @@ def bin_centres(rois: Tensor, size: int, stride: int) -> dict[str, Tensor]:
     sampled = roi_align(x, boxes, BINS, 1 / stride, sampling_ratio=2, aligned=True)[:, 0, 0, :]
     width = (rois[:, 2] - rois[:, 0]).unsqueeze(1)
     exact = rois[:, :1] + (torch.arange(BINS, dtype=rois.dtype) + 0.5) * width / BINS
-    return {"pool": (first + last + 1) / 2 * stride, "align": (sampled + 0.5) * stride, "exact": exact,
-            "pool_first": first[:, 0] * stride, "pool_last": (last[:, -1] + 1) * stride}  # fmt: skip
+    return {
+        "pool": (first + last + 1) / 2 * stride,
+        "align": (sampled + 0.5) * stride,
+        "exact": exact,
+        "pool_first": first[:, 0] * stride,
+        "pool_last": (last[:, -1] + 1) * stride,
+    }
 
 
 def judge_roi(covered_cells: float, small: dict[str, float], large: dict[str, float]) -> list[Verdict]:
@@ -60,14 +70,24 @@ def judge_roi(covered_cells: float, small: dict[str, float], large: dict[str, fl
     precise" is read as RoI Align's error ≤ 1/10 of RoI Pool's on small RoIs, and RoI Pool's relative
     error on small RoIs ≥ 3× that on large ones."""
     return [
-        judge(QUANTIZED, "cells covered per side == 14", f"{covered_cells:g} cells",
-              holds=covered_cells == 14, correction=f"RoI Pool (Fast R-CNN/Caffe/torchvision rounding) covers "
-              f"{covered_cells:g}×{covered_cells:g} cells ({covered_cells * STRIDE:g} px for a 665 px proposal)"),
-        judge(SMALL_OBJECTS, "small RoIs: align error ≤ pool error / 10, and pool's relative error on small "
-              "RoIs ≥ 3× on large", f"small: pool {small['pool']:.3f}, align {small['align']:.2e}; large: pool "
-              f"{large['pool']:.3f} (fraction of RoI width)",
-              holds=small["align"] * 10 <= small["pool"] and small["pool"] >= 3 * large["pool"]),
-    ]  # fmt: skip
+        judge(
+            QUANTIZED,
+            "cells covered per side == 14",
+            f"{covered_cells:g} cells",
+            holds=covered_cells == 14,
+            correction=f"RoI Pool (Fast R-CNN/Caffe/torchvision rounding) covers "
+            f"{covered_cells:g}×{covered_cells:g} cells "
+            f"({covered_cells * STRIDE:g} px for a 665 px proposal)",
+        ),
+        judge(
+            SMALL_OBJECTS,
+            "small RoIs: align error ≤ pool error / 10, and pool's relative error on small "
+            "RoIs ≥ 3× on large",
+            f"small: pool {small['pool']:.3f}, align {small['align']:.2e}; large: pool "
+            f"{large['pool']:.3f} (fraction of RoI width)",
+            holds=small["align"] * 10 <= small["pool"] and small["pool"] >= 3 * large["pool"],
+        ),
+    ]
 
 
 def _random_rois(count: int, low: float, high: float, size: int, generator: torch.Generator) -> Tensor:
@@ -78,7 +98,9 @@ def _random_rois(count: int, low: float, high: float, size: int, generator: torc
 
 def _relative_errors(centres: dict[str, Tensor], rois: Tensor) -> dict[str, float]:
     width = (rois[:, 2] - rois[:, 0]).unsqueeze(1)
-    return {name: float(((centres[name] - centres["exact"]).abs() / width).mean()) for name in ("pool", "align")}
+    return {
+        name: float(((centres[name] - centres["exact"]).abs() / width).mean()) for name in ("pool", "align")
+    }
 
 
 @register("roi-pool-vs-align", "§24", "RoI Pool vs RoI Align: misalignment in pixels", errata=True)
@@ -103,16 +125,35 @@ def roi_alignment(ctx: LabContext) -> Findings:
     axis.set_title("bin centres, 665 px proposal, stride 32, 7 bins")
     figure.tight_layout()
     ctx.figure(figure, "bin_centres", "Where the 7 bins of each op look on the handbook's 665×665 proposal.")
-    example_rows = [{"bin": b, "exact px": centres["exact"][0, b], "RoI Pool px": centres["pool"][0, b],
-                     "RoI Align px": centres["align"][0, b]} for b in range(BINS)]  # fmt: skip
+    example_rows = [
+        {
+            "bin": b,
+            "exact px": centres["exact"][0, b],
+            "RoI Pool px": centres["pool"][0, b],
+            "RoI Align px": centres["align"][0, b],
+        }
+        for b in range(BINS)
+    ]
     pixel_error = statistics.mean((centres["pool"][0] - centres["exact"][0]).abs().tolist())
-    size_rows = [{"RoIs": f"{count} small (32–96 px)", **small}, {"RoIs": f"{count} large (320–640 px)", **large}]
+    size_rows = [
+        {"RoIs": f"{count} small (32–96 px)", **small},
+        {"RoIs": f"{count} large (320–640 px)", **large},
+    ]
     return Findings(
         verdicts=judge_roi(covered, small, large),
-        tables=[Table.of("Bin centres on the handbook's proposal (x, image pixels)", example_rows),
-                Table.of("Mean |bin-centre error| / RoI width, stride 32", size_rows)],
-        numbers={"covered_cells": covered, "pool_mean_error_px": pixel_error, "small_pool": small["pool"],
-                 "small_align": small["align"], "large_pool": large["pool"]},
-        notes=[f"RoI Pool's bins on the example are off by {pixel_error:.1f} px on average; RoI Align's by "
-               f"{statistics.mean((centres['align'][0] - centres['exact'][0]).abs().tolist()):.2e} px."],
-    )  # fmt: skip
+        tables=[
+            Table.of("Bin centres on the handbook's proposal (x, image pixels)", example_rows),
+            Table.of("Mean |bin-centre error| / RoI width, stride 32", size_rows),
+        ],
+        numbers={
+            "covered_cells": covered,
+            "pool_mean_error_px": pixel_error,
+            "small_pool": small["pool"],
+            "small_align": small["align"],
+            "large_pool": large["pool"],
+        },
+        notes=[
+            f"RoI Pool's bins on the example are off by {pixel_error:.1f} px on average; RoI Align's by "
+            f"{statistics.mean((centres['align'][0] - centres['exact'][0]).abs().tolist()):.2e} px."
+        ],
+    )

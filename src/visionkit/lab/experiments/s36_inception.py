@@ -20,22 +20,40 @@ from visionkit.lab.runner import LabContext
 from visionkit.models import create_model
 from visionkit.nn.blocks import InceptionModule
 
-NAIVE_SUM = Claim("§36", r"(1 \times 1 \times 192 \times 64)+(3 \times 3 \times 192 \times 128)+(5 \times 5 \times "
-                  r"192 \times 32)=153600", "the naive Inception module has 1·1·192·64 + 3·3·192·128 + 5·5·192·32 "
-                  "= 153,600 weights", kind="fact")  # fmt: skip
-REDUCED_SUM = Claim("§36", r"(1 \times 1 \times 192 \times 16+5 \times 5 \times 16 \times 32)=15872",
-                    "with 1×1 reductions (to 96 and 16 channels) the module has 15,872 weights",
-                    kind="fact")  # fmt: skip
-NAIVE_OUT = Claim("§36", "64+128+32+192=416", "the naive module outputs 64+128+32+192 = 416 channels",
-                  kind="fact")  # fmt: skip
-REDUCED_OUT = Claim("§36", "64+128+32+32=256", "the reduced module outputs 64+128+32+32 = 256 channels",
-                    kind="fact")  # fmt: skip
-FEWER = Claim("§15", "进行卷积核通道数的降维和升维，减少网络参数",
-              "1×1 convolutions reduce or raise the channel count and cut the parameter count")  # fmt: skip
-LESS_COMPUTE = Claim("§36", "所以加入1×1的卷积后，在降低大量运算的前提下，降低了维度",
-                     "adding 1×1 convolutions cuts much computation and lowers the output dimension")  # fmt: skip
-VGG_FC = Claim("§36", "VGG中全连接层的参数占据了90%的参数量",
-               "in VGG the fully connected layers hold 90 % of the parameters")  # fmt: skip
+NAIVE_SUM = Claim(
+    "§36",
+    r"(1 \times 1 \times 192 \times 64)+(3 \times 3 \times 192 \times 128)+(5 \times 5 \times "
+    r"192 \times 32)=153600",
+    "the naive Inception module has 1·1·192·64 + 3·3·192·128 + 5·5·192·32 = 153,600 weights",
+    kind="fact",
+)
+REDUCED_SUM = Claim(
+    "§36",
+    r"(1 \times 1 \times 192 \times 16+5 \times 5 \times 16 \times 32)=15872",
+    "with 1×1 reductions (to 96 and 16 channels) the module has 15,872 weights",
+    kind="fact",
+)
+NAIVE_OUT = Claim(
+    "§36", "64+128+32+192=416", "the naive module outputs 64+128+32+192 = 416 channels", kind="fact"
+)
+REDUCED_OUT = Claim(
+    "§36", "64+128+32+32=256", "the reduced module outputs 64+128+32+32 = 256 channels", kind="fact"
+)
+FEWER = Claim(
+    "§15",
+    "进行卷积核通道数的降维和升维，减少网络参数",
+    "1×1 convolutions reduce or raise the channel count and cut the parameter count",
+)
+LESS_COMPUTE = Claim(
+    "§36",
+    "所以加入1×1的卷积后，在降低大量运算的前提下，降低了维度",
+    "adding 1×1 convolutions cuts much computation and lowers the output dimension",
+)
+VGG_FC = Claim(
+    "§36",
+    "VGG中全连接层的参数占据了90%的参数量",
+    "in VGG the fully connected layers hold 90 % of the parameters",
+)
 
 
 def _conv(in_channels: int, out_channels: int, **options: object) -> nn.Conv2d:
@@ -60,24 +78,56 @@ def judge_inception(naive: dict[str, int], reduced: dict[str, int], vgg_fc_share
     """``naive``/``reduced``: ``weights`` (handbook's terms), ``macs``, ``channels``, ``last_terms`` (the
     weights of the last bracket of the printed sum); ``vgg_fc_share`` in [0, 1] (rounded to 5 %)."""
     return [
-        judge(NAIVE_SUM, "measured weight count == 153,600", naive["weights"],
-              holds=naive["weights"] == 153_600, correction=f"the sum is {naive['weights']:,}; 153,600 is "
-              f"only its last term 5·5·192·32 = {naive['last_terms']:,}"),
-        judge(REDUCED_SUM, "measured weight count == 15,872", reduced["weights"],
-              holds=reduced["weights"] == 15_872, correction=f"the sum is {reduced['weights']:,}; 15,872 "
-              f"is only its last bracket 1·1·192·16 + 5·5·16·32 = {reduced['last_terms']:,}"),
-        judge(NAIVE_OUT, "output channels == 416", naive["channels"], holds=naive["channels"] == 416,
-              correction=f"{naive['channels']} channels"),
-        judge(REDUCED_OUT, "output channels == 256", reduced["channels"], holds=reduced["channels"] == 256,
-              correction=f"{reduced['channels']} channels"),
-        judge(FEWER, "reduced weights < naive weights", f"{reduced['weights']:,} vs {naive['weights']:,} "
-              f"({reduced['weights'] / naive['weights']:.3f}×)", holds=reduced["weights"] < naive["weights"]),
-        judge(LESS_COMPUTE, "reduced MACs ≤ half the naive MACs and fewer output channels",
-              f"{reduced['macs']:,} vs {naive['macs']:,} MACs; {reduced['channels']} vs {naive['channels']} "
-              "channels", holds=2 * reduced["macs"] <= naive["macs"] and reduced["channels"] < naive["channels"]),
-        judge(VGG_FC, "FC share of VGG-16's parameters rounds to 90 % (nearest 5 %)", f"{vgg_fc_share:.1%}",
-              holds=round(vgg_fc_share * 20) == 18),
-    ]  # fmt: skip
+        judge(
+            NAIVE_SUM,
+            "measured weight count == 153,600",
+            naive["weights"],
+            holds=naive["weights"] == 153_600,
+            correction=f"the sum is {naive['weights']:,}; 153,600 is "
+            f"only its last term 5·5·192·32 = {naive['last_terms']:,}",
+        ),
+        judge(
+            REDUCED_SUM,
+            "measured weight count == 15,872",
+            reduced["weights"],
+            holds=reduced["weights"] == 15_872,
+            correction=f"the sum is {reduced['weights']:,}; 15,872 "
+            f"is only its last bracket 1·1·192·16 + 5·5·16·32 = {reduced['last_terms']:,}",
+        ),
+        judge(
+            NAIVE_OUT,
+            "output channels == 416",
+            naive["channels"],
+            holds=naive["channels"] == 416,
+            correction=f"{naive['channels']} channels",
+        ),
+        judge(
+            REDUCED_OUT,
+            "output channels == 256",
+            reduced["channels"],
+            holds=reduced["channels"] == 256,
+            correction=f"{reduced['channels']} channels",
+        ),
+        judge(
+            FEWER,
+            "reduced weights < naive weights",
+            f"{reduced['weights']:,} vs {naive['weights']:,} ({reduced['weights'] / naive['weights']:.3f}×)",
+            holds=reduced["weights"] < naive["weights"],
+        ),
+        judge(
+            LESS_COMPUTE,
+            "reduced MACs ≤ half the naive MACs and fewer output channels",
+            f"{reduced['macs']:,} vs {naive['macs']:,} MACs; {reduced['channels']} vs {naive['channels']} "
+            "channels",
+            holds=2 * reduced["macs"] <= naive["macs"] and reduced["channels"] < naive["channels"],
+        ),
+        judge(
+            VGG_FC,
+            "FC share of VGG-16's parameters rounds to 90 % (nearest 5 %)",
+            f"{vgg_fc_share:.1%}",
+            holds=round(vgg_fc_share * 20) == 18,
+        ),
+    ]
 
 
 def _measure(module: nn.Module, excluded: tuple[str, ...]) -> dict[str, int]:
@@ -88,8 +138,12 @@ def _measure(module: nn.Module, excluded: tuple[str, ...]) -> dict[str, int]:
     return {"weights": weights, "macs": report.total_macs, "channels": channels}
 
 
-@register("inception-1x1", ("§36", "§15"), "Inception: 1×1 reductions and the handbook's parameter sums",
-          errata=True)  # fmt: skip
+@register(
+    "inception-1x1",
+    ("§36", "§15"),
+    "Inception: 1×1 reductions and the handbook's parameter sums",
+    errata=True,
+)
 def inception_savings(ctx: LabContext) -> Findings:
     with torch.device("meta"):
         naive_module = NaiveInception()
@@ -110,16 +164,33 @@ def inception_savings(ctx: LabContext) -> Findings:
     axis.set_title("Inception module (28×28×192 input)")
     figure.tight_layout()
     ctx.figure(figure, "inception_weights", "The handbook's printed sums (grey) and the measured ones.")
-    rows = [{"module": "naive", "weights": naive["weights"], "MACs (28×28)": naive["macs"],
-             "output channels": naive["channels"]},
-            {"module": "1×1 reductions (pool projection excluded)", "weights": reduced["weights"],
-             "MACs (28×28)": reduced["macs"], "output channels": reduced["channels"]},
-            {"module": "pool-branch 1×1 projection", "weights": pool_projection}]  # fmt: skip
+    rows = [
+        {
+            "module": "naive",
+            "weights": naive["weights"],
+            "MACs (28×28)": naive["macs"],
+            "output channels": naive["channels"],
+        },
+        {
+            "module": "1×1 reductions (pool projection excluded)",
+            "weights": reduced["weights"],
+            "MACs (28×28)": reduced["macs"],
+            "output channels": reduced["channels"],
+        },
+        {"module": "pool-branch 1×1 projection", "weights": pool_projection},
+    ]
     return Findings(
         verdicts=judge_inception(naive, reduced, share),
         tables=[Table.of("Inception module, weights only (no biases)", rows)],
-        numbers={"naive_weights": naive["weights"], "reduced_weights": reduced["weights"],
-                 "naive_macs": naive["macs"], "reduced_macs": reduced["macs"], "vgg16_fc_share": share},
-        notes=[f"With the pool projection the reduced module has {reduced['weights'] + pool_projection:,} "
-               "weights; MACs include it."],
-    )  # fmt: skip
+        numbers={
+            "naive_weights": naive["weights"],
+            "reduced_weights": reduced["weights"],
+            "naive_macs": naive["macs"],
+            "reduced_macs": reduced["macs"],
+            "vgg16_fc_share": share,
+        },
+        notes=[
+            f"With the pool projection the reduced module has {reduced['weights'] + pool_projection:,} "
+            "weights; MACs include it."
+        ],
+    )
