@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import os
@@ -96,7 +97,14 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def _visionkit_imports(path: Path, module: str) -> set[str]:
+def _visionkit_imports(path: Path, module: str) -> frozenset[str]:
+    """Names of the visionkit modules ``path`` imports (see :func:`_parsed_imports`), parsed once per file
+    version in a process."""
+    return _parsed_imports(path, module, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_imports(path: Path, module: str, mtime_ns: int) -> frozenset[str]:
     """Names of the visionkit modules ``path`` imports (absolute or relative, any depth), and string
     constants naming one (modules imported with ``importlib`` at run time)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -112,7 +120,7 @@ def _visionkit_imports(path: Path, module: str) -> set[str]:
             names.update(f"{stem}.{alias.name}" for alias in node.names)  # submodules imported by name
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _DOTTED.match(node.value):
             names.add(node.value)  # a module imported by name at run time (the model registry does)
-    return {n for n in names if n == "visionkit" or n.startswith("visionkit.")}
+    return frozenset(n for n in names if n == "visionkit" or n.startswith("visionkit."))
 
 
 def _closure(module: str) -> dict[str, Path]:
