@@ -31,6 +31,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "predict": ("visionkit.cli.predict", "predict", "Detect objects in images with a trained detector."),
     "demo": ("visionkit.cli.demo", "demo", "Run the main demonstration job (what `make demo` runs)."),
     "lab": ("visionkit.cli.lab", "lab", "The executable handbook: experiments, verdicts, errata, HTML book."),
+    "compress": (
+        "visionkit.cli.compress",
+        "compress",
+        "Prune, share or factorise a trained classifier, measured.",
+    ),
     "train": ("visionkit.cli.train", "train", "Train from a recipe: visionkit train classify key=value ..."),
 }
 

@@ -23,11 +23,14 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["FEATURE_NAMES", "FEATURE_STRIDES", "Backbone", "run_with_taps"]
+from visionkit.structures import ShapeSpec
+
+__all__ = ["FEATURE_NAMES", "FEATURE_STRIDES", "Backbone", "run_with_taps", "tap_stages"]
 
 FEATURE_NAMES = ("c2", "c3", "c4", "c5")
 FEATURE_STRIDES = {"c2": 4, "c3": 8, "c4": 16, "c5": 32}
@@ -49,6 +52,16 @@ def run_with_taps(layers: nn.Sequential, x: Tensor, taps: dict[int, str]) -> dic
     return features
 
 
+def tap_stages(layers: nn.Sequential, taps: dict[int, str]) -> list[nn.Module]:
+    """:meth:`Backbone.stages` of a sequential backbone: the first layer is the stem, then the layers up to
+    each tap (``c2``..``c5``) form one stage."""
+    ends = [index for index, _ in sorted(taps.items(), key=lambda item: item[1])]
+    bounds = [1, *(end + 1 for end in ends)]
+    return [nn.ModuleList(list(layers)[:1])] + [
+        nn.ModuleList(list(layers)[start:end]) for start, end in itertools.pairwise(bounds)
+    ]
+
+
 class Backbone(nn.Module):
     """Base class: ``forward`` = ``forward_head(forward_features(x)["c5"])`` or the features dict.
 
@@ -66,6 +79,16 @@ class Backbone(nn.Module):
 
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        """Channels and stride of each feature map of :meth:`forward_features` (necks are built from it)."""
+        return {name: ShapeSpec(self.out_channels[name], self.strides[name]) for name in self.out_channels}
+
+    def stages(self) -> list[nn.Module]:
+        """The stem, then the modules producing ``c2, c3, c4, c5`` in order (what ``freeze_at`` counts).
+
+        ``freeze_at=N`` (:func:`freeze_stages`) freezes the stem and the first ``N`` of these stages."""
+        raise NotImplementedError(f"{type(self).__name__} does not list its stages")
 
     def forward_head(self, c5: Tensor) -> Tensor:
         raise NotImplementedError
