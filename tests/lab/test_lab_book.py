@@ -154,3 +154,12 @@ def test_book_refuses_missing_or_remote_images(tmp_path: Path) -> None:
     (tmp_path / "figures" / "m" / "f.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     page = write_book([missing], tmp_path).read_text(encoding="utf-8")
     assert referenced_images(page) == ["figures/m/f.png"]
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+    import importlib
+
+    for name in ("results", "registry", "handbook", "book", "runner"):
+        module = importlib.import_module(f"visionkit.lab.{name}")
+        assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0, name
