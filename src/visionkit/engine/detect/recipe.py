@@ -33,6 +33,7 @@ MODEL_OPTIONS = (
     "representation_size",
     "anchor_sizes",
     "box_loss",
+    "roi_op",
 )
 #: Keys that may differ between a run and its resumption (they do not change what is computed).
 RESUME_FREE_KEYS = frozenset({"resume", "progress", "workers", "threads", "device", "tensorboard"})
@@ -78,6 +79,7 @@ class DetectRecipe:
     representation_size: int | None = None
     anchor_sizes: tuple[float, ...] = ()  # one per level; empty: the model's default
     box_loss: Literal["l1", "smooth_l1", "giou"] | None = None  # RetinaNet: on the deltas or GIoU of boxes
+    roi_op: Literal["align", "pool"] | None = None  # two-stage detectors: RoI Align or RoI Pool (§24)
     score_threshold: float = 0.05
     nms_method: NMSMethod = "hard"
     nms_threshold: float = 0.5
