@@ -38,6 +38,7 @@ from tolerances import LIBM_ULPS, assert_within, eps, gamma, unit_roundoff
 __all__ = [
     "BOUND_SLACK",
     "Bounded",
+    "assert_bounded",
     "assert_evaluations_agree",
     "assert_formulas_agree",
     "exact",
@@ -186,26 +187,31 @@ class Bounded:
         return self._new(self.value.abs(), self.error)
 
     def clamp(self, min: float | None = None, max: float | None = None) -> Bounded:
-        """Clamping at a constant representable in ``dtype`` is 1-Lipschitz and exact."""
-        for bound in (min, max):
-            assert bound is None or float(torch.tensor(bound, dtype=self.dtype)) == bound
-        error = self.error
-        # where the whole interval lies beyond the bound, every evaluation gives the bound itself
-        if min is not None:
-            error = torch.where(self.value + 2 * self.error <= min, 0.0, error)
-        if max is not None:
-            error = torch.where(self.value - 2 * self.error >= max, 0.0, error)
-        return self._new(self.value.clamp(min=min, max=max), error)
+        """``max(min(x, max), min)`` (a bound that ``dtype`` cannot hold is rounded first: torch casts the
+        scalar, and the lifted constant carries that rounding)."""
+        result = self if min is None else self.maximum(min)
+        return result if max is None else result.minimum(max)
 
-    def maximum(self, other: Bounded) -> Bounded:
-        """``max`` is 1-Lipschitz in each argument and exact: the error is the larger input error."""
-        return self._new(torch.maximum(self.value, other.value), torch.maximum(self.error, other.error))
+    def maximum(self, other: _Operand) -> Bounded:  # type: ignore[valid-type]
+        """``max`` is 1-Lipschitz in each argument and exact: the error is the larger input error, or the
+        error of the certain winner when the two intervals do not overlap."""
+        other = self._lift(other)
+        first = self.value - 2 * self.error >= other.value + 2 * other.error
+        second = other.value - 2 * other.error >= self.value + 2 * self.error
+        error = torch.where(
+            first, self.error, torch.where(second, other.error, self.error.maximum(other.error))
+        )
+        return self._new(torch.maximum(self.value, other.value), error)
 
-    def minimum(self, other: Bounded) -> Bounded:
-        return self._new(torch.minimum(self.value, other.value), torch.maximum(self.error, other.error))
+    def minimum(self, other: _Operand) -> Bounded:  # type: ignore[valid-type]
+        return -((-self).maximum(-self._lift(other)))
 
     def __getitem__(self, index) -> Bounded:
         return self._new(self.value[index], self.error[index])
+
+    def flatten(self) -> Bounded:
+        """``flatten(1)``."""
+        return self._new(self.value.flatten(1), self.error.flatten(1))
 
     # ------------------------------------------------------------------------------------------ sums
     def sum(self, dim: int) -> Bounded:
@@ -301,6 +307,15 @@ def _assert_finite(bound: torch.Tensor, what: str) -> None:
     if not torch.isfinite(bound).all():
         index = int((~torch.isfinite(bound)).flatten().nonzero()[0])
         raise AssertionError(f"{what}: no finite error bound at element {index} (an uncertain branch?)")
+
+
+def assert_bounded(
+    actual: torch.Tensor, expected: torch.Tensor, bound: torch.Tensor | float, what: str = ""
+) -> None:
+    """:func:`tolerances.assert_within` with a derived bound that must be finite everywhere."""
+    bound = torch.as_tensor(bound, dtype=torch.float64) * (1 + BOUND_SLACK)
+    _assert_finite(bound, what)
+    assert_within(actual, expected, bound, what)
 
 
 def assert_evaluations_agree(
