@@ -41,6 +41,7 @@ __all__ = [
     "assert_bounded",
     "assert_evaluations_agree",
     "assert_formulas_agree",
+    "concatenate",
     "exact",
     "safe_divide",
     "stack",
@@ -213,6 +214,13 @@ class Bounded:
         """``flatten(1)``."""
         return self._new(self.value.flatten(1), self.error.flatten(1))
 
+    def reshape(self, *shape: int) -> Bounded:
+        return self._new(self.value.reshape(*shape), self.error.reshape(*shape))
+
+    def amax(self, dim: int) -> Bounded:
+        """``max`` over ``dim``: 1-Lipschitz in the sup norm, so the error is the largest one of the row."""
+        return self._new(self.value.amax(dim), self.error.amax(dim))
+
     # ------------------------------------------------------------------------------------------ sums
     def sum(self, dim: int) -> Bounded:
         """A sum of ``n`` terms in any order: ``Σ eᵢ + γ(n − 1)·Σ mᵢ`` (Higham, eq. 4.4)."""
@@ -232,7 +240,12 @@ class Bounded:
         holder = self.error.sqrt()
         lipschitz = torch.where(low > 0, self.error / (2 * low), math.inf)
         propagated = torch.minimum(holder, lipschitz)
-        return self._new(value, propagated + self.u * (value + 2 * propagated))
+        # the root of an exact perfect square that dtype holds (√1, √4, √0.25) is exact
+        short = (torch.frexp(value).mantissa * 2.0**26).frac() == 0  # then value·value is exact in float64
+        holds = value.to(self.dtype).double() == value
+        perfect = self._is_exact() & short & (value * value == self.value) & holds
+        rounding = torch.where(perfect, 0.0, self.u * (value + 2 * propagated))
+        return self._new(value, propagated + rounding)
 
     def exp(self) -> Bounded:
         """``|exp(x̂) − exp(x)| <= exp(max(x̂, x))·|x̂ − x|``."""
@@ -288,6 +301,11 @@ def stack(parts, dim: int) -> Bounded:
     return Bounded(
         torch.stack([p.value for p in parts], dim), torch.stack([p.error for p in parts], dim), parts[0].dtype
     )
+
+
+def concatenate(parts) -> Bounded:
+    """``torch.cat`` of several :class:`Bounded` of one dtype along dimension 0."""
+    return Bounded(torch.cat([p.value for p in parts]), torch.cat([p.error for p in parts]), parts[0].dtype)
 
 
 def safe_divide(numerator: Bounded, denominator: Bounded) -> Bounded:

@@ -31,7 +31,9 @@ import torch
 
 __all__ = [
     "LIBM_ULPS",
+    "abs_sum_upper",
     "assert_within",
+    "binomial_interval",
     "eps",
     "exp_argument_error",
     "gamma",
@@ -135,3 +137,34 @@ def _round_up(value: Fraction | float) -> float:
     """A float ≥ ``value`` (the bound must not shrink when it is converted)."""
     as_float = float(value)
     return as_float if Fraction(as_float) >= Fraction(value) else math.nextafter(as_float, math.inf)
+
+
+# ----------------------------------------------------------------------------------------- statistics
+def binomial_interval(trials: int, probability: float, false_failure: float) -> tuple[int, int]:
+    """Counts ``[low, high]`` that a ``Binomial(trials, probability)`` count leaves with probability at
+    most ``false_failure`` (each tail gets half of it; summed exactly from the distribution).
+
+    For a check that a random procedure picks something with the right frequency: with ``m`` such counts
+    checked at once, pass ``false_failure / m`` (union bound) and state the total in the test. This is a
+    property of the distribution, so it holds whatever random stream a kernel draws.
+    """
+    q = 1 - probability
+    pmf = [math.comb(trials, k) * probability**k * q ** (trials - k) for k in range(trials + 1)]
+    low, tail = 0, 0.0
+    while tail + pmf[low] <= false_failure / 2:
+        tail += pmf[low]
+        low += 1
+    high, tail = trials, 0.0
+    while tail + pmf[high] <= false_failure / 2:
+        tail += pmf[high]
+        high -= 1
+    return low, high
+
+
+def abs_sum_upper(terms: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
+    """``Σ|xᵢ|`` over ``dim`` in float64, raised by ``γ(n − 1)`` so that it is not below the exact sum (the
+    ``abs_sum`` argument of :func:`sum_difference_bound` when it is computed from the data)."""
+    terms = terms.detach().double().abs()
+    dims = (dim,) if isinstance(dim, int) else dim
+    n = math.prod(terms.shape[d] for d in dims)
+    return terms.sum(dim) * (1 + gamma(max(n - 1, 1), torch.float64))
