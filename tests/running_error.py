@@ -58,6 +58,15 @@ def _power_of_two(value: torch.Tensor) -> torch.Tensor:
     return torch.frexp(value).mantissa.abs() == 0.5
 
 
+def _short(value: torch.Tensor) -> torch.Tensor:
+    """At most 26 significant bits: the float64 product of two such numbers is exact."""
+    return (torch.frexp(value).mantissa * 2.0**26).frac() == 0
+
+
+def _holds(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return value.to(dtype).double() == value
+
+
 def exact(tensor: torch.Tensor, dtype: torch.dtype) -> Bounded:
     """Inputs given exactly in ``dtype`` (their float64 copy holds the same numbers): error 0."""
     as_dtype = tensor.to(dtype)
@@ -129,6 +138,7 @@ class Bounded:
         propagated = self.error + other.error
         both = self._is_exact() & other._is_exact()
         exact_op = self._integer_exact(other, value) | (both & ((other.value == 0) | (self.value == 0)))
+        exact_op |= both & _sum_is_exact(self.value, other.value, value) & _holds(value, self.dtype)
         magnitude = value.abs() + 2 * propagated
         return self._new(value, propagated + self._rounding(exact_op, magnitude))
 
@@ -147,6 +157,7 @@ class Bounded:
         close = (a.abs() >= b.abs() / 2) & (a.abs() <= 2 * b.abs()) & (a * b > 0)
         sterbenz = both & (close | (b == 0) | (a == 0))
         exact_op = sterbenz | self._integer_exact(other, value)
+        exact_op |= both & _sum_is_exact(a, -b, value) & _holds(value, self.dtype)
         magnitude = value.abs() + 2 * propagated
         return self._new(value, propagated + self._rounding(exact_op, magnitude))
 
@@ -164,6 +175,8 @@ class Bounded:
         )
         exact_op |= self._integer_exact(other, value)
         exact_op |= (self._is_exact() & (self.value == 0)) | (other._is_exact() & (other.value == 0))
+        both = self._is_exact() & other._is_exact()
+        exact_op |= both & _short(self.value) & _short(other.value) & _holds(value, self.dtype)
         return self._new(value, propagated + self._rounding(exact_op, m1 * m2))
 
     __rmul__ = __mul__
@@ -175,8 +188,12 @@ class Bounded:
         m1, m2 = self.magnitude(), other.magnitude()
         # |x̂/ŷ − x/y| = |y(x̂ − x) − x(ŷ − y)| / |ŷ y| <= (m2·e1 + m1·e2) / low²
         propagated = (m2 * self.error + m1 * other.error) / (low * low)
-        power_of_two = other._is_exact() & _power_of_two(other.value)
-        rounding = torch.where(power_of_two, 0.0, self.u * m1 / low)
+        exact_op = other._is_exact() & _power_of_two(other.value)
+        # an exact quotient that dtype holds (6 / 3): q·b is exact in float64 for short q and b
+        both = self._is_exact() & other._is_exact()
+        divides = both & _short(value) & _short(other.value) & (value * other.value == self.value)
+        exact_op |= divides & _holds(value, self.dtype)
+        rounding = torch.where(exact_op, 0.0, self.u * m1 / low)
         error = torch.where(low > 0, propagated + rounding, math.inf)
         return self._new(value, error)
 
@@ -259,6 +276,13 @@ class Bounded:
         value = self.value.log()
         return self._libm(value, propagated, value.abs() + 2 * propagated)
 
+    def log2(self) -> Bounded:
+        """Needs ``x > 0`` on the whole interval: ``|log2 x̂ − log2 x| <= |x̂ − x| / (min(x̂, x)·ln 2)``."""
+        low = torch.where(self.value > 0, self.lower(), 0.0)
+        propagated = torch.where(low > 0, self.error / (low * math.log(2)), math.inf)
+        value = self.value.log2()
+        return self._libm(value, propagated, value.abs() + 2 * propagated)
+
     def atan2(self, x: Bounded) -> Bounded:
         """``atan2(self, x)``: the gradient has norm ``1/r``, so the change is ``<= (e_y + e_x) / r_min``
         (``r_min`` the smallest radius in the input box); undefined (inf) where the box contains 0."""
@@ -318,6 +342,14 @@ def safe_divide(numerator: Bounded, denominator: Bounded) -> Bounded:
     result = where(positive, quotient, zero)
     result.error = torch.where(denominator.certain_sign(), result.error, math.inf)
     return result
+
+
+def _sum_is_exact(a: torch.Tensor, b: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """Knuth's TwoSum: the rounding error of the float64 sum ``total = a + b`` exactly; zero means the sum
+    is exact."""
+    b_part = total - a
+    a_part = total - b_part
+    return ((a - a_part) + (b - b_part)) == 0
 
 
 def _assert_finite(bound: torch.Tensor, what: str) -> None:

@@ -61,10 +61,10 @@ def test_evaluation_lies_within_its_bound_of_the_exact_value(name, dtype):
 
 
 def test_exact_operations_are_recognised_and_others_are_not():
-    a = exact(torch.tensor([3.0, 1.5, 1e8, 2.0**-3]), torch.float32)
+    a = exact(torch.tensor([3.0, 1.5, 1e8, 2.0**-30]), torch.float32)
     b = exact(torch.tensor([2.0, 1.0, 1.0, 3.0]), torch.float32)
     difference = a - b
-    # 3 − 2 and 1.5 − 1 are exact (Sterbenz), 1e8 − 1 is not (float32 has 24 bits), 2⁻³ − 3 is not
+    # 3 − 2 and 1.5 − 1 are exact (Sterbenz), 1e8 − 1 is not (float32 has 24 bits), 2⁻³⁰ − 3 is not either
     assert difference.error.tolist()[:2] == [0.0, 0.0] and difference.error[2] > 0 and difference.error[3] > 0
     assert ((a * 2).error == 0).all() and ((a / 4).error == 0).all()  # powers of two
     assert (a * 3).error[0] == 0  # an integer product that float32 holds
