@@ -138,7 +138,7 @@ class Bounded:
         propagated = self.error + other.error
         both = self._is_exact() & other._is_exact()
         exact_op = self._integer_exact(other, value) | (both & ((other.value == 0) | (self.value == 0)))
-        exact_op |= both & _sum_is_exact(self.value, other.value, value) & _holds(value, self.dtype)
+        exact_op = exact_op | both & _sum_is_exact(self.value, other.value, value) & _holds(value, self.dtype)
         magnitude = value.abs() + 2 * propagated
         return self._new(value, propagated + self._rounding(exact_op, magnitude))
 
@@ -157,7 +157,7 @@ class Bounded:
         close = (a.abs() >= b.abs() / 2) & (a.abs() <= 2 * b.abs()) & (a * b > 0)
         sterbenz = both & (close | (b == 0) | (a == 0))
         exact_op = sterbenz | self._integer_exact(other, value)
-        exact_op |= both & _sum_is_exact(a, -b, value) & _holds(value, self.dtype)
+        exact_op = exact_op | both & _sum_is_exact(a, -b, value) & _holds(value, self.dtype)
         magnitude = value.abs() + 2 * propagated
         return self._new(value, propagated + self._rounding(exact_op, magnitude))
 
@@ -173,10 +173,12 @@ class Bounded:
         exact_op = (other._is_exact() & _power_of_two(other.value)) | (
             self._is_exact() & _power_of_two(self.value)
         )
-        exact_op |= self._integer_exact(other, value)
-        exact_op |= (self._is_exact() & (self.value == 0)) | (other._is_exact() & (other.value == 0))
+        exact_op = exact_op | self._integer_exact(other, value)
+        exact_op = (
+            exact_op | (self._is_exact() & (self.value == 0)) | (other._is_exact() & (other.value == 0))
+        )
         both = self._is_exact() & other._is_exact()
-        exact_op |= both & _short(self.value) & _short(other.value) & _holds(value, self.dtype)
+        exact_op = exact_op | both & _short(self.value) & _short(other.value) & _holds(value, self.dtype)
         return self._new(value, propagated + self._rounding(exact_op, m1 * m2))
 
     __rmul__ = __mul__
@@ -192,7 +194,7 @@ class Bounded:
         # an exact quotient that dtype holds (6 / 3): q·b is exact in float64 for short q and b
         both = self._is_exact() & other._is_exact()
         divides = both & _short(value) & _short(other.value) & (value * other.value == self.value)
-        exact_op |= divides & _holds(value, self.dtype)
+        exact_op = exact_op | divides & _holds(value, self.dtype)
         rounding = torch.where(exact_op, 0.0, self.u * m1 / low)
         error = torch.where(low > 0, propagated + rounding, math.inf)
         return self._new(value, error)
