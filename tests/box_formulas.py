@@ -130,3 +130,55 @@ def elementwise(formula, boxes1: torch.Tensor, boxes2: torch.Tensor, ours: bool 
         return _identical_pairs_are_exact(result, boxes1, boxes2)
 
     return evaluate
+
+
+# ------------------------------------------------------------------ losses of matched pairs
+def loss(kind: str, b1: Bounded, b2: Bounded, ours: bool = True) -> Bounded:
+    """``1 − GIoU/DIoU/CIoU`` (ours, visionkit.losses.iou) or torchvision 0.29's loss formulas, which add
+    ``eps = 1e-7`` to the union and the hull as well and add the penalties to ``1 − IoU``."""
+    if ours:
+        return 1 - {"giou": giou, "diou": diou, "ciou": ciou}[kind](b1, b2)
+    w1, h1 = _widths(b1, clamp=False)
+    w2, h2 = _widths(b2, clamp=False)
+    iw = b1[..., 2].minimum(b2[..., 2]) - b1[..., 0].maximum(b2[..., 0])
+    ih = b1[..., 3].minimum(b2[..., 3]) - b1[..., 1].maximum(b2[..., 1])
+    inter = iw.clamp(min=0) * ih.clamp(min=0)  # torchvision: 0 unless both > 0, the same numbers
+    union = w1 * h1 + w2 * h2 - inter
+    value = inter / (union + TORCHVISION_EPS)
+    cw, ch = _enclosing(b1, b2)
+    if kind == "giou":
+        hull = cw * ch
+        return 1 - (value - (hull - union) / (hull + TORCHVISION_EPS))
+    diagonal = cw.square() + ch.square() + TORCHVISION_EPS
+    dx = (b1[..., 2] + b1[..., 0]) / 2 - (b2[..., 0] + b2[..., 2]) / 2
+    dy = (b1[..., 3] + b1[..., 1]) / 2 - (b2[..., 1] + b2[..., 3]) / 2
+    result = 1 - value + (dx.square() + dy.square()) / diagonal
+    if kind == "diou":
+        return result
+    v = (4 / math.pi**2) * ((w2 / h2).atan() - (w1 / h1).atan()).square()
+    alpha = v / (1 - value + v + TORCHVISION_EPS)
+    return result + alpha * v
+
+
+def loop_loss(kind: str, b1: Bounded, b2: Bounded) -> Bounded:
+    """The loop reference of tests/losses/test_losses_iou.py, in its order (squares as products)."""
+    w1, h1 = _widths(b1, clamp=False)
+    w2, h2 = _widths(b2, clamp=False)
+    iw = b1[..., 2].minimum(b2[..., 2]) - b1[..., 0].maximum(b2[..., 0])
+    ih = b1[..., 3].minimum(b2[..., 3]) - b1[..., 1].maximum(b2[..., 1])
+    inter = iw.clamp(min=0) * ih.clamp(min=0)
+    union = w1 * h1 + w2 * h2 - inter
+    value = inter / union
+    cw = b1[..., 2].maximum(b2[..., 2]) - b1[..., 0].minimum(b2[..., 0])
+    ch = b1[..., 3].maximum(b2[..., 3]) - b1[..., 1].minimum(b2[..., 1])
+    if kind == "giou":
+        hull = cw * ch
+        return 1 - value + (hull - union) / hull
+    dx = (b1[..., 0] + b1[..., 2] - b2[..., 0] - b2[..., 2]) / 2
+    dy = (b1[..., 1] + b1[..., 3] - b2[..., 1] - b2[..., 3]) / 2
+    result = 1 - value + (dx * dx + dy * dy) / (cw * cw + ch * ch)
+    if kind == "diou":
+        return result
+    gap = (w2 / h2).atan() - (w1 / h1).atan()
+    v = 4 / math.pi**2 * (gap * gap)
+    return result + v / (1 - value + v) * v

@@ -233,6 +233,9 @@ class Bounded:
         """``flatten(1)``."""
         return self._new(self.value.flatten(1), self.error.flatten(1))
 
+    def unsqueeze(self, dim: int) -> Bounded:
+        return self._new(self.value.unsqueeze(dim), self.error.unsqueeze(dim))
+
     def reshape(self, *shape: int) -> Bounded:
         return self._new(self.value.reshape(*shape), self.error.reshape(*shape))
 
@@ -277,6 +280,41 @@ class Bounded:
         propagated = torch.where(low > 0, self.error / low, math.inf)
         value = self.value.log()
         return self._libm(value, propagated, value.abs() + 2 * propagated)
+
+    def log1p(self) -> Bounded:
+        """Needs ``x > −1`` on the whole interval: ``|log1p x̂ − log1p x| <= |x̂ − x| / (1 + min)``."""
+        low = self.value - 2 * self.error + 1
+        propagated = torch.where(low > 0, self.error / low.clamp(min=1e-300), math.inf)
+        value = self.value.log1p()
+        return self._libm(value, propagated, value.abs() + 2 * propagated)
+
+    def expm1(self) -> Bounded:
+        """``|expm1(x̂) − expm1(x)| <= exp(max(x̂, x))·|x̂ − x|``."""
+        top = torch.exp(self.value + 2 * self.error)
+        value = self.value.expm1()
+        return self._libm(value, top * self.error, value.abs() + 2 * top * self.error)
+
+    def pow(self, exponent: float) -> Bounded:
+        """``x ** exponent`` of a non-negative base as torch computes it: exponent 2 by a product, 0.5 by
+        sqrt, 0 and 1 exactly; others by a libm-class pow. Propagation: ``γ·max^(γ−1)·e`` for ``γ >= 1``,
+        Hölder ``e^γ`` (or ``γ·min^(γ−1)·e``) for ``0 < γ < 1``."""
+        if exponent == 2:
+            return self * self
+        if exponent == 0.5:
+            return self.sqrt()
+        if exponent == 1:
+            return self
+        if exponent == 0:
+            return self._new(torch.ones_like(self.value), torch.zeros_like(self.error))
+        assert exponent > 0 and bool((self.value >= 0).all()), "pow: a positive exponent of a base >= 0"
+        value = self.value.pow(exponent)
+        high, low = self.value + 2 * self.error, self.lower()
+        if exponent >= 1:
+            propagated = exponent * high.pow(exponent - 1) * self.error
+        else:
+            lipschitz = torch.where(low > 0, exponent * low.pow(exponent - 1) * self.error, math.inf)
+            propagated = torch.minimum(self.error.pow(exponent), lipschitz)
+        return self._libm(value, propagated, value + 2 * propagated)
 
     def log2(self) -> Bounded:
         """Needs ``x > 0`` on the whole interval: ``|log2 x̂ − log2 x| <= |x̂ − x| / (min(x̂, x)·ln 2)``."""

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import box_formulas as bf
+from running_error import assert_formulas_agree
 from visionkit.losses import CIoULoss, DIoULoss, GIoULoss, ciou_loss, diou_loss, giou_loss
 
 GOLDEN = torch.load(
@@ -27,21 +29,27 @@ def _reference(kind, a, b):
     if kind == "giou":
         hull = (cx2 - cx1) * (cy2 - cy1)
         return 1 - iou + (hull - union) / hull
-    rho2 = ((ax1 + ax2 - bx1 - bx2) / 2) ** 2 + ((ay1 + ay2 - by1 - by2) / 2) ** 2
-    diou = 1 - iou + rho2 / ((cx2 - cx1) ** 2 + (cy2 - cy1) ** 2)
+    dx, dy = (ax1 + ax2 - bx1 - bx2) / 2, (ay1 + ay2 - by1 - by2) / 2  # squares as products below
+    diou = 1 - iou + (dx * dx + dy * dy) / ((cx2 - cx1) * (cx2 - cx1) + (cy2 - cy1) * (cy2 - cy1))
     if kind == "diou":
         return diou
-    v = 4 / math.pi**2 * (math.atan((bx2 - bx1) / (by2 - by1)) - math.atan((ax2 - ax1) / (ay2 - ay1))) ** 2
+    gap = math.atan((bx2 - bx1) / (by2 - by1)) - math.atan((ax2 - ax1) / (ay2 - ay1))
+    v = 4 / math.pi**2 * (gap * gap)
     return diou + v / (1 - iou + v) * v if v > 0 else diou
 
 
 @pytest.mark.parametrize("kind", ["giou", "diou", "ciou"])
 def test_matches_torchvision_golden(kind):
-    # torchvision adds eps=1e-7 to each denominator (areas here are 0.25..70); we divide exactly, so the
-    # values agree to ~1e-8 relative, not to float64 round-off.
+    # torchvision adds eps=1e-7 to each denominator (areas here are 0.25..70); we divide exactly: the gap
+    # of the two formulas, computed from the data, plus both running bounds (tests/box_formulas.py).
     boxes1 = GOLDEN["iou_loss/boxes1"].clone().requires_grad_()
     loss = LOSSES[kind](boxes1, GOLDEN["iou_loss/boxes2"])
-    torch.testing.assert_close(loss, GOLDEN[f"iou_loss/{kind}/out"], rtol=1e-6, atol=1e-7)
+    assert_formulas_agree(
+        loss,
+        pair_formula(kind, boxes1.detach(), GOLDEN["iou_loss/boxes2"], ours=True),
+        GOLDEN[f"iou_loss/{kind}/out"],
+        pair_formula(kind, boxes1.detach(), GOLDEN["iou_loss/boxes2"], ours=False),
+    )
     (loss * GOLDEN[f"iou_loss/{kind}/weight"]).sum().backward()
     torch.testing.assert_close(boxes1.grad, GOLDEN[f"iou_loss/{kind}/grad"], rtol=1e-6, atol=1e-7)
 
@@ -56,9 +64,16 @@ def test_matches_pairwise_reference(kind):
     expected = torch.tensor(
         [_reference(kind, a, b) for a, b in zip(boxes1, boxes2, strict=True)], dtype=torch.float64
     )
-    torch.testing.assert_close(LOSSES[kind](boxes1, boxes2), expected)
-    # Identical boxes: loss 0; the loss is bounded by 2 (GIoU) / 2 (DIoU) for disjoint boxes.
-    assert LOSSES[kind](boxes1, boxes1).abs().max() < 1e-6
+    # the loop's operation order differs (centre differences, no clamps): two formulas, both bounded
+    assert_formulas_agree(
+        LOSSES[kind](boxes1, boxes2),
+        pair_formula(kind, boxes1, boxes2, ours=True),
+        expected,
+        lambda dtype: bf.loop_loss(kind, bf.corners(boxes1, dtype), bf.corners(boxes2, dtype)),
+    )
+    # Identical boxes: loss 0 exactly (IoU = A/A = 1, zero distance and aspect gap: see box_formulas);
+    # the loss is bounded by 2 (GIoU) / 2 (DIoU) for disjoint boxes.
+    assert torch.equal(LOSSES[kind](boxes1, boxes1), torch.zeros(len(boxes1), dtype=torch.float64))
     assert (LOSSES[kind](boxes1, boxes2) <= 2 + 1).all()
 
 
@@ -84,9 +99,8 @@ def test_empty_fp16_and_integer_inputs(kind):
     half = torch.tensor([[0.0, 0.0, 2000.0, 2000.0]], dtype=torch.float16)
     assert LOSSES[kind](half, half + 100).dtype == torch.float32
     integer = torch.tensor([[0, 0, 4, 4]])
-    torch.testing.assert_close(
-        LOSSES[kind](integer, integer + 1), LOSSES[kind](integer.float(), integer.float() + 1)
-    )
+    # integer boxes are converted to float32 first: the same operations on the same numbers
+    assert torch.equal(LOSSES[kind](integer, integer + 1), LOSSES[kind](integer.float(), integer.float() + 1))
 
 
 def test_gradcheck_float64():
@@ -97,6 +111,14 @@ def test_gradcheck_float64():
     boxes1.requires_grad_()
     assert torch.autograd.gradcheck(lambda b: giou_loss(b, boxes2, "mean"), (boxes1,))
     assert torch.autograd.gradcheck(lambda b: diou_loss(b, boxes2, "mean"), (boxes1,))
+
+
+def pair_formula(kind, boxes1, boxes2, ours):
+    """Our loss (``1 − elementwise GIoU/DIoU/CIoU``; exactly 0 for a box paired with itself) or
+    torchvision's (whose eps makes that pair inexact), per matched pair, by dtype."""
+    if ours:
+        return bf.elementwise(lambda b1, b2, _: bf.loss(kind, b1, b2), boxes1, boxes2)
+    return lambda dtype: bf.loss(kind, bf.corners(boxes1, dtype), bf.corners(boxes2, dtype), ours=False)
 
 
 def _aspect_penalty(boxes1, boxes2):
