@@ -14,7 +14,22 @@ import math
 
 import torch
 
-from running_error import Bounded, exact, safe_divide
+from running_error import Bounded, exact
+from running_error import safe_divide as _bounded_safe_divide
+from running_error_grad import Dual, dual_safe_divide
+
+
+def safe_divide(numerator, denominator):
+    """The library's ``_safe_divide`` for values (:class:`Bounded`) or values with derivatives (Dual)."""
+    if isinstance(numerator, Dual) or isinstance(denominator, Dual):
+        return dual_safe_divide(numerator, denominator)
+    return _bounded_safe_divide(numerator, denominator)
+
+
+def detach(quantity):
+    """``torch.no_grad()``: no derivative (a plain value is unchanged)."""
+    return quantity.detach() if isinstance(quantity, Dual) else quantity
+
 
 TORCHVISION_EPS = 1e-7
 
@@ -82,11 +97,11 @@ def ciou(b1: Bounded, b2: Bounded, ours: bool = True) -> Bounded:
     if ours:
         gap = w2.atan2(h2) - w1.atan2(h1)
         v = (4 / math.pi**2) * gap.square()
-        alpha = safe_divide(v, 1 - value + v)
+        alpha = detach(safe_divide(v, 1 - value + v))
         return value - penalty - alpha * v
     gap = (w1 / h1).atan() - (w2 / h2).atan()
     v = (4 / math.pi**2) * gap.square()
-    alpha = v / (1 - value + v + TORCHVISION_EPS)
+    alpha = detach(v / (1 - value + v + TORCHVISION_EPS))
     return (value - penalty) - alpha * v
 
 
@@ -156,7 +171,7 @@ def loss(kind: str, b1: Bounded, b2: Bounded, ours: bool = True) -> Bounded:
     if kind == "diou":
         return result
     v = (4 / math.pi**2) * ((w2 / h2).atan() - (w1 / h1).atan()).square()
-    alpha = v / (1 - value + v + TORCHVISION_EPS)
+    alpha = detach(v / (1 - value + v + TORCHVISION_EPS))
     return result + alpha * v
 
 

@@ -133,6 +133,8 @@ class Bounded:
 
     # ------------------------------------------------------------------------------------------ + − × /
     def __add__(self, other: _Operand) -> Bounded:  # type: ignore[valid-type]
+        if hasattr(other, "gradient_error"):  # a value with derivatives: its own reflected operation
+            return NotImplemented
         other = self._lift(other)
         value = self.value + other.value
         propagated = self.error + other.error
@@ -148,6 +150,8 @@ class Bounded:
         return self._new(-self.value, self.error)
 
     def __sub__(self, other: _Operand) -> Bounded:  # type: ignore[valid-type]
+        if hasattr(other, "gradient_error"):  # a value with derivatives: its own reflected operation
+            return NotImplemented
         other = self._lift(other)
         value = self.value - other.value
         propagated = self.error + other.error
@@ -162,9 +166,13 @@ class Bounded:
         return self._new(value, propagated + self._rounding(exact_op, magnitude))
 
     def __rsub__(self, other: _Operand) -> Bounded:  # type: ignore[valid-type]
+        if hasattr(other, "gradient_error"):  # a value with derivatives: its own reflected operation
+            return NotImplemented
         return self._lift(other) - self
 
     def __mul__(self, other: _Operand) -> Bounded:  # type: ignore[valid-type]
+        if hasattr(other, "gradient_error"):  # a value with derivatives: its own reflected operation
+            return NotImplemented
         other = self._lift(other)
         value = self.value * other.value
         m1, m2 = self.magnitude(), other.magnitude()
@@ -184,6 +192,8 @@ class Bounded:
     __rmul__ = __mul__
 
     def __truediv__(self, other: _Operand) -> Bounded:  # type: ignore[valid-type]
+        if hasattr(other, "gradient_error"):  # a value with derivatives: its own reflected operation
+            return NotImplemented
         other = self._lift(other)
         value = self.value / other.value
         low = other.lower()
@@ -200,6 +210,8 @@ class Bounded:
         return self._new(value, error)
 
     def __rtruediv__(self, other: _Operand) -> Bounded:  # type: ignore[valid-type]
+        if hasattr(other, "gradient_error"):  # a value with derivatives: its own reflected operation
+            return NotImplemented
         return self._lift(other) / self
 
     # ------------------------------------------------------------------------------------------ exact ops

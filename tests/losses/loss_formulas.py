@@ -13,13 +13,18 @@ from __future__ import annotations
 import torch
 
 from running_error import Bounded, exact
+from running_error_grad import Dual
 
 
-def sigmoid(x: Bounded) -> Bounded:
-    return 1 / (1 + (-x).exp())
+def sigmoid(x: Bounded | Dual) -> Bounded | Dual:
+    """For derivatives, torch's fused backward ``grad·(1 − y)·y`` (:meth:`Dual.sigmoid`)."""
+    return x.sigmoid() if isinstance(x, Dual) else 1 / (1 + (-x).exp())
 
 
-def bce_with_logits(x: Bounded, t: Bounded, pos_weight: Bounded | None = None) -> Bounded:
+def bce_with_logits(x: Bounded | Dual, t: Bounded, pos_weight: Bounded | None = None) -> Bounded | Dual:
+    if isinstance(x, Dual):  # torch's fused backward (sigmoid(x) − t)·grad
+        assert pos_weight is None
+        return x.bce_with_logits(t)
     log_sigmoid = x.minimum(0.0) - (-x.abs()).exp().log1p()
     if pos_weight is not None:
         log_sigmoid = log_sigmoid * ((pos_weight - 1) * t + 1)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import box_formulas as bf
-from running_error import assert_formulas_agree
+from running_error import assert_formulas_agree, exact
+from running_error_grad import Dual, assert_gradients_agree
 from visionkit.losses import CIoULoss, DIoULoss, GIoULoss, ciou_loss, diou_loss, giou_loss
 
 GOLDEN = torch.load(
@@ -50,8 +51,15 @@ def test_matches_torchvision_golden(kind):
         GOLDEN[f"iou_loss/{kind}/out"],
         pair_formula(kind, boxes1.detach(), GOLDEN["iou_loss/boxes2"], ours=False),
     )
-    (loss * GOLDEN[f"iou_loss/{kind}/weight"]).sum().backward()
-    torch.testing.assert_close(boxes1.grad, GOLDEN[f"iou_loss/{kind}/grad"], rtol=1e-6, atol=1e-7)
+    weight = GOLDEN[f"iou_loss/{kind}/weight"]
+    (loss * weight).sum().backward()
+    # the gradients: both formulas differentiated in forward mode with running error bounds
+    # (tests/running_error_grad.py), the gap of their exact derivatives plus both bounds
+    ours, theirs = (
+        pair_gradient(kind, boxes1.detach(), GOLDEN["iou_loss/boxes2"], weight, flag)
+        for flag in (True, False)
+    )
+    assert_gradients_agree(boxes1.grad, ours, GOLDEN[f"iou_loss/{kind}/grad"], theirs)
 
 
 @pytest.mark.parametrize("kind", ["giou", "diou", "ciou"])
@@ -113,6 +121,13 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda b: diou_loss(b, boxes2, "mean"), (boxes1,))
 
 
+def pair_gradient(kind, boxes1, boxes2, weight, ours):
+    """``d(Σ weight·loss)/d boxes1`` of our or torchvision's formula (float64, 4 directions per row)."""
+    first = Dual.variable(boxes1, torch.float64, directions=4)
+    second = Dual.constant(exact(boxes2, torch.float64), first)
+    return bf.loss(kind, first, second, ours) * exact(weight, torch.float64)
+
+
 def pair_formula(kind, boxes1, boxes2, ours):
     """Our loss (``1 − elementwise GIoU/DIoU/CIoU``; exactly 0 for a box paired with itself) or
     torchvision's (whose eps makes that pair inexact), per matched pair, by dtype."""
@@ -127,9 +142,10 @@ def _aspect_penalty(boxes1, boxes2):
     return 4 / math.pi**2 * (torch.atan(w2 / h2) - torch.atan(w1 / h1)) ** 2
 
 
-def test_ciou_gradient_is_finite_difference_with_alpha_frozen():
+def test_ciou_gradient_is_that_of_the_loss_with_alpha_frozen():
     # CIoU's alpha is a constant by design (no gradient), so the loss's gradient is that of
-    # DIoU + alpha0 * v with alpha0 fixed at the evaluation point: check it by central differences.
+    # DIoU + alpha0 * v with alpha0 fixed at the evaluation point: check it against that frozen
+    # function's derivative, computed independently (forward mode, test-written v with atan(w/h)).
     generator = torch.Generator().manual_seed(2)
     xy = torch.rand(4, 2, generator=generator, dtype=torch.float64) * 5
     boxes1 = torch.cat((xy, xy + torch.rand(4, 2, generator=generator, dtype=torch.float64) * 4 + 1), 1)
@@ -140,18 +156,23 @@ def test_ciou_gradient_is_finite_difference_with_alpha_frozen():
     )
     alpha0 = v0 / (1 - iou0 + v0)
 
-    def frozen(b):
-        return (diou_loss(b, boxes2) + alpha0 * _aspect_penalty(b, boxes2)).sum()
-
     analytic = boxes1.clone().requires_grad_()
     ciou_loss(analytic, boxes2, "sum").backward()
-    step, numeric = 1e-6, torch.zeros_like(boxes1)
-    for index in range(boxes1.numel()):
-        delta = torch.zeros_like(boxes1).view(-1)
-        delta[index] = step
-        delta = delta.view_as(boxes1)
-        numeric.view(-1)[index] = (frozen(boxes1 + delta) - frozen(boxes1 - delta)) / (2 * step)
-    torch.testing.assert_close(analytic.grad, numeric, rtol=1e-6, atol=1e-8)
+    ours = pair_gradient("ciou", boxes1, boxes2, torch.ones(4, dtype=torch.float64), ours=True)
+    frozen = frozen_derivative(boxes1, boxes2, alpha0)
+    # alpha0 comes from the loop (atan(w/h)) and ours from atan2(w, h): alike to rounding, a gap of
+    # values that only scales the frozen term; the derivatives' gap is computed from the data
+    assert_gradients_agree(analytic.grad, ours, frozen.t.reshape(4, 4), frozen)
+
+
+def frozen_derivative(boxes1, boxes2, alpha0):
+    """Forward-mode derivative of Σ (DIoU loss + alpha0·v), v = 4/π²·(atan(w2/h2) − atan(w1/h1))²."""
+    first = Dual.variable(boxes1, torch.float64, directions=4)
+    second = Dual.constant(exact(boxes2, torch.float64), first)
+    w1, h1 = first[..., 2] - first[..., 0], first[..., 3] - first[..., 1]
+    w2, h2 = second[..., 2] - second[..., 0], second[..., 3] - second[..., 1]
+    v = (4 / math.pi**2) * ((w2 / h2).atan() - (w1 / h1).atan()).square()
+    return bf.loss("diou", first, second) + v * exact(alpha0, torch.float64)
 
 
 def _reference_iou(a, b):

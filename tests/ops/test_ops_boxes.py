@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import box_formulas as bf
-from running_error import assert_evaluations_agree, assert_formulas_agree, stack
+from running_error import assert_evaluations_agree, assert_formulas_agree, exact, stack
+from running_error_grad import Dual, assert_gradients_agree
 from tolerances import assert_within
 from visionkit.ops import boxes as box_ops
 from visionkit.ops.boxes import (
@@ -186,8 +187,36 @@ def check_ciou_gradient_treats_alpha_as_constant(a: torch.Tensor, b: torch.Tenso
         alpha = v / (1 - elementwise_box_iou(a, b) + v)
     got = torch.autograd.grad(elementwise_complete_box_iou(a, b).sum(), (a, b))
     want = torch.autograd.grad((elementwise_distance_box_iou(a, b) - alpha * aspect_v(a, b)).sum(), (a, b))
-    for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w)
+    # both gradients of their formulas in forward mode with running error bounds (8 directions: the
+    # coordinates of a and b): the computed gap of the exact derivatives plus both bounds
+    first, second = pair_duals(a.detach(), b.detach())
+    ours = bf.ciou(first, second)
+    gap = (second[..., 2] - second[..., 0]) / (second[..., 3] - second[..., 1])
+    v = (4 / math.pi**2) * (
+        gap.atan() - ((first[..., 2] - first[..., 0]) / (first[..., 3] - first[..., 1])).atan()
+    ).square()
+    reference = bf.diou(first, second) - v * bf.detach(v / (1 - bf.iou(first, second) + v))
+    assert_gradients_agree(torch.cat(got, 1), ours, torch.cat(want, 1), reference)
+
+
+def pair_duals(a: torch.Tensor, b: torch.Tensor):
+    """Rows of a and b as float64 forward-mode variables: 8 directions, a's 4 coordinates then b's."""
+    directions = torch.eye(8, dtype=torch.float64)
+    first = Dual(
+        exact(a, torch.float64),
+        directions[:4].expand(len(a), 4, 8),
+        directions[:4].expand(len(a), 4, 8),
+        torch.zeros(len(a), 4, 8, dtype=torch.float64),
+        0,
+    )
+    second = Dual(
+        exact(b, torch.float64),
+        directions[4:].expand(len(b), 4, 8),
+        directions[4:].expand(len(b), 4, 8),
+        torch.zeros(len(b), 4, 8, dtype=torch.float64),
+        0,
+    )
+    return first, second
 
 
 def test_zero_area_boxes_have_iou_zero_never_nan():
