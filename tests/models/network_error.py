@@ -1,129 +1,86 @@
-"""A derived bound on the rounding error of an evaluation-mode network, carried alongside its forward pass.
+"""A first-order bound on the rounding error of a network's outputs, from its own Jacobian.
 
-:class:`ErrorShadow` is a ``TorchFunctionMode``: while the network runs, every supported operation on a
-tracked tensor also computes ``E``, a bound per sample on the Euclidean norm of ``x̂ − x`` — the computed
-activation minus the exact one (exact arithmetic on exact inputs and exact parameters). Rules, per sample
-(``γ(n)`` from tests/tolerances.py; every sum in any order, fused multiply-adds allowed):
+Worst-case bounds that push ``|W|`` (or operator norms) through 20 layers grow by the norm of every layer
+(``√fan-in`` or more each) and say nothing. Rounding errors enter the outputs through the network's actual
+Jacobian instead: if every operation ``l`` adds an error ``δ_l`` to its output, then to first order
 
-* convolution / linear: ``E' = ‖W‖₂·E + ‖γ(K + 1)·(|W| ∗ (|x̂| + 2E) + |b|)‖₂ + ‖|ΔW| ∗ (|x̂| + 2E) + |Δb|‖₂``
-  with ``K`` the fan-in and ``ΔW`` the parameters' own error bound. ``‖W‖₂`` bounds the operator norm: a
-  zero-padded, strided convolution is a selection of a circular convolution on a grid at least as large,
-  whose singular values are those of the ``C_out × C_in`` matrices of the kernel's 2-D DFT at every
-  frequency (Sedghi, Gupta & Long, ICLR 2019); computed with SVD in float64 and raised by 1e-10 relative;
-* batch norm (evaluation): ``y = x·α + β`` per channel, ``E' = max|α|·E`` + ≤ 6 roundings of
-  ``|x̂α| + |b| + |μα|`` + the effect of the parameters' error bounds;
-* ReLU, ReLU6 (hardtanh), dropout in evaluation, flatten: 1-Lipschitz, exact;
-* max pooling: an input is in at most ``⌈k/s⌉²`` windows, so ``E' = ⌈k/s⌉·E``;
-* global average pooling: ``E' = E/√(HW)`` + ``γ(HW)·mean|x̂|``;
-* addition: ``E' = E_a + E_b + ‖u·|ŷ|‖₂``.
+    ``Δout_k = Σ_l ⟨∂out_k/∂a_l, δ_l⟩``,  so  ``|Δout_k| <= Σ_l ⟨|∂out_k/∂a_l|, r_l⟩``
 
-Magnitudes use ``|x̂| + 2E``, which bounds the activations of this evaluation and of any other one
-bounded by ``E`` (another implementation, another machine), so the same ``E`` serves both sides of a
-comparison: two evaluations differ by at most ``2E`` per element (an element is at most the norm).
-An operation on a tracked tensor without a rule raises, so the bound is never silently incomplete.
+with ``r_l`` an element-wise bound of ``δ_l`` (Higham, *Accuracy and Stability*, §3.5: a first-order
+bound neglects products of errors, here relative ``~1e-13``). :class:`LocalRounding` (a
+``TorchFunctionMode``) records every operation's output and ``r_l`` during a forward pass; the
+gradients ``∂out_k/∂a_l`` come from one backward pass per checked output. Local bounds, for one
+evaluation, with ``γ(n)`` of tests/tolerances.py (any summation order, fused multiply-adds allowed):
+
+* convolution / linear: ``γ(K + 1)·(|W| ∗ |x̂| + |b|)``, ``K`` the fan-in (direct convolution or GEMM:
+  oneDNN's direct algorithm, im2col + BLAS; never Winograd or FFT at these batch sizes);
+* batch norm, evaluation: ``γ(6)·(|x̂·α| + |b| + |μ·α|)`` for ``y = x·α + β`` (α, β from ≤ 4 roundings);
+  training: the running bound of the two-pass batch statistics and the affine map (tests/nn/bn_bounds.py);
+* addition: ``u·|ŷ|``; global average pooling: ``γ(HW)·mean|x̂|``;
+* ReLU, ReLU6, max pooling, dropout, flatten: exact (a selection or an exact scaling by 1/(1 − p) is not:
+  dropout in training mode rounds once, ``u·|ŷ|``).
+
+Parameters and buffers that another implementation computes differently (a closed formula with ``sin``)
+perturb an operation's output by at most ``|ΔW| ∗ |x̂| + |Δb|`` (convolution, linear) or the first-order
+change of ``x·α + β`` (batch norm), added to ``r_l``; a perturbed input enters through ``∂out/∂x``. A
+(clipped) ReLU whose input lies within its error of the kink could switch sides, which the Jacobian would
+not describe: the inputs are asserted to stay clear of it by a relative ``2⁻³⁰``, far above the local
+errors (``γ(K)``, ~1e-13 relative in float64, 1e-4 at most in float32 for these fan-ins).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.overrides import TorchFunctionMode
 
+import bn_bounds
 from tolerances import gamma, unit_roundoff
 
-_NORM_SLACK = 1 + 1e-10
 
+class LocalRounding(TorchFunctionMode):
+    """Record ``(output, r)`` of every supported operation of a forward pass (gradients enabled)."""
 
-def conv_operator_norm(weight: torch.Tensor, height: int, width: int, groups: int) -> float:
-    """Upper bound of the spectral norm of the convolution of a ``height × width`` input."""
-    out_channels, in_per_group, kh, kw = weight.shape
-    grid = (height + kh, width + kw)
-    spectrum = torch.fft.fft2(weight.detach().double(), s=grid)  # [Co, Ci/g, N1, N2]
-    per_group = spectrum.reshape(groups, out_channels // groups, in_per_group, *grid).permute(0, 3, 4, 1, 2)
-    return float(torch.linalg.matrix_norm(per_group, ord=2).max()) * _NORM_SLACK
-
-
-def _l2(elementwise: torch.Tensor) -> torch.Tensor:
-    """Per-sample Euclidean norm of a ``[N, ...]`` tensor, raised by γ(n) (float64 evaluation)."""
-    flat = elementwise.double().reshape(elementwise.shape[0], -1)
-    return flat.norm(dim=1) * (1 + gamma(flat.shape[1] + 1, torch.float64))
-
-
-class ErrorShadow(TorchFunctionMode):
-    """Track per-sample error bounds ``E`` (``Tensor[N]``, float64) of a network's activations.
-
-    Args:
-        dtype: the dtype the network computes in.
-        parameter_errors: bounds ``|ΔP|`` per parameter tensor (by identity), default exact.
-        input_errors: ``{id(input): E}`` for inputs that carry an error.
-    """
-
-    def __init__(self, dtype: torch.dtype, parameter_errors=None, input_errors=None) -> None:
+    def __init__(self, dtype: torch.dtype, parameter_errors: dict[int, torch.Tensor] | None = None) -> None:
         super().__init__()
-        self.u = unit_roundoff(dtype)
-        self.dtype = dtype
-        self.parameter_errors = parameter_errors or {}
-        self.errors: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        for tensor, error in (input_errors or {}).items():
-            self.errors[id(tensor)] = (tensor, error)
-
-    def error(self, tensor: torch.Tensor) -> torch.Tensor | None:
-        entry = self.errors.get(id(tensor))
-        return entry[1] if entry is not None and entry[0] is tensor else None
-
-    def _delta(self, parameter: torch.Tensor | None) -> torch.Tensor:
-        if parameter is None:
-            return torch.zeros(())
-        entry = self.parameter_errors.get(id(parameter))
-        return torch.zeros_like(parameter, dtype=torch.float64) if entry is None else entry
+        self.dtype, self.u = dtype, unit_roundoff(dtype)
+        self.parameter_errors = parameter_errors or {}  # |ΔP| by id(P): P computed otherwise elsewhere
+        self.records: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.relu_inputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._bound_of: dict[int, torch.Tensor] = {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
-        tracked = [t for t in tensors if self.error(t) is not None]
-        if not tracked:
-            return out
-        name = getattr(func, "__name__", str(func))
+        name = getattr(func, "__name__", "")
         rule = getattr(self, f"_rule_{name}", None)
-        if rule is None:
-            if name in ("dim", "is_floating_point", "size", "__get__", "shape"):
-                return out
-            raise NotImplementedError(f"ErrorShadow has no rule for {name}: the bound would be incomplete")
-        self.errors[id(out)] = (out, rule(out, *args, **kwargs))
+        if rule is not None and isinstance(out, torch.Tensor):
+            bound = rule(out, *args, **kwargs)
+            if bound is not None:
+                self.records.append((out, bound))
         return out
 
-    # ------------------------------------------------------------------------------------------ rules
-    def _magnitude(self, x: torch.Tensor) -> torch.Tensor:
-        error = self.error(x)
-        return x.detach().double().abs() + 2 * error.view(-1, *([1] * (x.dim() - 1)))
+    def _abs(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.detach().double().abs()
+
+    def _delta(self, tensor: torch.Tensor | None) -> torch.Tensor | None:
+        if tensor is None:
+            return None
+        return self.parameter_errors.get(id(tensor), torch.zeros_like(tensor, dtype=torch.float64))
 
     def _rule_conv2d(self, out, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-        error = self.error(x)
-        absolute = self._magnitude(x)
         settings = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
-        fan_in = weight[0].numel()
-        bias_abs = None if bias is None else bias.detach().double().abs()
-        rounding = gamma(fan_in + 1, self.dtype) * F.conv2d(
-            absolute, weight.detach().double().abs(), bias_abs, **settings
+        magnitude = F.conv2d(
+            self._abs(x), self._abs(weight), None if bias is None else self._abs(bias), **settings
         )
-        delta_b = self._delta(bias) if bias is not None else None
-        perturbed = F.conv2d(absolute, self._delta(weight), delta_b, **settings)
-        norm = conv_operator_norm(weight, x.shape[-2], x.shape[-1], groups)
-        return norm * error + _l2(rounding) + _l2(perturbed)
+        perturbation = F.conv2d(self._abs(x), self._delta(weight), self._delta(bias), **settings)
+        return gamma(weight[0].numel() + 1, self.dtype) * magnitude + perturbation
 
     def _rule_linear(self, out, x, weight, bias=None):
-        error = self.error(x)
-        absolute = self._magnitude(x)
-        bias_abs = None if bias is None else bias.detach().double().abs()
-        rounding = gamma(weight.shape[1] + 1, self.dtype) * F.linear(
-            absolute, weight.detach().double().abs(), bias_abs
-        )
-        perturbed = F.linear(absolute, self._delta(weight), None if bias is None else self._delta(bias))
-        norm = float(torch.linalg.matrix_norm(weight.detach().double(), ord=2)) * _NORM_SLACK
-        return norm * error + _l2(rounding) + _l2(perturbed)
+        magnitude = F.linear(self._abs(x), self._abs(weight), None if bias is None else self._abs(bias))
+        perturbation = F.linear(self._abs(x), self._delta(weight), self._delta(bias))
+        return gamma(weight.shape[1] + 1, self.dtype) * magnitude + perturbation
 
     def _rule_batch_norm(
         self,
@@ -137,60 +94,96 @@ class ErrorShadow(TorchFunctionMode):
         momentum=0.1,
         eps=1e-5,
     ):
-        assert not training, "ErrorShadow covers batch norm in evaluation mode only"
-        error = self.error(x)
         channel = (1, -1, 1, 1)
-        rv, rm = running_var.double(), running_mean.double()
-        drv, drm = self._delta(running_var), self._delta(running_mean)
-        w, b = weight.detach().double(), bias.detach().double()
-        dw, db = self._delta(weight), self._delta(bias)
-        scale = (rv + eps).sqrt()
-        low = (rv - drv + eps).clamp(min=1e-300).sqrt()
-        alpha = (w / scale).abs()
-        # |Δα| <= |Δw|/s_min + |w|·|Δσ²|/(2 s_min³);  β = b − μ·α
-        delta_alpha = dw / low + w.abs() * drv / (2 * low**3)
-        absolute = self._magnitude(x)
-        parameters = absolute * delta_alpha.view(channel) + (db + drm * alpha + rm.abs() * delta_alpha).view(
-            channel
+        if training:
+            bounded = bn_bounds.forward(x.detach(), weight, bias, eps, self.dtype, ours=False)
+            return bounded.error.reshape(x.shape[1], x.shape[0], *x.shape[2:]).transpose(0, 1)
+        scale = (running_var.double() + eps).sqrt()
+        alpha = self._abs(weight) / scale
+        shift = self._abs(bias) + running_mean.double().abs() * alpha
+        rounding = gamma(6, self.dtype) * (self._abs(x) * alpha.view(channel) + shift.view(channel))
+        # perturbed statistics and affine parameters, to first order:
+        # Δy = Δb + Δw·(x − μ)/s − α·Δμ − (x − μ)·w·Δσ²/(2 s³)
+        centred = (x.detach().double() - running_mean.double().view(channel)).abs()
+        per_centred = self._delta(weight) / scale + self._abs(weight) * self._delta(running_var) / (
+            2 * scale**3
         )
-        rounding = gamma(6, self.dtype) * (
-            absolute * alpha.view(channel) + (b.abs() + rm.abs() * alpha).view(channel)
-        )
-        return float((alpha + delta_alpha).max()) * error + _l2(rounding) + _l2(parameters)
+        fixed = self._delta(bias) + alpha * self._delta(running_mean)
+        return rounding + centred * per_centred.view(channel) + fixed.view(channel)
 
     def _rule_relu(self, out, x, inplace=False):
-        return self.error(x)
+        assert not inplace, "run the network with inplace activations switched off"
+        self.relu_inputs.append((x, out))
+        return None
 
-    def _rule_hardtanh(self, out, x, *args, **kwargs):
-        return self.error(x)
-
-    def _rule_dropout(self, out, x, p=0.5, training=True, inplace=False):
-        assert not training, "ErrorShadow covers dropout in evaluation mode only"
-        return self.error(x)
-
-    def _rule_flatten(self, out, x, *args, **kwargs):
-        return self.error(x)
-
-    def _rule_max_pool2d(
-        self, out, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
-    ):
-        """F.max_pool2d."""
-        kernel = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
-        stride = kernel if stride is None else ((stride, stride) if isinstance(stride, int) else stride)
-        assert dilation in (1, (1, 1)), "ErrorShadow: max pooling without dilation only"
-        windows = math.ceil(kernel[0] / stride[0]) * math.ceil(kernel[1] / stride[1])
-        return math.sqrt(windows) * self.error(x)
-
-    def _rule_adaptive_avg_pool2d(self, out, x, output_size):
-        assert output_size in (1, (1, 1)), "ErrorShadow: global average pooling only"
-        cells = x.shape[-2] * x.shape[-1]
-        rounding = gamma(cells, self.dtype) * self._magnitude(x).mean(dim=(-2, -1))
-        return self.error(x) / math.sqrt(cells) + _l2(rounding)
-
-    def _rule_add(self, out, a, b, *args, **kwargs):
-        total = sum(
-            self.error(t) for t in (a, b) if isinstance(t, torch.Tensor) and self.error(t) is not None
-        )
-        return total + _l2(self.u * out.detach().double().abs() * (1 + self.u))
+    def _rule_add(self, out, *args, **kwargs):
+        return self.u * self._abs(out)
 
     _rule___add__ = _rule_add
+
+    def _rule_adaptive_avg_pool2d(self, out, x, output_size):
+        assert output_size in (1, (1, 1)), "global average pooling only"
+        return gamma(x.shape[-2] * x.shape[-1], self.dtype) * self._abs(x).mean(dim=(-2, -1), keepdim=True)
+
+    def _rule_dropout(self, out, x, p=0.5, training=True, inplace=False):
+        return self.u * self._abs(out) if training and p > 0 else None
+
+    def _rule_hardtanh(self, out, x, min_val=-1.0, max_val=1.0, inplace=False):
+        assert not inplace, "run the network with inplace activations switched off"
+        self.relu_inputs.append((x, out))
+        return None
+
+    def assert_kinks_are_clear(self, relative_margin: float) -> None:
+        """Precondition of the first-order bound: no (clipped-)ReLU input that is not exactly 0 lies
+        within ``relative_margin`` of its tensor's largest magnitude from the kink at 0 (see the
+        module docstring; the local errors are ~γ(K) of the magnitudes, orders of magnitude below)."""
+        for x, _ in self.relu_inputs:
+            values = x.detach().double()
+            nonzero = values[values != 0].abs()
+            if nonzero.numel():
+                assert float(nonzero.min()) > relative_margin * float(values.abs().max()), (
+                    "a kink is too close"
+                )
+
+
+def without_inplace(model: nn.Module) -> nn.Module:
+    """The same model with in-place activations switched off (values unchanged; autograd needs the
+    intermediate outputs)."""
+    for module in model.modules():
+        if hasattr(module, "inplace"):
+            module.inplace = False
+    return model
+
+
+def first_order_output_bound(
+    model: nn.Module,
+    x: torch.Tensor,
+    outputs: list[tuple[int, ...]],
+    dtype: torch.dtype,
+    parameter_errors: dict[str, torch.Tensor] | None = None,
+    input_error: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's output and, for each index in ``outputs``, the first-order bound of its rounding
+    error for one evaluation (see the module docstring). ``parameter_errors``: bounds ``|ΔP|`` by name;
+    ``input_error``: a bound ``|Δx|``."""
+    model = without_inplace(model)
+    leaf = x.detach().clone().requires_grad_(input_error is not None)
+    tensors = dict(model.named_parameters()) | dict(model.named_buffers())
+    by_id = {id(tensors[name]): error for name, error in (parameter_errors or {}).items()}
+    recorder = LocalRounding(dtype, by_id)
+    with recorder:
+        output = model(leaf)
+    recorder.assert_kinks_are_clear(2.0**-30)
+    records = list(recorder.records) + ([(leaf, input_error)] if input_error is not None else [])
+    bounds = []
+    for index in outputs:
+        grads = torch.autograd.grad(
+            output[index], [t for t, _ in records], retain_graph=True, allow_unused=True
+        )
+        total = sum(
+            (grad.detach().double().abs() * bound).sum()
+            for grad, (_, bound) in zip(grads, records, strict=True)
+            if grad is not None
+        )
+        bounds.append(torch.as_tensor(total, dtype=torch.float64) * (1 + 1e-10))  # the float64 sums
+    return output.detach(), torch.stack(bounds)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import bn_bounds as bn
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+import bn_bounds as bn
 from running_error import assert_bounded, assert_formulas_agree, exact, stack
 from visionkit.nn import BatchNorm2d, batch_norm_2d
 from visionkit.nn.norm import _BatchNormTrainFunction
