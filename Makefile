@@ -40,7 +40,7 @@ lint: $(STAMP)
 $(BENCH_STAMP): pyproject.toml setup.py constraints-bench.txt $(wildcard src/visionkit/ops/_native/*)
 	test -x $(BENCH_VENV)/bin/python || $(PY) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install -q -c constraints-bench.txt torch torchvision faster-coco-eval
+	$(BENCH_VENV)/bin/python -m pip install -q -c constraints-bench.txt torch torchvision faster-coco-eval torch-pruning
 	$(BENCH_VENV)/bin/python -m pip install -q -c constraints-bench.txt -e '.[dev]'
 	touch $(BENCH_STAMP)
 

@@ -8,11 +8,20 @@
 2. RetinaNet-ResNet50-FPN and Faster R-CNN-ResNet50-FPN, random weights, 2 images of 320×320 (no resize
    in either library): inference and one training step (forward + backward), median milliseconds.
    Both use 91 classes, 1000 pre-NMS / 1000 post-NMS RPN proposals at test time, 512 RoIs per image.
+3. The demo-size detectors (``retinanet_plain_fpn``, ``fasterrcnn_plain_fpn``) on 8 shapes images of 128²:
+   one training step and inference, median milliseconds (visionkit only: torchvision has no such model).
+4. Data-parallel training through ``visionkit train detect --nproc 2`` (gloo, one thread per process) vs
+   one process, the same global batch of 8: seconds per optimizer step over a fixed number of steps.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -101,6 +110,47 @@ def bench_models(repeats: int) -> list[tuple[str, str, str]]:
     return rows
 
 
+def bench_small(repeats: int) -> list[tuple[str, str, str]]:
+    from visionkit.data.shapes import ShapesDataset
+
+    dataset = ShapesDataset(8, seed=0)
+    images, targets = [dataset[i][0] for i in range(8)], [dataset[i][1] for i in range(8)]
+    rows = []
+    for name in ("retinanet_plain_fpn", "fasterrcnn_plain_fpn"):
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=3)
+
+        def step(m: torch.nn.Module = model) -> None:
+            sum(m.train()(images, targets).values()).backward()
+
+        rows.append((f"{name} train step (8 × 128²) ms", f"{median_ms(step, repeats):.0f}", ""))
+        with torch.no_grad():
+            rows.append(
+                (
+                    f"{name} inference (8 × 128²) ms",
+                    f"{median_ms(lambda m=model: m.eval()(images), repeats):.0f}",
+                    "",
+                )
+            )
+    return rows
+
+
+def bench_data_parallel(epochs: int = 2) -> list[tuple[str, str, str]]:
+    rows = []
+    keys = ["num_train=64", "num_val=8", f"epochs={epochs}", "batch_size=8", "threads=1", "progress=false",
+            "tensorboard=false", "eval_every=100"]  # fmt: skip
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for processes in (1, 2):
+        with tempfile.TemporaryDirectory() as folder:
+            command = [sys.executable, "-m", "visionkit.cli", "train", "detect", *keys, "--nproc",
+                       str(processes), "--out", f"{folder}/run"]  # fmt: skip
+            subprocess.run(command, check=True, env=environment, capture_output=True)
+            metrics = json.loads(Path(f"{folder}/run/metrics.json").read_text())
+        per_step = metrics["train_seconds"] / metrics["steps"]
+        rows.append((f"train detect, {processes} process(es), s/step", f"{per_step:.3f}", ""))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -109,6 +159,8 @@ def main() -> None:
     rows = bench_loading()
     print("timing detectors ...", flush=True)
     rows += bench_models(args.repeats)
+    print("timing the demo-size detectors and data-parallel training ...", flush=True)
+    rows += bench_small(args.repeats) + bench_data_parallel()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"torchvision {torchvision.__version__ if torchvision else 'absent'}")  # fmt: skip
     print(f"| {'case':40s} | {'visionkit':>10s} | {'torchvision':>11s} |")

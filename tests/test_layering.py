@@ -1,4 +1,4 @@
-"""The one-way import layering of STYLE.md: a package may import only from packages of a lower rank."""
+"""The one-way import layering of CONTRIBUTING.md: a package may import only from packages of a lower rank."""
 
 from __future__ import annotations
 

@@ -30,13 +30,19 @@ from fractions import Fraction
 import torch
 
 __all__ = [
+    "LAPACK_BACKWARD_CONSTANT",
     "LIBM_ULPS",
     "abs_sum_upper",
+    "assert_fraction_within",
+    "assert_numbers_within",
     "assert_within",
     "binomial_interval",
     "eps",
     "exp_argument_error",
     "gamma",
+    "lapack_backward_error",
+    "mean_difference_bound",
+    "mean_error_bound",
     "product_ratio_bound",
     "sum_difference_bound",
     "unit_roundoff",
@@ -168,3 +174,65 @@ def abs_sum_upper(terms: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tens
     dims = (dim,) if isinstance(dim, int) else dim
     n = math.prod(terms.shape[d] for d in dims)
     return terms.sum(dim) * (1 + gamma(max(n - 1, 1), torch.float64))
+
+
+def mean_error_bound(abs_sum: torch.Tensor | float, n: int, dtype: torch.dtype, divisor: float | None = None):
+    """Largest error of one evaluation of ``(x₁ + … + xₙ) / d`` (``d`` exact, default ``n``) against the
+    exact value, the ``xᵢ`` being exact: ``n − 1`` additions in any order give ``Σxᵢ(1 + θᵢ)``,
+    ``|θᵢ| ≤ γ(n − 1)``, and the division one more rounding, so the error is at most ``γ(n)·Σ|xᵢ|/d``
+    (Higham, Lemma 3.3). ``abs_sum`` is ``Σ|xᵢ|``. Terms that are exact zeros add no rounding (``a + 0``
+    is exact), so a sum over an array with zeros in between (``np.nanmean``) is covered with ``n`` the
+    count of the others."""
+    if n == 0:
+        return 0.0
+    return gamma(n, dtype) * abs_sum / (n if divisor is None else divisor)
+
+
+def mean_difference_bound(
+    abs_sum: torch.Tensor | float, n: int, dtype: torch.dtype, divisor: float | None = None
+):
+    """Largest difference between two evaluations of ``(x₁ + … + xₙ) / d`` from the same ``xᵢ`` (e.g.
+    ``np.mean`` against ``np.nanmean`` or a Python ``sum(...) / n``): each is within
+    :func:`mean_error_bound` of the exact value."""
+    return 2 * mean_error_bound(abs_sum, n, dtype, divisor)
+
+
+def assert_numbers_within(actual, expected, bound, what: str = "") -> None:
+    """:func:`assert_within` for numpy arrays, Python floats or tensors (as float64 tensors)."""
+    a = torch.as_tensor(_float64_array(actual), dtype=torch.float64)
+    e = torch.as_tensor(_float64_array(expected), dtype=torch.float64)
+    assert_within(a, e, bound, what)
+
+
+def assert_fraction_within(actual: float, exact: Fraction, bound: Fraction | float, what: str = "") -> None:
+    """``|actual − exact| ≤ bound`` evaluated exactly (``actual`` a float, ``exact`` a ``Fraction``)."""
+    error = abs(Fraction(float(actual)) - exact)
+    assert error <= Fraction(bound), (
+        f"{what}: |{float(actual)!r} - {exact}| = {float(error):.3e} exceeds its derived bound "
+        f"{float(bound):.3e}"
+    )
+
+
+def _float64_array(values):
+    """``values`` (array-like, tensor or number) as a float64 numpy array."""
+    import numpy as np
+
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().double().numpy()
+    return np.asarray(values, dtype=np.float64)
+
+
+#: LAPACK's SVD and symmetric eigensolvers are backward stable: the computed decomposition of an m×n ``A``
+#: is, up to ``‖δV‖ ≤ p·ε`` in its orthogonal factors, the exact one of ``A + E``, ``‖E‖₂ ≤ p(m, n)·ε·‖A‖₂``,
+#: where LAPACK documents ``p(m, n)`` only as "a modestly growing function" (Users' Guide §4.9). Its
+#: Householder reductions have ``‖E‖_F ≤ γ̃(m·n)·‖A‖_F``, ``γ̃(k) = c·k·u`` with a small integer ``c``
+#: (Higham, Thm 19.4 and §19.3). This is the one assumption our bounds take on faith: ``p(m, n) = 10·m·n``
+#: (``c`` up to 20). MKL, OpenBLAS and reference LAPACK differ in their code paths (and MKL's by CPU vendor)
+#: but all fall under it.
+LAPACK_BACKWARD_CONSTANT = 10
+
+
+def lapack_backward_error(m: int, n: int, dtype: torch.dtype) -> float:
+    """``p(m, n)·ε``: the relative backward error ``‖E‖₂ / ‖A‖₂`` (and the orthogonality defect of the
+    computed singular / eigen vectors) assumed for LAPACK's SVD or eigensolver on an ``m×n`` matrix."""
+    return LAPACK_BACKWARD_CONSTANT * m * n * eps(dtype)

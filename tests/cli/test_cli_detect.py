@@ -15,8 +15,26 @@ from visionkit.cli.predict import coco_results, draw_detections
 from visionkit.data.datasets import LabelMap
 from visionkit.data.shapes import ShapesDataset, export_shapes
 
-TINY = ["num_train=8", "num_val=4", "image_size=64", "epochs=1", "batch_size=4", "width_multiplier=0.35",
-        "fpn_channels=16", "head_convs=1", "representation_size=32", "warmup_steps=1"]  # fmt: skip
+TINY = [
+    "num_train=8",
+    "num_val=4",
+    "image_size=64",
+    "epochs=1",
+    "batch_size=4",
+    "fpn_channels=16",
+    "warmup_steps=1",
+    "tensorboard=false",
+]
+MODEL_KEYS = {
+    "retinanet_mobilenet_v2_fpn": ["width_multiplier=0.35", "head_convs=1"],
+    "fasterrcnn_mobilenet_v2_fpn": ["width_multiplier=0.35", "representation_size=32"],
+    "retinanet_plain_fpn": ["head_convs=1"],
+    "fasterrcnn_plain_fpn": ["representation_size=32"],
+}
+
+
+def tiny(model: str) -> list[str]:
+    return [f"model={model}", *TINY, *MODEL_KEYS[model]]
 
 
 @pytest.mark.slow
@@ -24,14 +42,22 @@ TINY = ["num_train=8", "num_val=4", "image_size=64", "epochs=1", "batch_size=4",
 def test_train_detect_writes_a_run_folder_and_predict_uses_it(tmp_path: Path, model: str) -> None:
     runner = CliRunner()
     run = tmp_path / "run"
-    result = runner.invoke(
-        main, ["train", "detect", f"model={model}", *TINY, "--out", str(run), "--no-progress"]
-    )
+    result = runner.invoke(main, ["train", "detect", *tiny(model), "--out", str(run), "--no-progress"])
     assert result.exit_code == 0, result.output
-    for name in ("config.json", "label_map.json", "log.csv", "model.pt", "metrics.json"):
+    for name in (
+        "config.json",
+        "label_map.json",
+        "log.csv",
+        "steps.csv",
+        "best.pt",
+        "last.pt",
+        "model.pt",
+        "metrics.json",
+    ):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
-    assert {"AP", "AP50", "VOC07_mAP", "VOC12_mAP", "train_loss"} <= set(metrics)
+    assert {"AP", "AP50", "VOC07_mAP", "VOC12_mAP", "best_AP", "steps"} <= set(metrics)
+    assert metrics["steps"] == 2 and metrics["best_AP"] == metrics["AP"]  # one epoch: its end is the best
     assert LabelMap.load(run / "label_map.json").names == ("circle", "square", "triangle")
     # `eval detect` rebuilds the run's validation split from config.json: same weights, same numbers
     result = runner.invoke(
@@ -43,8 +69,18 @@ def test_train_detect_writes_a_run_folder_and_predict_uses_it(tmp_path: Path, mo
         assert evaluated[key] == pytest.approx(metrics[key], abs=1e-12), key
     images = export_shapes(ShapesDataset(2, seed=5), tmp_path / "shapes", ("yolo",))["yolo"] / "images"
     files = sorted(str(p) for p in images.iterdir())
-    result = runner.invoke(main, ["predict", *files, "--weights", str(run / "model.pt"), "--out",
-                                  str(tmp_path / "pred"), "--score-threshold", "0.0"])  # fmt: skip
+    result = runner.invoke(
+        main,
+        [
+            "predict",
+            *files,
+            f"weights={run / 'model.pt'}",
+            "--out",
+            str(tmp_path / "pred"),
+            "--score-threshold",
+            "0.0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     drawn = Image.open(tmp_path / "pred" / "000000.png")
     assert drawn.size == (256, 256)  # 128 px shapes image drawn at scale 2
@@ -55,7 +91,7 @@ def test_train_detect_writes_a_run_folder_and_predict_uses_it(tmp_path: Path, mo
 
 def test_train_detect_rejects_unknown_keys() -> None:
     result = CliRunner().invoke(main, ["train", "detect", "epochz=3"])
-    assert result.exit_code == 2 and "epochz" in result.output
+    assert result.exit_code == 2 and "epochz" in result.output and "Traceback" not in result.output
 
 
 def test_predict_reports_missing_weights_cleanly(tmp_path: Path) -> None:
@@ -66,12 +102,19 @@ def test_predict_reports_missing_weights_cleanly(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         main, ["predict", str(image), "--weights", str(bad), "--out", str(tmp_path / "o")]
     )
-    assert result.exit_code == 1 and "cannot load detector weights" in result.output
+    assert (
+        result.exit_code == 1
+        and str(bad) in result.output
+        and "not a readable visionkit detector" in result.output
+    )
 
 
 def test_coco_results_use_dataset_category_ids_and_xywh() -> None:
-    detection = {"boxes": torch.tensor([[2.0, 3.0, 12.0, 9.0]]), "scores": torch.tensor([0.5]),
-                 "labels": torch.tensor([1])}  # fmt: skip
+    detection = {
+        "boxes": torch.tensor([[2.0, 3.0, 12.0, 9.0]]),
+        "scores": torch.tensor([0.5]),
+        "labels": torch.tensor([1]),
+    }
     rows = coco_results(detection, 7, LabelMap((3, 90), ("cat", "toothbrush")))
     assert rows == [{"image_id": 7, "category_id": 90, "bbox": [2.0, 3.0, 10.0, 6.0], "score": 0.5}]
     picture = draw_detections(torch.zeros(3, 16, 16), detection, ["cat", "toothbrush"], 0.1, scale=2)
@@ -79,21 +122,26 @@ def test_coco_results_use_dataset_category_ids_and_xywh() -> None:
 
 
 def test_recipe_data_and_format_must_agree(tmp_path: Path) -> None:
-    from visionkit.cli.train_detect import DetectRecipe, build_datasets
+    from visionkit.engine.detect import DetectRecipe, build_datasets
 
     with pytest.raises(ValueError, match="data_format"):
-        build_datasets(DetectRecipe(data=str(tmp_path), data_format="shapes"))
+        DetectRecipe(data=str(tmp_path), data_format="shapes")
     annotation = export_shapes(ShapesDataset(3, seed=2), tmp_path, ("coco",))["coco"]
-    train, val, label_map = build_datasets(DetectRecipe(data=str(annotation), data_format="coco", hflip=0.0))
-    assert len(train) == len(val) == 3 and label_map.names == ("circle", "square", "triangle")
-    assert torch.equal(train[1][1]["boxes"], ShapesDataset(3, seed=2)[1][1]["boxes"])
+    for data_format in ("coco", "auto"):
+        data = build_datasets(DetectRecipe(data=str(annotation), data_format=data_format, hflip=0.0))
+        assert len(data.train) == len(data.val) == 3 and data.label_map.names == (
+            "circle",
+            "square",
+            "triangle",
+        )
+        assert torch.equal(data.train[1][1]["boxes"], ShapesDataset(3, seed=2)[1][1]["boxes"])
 
 
 def test_eval_detect_needs_weights_and_rejects_unknown_keys(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["eval", "detect", "data=shapes"])
     assert result.exit_code == 2 and "weights=" in result.output
     result = CliRunner().invoke(main, ["eval", "detect", f"weights={tmp_path / 'missing.pt'}"])
-    assert result.exit_code == 1 and "cannot load detector weights" in result.output
+    assert result.exit_code == 1 and "missing.pt" in result.output and "no such file" in result.output
 
 
 @pytest.mark.slow
@@ -103,7 +151,7 @@ def test_train_detect_at_a_working_scale_keeps_data_and_predictions_in_image_coo
     yolo = export_shapes(ShapesDataset(6, seed=3), tmp_path / "data", ("yolo",))["yolo"]
     runner = CliRunner()
     run = tmp_path / "run"
-    small = [key for key in TINY if not key.startswith(("num_", "image_size"))]
+    small = [key for key in tiny("retinanet_mobilenet_v2_fpn") if not key.startswith(("num_", "image_size"))]
     keys = [f"data={yolo}", "data_format=yolo", "min_size=64", "max_size=96", "score_threshold=0.0", *small]
     result = runner.invoke(main, ["train", "detect", *keys, "--out", str(run), "--no-progress"])
     assert result.exit_code == 0, result.output
@@ -115,8 +163,19 @@ def test_train_detect_at_a_working_scale_keeps_data_and_predictions_in_image_coo
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "e.json").read_text())["AP"] == pytest.approx(metrics["AP"], abs=1e-12)
     files = sorted(str(p) for p in (yolo / "images").iterdir())[:2]
-    result = runner.invoke(main, ["predict", *files, "--weights", str(run / "model.pt"), "--out",
-                                  str(tmp_path / "pred"), "--score-threshold", "0.0"])  # fmt: skip
+    result = runner.invoke(
+        main,
+        [
+            "predict",
+            *files,
+            "--weights",
+            str(run / "model.pt"),
+            "--out",
+            str(tmp_path / "pred"),
+            "--score-threshold",
+            "0.0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "pred" / "detections.json").read_text())
     assert rows, "score threshold 0: detections expected"
@@ -128,9 +187,12 @@ def test_train_detect_at_a_working_scale_keeps_data_and_predictions_in_image_coo
 
 @pytest.mark.parametrize(
     ("keys", "message"),
-    [(["max_size=96"], "needs min_size"), (["min_size=64", "max_size=32"], ">= min_size"),
-     (["min_size=-1"], ">= 0")],
-)  # fmt: skip
+    [
+        (["max_size=96"], "unless min_size > 0"),
+        (["min_size=64", "max_size=32"], ">= min_size"),
+        (["min_size=-1"], ">= 0"),
+    ],
+)
 def test_train_detect_rejects_bad_working_scale(keys: list[str], message: str) -> None:
     result = CliRunner().invoke(main, ["train", "detect", *keys])
     assert result.exit_code == 2 and message in result.output, result.output

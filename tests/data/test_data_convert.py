@@ -2,18 +2,22 @@
 
 Precision (see visionkit.data.datasets.convert): COCO JSON keeps float64 boxes exactly (x + w re-adds to
 within 1 ulp); VOC writes 6 decimals (5e-7 px) and integers exactly; YOLO writes normalized 6-decimal
-values (within 5e-7 × side per value, so ≤ 1e-6 × side per corner).
+values (within 5e-7 × side per value, so ≤ 1e-6 × side per corner). Each comparison uses the per-coordinate
+bound derived from the writer's and reader's operations in tests/data/format_bounds.py.
 """
 
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from pathlib import Path
 
+import format_bounds as FB
 import pytest
 import torch
 from click.testing import CliRunner
 
+from tolerances import assert_numbers_within
 from visionkit.cli import main
 from visionkit.data.datasets import AnnotationSet, convert_dataset, make_record, read_annotations
 from visionkit.data.datasets.labelmap import LabelMap
@@ -24,19 +28,31 @@ COCO128_JSON = COCO128 / "annotations" / "instances_train2017_first128.json"
 needs_coco128 = pytest.mark.skipif(not COCO128_JSON.is_file(), reason="../shared/data/coco128 not present")
 
 
-def _assert_same(
-    a: AnnotationSet, b: AnnotationSet, atol_per_side: float, *, crowd_kept: bool = True
-) -> None:
+def _round_trip_bound(fmt: str, boxes: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    if fmt == "coco":
+        return FB.coco_round_trip(boxes)
+    return FB.voc_round_trip(boxes) if fmt == "voc" else FB.yolo_round_trip(boxes, width, height)
+
+
+def _assert_same(a: AnnotationSet, b: AnnotationSet, formats: tuple[str, ...]) -> None:
+    """``b`` is ``a`` written and read back through ``formats`` in turn: each step's bound, evaluated at the
+    original magnitudes widened by the steps before it."""
     assert a.label_map.names == b.label_map.names
     assert len(a.records) == len(b.records)
     by_id = {record.image_id: record for record in b.records}  # VOC/YOLO folders list files by name
     for left in a.records:
         right = by_id[left.image_id]
         assert (left.image_id, left.width, left.height) == (right.image_id, right.width, right.height)
-        keep = torch.ones_like(left.labels, dtype=torch.bool) if crowd_kept else left.iscrowd == 0
+        keep = torch.ones_like(left.labels, dtype=torch.bool) if "yolo" not in formats else left.iscrowd == 0
         assert torch.equal(left.labels[keep], right.labels)
-        tolerance = atol_per_side * max(left.width, left.height) + 1e-9
-        assert torch.allclose(left.boxes[keep], right.boxes, rtol=0, atol=tolerance), left.file_name
+        boxes, bound = left.boxes[keep], torch.zeros_like(left.boxes[keep])
+        for fmt in formats:
+            widened = boxes.abs() + bound
+            bound = bound + torch.maximum(
+                _round_trip_bound(fmt, boxes, left.width, left.height),
+                _round_trip_bound(fmt, widened, left.width, left.height),
+            )
+        assert_numbers_within(right.boxes, boxes, bound, left.file_name)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +70,9 @@ def test_round_trip_through_each_format_is_lossless(shapes_coco: Path, tmp_path:
     convert_dataset(source, middle, "coco", tmp_path / "back")
     back = read_annotations(tmp_path / "back" / "annotations.json", "coco")
     # shapes boxes are integer pixels: exact in COCO and VOC; YOLO's normalized 6 decimals are not exact
-    _assert_same(original, back, 1e-6 if middle == "yolo" else 0.0)
+    _assert_same(original, back, (middle, "coco"))
+    if middle != "yolo":
+        assert all(torch.equal(a.boxes, b.boxes) for a, b in zip(original.records, back.records, strict=True))
     assert back.label_map == original.label_map  # category ids restored from label_map.json
     assert sorted(p.name for p in (tmp_path / "back" / "images").iterdir()) == [
         r.file_name for r in original.records
@@ -74,7 +92,7 @@ def test_fractional_boxes_round_trip_within_the_documented_precision(tmp_path: P
     annotations = AnnotationSet(records, LabelMap((5, 9, 11), ("a", "b", "c")), tmp_path)
     from visionkit.data.datasets import write_annotations
 
-    for fmt, per_side in (("coco", 1e-12), ("voc", 5e-7 / 480), ("yolo", 1e-6)):
+    for fmt in ("coco", "voc", "yolo"):
         write_annotations(annotations, tmp_path / fmt, fmt)
         source = tmp_path / fmt / "annotations.json" if fmt == "coco" else tmp_path / fmt
         if fmt == "yolo":  # YOLO reads image sizes from the images: make blank ones
@@ -84,7 +102,7 @@ def test_fractional_boxes_round_trip_within_the_documented_precision(tmp_path: P
             for record in records:
                 Image.new("RGB", (640, 480)).save(tmp_path / fmt / "images" / record.file_name)
         back = read_annotations(source, fmt)
-        _assert_same(annotations, back, per_side)
+        _assert_same(annotations, back, (fmt,))
         if fmt != "yolo":  # YOLO has no difficult flag
             assert all(
                 torch.equal(a.difficult, b.difficult) for a, b in zip(records, back.records, strict=True)
@@ -101,8 +119,21 @@ def test_coco128_coco_to_yolo_matches_the_shipped_yolo_labels(tmp_path: Path) ->
     assert ours.num_objects == shipped.num_objects == 929
     for left, right in zip(ours.records, shipped.records, strict=True):
         assert torch.equal(left.labels, right.labels)
-        # both round COCO's floats to 6 normalized decimals; they may differ by one unit in the last place
-        assert torch.allclose(left.boxes, right.boxes, rtol=0, atol=2e-6 * max(left.width, left.height))
+    # both round COCO's floats to 6 normalized decimals; where the exact value is (nearly) a midpoint they
+    # may differ by one unit in the last place, never more: compared exactly as decimals
+    for ours_file in sorted((tmp_path / "labels").glob("*.txt")):
+        shipped_file = COCO128 / "labels" / "train2017" / ours_file.name
+        ours_rows, shipped_rows = _decimal_rows(ours_file), _decimal_rows(shipped_file)
+        assert [r[0] for r in ours_rows] == [r[0] for r in shipped_rows], ours_file.name
+        for a, b in zip(ours_rows, shipped_rows, strict=True):
+            assert max(abs(x - y) for x, y in zip(a[1:], b[1:], strict=True)) <= Fraction(1, 10**6), a
+
+
+def _decimal_rows(path: Path) -> list[list[Fraction]]:
+    """A YOLO label file's rows as exact decimals (class, cx, cy, w, h); no file: no rows."""
+    if not path.is_file():
+        return []
+    return [[Fraction(v) for v in line.split()] for line in path.read_text().splitlines() if line.strip()]
 
 
 def test_cli_convert_and_shapes(tmp_path: Path) -> None:

@@ -99,10 +99,12 @@ def test_resize_keeps_aspect_respects_max_size_and_scales_boxes() -> None:
     image, target = _painted(40, 60)
     resized, out = Resize(80)(image, target)
     assert resized.shape == (3, 80, 120)
-    assert torch.allclose(out["boxes"], target["boxes"] * 2)
-    assert torch.allclose(out["area"], target["area"] * 4)
-    for channel in range(3):  # the painted rectangles, re-measured, sit where the boxes say (±1 px blur)
-        assert np.allclose(_box_of(resized[channel]), out["boxes"][channel].tolist(), atol=1.0)
+    assert torch.equal(out["boxes"], target["boxes"] * 2) and torch.equal(out["area"], target["area"] * 4)
+    # the painted rectangles, re-measured, sit exactly where the boxes say: bilinear ×2 maps output pixel
+    # i to input x = i/2 − 1/4, so across an edge at k the values are 0, 1/4, 3/4, 1 (never near the 0.5
+    # threshold) and the first pixel above it is i = 2k
+    for channel in range(3):
+        assert _box_of(resized[channel]) == out["boxes"][channel].tolist()
     capped, _ = Resize(80, 100)(image, target)
     assert capped.shape == (3, 67, 100)  # the longer side hits max_size first
     assert Resize(10).output_size(1, 1000) == (10, 10000)
@@ -165,9 +167,9 @@ def test_to_tensor_and_normalize() -> None:
     from_uint8, _ = ToTensor()(torch.from_numpy(array).permute(2, 0, 1), {})
     assert from_pil.dtype == torch.float32 and from_pil.shape == (3, 4, 5)
     assert torch.equal(from_pil, from_uint8)
-    assert torch.allclose(from_pil * 255, torch.from_numpy(array).permute(2, 0, 1).float())
+    assert torch.equal(from_pil, torch.from_numpy(array).permute(2, 0, 1).float() / 255)  # the same division
     normalized, _ = Normalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))(from_pil, {})
-    assert torch.allclose(normalized, (from_pil - 0.5) / 0.25)
+    assert torch.equal(normalized, (from_pil - 0.5) / 0.25)  # the same float32 subtraction; ÷ 0.25 is exact
     with pytest.raises(ValueError, match="channels"):
         Normalize()(torch.rand(1, 4, 4), {})
     with pytest.raises(TypeError, match="uint8"):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import format_bounds as FB
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from tolerances import assert_numbers_within
 from visionkit.data.datasets import DatasetError, VocDetection, make_record, read_voc, write_voc
 from visionkit.data.datasets.labelmap import LabelMap
 from visionkit.data.datasets.records import AnnotationSet
@@ -100,7 +102,8 @@ def test_writer_and_reader_are_inverse_including_fractional_and_difficult(tmp_pa
     record = make_record("img.png", 0, 40, 30, boxes, [1, 0, 0], difficult=[0, 1, 0])
     write_voc(AnnotationSet([record], label_map), tmp_path, image_set="all")
     back = read_voc(tmp_path, image_set="all", classes=label_map).records[0]
-    assert torch.allclose(back.boxes, record.boxes, rtol=0, atol=5e-7)
+    # 6 decimals (5e-7) and the +1 / −1 of VOC's 1-based pixels (tests/data/format_bounds.py)
+    assert_numbers_within(back.boxes, record.boxes, FB.voc_round_trip(record.boxes))
     assert torch.equal(back.labels, record.labels) and torch.equal(back.difficult, record.difficult)
     text = (tmp_path / "Annotations" / "img.xml").read_text()
     assert "<xmin>1</xmin>" in text and "<xmax>10</xmax>" in text  # integer pixels stay integers

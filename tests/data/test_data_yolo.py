@@ -32,7 +32,9 @@ def test_rows_become_pixel_xyxy_and_labels_dir_is_derived(tmp_path: Path) -> Non
     image, target = YoloDetection(images, classes=CLASSES)[0]
     assert image.shape == (3, 20, 40)
     assert target["image_id"] == 7
-    assert torch.allclose(target["boxes"], torch.tensor([[10.0, 5.0, 30.0, 15.0], [8.0, 13.0, 12.0, 17.0]]))
+    # (c ∓ w/2)·side in float64 lands within ~1e-14 px of these integers, and the float32 target rounds
+    # to the nearest float32 (half an ulp ≥ 2.4e-7 here): exactly the integers
+    assert torch.equal(target["boxes"], torch.tensor([[10.0, 5.0, 30.0, 15.0], [8.0, 13.0, 12.0, 17.0]]))
     assert target["labels"].tolist() == [1, 0]
     assert target["iscrowd"].tolist() == [0, 0] and target["difficult"].tolist() == [0, 0]
 
@@ -80,7 +82,7 @@ def test_boxes_reaching_past_the_border_are_clipped(tmp_path: Path) -> None:
     images = _folder(tmp_path, {"a": "0 0.95 0.5 0.2 0.4\n"})
     with pytest.warns(UserWarning, match="clipped 1 boxes"):
         dataset = YoloDetection(images, classes=CLASSES)
-    assert torch.allclose(dataset[0][1]["boxes"], torch.tensor([[34.0, 6.0, 40.0, 14.0]]))
+    assert torch.equal(dataset[0][1]["boxes"], torch.tensor([[34.0, 6.0, 40.0, 14.0]]))  # as above, clipped
     with pytest.raises(DatasetError, match=r"a\.png.*outside the image"):
         YoloDetection(images, classes=CLASSES, out_of_bounds="raise")
 

@@ -1,5 +1,6 @@
-"""Data-parallel training: 2 CPU processes (gloo) take the same step as 1 process with the same global
-batch; a failing rank stops every rank and its traceback is shown; single-process helpers."""
+"""Data-parallel training: 2 CPU processes (gloo) take the same steps as 1 process with the same global
+batch — bit for bit, on a problem whose arithmetic is exact; a failing rank stops every rank and its
+traceback is shown; single-process helpers."""
 
 from __future__ import annotations
 
@@ -25,16 +26,25 @@ def _free_port() -> int:
         return handle.getsockname()[1]
 
 
+# Exact by construction: small-integer inputs and targets, weights on a 1/8 grid, a mean-squared error over
+# 16·4 = 64 (one process) or 8·4 = 32 values per rank (then DDP's average over 2 ranks), lr 1/2 and momentum
+# 1/2: every product, sum, scaling and update in two SGD steps is a dyadic rational of at most ~20
+# significant bits, so float32 represents it exactly and the summation order (one GEMM over 16 samples,
+# or two over 8 plus gloo's all-reduce) cannot matter. A wrong reduction (sum instead of mean, a missing
+# all-reduce, a wrong shard) changes the weights by whole grid steps.
 def _dataset() -> TensorDataset:
     generator = torch.Generator().manual_seed(0)
-    return TensorDataset(
-        torch.randn(16, 6, generator=generator), torch.randint(0, 3, (16,), generator=generator)
-    )
+    inputs = torch.randint(-3, 4, (16, 6), generator=generator).float()
+    return TensorDataset(inputs, torch.randint(-3, 4, (16, 4), generator=generator).float())
 
 
 def _model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    model = nn.Linear(6, 4)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_((parameter * 8).round() / 8)
+    return model
 
 
 def _rank_worker(rank: int, world_size: int, port: int, output: str) -> None:
@@ -49,8 +59,8 @@ def _rank_worker(rank: int, world_size: int, port: int, output: str) -> None:
         sampler = DistributedSampler(dataset, world_size, rank, shuffle=False)
         loader = DataLoader(dataset, batch_size=16 // world_size, sampler=sampler)
         model = D.wrap_model(_model(), context)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
-        Trainer(model, optimizer, loader, loss_fn=nn.functional.cross_entropy, max_steps=1).train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.5)
+        Trainer(model, optimizer, loader, loss_fn=nn.functional.mse_loss, max_steps=2).train()
         total = D.all_reduce_sum([float(len(D.shard_indices(7, context)))], context)
         if context.is_main:
             torch.save({"weights": D.unwrap_model(model).state_dict(), "total": total}, output)
@@ -66,14 +76,14 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path: Pa
     assert two["total"] == [7.0]  # evaluation shards cover each sample once
 
     model = _model()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.5)
     Trainer(
-        model, optimizer, DataLoader(_dataset(), batch_size=16), loss_fn=nn.functional.cross_entropy
+        model, optimizer, DataLoader(_dataset(), batch_size=16), loss_fn=nn.functional.mse_loss, max_steps=2
     ).train()
     initial = _model().state_dict()
     for name, value in model.state_dict().items():
-        assert not torch.equal(value, initial[name])  # the step happened
-        assert torch.allclose(two["weights"][name], value, atol=1e-6), name
+        assert not torch.equal(value, initial[name])  # the steps happened
+        assert torch.equal(two["weights"][name], value), name  # exact arithmetic: bit for bit
 
 
 FAILING_SCRIPT = """

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from tolerances import gamma
 from visionkit.engine.lr_finder import lr_range_test, plot_lr_finder
 from visionkit.engine.search import random_search
 
@@ -41,11 +42,16 @@ def test_range_test_brackets_the_divergence_threshold_and_restores_state(tmp_pat
         end_lr=10.0,
         num_steps=120,
     )
+    # behaviour checks: diverged at 0.87 against the threshold 0.149; the suggestion (an argmin over the
+    # smoothed slopes) moves with the kernels — 0.034 native, 0.011 default, 0.043 avx2 — all well below
     assert result.diverged_at is not None and result.diverged_at > threshold  # stable below 2/lambda_max
     assert result.suggestion < threshold
     assert result.losses[0] > min(result.losses)
     assert all(b > a for a, b in zip(result.lrs, result.lrs[1:], strict=False))  # geometric increase
-    assert math.isclose(result.lrs[1] / result.lrs[0], (10.0 / 1e-5) ** (1 / 119), rel_tol=1e-9)
+    # lrs[k] = start·ratio**k with ratio the same float as here; start·ratio**0 is start, start·ratio**1
+    # rounds once and the quotient once: within γ₂ (relative)
+    ratio = (10.0 / 1e-5) ** (1 / 119)
+    assert abs(result.lrs[1] / result.lrs[0] - ratio) <= gamma(2, torch.float64) * ratio
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before_model.items())
     assert (
         optimizer.state_dict()["param_groups"][0]["lr"] == before_optimizer["param_groups"][0]["lr"] == 0.123

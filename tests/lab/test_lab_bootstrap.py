@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from visionkit.data.shapes import ShapesConfig, ShapesDataset
-from visionkit.lab.demo import bootstrap_ap_gain, set_nms
-from visionkit.lab.detectors import small_faster_rcnn, small_retinanet
+from visionkit.lab.demo import bootstrap_ap_gain
 
 pycocotools = pytest.importorskip("pycocotools.cocoeval")
 from pycocotools.coco import COCO  # noqa: E402
@@ -94,13 +93,3 @@ def test_bootstrap_rejects_bad_arguments() -> None:
         bootstrap_ap_gain(predictions, predictions, dataset, resamples=0)
     with pytest.raises(ValueError, match="baseline 4, candidate 5, dataset 5"):
         bootstrap_ap_gain(predictions[:4], predictions, dataset, resamples=3)
-
-
-@pytest.mark.parametrize("build", [small_retinanet, small_faster_rcnn])
-def test_set_nms_sets_sigma_only_when_given(build) -> None:
-    model = build(3, widths=(8, 8, 16, 16, 32), fpn_channels=16)
-    head = model.roi_heads if hasattr(model, "roi_heads") else model
-    set_nms(model, "soft_gaussian", 1.5)
-    assert (head.nms_method, head.soft_nms_sigma) == ("soft_gaussian", 1.5)
-    set_nms(model, "hard")
-    assert (head.nms_method, head.soft_nms_sigma) == ("hard", 1.5)

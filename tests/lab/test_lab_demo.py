@@ -27,10 +27,16 @@ def test_quick_demo_writes_a_complete_run_folder(tmp_path: Path) -> None:
             and 0 <= model["voc07"] <= 1
             and 0 <= model["voc12"] <= 1
         )
-        assert len(model["history"]) == model["steps"] == 2 and model["ms_per_image"] > 0
+        # quick: 4 + 2 training images, batch 2, one epoch
+        assert len(model["history"]) == model["steps"] == 3 and model["ms_per_image"] > 0
         assert [row["class"] for row in model["per_class"]] == ["circle", "square", "triangle"]
-    assert [row["suppression"] for row in metrics["nms"]] == ["hard", "soft_linear", "soft_gaussian", "hard",
-                                                              "soft_gaussian"]  # fmt: skip
+    assert [row["suppression"] for row in metrics["nms"]] == [
+        "hard",
+        "soft_linear",
+        "soft_gaussian",
+        "hard",
+        "soft_gaussian",
+    ]
     assert [row["setting"] for row in metrics["nms"][:3]] == ["IoU 0.5", "IoU 0.5", "σ 1"]
     for kind in ("linear", "gaussian"):
         gain = metrics["soft_nms_gain"][kind]
@@ -47,6 +53,16 @@ def test_quick_demo_writes_a_complete_run_folder(tmp_path: Path) -> None:
     assert len(sources) == 8 and all(
         (out / src).is_file() and (out / src).stat().st_size > 0 for src in sources
     )
-    assert (out / "retinanet_steps.csv").is_file() and (out / "faster_rcnn_steps.csv").is_file()
+    for key in ("retinanet", "faster_rcnn"):  # one run folder per detector, as train detect writes it
+        for name in ("config.json", "label_map.json", "log.csv", "steps.csv", "model.pt", "metrics.json"):
+            assert (out / key / name).is_file(), (key, name)
     for title in ("Validation accuracy", "One-stage vs two-stage", "NMS vs Soft-NMS", "Targets", "report:"):
         assert title in result.output
+    # the run folders work with predict and eval detect right away
+    weights = out / "retinanet" / "model.pt"
+    result = CliRunner().invoke(
+        main, ["eval", "detect", f"weights={weights}", "--json", str(tmp_path / "e.json")]
+    )
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads((tmp_path / "e.json").read_text())
+    assert evaluated["AP"] == metrics["models"]["retinanet"]["coco"]["AP"]  # same weights, images, code

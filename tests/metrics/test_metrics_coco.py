@@ -1,4 +1,11 @@
-"""COCO box AP/AR against pycocotools, live, to 1e-9 (all 12 stats plus the precision/recall arrays)."""
+"""COCO box AP/AR against pycocotools, live and bit for bit (all 12 stats plus the precision/recall arrays).
+
+Exact by construction: our IoU is pycocotools' ``bbIou`` expression in float64 on the same xywh values,
+the thresholds and the 101 recall points are built with the same ``np.linspace`` calls, precision is
+``tp / (fp + tp + np.spacing(1))`` and recall ``tp / npig`` of the same integer counts, and every mean is
+``np.mean`` of the same ``[T, R, K]`` slice masked with ``> -1`` in the same (C) order. Matching is
+discrete, so any difference in it would be a bug, not rounding.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from tolerances import assert_numbers_within, mean_error_bound
 from visionkit.metrics.detection.coco import (
     COCO_AREA_RANGES,
     coco_iou_thresholds,
@@ -26,7 +34,6 @@ pycocotools = pytest.importorskip("pycocotools")
 from pycocotools.coco import COCO  # noqa: E402
 from pycocotools.cocoeval import COCOeval  # noqa: E402
 
-TOL = 1e-9
 COCO128 = (
     Path(__file__).resolve().parents[2].parent
     / "shared"
@@ -62,10 +69,10 @@ def _pycocotools(gt: dict, results: list, max_dets=None, area_ranges=None, iou_t
 
 
 def _assert_same(ours, ref: COCOeval, stats: bool = True) -> None:
-    np.testing.assert_allclose(ours.precision, ref.eval["precision"], rtol=0, atol=TOL)
-    np.testing.assert_allclose(ours.recall, ref.eval["recall"], rtol=0, atol=TOL)
+    np.testing.assert_array_equal(ours.precision, ref.eval["precision"])
+    np.testing.assert_array_equal(ours.recall, ref.eval["recall"])
     if stats:
-        np.testing.assert_allclose(ours.stats, ref.stats, rtol=0, atol=TOL)
+        np.testing.assert_array_equal(ours.stats, ref.stats)
 
 
 def _generated_results(gt: dict, seed: int) -> list[dict]:
@@ -251,7 +258,7 @@ def test_configurable_max_detections_area_ranges_and_thresholds(max_dets) -> Non
     ref_default = _pycocotools(gt, results, max_dets=max_dets)
     _assert_same(ours_default, ref_default, stats=False)
     valid = ref_default.eval["precision"][..., 0, 2]
-    assert ours_default.stats[0] == pytest.approx(valid[valid > -1].mean(), abs=TOL)
+    assert ours_default.stats[0] == valid[valid > -1].mean()
 
 
 def test_per_class_table_and_pr_curves() -> None:
@@ -260,8 +267,8 @@ def test_per_class_table_and_pr_curves() -> None:
     ref = _pycocotools(gt, results)
     for k, row in enumerate(ours.per_class()):
         p = ref.eval["precision"][:, :, k, 0, -1]
-        assert row["AP"] == pytest.approx(p[p > -1].mean(), abs=TOL)
-        assert row["AP50"] == pytest.approx(p[0][p[0] > -1].mean(), abs=TOL)
+        assert row["AP"] == p[p > -1].mean()  # np.mean of the same masked [T, R] slice
+        assert row["AP50"] == p[0][p[0] > -1].mean()
         assert row["num_gt"] == sum(
             1 for a in gt["annotations"] if a["category_id"] == k and not a["iscrowd"]
         )
@@ -332,7 +339,13 @@ def test_missing_area_is_computed_with_a_warning() -> None:
     }
     with pytest.warns(UserWarning, match="1 ground-truth boxes have no 'area'"):
         result = evaluate_coco([prediction], [target])
-    assert result.stats[0] == pytest.approx(1.0) and result.stats[3] == pytest.approx(1.0)  # 200 px²: small
+    # one perfect match: every precision point is pycocotools' 1 / (1 + spacing(1)) (one rounding), every
+    # recall 1; AP is the mean of those equal values, within γ(n) of them (tests/tolerances.py)
+    point = 1 / (1 + np.spacing(1))
+    for a in (0, 1):  # "all" and "small" (200 px²)
+        assert (result.precision[..., a, -1] == point).all() and (result.recall[..., a, -1] == 1.0).all()
+        n = result.precision[..., a, -1].size
+        assert_numbers_within(result.stats[3 * a], point, mean_error_bound(n * point, n, torch.float64))
     gt = {
         "images": [{"id": 1}],
         "categories": [{"id": 3}],
@@ -494,7 +507,7 @@ def test_loader_round_trip_to_the_detector_contract() -> None:
     assert [x, y, x + w, y + h] in targets[0]["boxes"].tolist() and label in targets[0]["labels"].tolist()
     via_contract = evaluate_coco(predictions, targets, num_classes=len(ground_truth.category_ids))
     direct = evaluate_coco_sets(ground_truth, detections)
-    np.testing.assert_allclose(via_contract.stats, direct.stats, rtol=0, atol=TOL)
+    np.testing.assert_array_equal(via_contract.stats, direct.stats)
 
 
 def test_per_detection_matches_equal_pycocotools_eval_images() -> None:

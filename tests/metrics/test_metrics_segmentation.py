@@ -1,4 +1,11 @@
-"""Segmentation metrics against scikit-learn and a per-pixel loop reference."""
+"""Segmentation metrics against scikit-learn and a per-pixel loop reference.
+
+Tolerances: pixel accuracy, per-class accuracy and IoU are one division of exact integer counts on every
+side (exact). Mean accuracy, mIoU and FW-IoU: the same per-class terms summed in a different order (the
+loop's Python ``sum``, ``np.nanmean`` over an array with NaNs in between, our ``np.mean`` / ``.sum()`` of the
+defined classes), one division each: :func:`tolerances.mean_difference_bound`. sklearn's balanced
+accuracy is our np.mean of the same per-class recalls (exact).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +16,14 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
+from tolerances import assert_numbers_within, mean_difference_bound
 from visionkit.metrics.segmentation import (
     SegmentationMeter,
     segmentation_confusion_matrix,
     segmentation_metrics,
 )
 
-TOL = 1e-12
+F64 = torch.float64
 
 
 def _loop_reference(predictions, targets, num_classes, ignore_index):
@@ -47,23 +55,28 @@ def test_against_loop_and_sklearn(seed) -> None:
     result = segmentation_metrics(torch.from_numpy(predictions), torch.from_numpy(targets), num_classes)
     matrix, pixel, mean_acc, ious, miou, fw = _loop_reference(predictions, targets, num_classes, 255)
     np.testing.assert_array_equal(result.confusion_matrix, matrix)
-    assert result.pixel_accuracy == pytest.approx(pixel, abs=TOL)
-    assert result.mean_accuracy == pytest.approx(mean_acc, abs=TOL)
-    np.testing.assert_allclose(result.per_class_iou, ious, atol=TOL)
-    assert result.mean_iou == pytest.approx(miou, abs=TOL)
-    assert result.frequency_weighted_iou == pytest.approx(fw, abs=TOL)
+    assert result.pixel_accuracy == pixel
+    np.testing.assert_array_equal(result.per_class_iou, ious)
+    accs, iou = result.per_class_accuracy, result.per_class_iou
+    accs, iou = accs[~np.isnan(accs)], iou[~np.isnan(iou)]  # the terms both sides sum (all in [0, 1])
+    assert_numbers_within(result.mean_accuracy, mean_acc, mean_difference_bound(accs.sum(), accs.size, F64))
+    assert_numbers_within(result.mean_iou, miou, mean_difference_bound(iou.sum(), iou.size, F64))
+    # FW-IoU: Σ tᵢ·IoUᵢ / Σ tᵢ, each product rounded identically on both sides, the sum in another order
+    weighted = matrix.sum(1)[matrix.sum(1) > 0] * result.per_class_iou[matrix.sum(1) > 0]
+    fw_bound = mean_difference_bound(weighted.sum(), weighted.size, F64, divisor=matrix.sum())
+    assert_numbers_within(result.frequency_weighted_iou, fw, fw_bound)
     keep = targets.ravel() != 255
     y_true, y_pred = targets.ravel()[keep], predictions.ravel()[keep]
     np.testing.assert_array_equal(
         result.confusion_matrix, skm.confusion_matrix(y_true, y_pred, labels=range(5))
     )
-    assert result.pixel_accuracy == pytest.approx(skm.accuracy_score(y_true, y_pred), abs=TOL)
+    assert result.pixel_accuracy == skm.accuracy_score(y_true, y_pred)  # exact count / count
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert result.mean_accuracy == pytest.approx(skm.balanced_accuracy_score(y_true, y_pred), abs=TOL)
+        assert result.mean_accuracy == skm.balanced_accuracy_score(y_true, y_pred)
         jaccard = skm.jaccard_score(y_true, y_pred, labels=range(5), average=None, zero_division=0)
     defined = ~np.isnan(result.per_class_iou)  # sklearn gives 0 (with a warning) where we give NaN
-    np.testing.assert_allclose(result.per_class_iou[defined], jaccard[defined], atol=TOL)
+    np.testing.assert_array_equal(result.per_class_iou[defined], jaccard[defined])  # tp / (tp + fp + fn)
     assert (jaccard[~defined] == 0).all()
 
 

@@ -317,7 +317,7 @@ def test_handbook_worked_example():
 
 
 # ----------------------------------------------------------------------------------------------------
-# RoI formats, dtypes, empty input and the RELIABILITY.md cases.
+# RoI formats, dtypes, empty input and the bad-input cases of CONTRIBUTING.md.
 # ----------------------------------------------------------------------------------------------------
 def test_list_format_equals_tensor_format():
     generator = torch.Generator().manual_seed(9)

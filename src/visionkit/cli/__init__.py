@@ -30,6 +30,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("visionkit.cli.eval", "evaluate", "Score detections against COCO ground truth (COCO/VOC AP)."),
     "predict": ("visionkit.cli.predict", "predict", "Detect objects in images with a trained detector."),
     "demo": ("visionkit.cli.demo", "demo", "Run the main demonstration job (what `make demo` runs)."),
+    "compress": (
+        "visionkit.cli.compress",
+        "compress",
+        "Prune, share or factorise a trained classifier, measured.",
+    ),
     "train": ("visionkit.cli.train", "train", "Train from a recipe: visionkit train classify key=value ..."),
 }
 

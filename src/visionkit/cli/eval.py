@@ -159,6 +159,10 @@ def evaluate_file(
     """Evaluate DETECTIONS (a COCO results JSON list) against --gt ground truth."""
     if not 0.0 < iou < 1.0:
         raise click.BadParameter(f"must be in (0, 1), got {iou}", param_hint="--iou")
+    from visionkit.cli.paths import output_file
+
+    output_file(json_path, "--json")
+    output_file(plot_path, "--plot")
     try:
         result, report = run_evaluation(detections, ground_truth, metric, iou)
     except ValueError as error:

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from visionkit.data.datasets import DatasetError, LabelMap, read_image
+from visionkit.data.datasets import LabelMap, read_image
 from visionkit.data.datasets.records import image_ids_from_names
 from visionkit.viz import draw_boxes, to_pil
 
@@ -61,36 +61,81 @@ def coco_results(detection: dict[str, Tensor], image_id: int, label_map: LabelMa
     rows = []
     for box, score, label in zip(detection["boxes"], detection["scores"], detection["labels"], strict=True):
         x1, y1, x2, y2 = box.tolist()
-        rows.append({"image_id": image_id, "category_id": label_map.category_of(int(label)),
-                     "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})  # fmt: skip
+        rows.append(
+            {
+                "image_id": image_id,
+                "category_id": label_map.category_of(int(label)),
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "score": float(score),
+            }
+        )
     return rows
 
 
+def _split_arguments(items: tuple[str, ...]) -> tuple[list[Path], dict[str, str]]:
+    """Image paths, and ``key=value`` items (``weights=...``, ``nms=...``) in ultralytics' style."""
+    paths, keys = [], {}
+    for item in items:
+        key, separator, value = item.partition("=")
+        if separator and key in PREDICT_KEYS and not Path(item).exists():
+            keys[key] = value
+        else:
+            paths.append(Path(item))
+    return paths, keys
+
+
+#: ``key=value`` items ``predict`` takes beside its options.
+PREDICT_KEYS = ("weights", "nms", "score_threshold", "out")
+
+
 @click.command("predict", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument(
-    "images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+@click.argument("items", nargs=-1, required=True)
+@click.option("--weights", type=click.Path(path_type=Path), default=None, help="model.pt of a run.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder [default: runs/predict].",
 )
 @click.option(
-    "--weights", required=True, type=click.Path(exists=True, path_type=Path), help="model.pt of a run."
+    "--score-threshold", type=click.FloatRange(0, 1), default=0.3, show_default=True, help="Drawn boxes only."
 )
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/predict"))
-@click.option("--score-threshold", type=float, default=0.3, show_default=True, help="Drawn boxes only.")
 @click.option("--nms", type=click.Choice(["hard", "soft_linear", "soft_gaussian"]), help="Override the NMS.")
 @click.option("--scale", type=click.IntRange(1, 8), default=2, show_default=True, help="Enlarge drawings.")
-def predict(images: tuple[Path, ...], weights: Path, out: Path, score_threshold: float, nms: str | None,
-            scale: int) -> None:  # fmt: skip
-    """Detect objects in IMAGES: PNG drawings and detections.json (COCO results format) in --out."""
-    from visionkit.cli.train_detect import load_detector
+def predict(
+    items: tuple[str, ...],
+    weights: Path | None,
+    out: Path | None,
+    score_threshold: float,
+    nms: str | None,
+    scale: int,
+) -> None:
+    """Detect objects in image files: PNG drawings and detections.json (COCO results format) in --out.
 
+    ITEMS are image files, and optionally weights=RUN/model.pt (same as --weights), nms=..., out=...
+    """
+    from visionkit.cli.paths import output_folder
+    from visionkit.engine.detect import load_detector
+    from visionkit.errors import ConfigError
+
+    images, keys = _split_arguments(items)
+    weights = Path(keys["weights"]) if "weights" in keys else weights
+    if weights is None:
+        raise ConfigError("give the detector as weights=RUN/model.pt (or --weights)")
+    out = output_folder(Path(keys.get("out") or out or "runs/predict"), "--out")
+    nms = keys.get("nms", nms)
+    if "score_threshold" in keys:
+        score_threshold = float(keys["score_threshold"])
+    missing = [str(path) for path in images if not path.is_file()]
+    if missing or not images:
+        raise ConfigError(
+            f"no such image file: {', '.join(missing)}" if missing else "give at least one image"
+        )
     detector, label_map = load_detector(weights, **({"nms_method": nms} if nms else {}))
-    out.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
     image_ids = image_ids_from_names([path.name for path in images])
     for index, (path, image_id) in enumerate(zip(images, image_ids, strict=True)):
-        try:
-            image = read_image(path, index)
-        except DatasetError as error:
-            raise click.ClickException(str(error)) from error
+        image = read_image(path, index)
         with torch.no_grad():
             detection = detector([image])[0]
         draw_detections(image, detection, label_map.names, score_threshold, scale).save(

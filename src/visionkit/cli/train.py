@@ -65,18 +65,12 @@ def classify(overrides: tuple[str, ...], out: Path | None, resume: Path | None, 
         raise click.UsageError(str(error)) from None
     run_dir = out or Path("runs") / f"classify-{recipe.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     if nproc > 1 and "LOCAL_RANK" not in os.environ:  # start the ranks; each re-enters this command
-        from visionkit.engine.distributed import launch
-
         arguments = ["classify", *overrides, "--out", str(run_dir)]
         if resume is not None:
             arguments += ["--resume", str(resume)]
-        code = launch(__file__, arguments, nproc).returncode
-        if code:
-            raise click.ClickException(
-                f"distributed training failed (exit code {code}); see the rank tracebacks above"
-            )
+        run_distributed(arguments, nproc)
         return  # rank 0 printed the metrics
-    metrics = _train_with_error_record(lambda: train_classifier(recipe, run_dir, resume=resume))
+    metrics = run_with_error_record(lambda: train_classifier(recipe, run_dir, resume=resume))
     if "LOCAL_RANK" in os.environ and os.environ.get("RANK", "0") != "0":
         return
     shown = {k: v for k, v in metrics.items() if k != "evidence"}
@@ -84,7 +78,18 @@ def classify(overrides: tuple[str, ...], out: Path | None, resume: Path | None, 
     click.echo(f"run folder: {run_dir}")
 
 
-def _train_with_error_record(function):
+def run_distributed(arguments: list[str], nproc: int) -> None:
+    """Run ``visionkit train ARGUMENTS`` on ``nproc`` local ranks under torchrun (rank 0 prints)."""
+    from visionkit.engine.distributed import launch
+
+    code = launch(__file__, arguments, nproc).returncode
+    if code:
+        raise click.ClickException(
+            f"distributed training failed (exit code {code}); see the rank errors above"
+        )
+
+
+def run_with_error_record(function):
     """Run ``function``; under torchrun, ``record`` writes the traceback for the agent to show."""
     if "LOCAL_RANK" in os.environ:
         from torch.distributed.elastic.multiprocessing.errors import record

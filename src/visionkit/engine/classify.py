@@ -11,10 +11,15 @@ the optimizer and schedule named in a :class:`ClassifyRecipe`, runs the
       learning_curves.png   train/val loss and accuracy, with the fit diagnosis
       gradient_flow.png     mean gradient norm per layer
       metrics.json          final test accuracy, best val accuracy, time, diagnosis
+      model.pt              the trained model's recipe and weights (:func:`load_classifier` reads it)
+
+``teacher=RUN/model.pt`` trains the model as a student of a trained classifier with Hinton's soft targets
+(:mod:`visionkit.losses.distill`: ``alpha · T² KL + (1 − alpha) · CE`` at ``temperature``).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import time
 from dataclasses import dataclass
@@ -28,7 +33,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from visionkit.data.digits import Digits
 from visionkit.engine import optim as optimizers
 from visionkit.engine import schedules
-from visionkit.engine.config import save_recipe
+from visionkit.engine.config import check_types, is_integer, is_number, recipe_to_dict, require, save_recipe
 from visionkit.engine.diagnostics import (
     GradientFlowHook,
     GradientNormMonitor,
@@ -53,6 +58,8 @@ from visionkit.engine.hooks import (
 )
 from visionkit.engine.regularization import weight_decay_groups
 from visionkit.engine.trainer import Trainer
+from visionkit.errors import CheckpointError, ConfigError
+from visionkit.losses.distill import DistillationLoss
 
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 ScheduleName = Literal[
@@ -87,6 +94,47 @@ class ClassifyRecipe:
     seed: int = 0
     threads: int = 0  # 0: torch's default
     progress: bool = True
+    teacher: str = ""  # a classify run's model.pt: distil from it (soft targets)
+    temperature: float = 4.0  # distillation only
+    alpha: float = 0.9  # distillation only: weight of the soft-target term
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        _check_classify_recipe(self)
+
+
+def _check_classify_recipe(r: ClassifyRecipe) -> None:
+    """The value checks of :class:`ClassifyRecipe` (a :class:`ConfigError` names the key)."""
+    import visionkit.models.small  # noqa: F401  (registers resnet_digits)
+    from visionkit.models import list_models
+
+    names = list_models()
+    if r.model not in names:
+        close = difflib.get_close_matches(r.model, names, n=4)
+        raise ConfigError(
+            f"model={r.model!r}: unknown" + (f"; did you mean {', '.join(close)}?" if close else "")
+        )
+    for key in ("epochs", "batch_size", "step_size", "accumulation_steps"):
+        require(is_integer(getattr(r, key), 1), key, getattr(r, key), "an integer >= 1")
+    for key in ("warmup_epochs", "image_size", "threads"):
+        require(is_integer(getattr(r, key), 0), key, getattr(r, key), "an integer >= 0")
+    require(r.warmup_epochs < r.epochs, "warmup_epochs", r.warmup_epochs, f"fewer than epochs ({r.epochs})")
+    require(is_number(r.lr, 0, 10, open_low=True), "lr", r.lr, "a finite learning rate in (0, 10]")
+    require(is_number(r.momentum, 0, 1) and r.momentum < 1, "momentum", r.momentum, "a number in [0, 1)")
+    require(is_number(r.weight_decay, 0, 1), "weight_decay", r.weight_decay, "a number in [0, 1]")
+    require(all(m >= 1 for m in r.milestones) and list(r.milestones) == sorted(r.milestones), "milestones",
+            r.milestones, "increasing epochs >= 1")  # fmt: skip
+    require(is_number(r.gamma, 0, 1, open_low=True), "gamma", r.gamma, "a decay factor in (0, 1]")
+    require(is_number(r.decay_k, 0, open_low=True), "decay_k", r.decay_k, "a finite number > 0")
+    require(r.clip_norm is None or is_number(r.clip_norm, 0, open_low=True), "clip_norm", r.clip_norm,
+            "None or a finite number > 0")  # fmt: skip
+    require(r.ema_decay is None or (is_number(r.ema_decay, 0, 1, open_low=True) and r.ema_decay < 1),
+            "ema_decay", r.ema_decay, "None or a decay in (0, 1)")  # fmt: skip
+    require(r.early_stopping_patience is None or is_integer(r.early_stopping_patience, 0),
+            "early_stopping_patience", r.early_stopping_patience, "None or an integer >= 0")  # fmt: skip
+    require(is_integer(r.seed), "seed", r.seed, "an integer")
+    require(is_number(r.temperature, 0, open_low=True), "temperature", r.temperature, "a positive number")
+    require(is_number(r.alpha, 0, 1), "alpha", r.alpha, "a weight in [0, 1]")
 
 
 def build_optimizer(recipe: ClassifyRecipe, model: nn.Module) -> torch.optim.Optimizer:
@@ -148,6 +196,53 @@ def build_model(recipe: ClassifyRecipe, num_classes: int) -> nn.Module:
     return nn.Sequential(_ToModelInput(size, channels), model)
 
 
+class _Distilled(nn.Module):
+    """A student trained against a frozen teacher: ``(student, teacher)`` logits in training, the
+    student's alone in eval. The teacher is not a submodule (not in ``state_dict`` nor the optimizer)."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module) -> None:
+        super().__init__()
+        self.student, self._teacher = student, [teacher.eval().requires_grad_(False)]
+
+    def forward(self, images: torch.Tensor) -> Any:
+        logits = self.student(images)
+        if not self.training:
+            return logits
+        with torch.no_grad():
+            return logits, self._teacher[0](images)
+
+
+def save_classifier(model: nn.Module, recipe: ClassifyRecipe, path: str | Path) -> Path:
+    """Write ``model.pt``: the recipe, the class count and the weights of ``model`` (a build_model)."""
+    path = Path(path)
+    torch.save({"task": "classify", "recipe": recipe_to_dict(recipe), "num_classes": len(Digits.classes),
+                "state_dict": model.state_dict()}, path)  # fmt: skip
+    return path
+
+
+def load_classifier(path: str | Path) -> tuple[nn.Module, ClassifyRecipe]:
+    """The model saved by :func:`save_classifier` (in eval mode) and its recipe.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable or not a classify ``model.pt`` (names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"classifier weights {path} do not exist")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        recipe = ClassifyRecipe(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in saved["recipe"].items()}
+        )
+        model = build_model(recipe, num_classes=int(saved["num_classes"]))
+        model.load_state_dict(saved["state_dict"])
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError) as error:
+        raise CheckpointError(
+            f"{path} is not a classify model.pt ({type(error).__name__}: {error})"
+        ) from error
+    return model.eval(), recipe
+
+
 def _loaders(recipe: ClassifyRecipe, context: DistributedContext) -> dict[str, DataLoader]:
     """Train loader (a ``DistributedSampler`` shard of ``batch_size / world_size`` per rank when
     distributed, so the global batch stays ``batch_size``) and sharded evaluation loaders."""
@@ -207,7 +302,12 @@ def train_classifier(
         torch.set_num_threads(recipe.threads)
     torch.manual_seed(recipe.seed)
     loaders = _loaders(recipe, context)
-    model = wrap_model(build_model(recipe, num_classes=len(Digits.classes)), context)
+    student = build_model(recipe, num_classes=len(Digits.classes))
+    loss_fn: Any = nn.functional.cross_entropy
+    if recipe.teacher:
+        student = _Distilled(student, load_classifier(recipe.teacher)[0].to(context.device))
+        loss_fn = DistillationLoss(recipe.temperature, recipe.alpha)
+    model = wrap_model(student, context)
     device = context.device
     optimizer = build_optimizer(recipe, model)
 
@@ -233,7 +333,7 @@ def train_classifier(
             CheckpointHook(run_dir / "checkpoints", every_epochs=1, keep=2),
         ]
     trainer = Trainer(
-        model, optimizer, loaders["train"], loss_fn=nn.functional.cross_entropy, hooks=hooks,
+        model, optimizer, loaders["train"], loss_fn=loss_fn, hooks=hooks,
         max_epochs=recipe.epochs, device=device, amp=recipe.amp, accumulation_steps=recipe.accumulation_steps,
         clip_norm=recipe.clip_norm, seed=recipe.seed,
     )  # fmt: skip
@@ -262,6 +362,8 @@ def train_classifier(
         "gradient_flow": monitor.check().status if monitor.history else "none",
     }
     if context.is_main:
+        trained = student.student if isinstance(student, _Distilled) else student
+        save_classifier(trained, recipe, run_dir / "model.pt")
         plot_learning_curves(trainer.history, run_dir / "learning_curves.png", diagnosis)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
@@ -273,5 +375,7 @@ __all__ = [
     "build_optimizer",
     "build_schedule",
     "evaluate_classifier",
+    "load_classifier",
+    "save_classifier",
     "train_classifier",
 ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
@@ -125,6 +126,66 @@ def load_recipe(recipe_type: type[RecipeT], path: str | os.PathLike[str]) -> Rec
     return recipe_type(**values)
 
 
+def _fits(value: Any, annotation: Any) -> bool:
+    origin, arguments = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, argument) for argument in arguments)
+    if origin is Literal:
+        return value in arguments
+    if origin is tuple:
+        element = arguments[0] if arguments else Any
+        return isinstance(value, tuple) and all(_fits(v, element) for v in value)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return annotation is Any or isinstance(value, annotation)
+
+
+def check_types(recipe: Any) -> None:
+    """Raise a :class:`ConfigError` for the first field whose value does not have the field's type (a
+    recipe built in Python with ``amp="yes"`` is refused as ``amp="yes"`` is on the command line)."""
+    for name, annotation in _field_types(type(recipe)).items():
+        value = getattr(recipe, name)
+        if not _fits(value, annotation):
+            expected = (
+                str(annotation).replace("typing.", "")
+                if not isinstance(annotation, type)
+                else annotation.__name__
+            )
+            raise ConfigError(f"{name}={value!r}: expected {expected}")
+
+
+def require(valid: bool, key: str, value: Any, expected: str) -> None:
+    """Raise a :class:`ConfigError` ``"key=value: expected ..."`` unless ``valid`` (for ``__post_init__``).
+
+    Example:
+        >>> require(3 >= 1, "epochs", 3, "an integer >= 1")
+        >>> require(-1 >= 1, "epochs", -1, "an integer >= 1")
+        Traceback (most recent call last):
+        ...
+        visionkit.errors.ConfigError: epochs=-1: expected an integer >= 1
+    """
+    if not valid:
+        raise ConfigError(f"{key}={value!r}: expected {expected}")
+
+
+def is_integer(value: Any, minimum: int | None = None) -> bool:
+    """An ``int`` (not a bool) of at least ``minimum``."""
+    return isinstance(value, int) and not isinstance(value, bool) and (minimum is None or value >= minimum)
+
+
+def is_number(value: Any, low: float = -math.inf, high: float = math.inf, *, open_low: bool = False) -> bool:
+    """A finite real number in ``[low, high]`` (``(low, high]`` with ``open_low``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return False
+    return (value > low if open_low else value >= low) and value <= high
+
+
 def describe_recipe(recipe_type: type) -> list[tuple[str, str, str]]:
     """``(name, type, default)`` rows for help texts."""
     rows = []
@@ -140,7 +201,10 @@ __all__ = [
     "apply_overrides",
     "cast_value",
     "describe_recipe",
+    "is_integer",
+    "is_number",
     "load_recipe",
     "recipe_to_dict",
+    "require",
     "save_recipe",
 ]

@@ -46,16 +46,19 @@ class DistributedContext:
         return self.rank == 0
 
 
-def init_distributed(backend: str | None = None, timeout_s: float = 120.0) -> DistributedContext:
+def init_distributed(
+    backend: str | None = None, timeout_s: float = 120.0, use_cuda: bool | None = None
+) -> DistributedContext:
     """Join the process group described by torchrun's environment; a single process when it is absent.
 
     Args:
-        backend: ``"gloo"`` or ``"nccl"`` (default: nccl when CUDA is available, else gloo).
+        backend: ``"gloo"`` or ``"nccl"`` (default: nccl on CUDA, else gloo).
         timeout_s: collective timeout, so that a lost rank stops the others instead of hanging them.
+        use_cuda: run on ``cuda:LOCAL_RANK`` (default: when CUDA is available).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available() if use_cuda is None else use_cuda
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
         if cuda:
@@ -95,6 +98,29 @@ def all_reduce_sum(values: Sequence[float], context: DistributedContext) -> list
     tensor = torch.tensor(list(values), dtype=torch.float64, device=context.device)
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.tolist()
+
+
+def all_gather_objects(value: object, context: DistributedContext) -> list[object]:
+    """Every rank's ``value`` (picklable), in rank order, on every rank; ``[value]`` in a single process.
+
+    Example:
+        >>> all_gather_objects({"images": 3}, DistributedContext())
+        [{'images': 3}]
+    """
+    if not context.distributed:
+        return [value]
+    gathered: list[object] = [None] * context.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def broadcast_object(value: object, context: DistributedContext) -> object:
+    """Rank 0's ``value`` on every rank (identity in a single process)."""
+    if not context.distributed:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
 
 
 def shard_indices(length: int, context: DistributedContext) -> list[int]:
@@ -142,8 +168,10 @@ def launch(
 
 __all__ = [
     "DistributedContext",
+    "all_gather_objects",
     "all_reduce_sum",
     "barrier",
+    "broadcast_object",
     "cleanup",
     "init_distributed",
     "launch",

@@ -281,13 +281,18 @@ class EarlyStopping(HookBase):
 
 
 class EMAHook(HookBase):
-    """Exponential moving average of the weights, ``ema = decay * ema + (1 - decay) * weights`` after each
-    optimizer step (buffers are copied). Evaluate ``hook.ema_model`` for the smoothed weights."""
+    """Exponential moving average of the weights, ``ema = d * ema + (1 - d) * weights`` after each
+    optimizer step (buffers are copied). Evaluate ``hook.ema_model`` for the smoothed weights.
 
-    def __init__(self, decay: float = 0.999) -> None:
+    ``d = decay``, or with ``ramp > 0`` ``d = decay · (1 − exp(−updates / ramp))`` (YOLOv5's ramp: early
+    averages forget the random initial weights quickly, which matters in short runs)."""
+
+    def __init__(self, decay: float = 0.999, ramp: float = 0.0) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"decay must be in (0, 1), got {decay}")
-        self.decay = decay
+        if not ramp >= 0.0:
+            raise ValueError(f"ramp must be >= 0, got {ramp}")
+        self.decay, self.ramp = decay, ramp
         self.ema_model: nn.Module | None = None
         self.updates = 0
 
@@ -300,10 +305,11 @@ class EMAHook(HookBase):
         if not self.trainer.stepped or self.ema_model is None:
             return
         self.updates += 1
+        decay = self.decay * (1.0 - math.exp(-self.updates / self.ramp)) if self.ramp else self.decay
         model_state = unwrap_model(self.trainer.model).state_dict()
         for name, average in self.ema_model.state_dict().items():
             if average.is_floating_point():
-                average.mul_(self.decay).add_(model_state[name].detach(), alpha=1.0 - self.decay)
+                average.mul_(decay).add_(model_state[name].detach(), alpha=1.0 - decay)
             else:
                 average.copy_(model_state[name])
 

@@ -2,9 +2,10 @@
 
 TP/FP/TN/FN per class come from a one-vs-rest confusion matrix; precision = TP/(TP+FP), recall = TPR =
 TP/(TP+FN), specificity = TNR = TN/(TN+FP), FPR = FP/(FP+TN), F-β = (1+β²)·TP / ((1+β²)·TP + β²·FN + FP).
-Every function equals scikit-learn's namesake (tested to 1e-12). Where scikit-learn warns about a zero
-denominator, the value is ``zero_division`` (default 0.0, sklearn's ``"warn"`` value) and no warning is
-raised; ``zero_division=float("nan")`` leaves such classes out of the average, as sklearn does.
+Every function equals scikit-learn's namesake bit for bit (tested: the same float64 operations; only a
+macro average with NaN classes sums in another order). Where scikit-learn warns about a zero denominator,
+the value is ``zero_division`` (default 0.0, sklearn's ``"warn"`` value) and no warning is raised;
+``zero_division=float("nan")`` leaves such classes out of the average, as sklearn does.
 
 Inputs are class indices ``[N]`` (any integers) or, for multi-label problems, 0/1 indicator matrices
 ``[N, C]``, as ``torch.Tensor``, ``np.ndarray`` or lists.

@@ -1,6 +1,6 @@
 """Threshold-free classification metrics (handbook §23): PR and ROC curves, AUC, ROC-AUC, average precision.
 
-All equal scikit-learn's namesakes (tested to 1e-12, including tied scores). Scores are ranked with a
+All equal scikit-learn's namesakes bit for bit (tested, including tied scores). Scores are ranked with a
 stable sort, and tied scores form one threshold, as in sklearn's ``_binary_clf_curve``.
 Where sklearn warns (no positive or no negative sample) the same value is returned without a warning:
 ``precision_recall_curve`` sets recall to 1, ``roc_curve`` gives NaN rates, ``roc_auc_score`` raises.

@@ -4,7 +4,8 @@ Per class: rank the samples by confidence (highest first, ties kept in input ord
 top-2, …, top-N as the predicted positives and compute precision = TP/k and recall = TP/M (M = number
 of positives). AP summarizes that curve:
 
-* ``"11point"`` (VOC2007): mean over r ∈ {0, 0.1, …, 1} of the highest precision at recall ≥ r;
+* ``"11point"`` (VOC2007): mean over r ∈ {0, 0.1, …, 1} of the highest precision at recall ≥ r (the
+  levels exactly j/10; the devkit's ``np.arange(0, 1.1, 0.1)`` is :data:`DEVKIT_ELEVEN_LEVELS`);
 * ``"all"`` (VOC2010+): area under the monotone precision envelope, which equals the handbook's mean
   over the M recall values 1/M, …, M/M of the highest precision at recall ≥ that value;
 * ``"step"``: scikit-learn's Σ (Rₙ − Rₙ₋₁)·Pₙ (tied scores merged), see :mod:`visionkit.metrics.curves`.
@@ -25,6 +26,8 @@ from visionkit.metrics._convert import to_numpy
 from visionkit.metrics.curves import average_precision as step_average_precision
 
 __all__ = [
+    "DEVKIT_ELEVEN_LEVELS",
+    "ELEVEN_LEVELS",
     "MultilabelAP",
     "interpolated_average_precision",
     "multilabel_mean_average_precision",
@@ -35,13 +38,27 @@ __all__ = [
 _METHODS = ("11point", "all", "step")
 
 
-def interpolated_average_precision(precision: Any, recall: Any, method: str = "all") -> float:
+#: The 11 recall levels of ``"11point"`` AP: ``j/10`` correctly rounded, so a recall ``tp/M`` (one rounded
+#: division) reaches a level exactly when ``tp/M >= j/10`` in exact arithmetic.
+ELEVEN_LEVELS = np.arange(11) / 10.0
+#: The levels as the VOC devkit's Python ``voc_eval`` builds them, ``np.arange(0.0, 1.1, 0.1)``: 0.3, 0.6 and
+#: 0.7 come out one ulp above ``j/10`` (0.30000000000000004...), so a recall of exactly 3/10 (6/10, 7/10)
+#: does not reach that level there. :mod:`visionkit.metrics.detection.voc` uses these to give the devkit's
+#: numbers; the handbook's definition (§33) is :data:`ELEVEN_LEVELS`.
+DEVKIT_ELEVEN_LEVELS = np.arange(0.0, 1.1, 0.1)
+
+
+def interpolated_average_precision(
+    precision: Any, recall: Any, method: str = "all", levels: Any = None
+) -> float:
     """PASCAL VOC AP from a ranked list's precision and recall (both ``[K]``, recall non-decreasing).
 
     Args:
         precision: precision after each of the K ranked predictions.
         recall: recall after each prediction.
         method: ``"11point"`` (VOC2007) or ``"all"`` (VOC2010+ area under the envelope).
+        levels: the recall levels of ``"11point"`` (default :data:`ELEVEN_LEVELS`, exact tenths;
+            :data:`DEVKIT_ELEVEN_LEVELS` reproduces the devkit's Python port).
 
     Example:
         >>> interpolated_average_precision([1.0, 0.5, 2 / 3], [0.5, 0.5, 1.0], "all")
@@ -55,7 +72,7 @@ def interpolated_average_precision(precision: Any, recall: Any, method: str = "a
         )
     if method == "11point":
         total = 0.0
-        for threshold in np.arange(0.0, 1.1, 0.1):
+        for threshold in ELEVEN_LEVELS if levels is None else np.asarray(levels, dtype=np.float64):
             reached = recall_array >= threshold
             total += (precision_array[reached].max() if reached.any() else 0.0) / 11.0
         return float(total)

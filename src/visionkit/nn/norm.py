@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BatchNorm2d", "batch_norm_2d"]
+__all__ = ["BatchNorm2d", "FrozenBatchNorm2d", "batch_norm_2d", "freeze_batch_norm"]
 
 
 def _two_pass_statistics(x: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
@@ -191,3 +191,59 @@ class BatchNorm2d(nn.Module):
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
             f"track_running_stats={self.track_running_stats}"
         )
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """Batch norm with fixed statistics and affine parameters: ``y = x · scale + shift`` with
+    ``scale = weight / sqrt(running_var + eps)``, ``shift = bias − running_mean · scale`` (detectron2's
+    ``FrozenBatchNorm2d``). For fine-tuning a pretrained backbone with small batches, whose batch statistics
+    would be too noisy to train on. Same state-dict keys as ``torch.nn.BatchNorm2d``, all buffers.
+
+    Example:
+        >>> frozen = FrozenBatchNorm2d(4)
+        >>> x = torch.randn(2, 4, 3, 3)
+        >>> bool(torch.equal(frozen(x), x * (1 / torch.sqrt(torch.tensor(1 + 1e-5)))))
+        True
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.num_features, self.eps = num_features, eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    @classmethod
+    def from_batch_norm(cls, module: nn.BatchNorm2d | BatchNorm2d) -> FrozenBatchNorm2d:
+        """A frozen copy of ``module``'s current parameters and running statistics."""
+        frozen = cls(module.num_features, module.eps).to(module.running_mean.device)  # type: ignore[union-attr]
+        with torch.no_grad():
+            if module.weight is not None:
+                frozen.weight.copy_(module.weight.detach())
+                frozen.bias.copy_(module.bias.detach())  # type: ignore[union-attr]
+            frozen.running_mean.copy_(module.running_mean)  # type: ignore[arg-type]
+            frozen.running_var.copy_(module.running_var)  # type: ignore[arg-type]
+        return frozen
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.weight * torch.rsqrt(self.running_var + self.eps)
+        shift = self.bias - self.running_mean * scale
+        return x * scale[None, :, None, None].to(x.dtype) + shift[None, :, None, None].to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+
+def freeze_batch_norm(module: nn.Module) -> nn.Module:
+    """Replace every ``BatchNorm2d`` inside ``module`` (in place) by a :class:`FrozenBatchNorm2d` copy.
+
+    Returns ``module`` (or the frozen copy when ``module`` is itself a batch norm)."""
+    if isinstance(module, nn.BatchNorm2d | BatchNorm2d):
+        return FrozenBatchNorm2d.from_batch_norm(module)
+    for name, child in module.named_children():
+        replaced = freeze_batch_norm(child)
+        if replaced is not child:
+            setattr(module, name, replaced)
+    return module

@@ -170,6 +170,7 @@ def generate_anchors(
     offset: float = 0.0,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
+    strides: Sequence[int] | None = None,
 ) -> Tensor:
     """Anchors for all levels of one image, concatenated level by level.
 
@@ -182,6 +183,8 @@ def generate_anchors(
         offset: see :func:`grid_anchors`.
         dtype: floating dtype of the result.
         device: device of the result.
+        strides: each level's stride (from the neck's ``ShapeSpec``); ``None``: ``image // feature`` per
+            side (torchvision's behaviour).
 
     Returns:
         ``Tensor[sum_l H_l * W_l * A_l, 4]`` xyxy.
@@ -200,9 +203,14 @@ def generate_anchors(
         )
     image_hw = _check_pair(image_size, "image_size", 1)
     level_sizes = [_check_pair(size, f"feature_sizes[{i}]", 0) for i, size in enumerate(feature_sizes)]
-    strides = _level_strides(level_sizes, image_hw)
+    if strides is None:
+        level_strides = _level_strides(level_sizes, image_hw)
+    else:
+        if len(strides) != len(level_sizes) or any(int(s) < 1 for s in strides):
+            raise ValueError(f"strides must give one positive stride per level, got {list(strides)}")
+        level_strides = [(int(s), int(s)) for s in strides]
     levels = []
-    per_level = zip(level_sizes, strides, sizes, aspect_ratios, strict=True)
+    per_level = zip(level_sizes, level_strides, sizes, aspect_ratios, strict=True)
     for level_size, stride, level_sizes_px, level_ratios in per_level:
         base = generate_base_anchors(
             level_sizes_px, level_ratios, round_base_anchors=round_base_anchors, dtype=dtype, device=device
@@ -241,8 +249,12 @@ class AnchorGenerator(nn.Module):
         *,
         round_base_anchors: bool = True,
         offset: float = 0.0,
+        strides: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
+        if strides is not None and len(strides) != len(sizes):
+            raise ValueError(f"strides needs one entry per level ({len(sizes)}), got {list(strides)}")
+        self.strides = tuple(int(s) for s in strides) if strides is not None else None
         if len(sizes) == 0 or len(sizes) != len(aspect_ratios):
             raise ValueError(
                 f"sizes and aspect_ratios need one entry per level and the same length, got "
@@ -290,6 +302,7 @@ class AnchorGenerator(nn.Module):
             offset=self.offset,
             dtype=dtype,
             device=feature_maps[0].device,
+            strides=self.strides,
         )
         batch_size = images.shape[0] if images.dim() == 4 else 1
         return [anchors.clone() for _ in range(batch_size)]
@@ -301,6 +314,7 @@ def fpn_anchor_generator(
     *,
     scales_per_octave: int = 1,
     round_base_anchors: bool = True,
+    strides: Sequence[int] | None = None,
 ) -> AnchorGenerator:
     """An :class:`AnchorGenerator` for an FPN: one base size per level (P2..P6), the same ratios everywhere.
 
@@ -320,8 +334,9 @@ def fpn_anchor_generator(
         tuple(size * 2 ** (i / scales_per_octave) for i in range(scales_per_octave)) for size in base_sizes
     )
     return AnchorGenerator(
-        level_sizes, (tuple(aspect_ratios),) * len(level_sizes), round_base_anchors=round_base_anchors
-    )
+        level_sizes, (tuple(aspect_ratios),) * len(level_sizes), round_base_anchors=round_base_anchors,
+        strides=strides,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from visionkit.ops.roi import check_features, convert_rois, pair_size
 from visionkit.ops.roi_align import roi_align
+from visionkit.ops.roi_pool import roi_pool
 
 __all__ = ["MultiScaleRoIAlign", "infer_scale", "map_levels"]
 
@@ -61,14 +62,18 @@ def infer_scale(feature_size: Sequence[int], image_size: Sequence[int], name: st
 
 
 class MultiScaleRoIAlign(nn.Module):
-    """Pool RoIs from the FPN level that matches their size (module docstring).
+    """Pool RoIs from the FPN level that matches their size (module docstring): the one multi-scale pooler
+    of visionkit (Faster R-CNN's and Cascade R-CNN's RoI heads use it).
 
     Args:
         featmap_names: keys of the feature dict to use, finest first (e.g. ``["p2", "p3", "p4", "p5"]``).
         output_size: ``(PH, PW)`` or one int.
-        sampling_ratio: as in :func:`~visionkit.ops.roi_align.roi_align`.
+        sampling_ratio: as in :func:`~visionkit.ops.roi_align.roi_align`; ignored by RoI Pool.
         canonical_size, canonical_level: the FPN heuristic's 224 and k0 = 4.
         aligned: as in :func:`~visionkit.ops.roi_align.roi_align` (torchvision's pooler uses False).
+        op: ``"align"`` (RoI Align, bilinear) or ``"pool"`` (RoI Pool, quantized; handbook §24).
+        strides: each level's stride (e.g. from the neck's ``ShapeSpec``); ``None``: inferred from the
+            feature sizes against the largest image (torchvision's behaviour).
 
     Example:
         >>> pooler = MultiScaleRoIAlign(["p2", "p3"], output_size=7, sampling_ratio=2)
@@ -86,11 +91,21 @@ class MultiScaleRoIAlign(nn.Module):
         canonical_size: float = 224.0,
         canonical_level: int = 4,
         aligned: bool = False,
+        op: str = "align",
+        strides: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if isinstance(featmap_names, str) or not featmap_names:
             raise ValueError(f"featmap_names must be a non-empty list of names, got {featmap_names!r}")
+        if op not in ("align", "pool"):
+            raise ValueError(f"op must be 'align' or 'pool', got {op!r}")
+        if strides is not None and (
+            len(strides) != len(featmap_names) or any(s < 1 or s & (s - 1) for s in strides)
+        ):
+            raise ValueError(f"strides must give one power of two per feature map, got {strides!r}")
         self.featmap_names = list(featmap_names)
+        self.op = op
+        self.strides = list(strides) if strides is not None else None
         self.output_size = pair_size(output_size)
         self.sampling_ratio, self.aligned = sampling_ratio, aligned
         self.canonical_size, self.canonical_level = canonical_size, canonical_level
@@ -110,13 +125,16 @@ class MultiScaleRoIAlign(nn.Module):
         maps = [features[name] for name in self.featmap_names]
         for name, level_map in zip(self.featmap_names, maps, strict=True):
             check_features(level_map, f"features[{name!r}]")
-        if not image_sizes:
-            raise ValueError("image_sizes must list the (height, width) of every image, got none")
-        reference = (max(size[0] for size in image_sizes), max(size[1] for size in image_sizes))
-        scales = [
-            infer_scale(m.shape[-2:], reference, f"features[{n!r}]")
-            for n, m in zip(self.featmap_names, maps, strict=True)
-        ]
+        if self.strides is not None:
+            scales = [1.0 / stride for stride in self.strides]
+        else:
+            if not image_sizes:
+                raise ValueError("image_sizes must list the (height, width) of every image, got none")
+            reference = (max(size[0] for size in image_sizes), max(size[1] for size in image_sizes))
+            scales = [
+                infer_scale(m.shape[-2:], reference, f"features[{n!r}]")
+                for n, m in zip(self.featmap_names, maps, strict=True)
+            ]
         rois = convert_rois(boxes, maps[0])
         channels = maps[0].shape[1]
         if len(maps) == 1:
@@ -133,10 +151,12 @@ class MultiScaleRoIAlign(nn.Module):
         return output
 
     def _pool(self, level_map: Tensor, rois: Tensor, scale: float) -> Tensor:
+        if self.op == "pool":
+            return roi_pool(level_map, rois, self.output_size, scale)
         return roi_align(level_map, rois, self.output_size, scale, self.sampling_ratio, self.aligned)
 
     def extra_repr(self) -> str:
         return (
             f"featmap_names={self.featmap_names}, output_size={self.output_size}, "
-            f"sampling_ratio={self.sampling_ratio}"
+            f"sampling_ratio={self.sampling_ratio}, op={self.op!r}, aligned={self.aligned}"
         )

@@ -98,6 +98,8 @@ def read_coco(annotation_file: str | Path, image_root: str | Path | None = None)
             if not isinstance(bbox, list | tuple) or len(bbox) != 4:
                 raise DatasetError(f"{where}: 'bbox' must be [x, y, w, h], got {bbox!r}")
             x, y, w, h = (finite_float(value, f"{where} bbox") for value in bbox)
+            if w < 0 or h < 0:
+                raise DatasetError(f"{where}: bbox {bbox} is inverted (negative width or height)")
             boxes.append([x, y, x + w, y + h])
             labels.append(label_map.label_of(annotation["category_id"]))
             missing["iscrowd"] += "iscrowd" not in annotation

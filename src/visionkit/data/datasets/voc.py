@@ -62,6 +62,11 @@ def _parse_objects(root: ET.Element, path: Path, label_map: LabelMap) -> tuple[l
             finite_float(_text(bndbox, tag, path, context), f"{path}: {context} <{tag}>")
             for tag in ("xmin", "ymin", "xmax", "ymax")
         )
+        if xmax < xmin - 1.0 or ymax < ymin - 1.0:  # 1-based pixels: the width is xmax - xmin + 1
+            raise DatasetError(
+                f"{path}: {context} box (xmin {xmin:g}, ymin {ymin:g}, xmax {xmax:g}, ymax {ymax:g}) is "
+                "inverted: need xmax >= xmin - 1 and ymax >= ymin - 1"
+            )
         boxes.append([xmin - 1.0, ymin - 1.0, xmax, ymax])
         labels.append(label_map.label_of_name(name))
         flag = obj.find("difficult")

@@ -10,7 +10,6 @@ from 1 and the update uses the bias-corrected moments, as in Kingma & Ba (2015),
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -222,7 +221,9 @@ class Adam(StepOptimizer):
         bias_correction1 = 1 - beta1**step
         bias_correction2 = 1 - beta2**step
         step_size = group["lr"] / bias_correction1
-        denominator = (second_moment.sqrt() / math.sqrt(bias_correction2)).add_(group["eps"])
+        # ``** 0.5`` (C pow), not math.sqrt: the same Python operation as torch.optim.Adam, so the two
+        # take bit-identical steps (pow and sqrt may differ in the last bit on some libms)
+        denominator = (second_moment.sqrt() / bias_correction2**0.5).add_(group["eps"])
         param.addcdiv_(exp_avg, denominator, value=-step_size)
 
 

@@ -1,6 +1,6 @@
 """COCO detection metrics (handbook §33): AP@[.5:.95], AP50, AP75, AP/AR by object size, AR@1/10/100.
 
-Equal to pycocotools' ``COCOeval`` (iouType ``"bbox"``) to 1e-9 — tested live against it — and about
+Equal to pycocotools' ``COCOeval`` (iouType ``"bbox"``) bit for bit — tested live against it — and about
 an order of magnitude faster: matching runs for all (image, category) groups at once
 (:mod:`visionkit.metrics.detection.matching`) and accumulation is vectorized per category.
 

@@ -4,10 +4,11 @@ Everything the evaluators need is held in two flat structures, one row per box, 
 category positions. Boxes are kept as float64 ``(x, y, w, h)`` because pycocotools computes IoU from
 that form (``x + w`` rather than a stored ``x2``); keeping it makes our IoU bit-identical to its IoU.
 
-Checks (RELIABILITY.md, "Metrics"): detections for unknown image ids, unknown category ids, duplicate
-image or annotation ids, NaN/Inf scores or coordinates and inverted boxes raise ``ValueError`` naming
-the ids or indices. A missing ground-truth ``area`` is computed from the box (one warning with the count:
-COCO's ``area`` is the *segmentation* area, so the computed value can differ); a missing ``iscrowd`` is 0.
+Checks (CONTRIBUTING.md, "Bad input and faults"): detections for unknown image ids, unknown category ids,
+duplicate image or annotation ids, NaN/Inf scores or coordinates and inverted boxes raise ``ValueError``
+naming the ids or indices. A missing ground-truth ``area`` is computed from the box (one warning with the
+count: COCO's ``area`` is the *segmentation* area, so the computed value can differ); a missing
+``iscrowd`` is 0.
 """
 
 from __future__ import annotations
@@ -320,12 +321,16 @@ def load_coco_results(
     try:
         image = np.array([d["image_id"] for d in data])
         category = np.array([d["category_id"] for d in data])
-        scores = np.array([d["score"] for d in data], dtype=np.float64)
         rows = [d["bbox"] for d in data]
+        raw_scores = [d["score"] for d in data]
     except (KeyError, TypeError) as error:
         raise ValueError(
             f"{what}: every entry needs image_id, category_id, bbox and score ({error!r})"
         ) from error
+    for index, score in enumerate(raw_scores):
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            raise ValueError(f"{what}: entry {index} has score {score!r}, expected a number")
+    scores = np.array(raw_scores, dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
         raise ValueError(f"{what}: non-finite score at entries {bad[:10].tolist()}")

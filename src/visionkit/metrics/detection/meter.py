@@ -56,17 +56,22 @@ class DetectionMeter:
         self.targets += [_detached(t) for t in targets]
 
     def compute(self) -> CocoResult | VocResult:
-        """Evaluate everything added so far."""
+        """Evaluate everything added so far with the meter's ``metric`` (see :meth:`coco` / :meth:`voc`
+        for results of one known type)."""
         if self.metric == "coco":
-            return evaluate_coco(self.predictions, self.targets, num_classes=self.num_classes, **self.options)
-        interpolation = "11point" if self.metric == "voc07" else "all"
+            return self.coco()
+        return self.voc("11point" if self.metric == "voc07" else "all")
+
+    def coco(self) -> CocoResult:
+        """COCO evaluation (AP@[.5:.95], AP50, AP75, by area, AR) of everything added so far."""
+        return evaluate_coco(self.predictions, self.targets, num_classes=self.num_classes, **self.options)
+
+    def voc(self, interpolation: str = "all") -> VocResult:
+        """VOC mAP@0.5 of everything added so far: ``"11point"`` (VOC2007) or ``"all"`` (VOC2010+)."""
         return evaluate_voc(
-            self.predictions,
-            self.targets,
-            num_classes=self.num_classes,
-            interpolation=interpolation,
+            self.predictions, self.targets, num_classes=self.num_classes, interpolation=interpolation,
             **self.options,
-        )
+        )  # fmt: skip
 
     def reset(self) -> None:
         """Forget all batches."""

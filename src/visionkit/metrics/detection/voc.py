@@ -10,6 +10,11 @@ Differences from the devkit, on purpose: ties in score keep input order (the dev
 is platform dependent), and a class without non-difficult ground truth gets AP −1 and is left out of
 mAP (the devkit divides by zero). ``pixel_offset=1`` reproduces the devkit's ``+1`` in widths, heights
 and areas (integer pixel boxes); the default 0 treats coordinates as continuous.
+
+Kept from the devkit's Python port, for comparable numbers: the 11 recall levels of ``"11point"`` are
+``np.arange(0, 1.1, 0.1)``, where 0.3, 0.6 and 0.7 are one ulp above the tenths, so a recall of exactly
+3/10 does not reach the 0.3 level (:data:`visionkit.metrics.multilabel.DEVKIT_ELEVEN_LEVELS`; the
+handbook's multi-label mAP uses exact tenths).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from visionkit.metrics.detection.io import DetectionSet, GroundTruthSet, from_predictions
-from visionkit.metrics.multilabel import interpolated_average_precision
+from visionkit.metrics.multilabel import DEVKIT_ELEVEN_LEVELS, interpolated_average_precision
 
 __all__ = ["VocResult", "evaluate_voc", "evaluate_voc_sets", "voc_iou_pairs"]
 
@@ -163,7 +168,9 @@ def evaluate_voc_sets(
         precisions.append(precision)
         recalls.append(recall)
         if num_gt[k]:
-            average_precision[k] = interpolated_average_precision(precision, recall, interpolation)
+            average_precision[k] = interpolated_average_precision(
+                precision, recall, interpolation, levels=DEVKIT_ELEVEN_LEVELS
+            )
     valid = average_precision > -1
     return VocResult(
         mean_average_precision=float(average_precision[valid].mean()) if valid.any() else float("nan"),

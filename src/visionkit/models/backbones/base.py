@@ -23,11 +23,15 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["FEATURE_NAMES", "FEATURE_STRIDES", "Backbone", "run_with_taps"]
+from visionkit.errors import InputShapeError
+from visionkit.structures import ShapeSpec
+
+__all__ = ["FEATURE_NAMES", "FEATURE_STRIDES", "Backbone", "run_with_taps", "tap_stages"]
 
 FEATURE_NAMES = ("c2", "c3", "c4", "c5")
 FEATURE_STRIDES = {"c2": 4, "c3": 8, "c4": 16, "c5": 32}
@@ -49,6 +53,16 @@ def run_with_taps(layers: nn.Sequential, x: Tensor, taps: dict[int, str]) -> dic
     return features
 
 
+def tap_stages(layers: nn.Sequential, taps: dict[int, str]) -> list[nn.Module]:
+    """:meth:`Backbone.stages` of a sequential backbone: the first layer is the stem, then the layers up to
+    each tap (``c2``..``c5``) form one stage."""
+    ends = [index for index, _ in sorted(taps.items(), key=lambda item: item[1])]
+    bounds = [1, *(end + 1 for end in ends)]
+    return [nn.ModuleList(list(layers)[:1])] + [
+        nn.ModuleList(list(layers)[start:end]) for start, end in itertools.pairwise(bounds)
+    ]
+
+
 class Backbone(nn.Module):
     """Base class: ``forward`` = ``forward_head(forward_features(x)["c5"])`` or the features dict.
 
@@ -67,15 +81,37 @@ class Backbone(nn.Module):
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        """Channels and stride of each feature map of :meth:`forward_features` (necks are built from it)."""
+        return {name: ShapeSpec(self.out_channels[name], self.strides[name]) for name in self.out_channels}
+
+    def stages(self) -> list[nn.Module]:
+        """The stem, then the modules producing ``c2, c3, c4, c5`` in order (what ``freeze_at`` counts).
+
+        ``freeze_at=N`` (:func:`freeze_stages`) freezes the stem and the first ``N`` of these stages."""
+        raise NotImplementedError(f"{type(self).__name__} does not list its stages")
+
     def forward_head(self, c5: Tensor) -> Tensor:
         raise NotImplementedError
 
+    @property
+    def in_channels(self) -> int | None:
+        """Channels of the input images (those of the first convolution; ``None`` if it has none)."""
+        first = next((m for m in self.modules() if isinstance(m, nn.Conv2d)), None)
+        return None if first is None else first.in_channels
+
     def check_input(self, x: Tensor) -> None:
-        """``ValueError`` unless ``x`` is ``(N, C, H, W)``; ``TypeError`` unless it is floating point
-        (a uint8 image must be converted and normalized first)."""
+        """:class:`~visionkit.errors.InputShapeError` (a ``ValueError``) unless ``x`` is ``(N, C, H, W)``
+        with the backbone's ``C``; ``TypeError`` unless it is floating point (a uint8 image must be
+        converted and normalized first)."""
         if not isinstance(x, Tensor) or x.dim() != 4:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"{type(self).__name__}: expected an image batch (N, C, H, W), got {shape}")
+            raise InputShapeError(f"{type(self).__name__}: expected an image batch (N, C, H, W), got {shape}")
+        channels = self.in_channels
+        if channels is not None and x.shape[1] != channels:
+            raise InputShapeError(
+                f"{type(self).__name__}: expected (N, {channels}, H, W) images, got {tuple(x.shape)}"
+            )
         if not x.is_floating_point():
             raise TypeError(
                 f"{type(self).__name__}: expected a floating-point image batch, got dtype {x.dtype} "

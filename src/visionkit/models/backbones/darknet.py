@@ -70,6 +70,9 @@ class Darknet53(Backbone):
         c4 = self.stage4(c3)
         return {"c2": c2, "c3": c3, "c4": c4, "c5": self.stage5(c4)}
 
+    def stages(self) -> list[nn.Module]:
+        return [nn.ModuleList([self.stem, self.stage1]), self.stage2, self.stage3, self.stage4, self.stage5]
+
     def forward_head(self, c5: Tensor) -> Tensor:
         return self.fc(torch.flatten(self.avgpool(c5), 1))
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from visionkit.models.backbones.base import Backbone, finish, run_with_taps
+from visionkit.models.backbones.base import Backbone, finish, run_with_taps, tap_stages
 from visionkit.models.registry import register_model
 from visionkit.nn.blocks import ConvNormAct, DepthwiseSeparableConv, InvertedResidual, make_divisible
 from visionkit.nn.init import constant_, kaiming_normal_, small_normal_
@@ -118,6 +118,9 @@ class MobileNetV1(Backbone):
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:
         return run_with_taps(self.features, x, self._taps)
 
+    def stages(self) -> list[nn.Module]:
+        return tap_stages(self.features, self._taps)
+
     def forward_head(self, c5: Tensor) -> Tensor:
         return self.classifier(torch.flatten(self.avgpool(c5), 1))
 
@@ -164,6 +167,9 @@ class MobileNetV2(Backbone):
 
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:
         return run_with_taps(self.features, x, self._taps)
+
+    def stages(self) -> list[nn.Module]:
+        return tap_stages(self.features, self._taps)
 
     def forward_head(self, c5: Tensor) -> Tensor:
         return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(c5, (1, 1)), 1))

@@ -111,6 +111,9 @@ class ResNet(Backbone):
         c4 = self.layer3(c3)
         return {"c2": c2, "c3": c3, "c4": c4, "c5": self.layer4(c4)}
 
+    def stages(self) -> list[nn.Module]:
+        return [nn.ModuleList([self.conv1, self.bn1]), self.layer1, self.layer2, self.layer3, self.layer4]
+
     def forward_head(self, c5: Tensor) -> Tensor:
         return self.fc(torch.flatten(self.avgpool(c5), 1))
 
@@ -168,6 +171,10 @@ class PreActResNet(Backbone):
         c4 = self.layer3(c3)
         c5 = self.final_relu(self.final_norm(self.layer4(c4)))
         return {"c2": c2, "c3": c3, "c4": c4, "c5": c5}
+
+    def stages(self) -> list[nn.Module]:
+        last = nn.ModuleList([self.layer4, self.final_norm])
+        return [nn.ModuleList([self.conv1, self.bn1]), self.layer1, self.layer2, self.layer3, last]
 
     def forward_head(self, c5: Tensor) -> Tensor:
         return self.fc(torch.flatten(self.avgpool(c5), 1))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from visionkit.models.backbones.base import Backbone, finish, run_with_taps
+from visionkit.models.backbones.base import Backbone, finish, run_with_taps, tap_stages
 from visionkit.models.registry import register_model
 from visionkit.nn.init import constant_, kaiming_normal_, small_normal_
 
@@ -113,6 +113,9 @@ class VGG(Backbone):
 
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:
         return run_with_taps(self.features, x, self._taps)
+
+    def stages(self) -> list[nn.Module]:
+        return tap_stages(self.features, self._taps)
 
     def forward_head(self, c5: Tensor) -> Tensor:
         return self.classifier(torch.flatten(self.avgpool(c5), 1))

@@ -1,32 +1,40 @@
-"""Detectors (RetinaNet, Faster R-CNN); importing this package registers their builders."""
+"""Detectors (RetinaNet, Faster R-CNN, ...) on one base class; importing this package registers their
+builders (``<family>_<backbone>_fpn``, see :mod:`visionkit.models.detectors.builders`)."""
 
+from visionkit.models.detectors.base import Detector, batch_images, check_targets, training_boxes
 from visionkit.models.detectors.builders import (
+    BACKBONES,
     build_faster_rcnn,
     build_retinanet,
-    fasterrcnn_mobilenet_v2_fpn,
-    fasterrcnn_resnet50_fpn,
-    retinanet_mobilenet_v2_fpn,
-    retinanet_resnet50_fpn,
+    make_detector_builder,
+    register_detector_family,
 )
 from visionkit.models.detectors.faster_rcnn import FasterRCNN
+from visionkit.models.detectors.postprocess import NMS_METHODS, PostProcess, postprocess_detections, suppress
 from visionkit.models.detectors.resize import ResizedInput
 from visionkit.models.detectors.retinanet import RetinaNet, retinanet_loss
-from visionkit.models.detectors.roi_heads import MultiScaleRoIPooler, RoIHeads
+from visionkit.models.detectors.roi_heads import RoIHeads
 from visionkit.models.detectors.rpn import RegionProposalNetwork, rpn_loss
 
 __all__ = [
+    "BACKBONES",
+    "NMS_METHODS",
+    "Detector",
     "FasterRCNN",
-    "MultiScaleRoIPooler",
+    "PostProcess",
     "RegionProposalNetwork",
     "ResizedInput",
     "RetinaNet",
     "RoIHeads",
+    "batch_images",
     "build_faster_rcnn",
     "build_retinanet",
-    "fasterrcnn_mobilenet_v2_fpn",
-    "fasterrcnn_resnet50_fpn",
+    "check_targets",
+    "make_detector_builder",
+    "postprocess_detections",
+    "register_detector_family",
     "retinanet_loss",
-    "retinanet_mobilenet_v2_fpn",
-    "retinanet_resnet50_fpn",
     "rpn_loss",
+    "suppress",
+    "training_boxes",
 ]

@@ -1,22 +1,46 @@
-"""Registered detector builders: the usual RetinaNet and Faster R-CNN, with swappable backbones.
+"""Registered detector builders, generated per (family, backbone).
 
-Backbones start from random weights (no download here); ``fpn_channels``, ``head_convs`` and
-``anchor_sizes`` let a small CPU run shrink the paper's defaults (256 channels, 4 head convs, anchors
-32..512 on P3..P7 for RetinaNet, 32..512 on P2..P6 for Faster R-CNN).
+A family is one ``build_<family>(backbone, *, num_classes, ..., postprocess)`` function that assembles the
+parts around any ``features_only`` backbone; :func:`register_detector_family` registers it once per
+backbone of :data:`BACKBONES` as ``<family>_<backbone>_fpn`` (``retinanet_resnet50_fpn``,
+``fasterrcnn_plain_fpn``, ...). Each generated builder's signature is the union of the backbone's options,
+the family's options and the :class:`~visionkit.models.detectors.postprocess.PostProcess` settings, so
+:func:`~visionkit.models.create_model` checks every keyword against it and ``inspect.signature`` lists them.
+A new family (YOLO, Cascade R-CNN, RefineDet) registers itself the same way.
+
+Backbones start from random weights (nothing is downloaded; ``train detect backbone_weights=PATH`` loads a
+local torchvision checkpoint). ``fpn_channels``, ``head_convs`` and ``anchor_sizes`` let a small CPU run
+shrink the paper's defaults (256 channels, 4 head convs, anchors 32..512); the ``plain`` backbone's
+builders default to the demo size (128-pixel images, a 2-core CPU).
+
+Example:
+    >>> from visionkit.models import create_model, list_models
+    >>> list_models("retinanet_*")
+    ['retinanet_mobilenet_v2_fpn', 'retinanet_plain_fpn', 'retinanet_resnet50_fpn', 'retinanet_vgg16_fpn']
+    >>> model = create_model("retinanet_plain_fpn", num_classes=3, nms_method="soft_gaussian")
+    >>> model.postprocess.nms_method, model.feature_shapes["p3"].stride
+    ('soft_gaussian', 8)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from torch import nn
+
+from visionkit.errors import ConfigError
 from visionkit.models.backbones.base import Backbone
 from visionkit.models.backbones.mobilenet import mobilenet_v2
+from visionkit.models.backbones.plain import PlainBackbone
 from visionkit.models.backbones.resnet import resnet50
 from visionkit.models.backbones.vgg import vgg16, vgg16_bn
+from visionkit.models.detectors.base import IMAGENET_MEAN, IMAGENET_STD
 from visionkit.models.detectors.faster_rcnn import FasterRCNN
+from visionkit.models.detectors.postprocess import PostProcess
 from visionkit.models.detectors.retinanet import RetinaNet
-from visionkit.models.detectors.roi_heads import MultiScaleRoIPooler, RoIHeads
+from visionkit.models.detectors.roi_heads import RoIHeads
 from visionkit.models.detectors.rpn import RegionProposalNetwork
 from visionkit.models.heads.box_head import FastRCNNPredictor, TwoMLPHead
 from visionkit.models.heads.retinanet_head import RetinaNetHead
@@ -24,19 +48,38 @@ from visionkit.models.heads.rpn_head import RPNHead
 from visionkit.models.necks.fpn import FeaturePyramidNetwork
 from visionkit.models.registry import register_model
 from visionkit.ops.anchors import fpn_anchor_generator
+from visionkit.ops.multiscale_roi_align import MultiScaleRoIAlign
 
-__all__ = [
-    "build_faster_rcnn",
-    "build_retinanet",
-    "fasterrcnn_mobilenet_v2_fpn",
-    "fasterrcnn_resnet50_fpn",
-    "fasterrcnn_vgg16_fpn",
-    "retinanet_mobilenet_v2_fpn",
-    "retinanet_resnet50_fpn",
-    "retinanet_vgg16_fpn",
-]
+__all__ = ["BACKBONES", "build_faster_rcnn", "build_retinanet", "register_detector_family"]
 
 
+# ---------------------------------------------------------------------------------------------- backbones
+def _resnet50() -> Backbone:
+    return resnet50(features_only=True)  # type: ignore[return-value]
+
+
+def _mobilenet_v2(*, width_multiplier: float = 1.0) -> Backbone:
+    return mobilenet_v2(width_multiplier=width_multiplier, features_only=True)  # type: ignore[return-value]
+
+
+def _vgg16(*, batch_norm: bool = True) -> Backbone:
+    return (vgg16_bn if batch_norm else vgg16)(features_only=True)  # type: ignore[return-value]
+
+
+def _plain(*, widths: Sequence[int] = (16, 32, 64, 96, 128)) -> Backbone:
+    return PlainBackbone(widths)
+
+
+#: backbone name -> factory of the ``features_only`` backbone (its keyword arguments become builder options)
+BACKBONES: dict[str, Callable[..., Backbone]] = {
+    "resnet50": _resnet50,
+    "mobilenet_v2": _mobilenet_v2,
+    "vgg16": _vgg16,
+    "plain": _plain,
+}
+
+
+# ----------------------------------------------------------------------------------------------- families
 def build_retinanet(
     backbone: Backbone,
     *,
@@ -45,64 +88,51 @@ def build_retinanet(
     head_convs: int = 4,
     head_norm: str | None = None,
     anchor_sizes: Sequence[float] = (32, 64, 128, 256, 512),
-    **detector_options: Any,
+    anchor_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+    fg_iou_threshold: float = 0.5,
+    bg_iou_threshold: float = 0.4,
+    focal_alpha: float = 0.25,
+    focal_gamma: float = 2.0,
+    box_loss: str = "l1",
+    image_mean: Sequence[float] = IMAGENET_MEAN,
+    image_std: Sequence[float] = IMAGENET_STD,
+    postprocess: PostProcess | None = None,
 ) -> RetinaNet:
     """RetinaNet on any ``features_only`` backbone: FPN on ``c3..c5`` plus ``p6, p7`` from ``c5``,
-    anchors ``anchor_sizes[l] · 2^(i/3)`` (i = 0, 1, 2) × ratios 0.5, 1, 2 on level ``l``."""
-    in_channels = {name: backbone.out_channels[name] for name in ("c3", "c4", "c5")}
-    neck = FeaturePyramidNetwork(in_channels, fpn_channels, extra_blocks="p6p7", extra_source="c5")
-    anchor_generator = fpn_anchor_generator(tuple(anchor_sizes), (0.5, 1.0, 2.0), scales_per_octave=3)
-    if len(anchor_generator.sizes) != len(neck.out_names):
-        raise ValueError(f"anchor_sizes needs one size per level {neck.out_names}, got {list(anchor_sizes)}")
+    anchors ``anchor_sizes[l] · 2^(i/3)`` (i = 0, 1, 2) × ``anchor_ratios`` on level ``l``, a class and a
+    box subnet of ``head_convs`` convolutions (``head_norm="group"``: GroupNorm in them)."""
+    shapes = backbone.output_shape()
+    neck = FeaturePyramidNetwork(
+        {name: shapes[name] for name in ("c3", "c4", "c5")},
+        fpn_channels,
+        extra_blocks="p6p7",
+        extra_source="c5",
+    )
+    strides = list(neck.strides.values())
+    if len(anchor_sizes) != len(strides):
+        raise ConfigError(f"anchor_sizes={tuple(anchor_sizes)}: expected one size per level {neck.out_names}")
+    anchor_generator = fpn_anchor_generator(
+        tuple(anchor_sizes), tuple(anchor_ratios), scales_per_octave=3, strides=strides
+    )
     num_anchors = anchor_generator.num_anchors_per_location()[0]
-    head = RetinaNetHead(fpn_channels, num_anchors, num_classes, channels=fpn_channels, num_convs=head_convs,
-                         norm=head_norm)  # fmt: skip
-    return RetinaNet(backbone, neck, head, anchor_generator, num_classes=num_classes, **detector_options)
-
-
-@register_model("retinanet_mobilenet_v2_fpn")
-def retinanet_mobilenet_v2_fpn(
-    *,
-    num_classes: int = 91,
-    width_multiplier: float = 1.0,
-    fpn_channels: int = 256,
-    head_convs: int = 4,
-    head_norm: str | None = None,
-    anchor_sizes: Sequence[float] = (32, 64, 128, 256, 512),
-    score_threshold: float = 0.05,
-    nms_method: str = "hard",
-    nms_threshold: float = 0.5,
-    detections_per_image: int = 100,
-) -> RetinaNet:
-    """RetinaNet with a MobileNetV2 backbone and FPN P3–P7."""
-    return build_retinanet(
-        mobilenet_v2(width_multiplier=width_multiplier, features_only=True), num_classes=num_classes,
-        fpn_channels=fpn_channels, head_convs=head_convs, head_norm=head_norm, anchor_sizes=anchor_sizes,
-        score_threshold=score_threshold, nms_method=nms_method, nms_threshold=nms_threshold,
-        detections_per_image=detections_per_image,
-    )  # fmt: skip
-
-
-@register_model("retinanet_resnet50_fpn")
-def retinanet_resnet50_fpn(
-    *,
-    num_classes: int = 91,
-    fpn_channels: int = 256,
-    head_convs: int = 4,
-    head_norm: str | None = None,
-    anchor_sizes: Sequence[float] = (32, 64, 128, 256, 512),
-    score_threshold: float = 0.05,
-    nms_method: str = "hard",
-    nms_threshold: float = 0.5,
-    detections_per_image: int = 100,
-) -> RetinaNet:
-    """RetinaNet with a ResNet-50 backbone and FPN P3–P7 (the paper's configuration)."""
-    return build_retinanet(
-        resnet50(features_only=True), num_classes=num_classes, fpn_channels=fpn_channels,
-        head_convs=head_convs, head_norm=head_norm, anchor_sizes=anchor_sizes,
-        score_threshold=score_threshold,
-        nms_method=nms_method, nms_threshold=nms_threshold, detections_per_image=detections_per_image,
-    )  # fmt: skip
+    head = RetinaNetHead(
+        fpn_channels, num_anchors, num_classes, channels=fpn_channels, num_convs=head_convs, norm=head_norm
+    )
+    return RetinaNet(
+        backbone,
+        neck,
+        head,
+        anchor_generator,
+        num_classes=num_classes,
+        fg_iou_threshold=fg_iou_threshold,
+        bg_iou_threshold=bg_iou_threshold,
+        focal_alpha=focal_alpha,
+        focal_gamma=focal_gamma,
+        box_loss=box_loss,
+        image_mean=image_mean,
+        image_std=image_std,
+        postprocess=postprocess,
+    )
 
 
 def build_faster_rcnn(
@@ -112,132 +142,159 @@ def build_faster_rcnn(
     fpn_channels: int = 256,
     representation_size: int = 1024,
     anchor_sizes: Sequence[float] = (32, 64, 128, 256, 512),
+    anchor_ratios: Sequence[float] = (0.5, 1.0, 2.0),
     roi_op: str = "align",
     rpn_pre_nms_top_n: tuple[int, int] = (2000, 1000),
     rpn_post_nms_top_n: tuple[int, int] = (2000, 1000),
+    rpn_nms_threshold: float = 0.7,
+    rpn_batch_size_per_image: int = 256,
+    rpn_positive_fraction: float = 0.5,
     box_batch_size_per_image: int = 512,
-    **roi_options: Any,
+    box_positive_fraction: float = 0.25,
+    box_fg_iou_threshold: float = 0.5,
+    box_bg_iou_threshold: float = 0.5,
+    image_mean: Sequence[float] = IMAGENET_MEAN,
+    image_std: Sequence[float] = IMAGENET_STD,
+    postprocess: PostProcess | None = None,
 ) -> FasterRCNN:
     """Faster R-CNN on any ``features_only`` backbone: FPN ``p2..p6`` (``p6`` by max-pool), RPN with one
-    anchor size per level × ratios 0.5, 1, 2, RoI Align (``roi_op="align"``) or RoI Pool of ``p2..p5`` to
-    7×7, two-FC head of ``representation_size``."""
-    in_channels = {name: backbone.out_channels[name] for name in ("c2", "c3", "c4", "c5")}
-    neck = FeaturePyramidNetwork(in_channels, fpn_channels, extra_blocks="maxpool")
-    anchor_generator = fpn_anchor_generator(tuple(anchor_sizes), (0.5, 1.0, 2.0))
-    if len(anchor_generator.sizes) != len(neck.out_names):
-        raise ValueError(f"anchor_sizes needs one size per level {neck.out_names}, got {list(anchor_sizes)}")
+    anchor size per level × ``anchor_ratios``, RoI Align (``roi_op="align"``) or RoI Pool of ``p2..p5`` to
+    7×7, two-FC head of ``representation_size``. ``rpn_*_top_n`` are ``(training, testing)``."""
+    shapes = backbone.output_shape()
+    neck = FeaturePyramidNetwork(
+        {name: shapes[name] for name in ("c2", "c3", "c4", "c5")}, fpn_channels, extra_blocks="maxpool"
+    )
+    strides = neck.strides
+    if len(anchor_sizes) != len(strides):
+        raise ConfigError(f"anchor_sizes={tuple(anchor_sizes)}: expected one size per level {neck.out_names}")
+    anchor_generator = fpn_anchor_generator(
+        tuple(anchor_sizes), tuple(anchor_ratios), strides=list(strides.values())
+    )
     rpn = RegionProposalNetwork(
-        anchor_generator, RPNHead(fpn_channels, anchor_generator.num_anchors_per_location()[0]),
-        pre_nms_top_n=rpn_pre_nms_top_n, post_nms_top_n=rpn_post_nms_top_n,
-    )  # fmt: skip
-    pooler = MultiScaleRoIPooler(("p2", "p3", "p4", "p5"), output_size=7, sampling_ratio=2, op=roi_op)
+        anchor_generator,
+        RPNHead(fpn_channels, anchor_generator.num_anchors_per_location()[0]),
+        pre_nms_top_n=rpn_pre_nms_top_n,
+        post_nms_top_n=rpn_post_nms_top_n,
+        nms_threshold=rpn_nms_threshold,
+        batch_size_per_image=rpn_batch_size_per_image,
+        positive_fraction=rpn_positive_fraction,
+    )
+    pooled = ("p2", "p3", "p4", "p5")
+    pooler = MultiScaleRoIAlign(pooled, 7, 2, aligned=True, op=roi_op, strides=[strides[n] for n in pooled])
     roi_heads = RoIHeads(
-        pooler, TwoMLPHead(fpn_channels * 7 * 7, representation_size),
-        FastRCNNPredictor(representation_size, num_classes), num_classes=num_classes,
-        batch_size_per_image=box_batch_size_per_image, **roi_options,
-    )  # fmt: skip
-    return FasterRCNN(backbone, neck, rpn, roi_heads, num_classes=num_classes)
+        pooler,
+        TwoMLPHead(fpn_channels * 7 * 7, representation_size),
+        FastRCNNPredictor(representation_size, num_classes),
+        num_classes=num_classes,
+        batch_size_per_image=box_batch_size_per_image,
+        positive_fraction=box_positive_fraction,
+        fg_iou_threshold=box_fg_iou_threshold,
+        bg_iou_threshold=box_bg_iou_threshold,
+    )
+    return FasterRCNN(
+        backbone,
+        neck,
+        rpn,
+        roi_heads,
+        num_classes=num_classes,
+        postprocess=postprocess,
+        rpn_feature_names=neck.out_names,
+        image_mean=image_mean,
+        image_std=image_std,
+    )
 
 
-@register_model("fasterrcnn_mobilenet_v2_fpn")
-def fasterrcnn_mobilenet_v2_fpn(
-    *,
-    num_classes: int = 91,
-    width_multiplier: float = 1.0,
-    fpn_channels: int = 256,
-    representation_size: int = 1024,
-    anchor_sizes: Sequence[float] = (32, 64, 128, 256, 512),
-    roi_op: str = "align",
-    rpn_pre_nms_top_n: tuple[int, int] = (2000, 1000),
-    rpn_post_nms_top_n: tuple[int, int] = (2000, 1000),
-    box_batch_size_per_image: int = 512,
-    score_threshold: float = 0.05,
-    nms_method: str = "hard",
-    nms_threshold: float = 0.5,
-    detections_per_image: int = 100,
-) -> FasterRCNN:
-    """Faster R-CNN with a MobileNetV2 backbone and FPN."""
-    return build_faster_rcnn(
-        mobilenet_v2(width_multiplier=width_multiplier, features_only=True), num_classes=num_classes,
-        fpn_channels=fpn_channels, representation_size=representation_size, anchor_sizes=anchor_sizes,
-        roi_op=roi_op, rpn_pre_nms_top_n=rpn_pre_nms_top_n, rpn_post_nms_top_n=rpn_post_nms_top_n,
-        box_batch_size_per_image=box_batch_size_per_image, score_threshold=score_threshold,
-        nms_method=nms_method, nms_threshold=nms_threshold, detections_per_image=detections_per_image,
-    )  # fmt: skip
+# ------------------------------------------------------------------------------------------- registration
+_KEYWORD = inspect.Parameter.KEYWORD_ONLY
 
 
-@register_model("fasterrcnn_resnet50_fpn")
-def fasterrcnn_resnet50_fpn(
-    *,
-    num_classes: int = 91,
-    fpn_channels: int = 256,
-    representation_size: int = 1024,
-    anchor_sizes: Sequence[float] = (32, 64, 128, 256, 512),
-    roi_op: str = "align",
-    rpn_pre_nms_top_n: tuple[int, int] = (2000, 1000),
-    rpn_post_nms_top_n: tuple[int, int] = (2000, 1000),
-    box_batch_size_per_image: int = 512,
-    score_threshold: float = 0.05,
-    nms_method: str = "hard",
-    nms_threshold: float = 0.5,
-    detections_per_image: int = 100,
-) -> FasterRCNN:
-    """Faster R-CNN with a ResNet-50 backbone and FPN (the FPN paper's configuration)."""
-    return build_faster_rcnn(
-        resnet50(features_only=True), num_classes=num_classes, fpn_channels=fpn_channels,
-        representation_size=representation_size, anchor_sizes=anchor_sizes, roi_op=roi_op,
-        rpn_pre_nms_top_n=rpn_pre_nms_top_n, rpn_post_nms_top_n=rpn_post_nms_top_n,
-        box_batch_size_per_image=box_batch_size_per_image, score_threshold=score_threshold,
-        nms_method=nms_method, nms_threshold=nms_threshold, detections_per_image=detections_per_image,
-    )  # fmt: skip
+def _options(function: Callable[..., Any], skip: Sequence[str] = ()) -> list[inspect.Parameter]:
+    return [
+        p
+        for p in inspect.signature(function).parameters.values()
+        if p.kind == _KEYWORD and p.name not in skip
+    ]
 
 
-def _vgg16_features(batch_norm: bool) -> Backbone:
-    return (vgg16_bn if batch_norm else vgg16)(features_only=True)
+def _postprocess_options() -> list[inspect.Parameter]:
+    defaults = PostProcess()
+    return [
+        inspect.Parameter(name, _KEYWORD, default=getattr(defaults, name))
+        for name in PostProcess.field_names()
+    ]
 
 
-@register_model("retinanet_vgg16_fpn")
-def retinanet_vgg16_fpn(
-    *,
-    num_classes: int = 91,
-    batch_norm: bool = True,
-    fpn_channels: int = 256,
-    head_convs: int = 4,
-    head_norm: str | None = None,
-    anchor_sizes: Sequence[float] = (32, 64, 128, 256, 512),
-    score_threshold: float = 0.05,
-    nms_method: str = "hard",
-    nms_threshold: float = 0.5,
-    detections_per_image: int = 100,
-) -> RetinaNet:
-    """RetinaNet with a VGG-16 backbone (``batch_norm=True``: VGG-16-BN) and FPN P3–P7 (§14's backbone)."""
-    return build_retinanet(
-        _vgg16_features(batch_norm), num_classes=num_classes, fpn_channels=fpn_channels,
-        head_convs=head_convs, head_norm=head_norm, anchor_sizes=anchor_sizes,
-        score_threshold=score_threshold,
-        nms_method=nms_method, nms_threshold=nms_threshold, detections_per_image=detections_per_image,
-    )  # fmt: skip
+def make_detector_builder(
+    name: str,
+    build: Callable[..., nn.Module],
+    backbone: Callable[..., Backbone],
+    defaults: Mapping[str, Any] | None = None,
+) -> Callable[..., nn.Module]:
+    """A builder ``name(**options)`` of ``build(backbone(**backbone_options), **family_options,
+    postprocess=PostProcess(**postprocess_options))`` whose signature lists every option (with ``defaults``
+    overriding the functions' own)."""
+    backbone_options = _options(backbone)
+    family_options = _options(build, skip=("num_classes", "postprocess"))
+    post_options = _postprocess_options()
+    defaults = dict(defaults or {})
+    parameters = [inspect.Parameter("num_classes", _KEYWORD, default=91, annotation=int)]
+    for parameter in [*backbone_options, *family_options, *post_options]:
+        parameters.append(parameter.replace(default=defaults.pop(parameter.name, parameter.default)))
+    if defaults:
+        raise TypeError(f"{name}: defaults for unknown options {sorted(defaults)}")
+    signature = inspect.Signature(parameters)
+    groups = [{p.name for p in group} for group in (backbone_options, family_options, post_options)]
+
+    def builder(**options: Any) -> nn.Module:
+        bound = signature.bind(**options)
+        bound.apply_defaults()
+        values = bound.arguments
+        made = backbone(**{k: v for k, v in values.items() if k in groups[0]})
+        settings = PostProcess(**{k: v for k, v in values.items() if k in groups[2]})
+        family = {k: v for k, v in values.items() if k in groups[1]}
+        return build(made, num_classes=values["num_classes"], postprocess=settings, **family)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__signature__ = signature  # type: ignore[attr-defined]
+    builder.__doc__ = (
+        f"``{build.__name__}`` on the ``{backbone.__name__.strip('_')}`` backbone (a generated builder: "
+        f"backbone options, family options and post-processing settings as keyword arguments)."
+    )
+    return builder
 
 
-@register_model("fasterrcnn_vgg16_fpn")
-def fasterrcnn_vgg16_fpn(
-    *,
-    num_classes: int = 91,
-    batch_norm: bool = True,
-    fpn_channels: int = 256,
-    representation_size: int = 1024,
-    anchor_sizes: Sequence[float] = (32, 64, 128, 256, 512),
-    roi_op: str = "align",
-    score_threshold: float = 0.05,
-    nms_method: str = "hard",
-    nms_threshold: float = 0.5,
-    detections_per_image: int = 100,
-) -> FasterRCNN:
-    """Faster R-CNN with a VGG-16 backbone (``batch_norm=True``: VGG-16-BN) and FPN, as in the original
-    Faster R-CNN paper's VGG-16 setting plus FPN; ``roi_op="pool"`` gives its RoI Pooling."""
-    return build_faster_rcnn(
-        _vgg16_features(batch_norm), num_classes=num_classes, fpn_channels=fpn_channels,
-        representation_size=representation_size, anchor_sizes=anchor_sizes, roi_op=roi_op,
-        score_threshold=score_threshold, nms_method=nms_method, nms_threshold=nms_threshold,
-        detections_per_image=detections_per_image,
-    )  # fmt: skip
+def register_detector_family(
+    family: str,
+    build: Callable[..., nn.Module],
+    defaults: Mapping[str, Mapping[str, Any]] | None = None,
+    backbones: Mapping[str, Callable[..., Backbone]] = BACKBONES,
+    suffix: str = "_fpn",
+) -> list[str]:
+    """Register ``build`` once per backbone as ``<family>_<backbone><suffix>``; ``defaults[backbone]``
+    overrides option defaults for that backbone. Returns the registered names."""
+    names = []
+    for backbone_name, factory in backbones.items():
+        name = f"{family}_{backbone_name}{suffix}"
+        register_model(name)(make_detector_builder(name, build, factory, (defaults or {}).get(backbone_name)))
+        names.append(name)
+    return names
+
+
+#: The demo-size options of the ``plain`` backbone: 128-pixel images of 16–48 pixel objects on a CPU.
+_SMALL_RETINANET = {
+    "fpn_channels": 64,
+    "head_convs": 2,
+    "head_norm": "group",
+    "anchor_sizes": (16, 32, 64, 128, 256),
+}
+_SMALL_FASTER_RCNN = {
+    "fpn_channels": 64,
+    "representation_size": 256,
+    "anchor_sizes": (16, 32, 64, 128, 256),
+    "rpn_pre_nms_top_n": (500, 300),
+    "rpn_post_nms_top_n": (300, 100),
+    "box_batch_size_per_image": 128,
+}
+
+register_detector_family("retinanet", build_retinanet, {"plain": _SMALL_RETINANET})
+register_detector_family("fasterrcnn", build_faster_rcnn, {"plain": _SMALL_FASTER_RCNN})

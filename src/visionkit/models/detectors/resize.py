@@ -32,7 +32,7 @@ class ResizedInput(nn.Module):
 
     Example:
         >>> from visionkit.models import create_model
-        >>> detector = create_model("retinanet_mobilenet_v2_fpn", num_classes=3, width_multiplier=0.35)
+        >>> detector = create_model("retinanet_plain_fpn", num_classes=3)
         >>> model = ResizedInput(detector, min_size=96, max_size=160).eval()
         >>> detections = model([torch.rand(3, 300, 500)])
         >>> bool((detections[0]["boxes"][:, 2] <= 500).all())
@@ -43,6 +43,23 @@ class ResizedInput(nn.Module):
         super().__init__()
         self.resize = Resize(min_size, max_size)
         self.detector = detector
+
+    @property
+    def postprocess(self) -> Any:
+        """The wrapped detector's post-processing settings (read and assigned through the wrapper)."""
+        return self.detector.postprocess
+
+    @postprocess.setter
+    def postprocess(self, value: Any) -> None:
+        self.detector.postprocess = value
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.detector.num_classes)
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.detector.backbone
 
     @property
     def min_size(self) -> int:

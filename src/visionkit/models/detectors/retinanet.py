@@ -15,20 +15,15 @@ import torch
 from torch import Tensor, nn
 
 from visionkit.losses.focal import sigmoid_focal_loss
+from visionkit.losses.iou import giou_loss
 from visionkit.losses.regression import l1_loss, smooth_l1_loss
-from visionkit.models.detectors._common import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    NMS_METHODS,
-    batch_images,
-    check_targets,
-    postprocess,
-    training_boxes,
-)
+from visionkit.models.detectors.base import Detector, training_boxes
+from visionkit.models.detectors.postprocess import PostProcess, postprocess_detections
 from visionkit.ops.anchors import AnchorGenerator
 from visionkit.ops.box_coder import decode_boxes, encode_boxes
 from visionkit.ops.boxes import box_iou
 from visionkit.ops.matcher import Matcher
+from visionkit.structures import Detections, Target
 
 __all__ = ["RetinaNet", "retinanet_loss"]
 
@@ -37,7 +32,7 @@ def retinanet_loss(
     class_logits: Tensor,
     box_deltas: Tensor,
     anchors: Sequence[Tensor],
-    targets: Sequence[dict[str, Any]],
+    targets: Sequence[Target],
     matcher: Matcher,
     *,
     focal_alpha: float = 0.25,
@@ -52,8 +47,10 @@ def retinanet_loss(
         matcher: anchors with IoU ``>= high`` are foreground, ``< low`` background, between ignored.
 
     Returns:
-        ``{"classification": focal loss, "box_regression": L1 (or smooth L1) of (tx, ty, tw, th)}``. An image
-        without objects contributes only background to the focal loss and exactly 0 to box regression.
+        ``{"classification": focal loss, "box_regression": L1 (or smooth L1) of (tx, ty, tw, th), or
+        ``box_loss="giou"``: 1 − GIoU of the decoded boxes with their ground truth (Rezatofighi et al.,
+        2019)}``. An image without objects contributes only background to the focal loss and exactly 0 to
+        box regression.
     """
     classification, regression = [], []
     for logits, deltas, image_anchors, target in zip(class_logits, box_deltas, anchors, targets, strict=True):
@@ -70,7 +67,10 @@ def retinanet_loss(
         classification.append(focal / normalizer)
         matched_boxes = gt_boxes[matches[foreground]]
         box_targets = encode_boxes(matched_boxes.to(image_anchors.dtype), image_anchors[foreground])
-        if box_loss == "l1":
+        if box_loss == "giou":
+            predicted = decode_boxes(deltas[foreground].float(), image_anchors[foreground].float())
+            loss = giou_loss(predicted, matched_boxes.float(), reduction="sum")
+        elif box_loss == "l1":
             loss = l1_loss(deltas[foreground], box_targets.to(deltas.dtype), reduction="sum")
         else:
             loss = smooth_l1_loss(
@@ -83,7 +83,7 @@ def retinanet_loss(
     }
 
 
-class RetinaNet(nn.Module):
+class RetinaNet(Detector):
     """One-stage dense detector: parts are passed in, defaults live in the builders.
 
     Args:
@@ -93,19 +93,22 @@ class RetinaNet(nn.Module):
         anchor_generator: one entry per level of ``feature_names``.
         num_classes: ``K`` (no background class: sigmoid per class).
         feature_names: neck outputs used, finest first (default: all of ``neck.out_names``).
-        score_threshold, nms_method (``"hard"``, ``"soft_linear"``, ``"soft_gaussian"``), nms_threshold,
-        soft_nms_sigma, topk_candidates, detections_per_image: post-processing.
+        fg_iou_threshold, bg_iou_threshold: anchor matching (0.5 / 0.4); focal_alpha, focal_gamma: the
+        focal loss; box_loss: ``"l1"`` or ``"smooth_l1"`` of the deltas, or ``"giou"`` of the boxes.
+        postprocess: :class:`~visionkit.models.detectors.postprocess.PostProcess` (``topk_candidates`` per
+        level before suppression).
+        **options: ``image_mean``, ``image_std``, ``size_divisible`` (:class:`Detector`).
 
     Forward:
-        ``images``: list of ``Tensor[3, H_i, W_i]`` float in [0, 1]. Training: ``targets`` list of dicts
-        (``boxes`` float ``[M, 4]`` xyxy pixels, ``labels`` int64 ``[M]`` in ``[0, K)``, optional
-        ``iscrowd``) → ``{"classification", "box_regression"}``. Evaluation → list of
-        ``dict(boxes [D, 4], scores [D], labels [D])`` in each image's pixels.
+        See :class:`~visionkit.models.detectors.base.Detector`. Training losses: ``{"classification",
+        "box_regression"}``.
 
     Example:
         >>> from visionkit.models import create_model
-        >>> model = create_model("retinanet_mobilenet_v2_fpn", num_classes=3).eval()  # doctest: +SKIP
-        >>> detections = model([torch.rand(3, 128, 128)])  # doctest: +SKIP
+        >>> model = create_model("retinanet_plain_fpn", num_classes=3).eval()
+        >>> detections = model([torch.rand(3, 128, 96)])
+        >>> detections[0]["boxes"].shape[1]
+        4
     """
 
     def __init__(
@@ -117,63 +120,57 @@ class RetinaNet(nn.Module):
         *,
         num_classes: int,
         feature_names: Sequence[str] | None = None,
-        image_mean: Sequence[float] = IMAGENET_MEAN,
-        image_std: Sequence[float] = IMAGENET_STD,
-        size_divisible: int = 32,
         fg_iou_threshold: float = 0.5,
         bg_iou_threshold: float = 0.4,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         box_loss: str = "l1",
-        score_threshold: float = 0.05,
-        nms_method: str = "hard",
-        nms_threshold: float = 0.5,
-        soft_nms_sigma: float = 0.5,
-        topk_candidates: int = 1000,
-        detections_per_image: int = 100,
+        postprocess: PostProcess | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__()
-        if nms_method not in NMS_METHODS:
-            raise ValueError(f"nms_method must be one of {NMS_METHODS}, got {nms_method!r}")
-        if box_loss not in ("l1", "smooth_l1"):
-            raise ValueError(f"box_loss must be 'l1' or 'smooth_l1', got {box_loss!r}")
-        self.backbone, self.neck, self.head, self.anchor_generator = backbone, neck, head, anchor_generator
-        self.num_classes = num_classes
+        super().__init__(backbone, neck, num_classes=num_classes, postprocess=postprocess, **options)
+        if box_loss not in ("l1", "smooth_l1", "giou"):
+            raise ValueError(f"box_loss must be 'l1', 'smooth_l1' or 'giou', got {box_loss!r}")
+        self.head, self.anchor_generator = head, anchor_generator
         self.feature_names = list(feature_names or neck.out_names)  # type: ignore[arg-type]
-        self.image_mean, self.image_std, self.size_divisible = (
-            tuple(image_mean),
-            tuple(image_std),
-            size_divisible,
-        )
         self.matcher = Matcher(fg_iou_threshold, bg_iou_threshold, allow_low_quality_matches=True)
         self.focal_alpha, self.focal_gamma, self.box_loss = focal_alpha, focal_gamma, box_loss
-        self.score_threshold, self.nms_method, self.nms_threshold = score_threshold, nms_method, nms_threshold
-        self.soft_nms_sigma, self.topk_candidates = soft_nms_sigma, topk_candidates
-        self.detections_per_image = detections_per_image
 
-    def features(self, batch: Tensor) -> list[Tensor]:
-        """Neck feature maps (finest first) of a normalized, padded batch."""
-        backbone_features = self.backbone(batch)
-        if not isinstance(backbone_features, dict):
-            raise TypeError(
-                "the backbone must return a dict of feature maps: build it with features_only=True"
-            )
-        pyramid = self.neck(backbone_features)
-        return [pyramid[name] for name in self.feature_names]
+    def levels(self, batch: Tensor) -> list[Tensor]:
+        """The detection levels (neck outputs in ``feature_names`` order) of a normalized, padded batch."""
+        features = self.extract_features(batch)
+        return [features[name] for name in self.feature_names]
 
-    def forward(self, images: Sequence[Tensor], targets: Sequence[dict[str, Any]] | None = None) -> Any:
-        if self.training:
-            check_targets(targets, len(images), self.num_classes)
-        batch, sizes = batch_images(images, self.image_mean, self.image_std, self.size_divisible)
-        levels = self.features(batch)
+    def _outputs(
+        self, batch: Tensor, features: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
+        levels = [features[name] for name in self.feature_names]
         class_logits, box_deltas = self.head(levels)
-        anchors = self.anchor_generator(batch, levels)
-        if self.training:
-            assert targets is not None
-            return retinanet_loss(
-                class_logits, box_deltas, anchors, targets, self.matcher, focal_alpha=self.focal_alpha,
-                focal_gamma=self.focal_gamma, box_loss=self.box_loss,
-            )  # fmt: skip
+        return class_logits, box_deltas, self.anchor_generator(batch, levels), levels
+
+    def losses(
+        self,
+        batch: Tensor,
+        sizes: list[tuple[int, int]],
+        features: dict[str, Tensor],
+        targets: Sequence[Target],
+    ) -> dict[str, Tensor]:
+        class_logits, box_deltas, anchors, _ = self._outputs(batch, features)
+        return retinanet_loss(
+            class_logits,
+            box_deltas,
+            anchors,
+            targets,
+            self.matcher,
+            focal_alpha=self.focal_alpha,
+            focal_gamma=self.focal_gamma,
+            box_loss=self.box_loss,
+        )
+
+    def detect(
+        self, batch: Tensor, sizes: list[tuple[int, int]], features: dict[str, Tensor]
+    ) -> list[Detections]:
+        class_logits, box_deltas, anchors, levels = self._outputs(batch, features)
         per_level = [
             f.shape[-2] * f.shape[-1] * a
             for f, a in zip(levels, self.anchor_generator.num_anchors_per_location(), strict=True)
@@ -193,22 +190,21 @@ class RetinaNet(nn.Module):
         anchors: Tensor,
         image_size: tuple[int, int],
         per_level: list[int],
-    ) -> dict[str, Tensor]:
+    ) -> Detections:
         """Detections of one image from its ``[N, K]`` logits, ``[N, 4]`` deltas and ``[N, 4]`` anchors."""
+        settings = self.postprocess
         boxes_all, scores_all, labels_all = [], [], []
         for level_logits, level_deltas, level_anchors in zip(
             logits.split(per_level), deltas.split(per_level), anchors.split(per_level), strict=True
         ):
             scores = torch.sigmoid(level_logits.float()).flatten()
-            candidates = torch.nonzero(scores > self.score_threshold).flatten()
-            top = scores[candidates].topk(min(self.topk_candidates, candidates.numel()))
+            candidates = torch.nonzero(scores > settings.score_threshold).flatten()
+            top = scores[candidates].topk(min(settings.topk_candidates, candidates.numel()))
             candidates = candidates[top.indices]
             anchor_index = torch.div(candidates, self.num_classes, rounding_mode="floor")
             boxes_all.append(decode_boxes(level_deltas[anchor_index].float(), level_anchors[anchor_index]))
             scores_all.append(top.values)
             labels_all.append(candidates % self.num_classes)
-        return postprocess(
-            torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all), image_size,
-            nms_method=self.nms_method, nms_threshold=self.nms_threshold, soft_nms_sigma=self.soft_nms_sigma,
-            score_threshold=self.score_threshold, detections_per_image=self.detections_per_image,
-        )  # fmt: skip
+        return postprocess_detections(
+            torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all), image_size, settings
+        )

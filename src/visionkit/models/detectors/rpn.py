@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from visionkit.losses.regression import smooth_l1_loss
-from visionkit.models.detectors._common import training_boxes
+from visionkit.models.detectors.base import training_boxes
 from visionkit.models.heads.retinanet_head import flatten_level_outputs
 from visionkit.ops.anchors import AnchorGenerator
 from visionkit.ops.box_coder import decode_boxes, encode_boxes

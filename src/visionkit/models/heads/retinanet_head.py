@@ -32,12 +32,23 @@ def flatten_level_outputs(outputs: Sequence[Tensor], values_per_anchor: int) -> 
     return torch.cat(flat, dim=1)
 
 
+def group_count(channels: int) -> int:
+    """GroupNorm groups for ``channels``: 32 as the paper, but at least 2 channels per group, so that a
+    single image's 1×1 top level (P7 of a small image) still has 2 values per group to normalize.
+
+    Example:
+        >>> group_count(256), group_count(64), group_count(16), group_count(1)
+        (32, 32, 8, 1)
+    """
+    return max(1, min(32, channels // 2))
+
+
 def _subnet(in_channels: int, channels: int, num_convs: int, norm: str | None) -> nn.Sequential:
     layers: list[nn.Module] = []
     for index in range(num_convs):
         layers.append(nn.Conv2d(in_channels if index == 0 else channels, channels, 3, padding=1))
         if norm == "group":
-            layers.append(nn.GroupNorm(min(32, channels), channels))
+            layers.append(nn.GroupNorm(group_count(channels), channels))
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from visionkit.structures import ShapeSpec
+
 __all__ = ["FeaturePyramidNetwork", "top_down_merge"]
 
 
@@ -46,8 +48,9 @@ class FeaturePyramidNetwork(nn.Module):
     """FPN neck: ``{"c2".."c5"} -> {"p2".."p5"[, "p6"[, "p7"]]}``, all with ``out_channels`` channels.
 
     Args:
-        in_channels: channels of the backbone levels used, e.g. ``{"c3": 32, "c4": 96, "c5": 320}``
-            (consecutive levels; outputs are named ``p<k>`` after them).
+        in_channels: the backbone levels used, each with its :class:`~visionkit.structures.ShapeSpec`
+            (``backbone.output_shape()``) or just its channel count (stride then ``2^k`` for ``c<k>``),
+            e.g. ``{"c3": 32, "c4": 96, "c5": 320}`` (consecutive levels; outputs are named ``p<k>``).
         out_channels: channels of every output level (256 in the paper).
         extra_blocks: ``None``, ``"maxpool"`` (adds ``p6``) or ``"p6p7"`` (adds ``p6`` and ``p7``).
         extra_source: input of ``p6`` for ``"p6p7"``: ``"c5"`` (RetinaNet paper) or ``"p5"``.
@@ -66,14 +69,14 @@ class FeaturePyramidNetwork(nn.Module):
 
     def __init__(
         self,
-        in_channels: Mapping[str, int],
+        in_channels: Mapping[str, int | ShapeSpec],
         out_channels: int = 256,
         *,
         extra_blocks: str | None = None,
         extra_source: str = "c5",
     ) -> None:
         super().__init__()
-        names = sorted(in_channels, key=lambda name: int(name[1:]))
+        names = sorted(in_channels, key=lambda name: int(name[1:]) if name[1:].isdigit() else -1)
         levels = [int(name[1:]) for name in names]
         if (
             not names
@@ -87,18 +90,23 @@ class FeaturePyramidNetwork(nn.Module):
             raise ValueError(f"extra_source must be 'c5' or 'p5', got {extra_source!r}")
         self.in_names = names
         self.out_channels = out_channels
+        specs = {n: _as_spec(n, in_channels[n]) for n in names}
+        in_channels = {n: spec.channels for n, spec in specs.items()}
         self.extra_blocks, self.extra_source = extra_blocks, extra_source
         self.lateral_convs = nn.ModuleList(nn.Conv2d(in_channels[n], out_channels, 1) for n in names)
         self.output_convs = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in names)
         last = levels[-1]
         self.out_names = [f"p{k}" for k in levels]
+        self._strides = [specs[n].stride for n in names]
         if extra_blocks == "maxpool":
             self.out_names.append(f"p{last + 1}")
+            self._strides.append(2 * self._strides[-1])
         elif extra_blocks == "p6p7":
             source_channels = in_channels[names[-1]] if extra_source == "c5" else out_channels
             self.p6 = nn.Conv2d(source_channels, out_channels, 3, stride=2, padding=1)
             self.p7 = nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1)
             self.out_names += [f"p{last + 1}", f"p{last + 2}"]
+            self._strides += [2 * self._strides[-1], 4 * self._strides[-1]]
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_uniform_(module.weight, a=1)
@@ -106,8 +114,12 @@ class FeaturePyramidNetwork(nn.Module):
 
     @property
     def strides(self) -> dict[str, int]:
-        """Stride of every output level relative to the input image."""
-        return {name: 2 ** int(name[1:]) for name in self.out_names}
+        """Stride of every output level relative to the input image (from the inputs' strides)."""
+        return dict(zip(self.out_names, self._strides, strict=True))
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        """Channels and stride of every output level."""
+        return {name: ShapeSpec(self.out_channels, stride) for name, stride in self.strides.items()}
 
     def forward(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
         missing = [name for name in self.in_names if name not in features]
@@ -124,3 +136,8 @@ class FeaturePyramidNetwork(nn.Module):
             p6 = self.p6(inputs[-1] if self.extra_source == "c5" else outputs[-1])
             outputs += [p6, self.p7(F.relu(p6))]
         return dict(zip(self.out_names, outputs, strict=True))
+
+
+def _as_spec(name: str, value: int | ShapeSpec) -> ShapeSpec:
+    """A level's :class:`ShapeSpec`; a bare channel count takes the stride ``2^k`` of ``c<k>``."""
+    return value if isinstance(value, ShapeSpec) else ShapeSpec(int(value), 2 ** int(name[1:]))

@@ -1,0 +1,113 @@
+"""The default detection recipe against a fixed wall-clock budget, and each of its parts switched off.
+
+    .venv/bin/python benchmarks/bench_detect_recipe.py                 # 300 s per variant, ~40 min
+    .venv/bin/python benchmarks/bench_detect_recipe.py --seconds 60 --variants default no_ema
+
+The data are the issue's YOLO-folder split of ``shapes``: 1280 training images (``visionkit data shapes
+--num-images 1280 --seed 0 --format yolo``) and 128 validation images (``--seed 1000``), exported into a
+temporary folder. Every variant trains ``visionkit train detect`` with ``time_limit`` = the budget (the
+schedule ends with the budget), then is evaluated on the validation split. Each variant's COCO AP is
+compared with the default recipe's on the same images by a paired bootstrap (95% interval of the gain,
+``visionkit.lab.demo.bootstrap_ap_gain``). Run it on a quiet machine: the budget is wall-clock time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from visionkit.data.datasets import read_annotations
+from visionkit.data.datasets.base import DetectionDataset
+from visionkit.engine.detect import DetectRecipe, load_detector, predict, train_detector
+from visionkit.lab.demo import bootstrap_ap_gain
+from visionkit.metrics.detection.coco import evaluate_coco
+
+#: variant -> overrides of the default recipe (each switches one part off or changes one choice)
+VARIANTS: dict[str, dict[str, object]] = {
+    "default": {},
+    "no_ema": {"ema_decay": 0.0},
+    "no_scale_jitter": {"scale_jitter": ()},
+    "no_mosaic": {"mosaic": 0.0},
+    "no_warmup": {"warmup_steps": 0},
+    "l1_box_loss": {"box_loss": "l1"},
+    "no_flip": {"hflip": 0.0},
+}
+
+
+def export(folder: Path) -> tuple[Path, Path]:
+    for name, count, seed in (("train", 1280, 0), ("val", 128, 1000)):
+        command = [
+            sys.executable,
+            "-m",
+            "visionkit.cli",
+            "data",
+            "shapes",
+            "--num-images",
+            str(count),
+            "--seed",
+            str(seed),
+            "--format",
+            "yolo",
+            "--out",
+            str(folder / name),
+        ]
+        subprocess.run(command, check=True, capture_output=True)
+    return folder / "train" / "yolo", folder / "val" / "yolo"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=300.0, help="training budget per variant")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--resamples", type=int, default=500)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    variants = ["default"] + [v for v in args.variants if v != "default"]
+    with tempfile.TemporaryDirectory() as folder:
+        train, val = export(Path(folder))
+        val_set = DetectionDataset(read_annotations(val, "yolo"))
+        images = [val_set[i][0] for i in range(len(val_set))]
+        targets = [val_set[i][1] for i in range(len(val_set))]
+        results: dict[str, tuple[dict, list]] = {}
+        for name in variants:
+            recipe = DetectRecipe(
+                data=str(train),
+                val_data=str(val),
+                time_limit=args.seconds,
+                epochs=1000,
+                eval_every=1000,
+                progress=False,
+                tensorboard=False,
+                threads=args.threads,
+                **VARIANTS[name],
+            )  # type: ignore[arg-type]
+            run = Path(folder) / "runs" / name
+            metrics = train_detector(recipe, run, log=lambda _: None)
+            detector, _ = load_detector(run / "model.pt")
+            found = predict(detector, images)
+            results[name] = (metrics, found)
+            print(f"{name}: {metrics['steps']} steps, AP {metrics['AP']:.4f}", flush=True)
+    threads = torch.get_num_threads()
+    print(f"\ntorch {torch.__version__}, threads {threads}, budget {args.seconds:.0f} s per variant")
+    print("| variant | steps | COCO AP | AP50 | AP75 | AP − default (95% CI) |")
+    print("|---|---:|---:|---:|---:|---|")
+    base = results["default"][1]
+    for name, (metrics, found) in results.items():
+        coco = evaluate_coco(found, targets, num_classes=3).as_dict()
+        gain = ""
+        if name != "default":
+            interval = bootstrap_ap_gain(base, found, val_set, args.resamples)
+            base_ap = evaluate_coco(base, targets, num_classes=3).as_dict()["AP"]
+            low, high = interval["low"], interval["high"]
+            gain = f"{coco['AP'] - base_ap:+.4f} ({low:+.4f} … {high:+.4f})"
+        numbers = f"{coco['AP']:.4f} | {coco['AP50']:.4f} | {coco['AP75']:.4f}"
+        print(f"| {name} | {metrics['steps']} | {numbers} | {gain} |")
+
+
+if __name__ == "__main__":
+    main()

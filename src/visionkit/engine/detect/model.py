@@ -1,0 +1,154 @@
+"""The model of a detection run: the device, the registered detector built from the recipe (pretrained
+backbone, frozen stages, working scale), and the ``model.pt`` file that ``predict`` and ``eval detect`` load.
+
+Example:
+    >>> from visionkit.engine.detect.recipe import DetectRecipe
+    >>> detector, arguments = build_detector(DetectRecipe(nms_method="soft_gaussian"), num_classes=3)
+    >>> arguments["num_classes"], detector.postprocess.nms_method
+    (3, 'soft_gaussian')
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from visionkit.data.datasets import LabelMap
+from visionkit.engine.checkpoint import save_checkpoint
+from visionkit.engine.detect.recipe import MODEL_OPTIONS, DetectRecipe
+from visionkit.errors import CheckpointError, ConfigError
+from visionkit.models import create_model, get_model_builder
+from visionkit.models.backbones.weights import freeze_stages, load_backbone_weights
+from visionkit.models.detectors import ResizedInput
+from visionkit.models.detectors.postprocess import PostProcess
+
+__all__ = [
+    "FORMAT",
+    "build_detector",
+    "detector_arguments",
+    "input_scale",
+    "load_detector",
+    "resolve_device",
+    "save_detector",
+]
+
+FORMAT = "visionkit-detector"
+
+
+def resolve_device(text: str) -> torch.device:
+    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; a
+    :class:`ConfigError` names the devices this machine has when the one asked for is missing."""
+    available = ["cpu"]
+    if torch.cuda.is_available():
+        available += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        available.append("mps")
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text not in available:
+        raise ConfigError(
+            f"device={text!r}: not available on this machine; available: {', '.join(available)}"
+        )
+    return torch.device(text)
+
+
+def detector_arguments(recipe: DetectRecipe, num_classes: int) -> dict[str, Any]:
+    """The builder's keyword arguments from the recipe: ``num_classes``, the post-processing settings and
+    the model options that are set (the recipe already checked the builder accepts them)."""
+    accepted = inspect.signature(get_model_builder(recipe.model)).parameters
+    arguments: dict[str, Any] = {"num_classes": num_classes}
+    for name in PostProcess.field_names():
+        if name in accepted and hasattr(recipe, name):
+            arguments[name] = getattr(recipe, name)
+    for name in MODEL_OPTIONS:
+        value = getattr(recipe, name)
+        if value is not None and value != ():
+            arguments[name] = tuple(value) if isinstance(value, tuple) else value
+    return arguments
+
+
+def input_scale(recipe: DetectRecipe) -> list[int] | None:
+    """``[min_size, max_size]`` (max 0: no cap) of the recipe's working scale, or ``None`` (native size)."""
+    return [recipe.min_size, recipe.max_size] if recipe.min_size else None
+
+
+def with_input_scale(detector: nn.Module, scale: list[int] | None) -> nn.Module:
+    """``detector`` wrapped in :class:`~visionkit.models.detectors.ResizedInput` when ``scale`` is set."""
+    return ResizedInput(detector, scale[0], scale[1] or None) if scale else detector
+
+
+def build_detector(recipe: DetectRecipe, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
+    """The registered detector of ``recipe.model`` with the recipe's options, pretrained backbone weights,
+    frozen stages and working scale applied; and the builder arguments (saved in ``model.pt``)."""
+    arguments = detector_arguments(recipe, num_classes)
+    detector = create_model(recipe.model, **arguments)
+    if recipe.backbone_weights:
+        load_backbone_weights(detector.backbone, recipe.backbone_weights)  # type: ignore[arg-type]
+    if recipe.freeze_at >= 0:
+        freeze_stages(detector.backbone, recipe.freeze_at)  # type: ignore[arg-type]
+    return with_input_scale(detector, input_scale(recipe)), arguments
+
+
+def save_detector(
+    path: str | os.PathLike[str],
+    detector: nn.Module,
+    *,
+    model: str,
+    arguments: dict[str, Any],
+    label_map: LabelMap,
+    scale: list[int] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model.pt`` atomically: the builder name and arguments, the weights, the label map and the
+    working scale — everything :func:`load_detector` needs, nothing pickled but tensors and plain data."""
+    inner = detector.detector if isinstance(detector, ResizedInput) else detector
+    state = {key: value.detach().cpu() for key, value in inner.state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "version": 1,
+        "model": model,
+        "arguments": arguments,
+        "state_dict": state,
+        "label_map": label_map.to_dict(),
+        "input_scale": scale,
+        **(extra or {}),
+    }
+    return save_checkpoint(payload, path)
+
+
+def load_detector(weights: str | os.PathLike[str], **overrides: Any) -> tuple[nn.Module, LabelMap]:
+    """A detector saved by :func:`save_detector` (a run's ``model.pt``, ``best.pt`` or ``last.pt``) in eval
+    mode on the CPU, and its label map. ``overrides`` replace builder arguments (e.g. ``nms_method``).
+
+    Raises:
+        CheckpointError: missing, truncated or foreign file — the message names it.
+        ConfigError: an override the model does not take, or an invalid value.
+    """
+    path = Path(weights)
+    if not path.is_file():
+        raise CheckpointError(f"weights {str(path)!r}: no such file (a run's model.pt)")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as error:
+        raise CheckpointError(f"weights {str(path)!r}: not a readable visionkit detector ({error})") from None
+    if not isinstance(saved, dict) or not {"model", "arguments", "state_dict", "label_map"} <= set(saved):
+        raise CheckpointError(f"weights {str(path)!r}: not a visionkit detector file (from train detect)")
+    accepted = inspect.signature(get_model_builder(saved["model"])).parameters
+    unknown = sorted(set(overrides) - set(accepted))
+    if unknown:
+        raise ConfigError(f"{', '.join(unknown)}: model {saved['model']!r} has no such option")
+    detector = create_model(saved["model"], **{**saved["arguments"], **overrides})
+    try:
+        detector.load_state_dict(saved["state_dict"])
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"weights {str(path)!r}: the weights do not fit {saved['model']}: {error}"
+        ) from None
+    return with_input_scale(detector, saved.get("input_scale")).eval(), LabelMap.from_dict(saved["label_map"])
