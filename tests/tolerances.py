@@ -236,3 +236,13 @@ def lapack_backward_error(m: int, n: int, dtype: torch.dtype) -> float:
     """``p(m, n)·ε``: the relative backward error ``‖E‖₂ / ‖A‖₂`` (and the orthogonality defect of the
     computed singular / eigen vectors) assumed for LAPACK's SVD or eigensolver on an ``m×n`` matrix."""
     return LAPACK_BACKWARD_CONSTANT * m * n * eps(dtype)
+
+
+# ----------------------------------------------------------------------------------------- gradcheck
+# torch.autograd.gradcheck (float64, step h = 1e-6, atol = 1e-5, rtol = 1e-3) compares the analytic
+# Jacobian with central differences, whose error is h²/6·|f'''| (truncation, ~1e-13 for the O(1)
+# derivatives of the functions tested) plus (|f̂(x+h) − f(x+h)| + |f̂(x−h) − f(x−h)|)/(2h) <= γ(k)·|f|/h
+# (the rounding of the two evaluations: ~1e-8 for |f| ~ 1 and k ~ 100 operations). Both are orders of
+# magnitude below atol, and another CPU or kernel changes the rounding term only within that same
+# ~1e-8, so a gradcheck's outcome does not depend on the machine. Functions with kinks (max pooling,
+# RoI Pool, clamps) are checked at points farther than h from every kink (distinct values, margins).
