@@ -57,7 +57,7 @@ def _axis_positions(x1, x2, scale, bins, ratio, aligned, order) -> tuple[Bounded
     point = exact(
         torch.arange(max(grid, 1), dtype=torch.float64)[None, :].expand(bins, max(grid, 1)), torch.float64
     )
-    if order == "ours":
+    if order in ("ours", "exact"):  # "exact": the exact positions, within ours' running bound of its value
         bin_size = size / bins
         position = start + bin_index * bin_size + (point + 0.5) * (bin_size / max(grid, 1))
     elif order == "torchvision":
@@ -73,9 +73,11 @@ def _position_gap(first: tuple[Bounded, str], second: tuple[Bounded, str], limit
 
     Positions use only ``+ − × /``, so ours and the loop's are exactly the float64 ``value`` of the same
     operations; torchvision's C++ could in principle fuse a multiply-add, so its position is only known to
-    be within its running error bound of that value (0 when every step is exact)."""
+    be within its running error bound of that value (0 when every step is exact); the order "exact"
+    stands for the exact positions, within the running bound of ours."""
     uncertainty = [
-        torch.zeros_like(p.value) if order != "torchvision" else p.error for p, order in (first, second)
+        p.error if order in ("torchvision", "exact") else torch.zeros_like(p.value)
+        for p, order in (first, second)
     ]
     values = [first[0].value, second[0].value]
     for edge in (-1.0, float(limit)):

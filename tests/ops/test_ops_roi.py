@@ -285,10 +285,10 @@ def test_handbook_worked_example():
     aligned = roi_align(ramp, roi, 7, 1 / stride, sampling_ratio=2)[0, 0, 0]
     bin_width = proposal / stride / 7
     assert round(bin_width, 2) == 2.97
-    # the exact bin averages are the bin centres; ours is within its bound (roi_bounds.py, both sides
-    # ours: twice our own error) of them, the expected centres within 3 roundings of |centre|
+    # the exact bin averages are the bin centres; ours is within its bound against the exact evaluation
+    # (roi_bounds.py, order "exact") of them, the expected centres within 3 roundings of |centre|
     centres = (torch.arange(7, dtype=torch.float64) + 0.5) * bin_width
-    ours_bound = roi_align_bounds(ramp, roi, (7, 7), 1 / stride, 2, False, orders=("ours", "ours"))[0][
+    ours_bound = roi_align_bounds(ramp, roi, (7, 7), 1 / stride, 2, False, orders=("ours", "exact"))[0][
         0, 0, 0
     ]
     assert_bounded(aligned, centres, ours_bound + 3 * unit_roundoff(torch.float64) * centres)
@@ -304,7 +304,7 @@ def test_handbook_worked_example():
     moved = torch.tensor([[0.0, 5.0, 0.0, proposal + 5, proposal]], dtype=torch.float64)
     assert torch.equal(roi_pool(ramp, moved, 7, 1 / stride), roi_pool(ramp, roi, 7, 1 / stride))
     shift = roi_align(ramp, moved, 7, 1 / stride, sampling_ratio=2)[0, 0, 0] - aligned
-    moved_bound = roi_align_bounds(ramp, moved, (7, 7), 1 / stride, 2, False, orders=("ours", "ours"))[0]
+    moved_bound = roi_align_bounds(ramp, moved, (7, 7), 1 / stride, 2, False, orders=("ours", "exact"))[0]
     both = ours_bound + moved_bound[0, 0, 0]  # exact shift 5/32; one more rounding in the subtraction
     assert_bounded(
         shift,
