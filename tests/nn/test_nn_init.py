@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from running_error import Bounded, assert_bounded
-from tolerances import gamma, unit_roundoff
+from tolerances import gamma, lapack_backward_error, unit_roundoff
 from visionkit.nn import init_weights
 from visionkit.nn.init import (
     SCHEMES,
@@ -140,18 +140,20 @@ def test_sparse_has_exactly_k_nonzeros_per_unit() -> None:
 
 def test_orthogonal() -> None:
     tall = orthogonal_(torch.empty(50, 20), generator=_generator())
-    assert_bounded(tall.T @ tall, torch.eye(20), orthogonality_bound(50))
+    assert_bounded(tall.T @ tall, torch.eye(20), orthogonality_bound(50, 20))
     wide = orthogonal_(torch.empty(8, 4, 3, 3), gain=2.0, generator=_generator()).view(8, -1)
-    assert_bounded(wide @ wide.T, 4.0 * torch.eye(8), 4 * orthogonality_bound(36))
+    assert_bounded(wide @ wide.T, 4.0 * torch.eye(8), 4 * orthogonality_bound(36, 8))
 
 
-def orthogonality_bound(m: int) -> float:
-    """|QᵀQ − I| entry-wise for float32 copies of a float64 Householder Q with unit columns of length m:
-    the float64 Q is orthonormal to O(m·n·u₆₄) ~ 1e-13 (Higham, Thm 19.4), far below the rest; rounding
-    it to float32 moves each product q_ki·q_kj by (2u + u²)|q_ki q_kj|; the float32 dot product of m terms
-    adds γ(m − 1)·Σ|q_ki q_kj|; Σ|q_ki q_kj| <= ‖q_i‖‖q_j‖ = 1."""
+def orthogonality_bound(m: int, n: int) -> float:
+    """|QᵀQ − I| entry-wise for float32 copies of a float64 Householder Q (m×n, unit columns): the float64
+    Q is orthonormal to ``lapack_backward_error(m, n)`` (tests/tolerances.py: Higham, Thm 19.4, with the
+    LAPACK constant the suite assumes); rounding it to float32 moves each product q_ki·q_kj by
+    (2u + u²)|q_ki q_kj|; the float32 dot product of m terms adds γ(m − 1)·Σ|q_ki q_kj|;
+    Σ|q_ki q_kj| <= ‖q_i‖‖q_j‖ = 1 (+ that defect)."""
     u = unit_roundoff(torch.float32)
-    return 2 * u + u * u + gamma(m - 1, torch.float32) + 1e-12
+    defect = lapack_backward_error(m, n, torch.float64)
+    return (2 * u + u * u + gamma(m - 1, torch.float32)) * (1 + defect) + defect
 
 
 @pytest.mark.parametrize("prior", [0.01, 0.1, 0.5, 0.9])
