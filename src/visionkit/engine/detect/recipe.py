@@ -50,8 +50,8 @@ class DetectRecipe:
     """
 
     model: str = "retinanet_plain_fpn"
-    data: str = "shapes"  # "shapes", a COCO JSON, a VOC folder or a YOLO folder (see data_format)
-    data_format: Literal["auto", "shapes", "coco", "voc", "yolo"] = "auto"
+    data: str = "shapes"  # "shapes", a COCO JSON, a VOC folder, a YOLO folder or a data.yaml (data_format)
+    data_format: Literal["auto", "shapes", "coco", "voc", "yolo", "yaml"] = "auto"
     val_data: str = ""  # validation set for file datasets (empty: validate on the training set)
     num_train: int = 512  # shapes only
     num_val: int = 128  # shapes only
