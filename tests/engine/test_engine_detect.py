@@ -104,6 +104,13 @@ def test_a_run_writes_its_folder_and_its_model_reproduces_its_metrics(tmp_path: 
     again = evaluate_detector(detector, data.val, label_map.num_classes).metrics
     assert again["AP"] == metrics["AP"]  # last.pt holds the (EMA) weights evaluated at the end: same numbers
     assert len((run / "steps.csv").read_text().splitlines()) == 1 + 4
+    # every builder argument is saved, defaults included: a later change of a default cannot break the file
+    import inspect
+
+    from visionkit.models import get_model_builder
+
+    saved = torch.load(run / "model.pt", weights_only=True)["arguments"]
+    assert set(saved) == set(inspect.signature(get_model_builder("retinanet_plain_fpn")).parameters)
 
 
 def test_time_limit_stops_cleanly_then_evaluates_and_saves(tmp_path: Path) -> None:

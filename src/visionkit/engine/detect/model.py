@@ -86,8 +86,12 @@ def with_input_scale(detector: nn.Module, scale: list[int] | None) -> nn.Module:
 
 def build_detector(recipe: DetectRecipe, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
     """The registered detector of ``recipe.model`` with the recipe's options, pretrained backbone weights,
-    frozen stages and working scale applied; and the builder arguments (saved in ``model.pt``)."""
+    frozen stages and working scale applied; and every builder argument, defaults included (saved in
+    ``model.pt``, so that a file still loads after a builder's defaults change)."""
     arguments = detector_arguments(recipe, num_classes)
+    bound = inspect.signature(get_model_builder(recipe.model)).bind(**arguments)
+    bound.apply_defaults()
+    arguments = dict(bound.arguments)
     detector = create_model(recipe.model, **arguments)
     if recipe.backbone_weights:
         load_backbone_weights(detector.backbone, recipe.backbone_weights)  # type: ignore[arg-type]
