@@ -8,10 +8,7 @@ only: resumable checkpoints, the CSV log, TensorBoard and the progress bar.
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 import json
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -25,17 +22,17 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from visionkit.data.datasets import LabelMap
 from visionkit.data.transforms import collate_detection
-from visionkit.engine import optim as optimizers
 from visionkit.engine.budget import TimeLimit, WarmupCosine
 from visionkit.engine.checkpoint import list_checkpoints
-from visionkit.engine.config import load_recipe, save_recipe
+from visionkit.engine.config import save_recipe
 from visionkit.engine.detect.data import DetectionData, build_datasets
 from visionkit.engine.detect.evaluate import evaluate_detector, predict
-from visionkit.engine.detect.model import build_detector, input_scale, resolve_device, save_detector
+from visionkit.engine.detect.model import build_detector, input_scale, save_detector
 from visionkit.engine.detect.recipe import RESUME_FREE_KEYS, DetectRecipe
-from visionkit.engine.distributed import DistributedContext, init_distributed, unwrap_model, wrap_model
+from visionkit.engine.distributed import DistributedContext, unwrap_model, wrap_model
 from visionkit.engine.hooks import CheckpointHook, CSVLogger, EMAHook, EvalHook, ProgressHook
-from visionkit.engine.regularization import weight_decay_groups
+from visionkit.engine.runs import BestModel, StepLogger, build_optimizer, distributed_context
+from visionkit.engine.runs import check_resume as check_resume_run
 from visionkit.engine.tensorboard import TensorBoardHook, tensorboard_writer
 from visionkit.engine.trainer import HookBase, Trainer
 from visionkit.errors import ConfigError, NonFiniteLossError
@@ -61,102 +58,7 @@ class TrainStep(nn.Module):
 def check_resume(recipe: DetectRecipe) -> Path | None:
     """The run folder to resume, after checking that its recipe equals this one (``RESUME_FREE_KEYS``
     aside); a :class:`ConfigError` lists the differing keys."""
-    if not recipe.resume:
-        return None
-    folder = Path(recipe.resume)
-    config = folder / "config.json"
-    if not config.is_file():
-        raise ConfigError(f"resume={recipe.resume!r}: not a run folder (no config.json there)")
-    saved = load_recipe(DetectRecipe, config)
-    differing = [
-        f"{field.name} (run: {getattr(saved, field.name)!r}, now: {getattr(recipe, field.name)!r})"
-        for field in dataclasses.fields(DetectRecipe)
-        if field.name not in RESUME_FREE_KEYS and getattr(saved, field.name) != getattr(recipe, field.name)
-    ]
-    if differing:
-        raise ConfigError(
-            f"resume={recipe.resume!r}: the recipe differs from the run's in " + "; ".join(differing)
-        )
-    if not list_checkpoints(folder / "checkpoints"):
-        raise ConfigError(f"resume={recipe.resume!r}: the run has no checkpoint to continue from")
-    return folder
-
-
-class StepLogger(HookBase):
-    """Every optimizer step's loss terms, their sum and the learning rate, kept in ``records`` and written
-    to ``path`` (CSV) when training ends (the data of per-step training curves)."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self.records: list[dict[str, float]] = []
-
-    def after_step(self) -> None:
-        trainer = self.trainer
-        losses = dict(trainer.last_losses)
-        self.records.append(
-            {
-                "step": float(trainer.step),
-                **losses,
-                "loss": sum(losses.values()),
-                "lr": float(trainer.optimizer.param_groups[0]["lr"]),
-            }
-        )
-
-    def after_train(self) -> None:
-        if self.path is None or not self.records:
-            return
-        columns = list(dict.fromkeys(key for record in self.records for key in record))
-        with self.path.open("a" if self.path.exists() else "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=columns)
-            if file.tell() == 0:
-                writer.writeheader()
-            writer.writerows(self.records)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"records": len(self.records)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        return None  # rows of the interrupted part were written (or lost with it); new ones are appended
-
-
-class BestModel(HookBase):
-    """After each evaluated epoch: keep ``best.pt`` at the best validation COCO AP (``save`` writes it) and
-    stop after ``patience`` evaluations without improvement (0: never)."""
-
-    def __init__(self, save: Callable[[str], None] | None, patience: int = 0, monitor: str = "AP") -> None:
-        self.save, self.patience, self.monitor = save, patience, monitor
-        self.best, self.best_epoch, self.bad = -math.inf, 0, 0
-
-    def update(self, value: float, epoch: int) -> bool:
-        """Record ``value``; True (and ``best.pt`` written) when it is a new best."""
-        if value > self.best:
-            self.best, self.best_epoch, self.bad = value, epoch, 0
-            if self.save is not None:
-                self.save("best.pt")
-            return True
-        self.bad += 1
-        return False
-
-    def after_epoch(self) -> None:
-        record = self.trainer.history[-1]
-        if self.monitor not in record:
-            return
-        self.update(record[self.monitor], self.trainer.epoch)
-        if self.patience and self.bad >= self.patience:
-            self.trainer.should_stop = True
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch, "bad": self.bad}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best, self.best_epoch, self.bad = state["best"], state["best_epoch"], state["bad"]
-
-
-def distributed_context(recipe: DetectRecipe) -> DistributedContext:
-    """Join torchrun's process group (a single process without one) on the recipe's device."""
-    device = resolve_device(recipe.device)
-    context = init_distributed(use_cuda=device.type == "cuda")
-    return context if context.distributed else dataclasses.replace(context, device=device)
+    return check_resume_run(recipe, RESUME_FREE_KEYS)
 
 
 def train_loader(dataset: Dataset, recipe: DetectRecipe, context: DistributedContext) -> DataLoader:
@@ -181,24 +83,12 @@ def train_loader(dataset: Dataset, recipe: DetectRecipe, context: DistributedCon
     )
 
 
-def build_optimizer(recipe: DetectRecipe, model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW or SGD (momentum) over the trainable parameters, no weight decay on biases and norms."""
-    groups = []
-    for group in weight_decay_groups(model, recipe.weight_decay):
-        params = [p for p in group["params"] if p.requires_grad]
-        if params:
-            groups.append({**group, "params": params})
-    if recipe.optimizer == "sgd":
-        return optimizers.SGD(groups, lr=recipe.lr, momentum=recipe.momentum)
-    return optimizers.AdamW(groups, lr=recipe.lr)
-
-
 class DetectionRun:
     """One run of :func:`train_detector` (kept as an object so its steps stay small)."""
 
     def __init__(self, recipe: DetectRecipe, run_dir: Path, resumed: bool, log: Log = print) -> None:
         self.recipe, self.run_dir, self.resumed = recipe, run_dir, resumed
-        self.context = distributed_context(recipe)
+        self.context = distributed_context(recipe.device)
         self.log: Log = log if self.context.is_main else (lambda _: None)
 
     # ---------------------------------------------------------------- set-up
