@@ -21,11 +21,13 @@ from visionkit.errors import ConfigError, DatasetError
 __all__ = ["detect", "split_weights"]
 
 
-def split_weights(overrides: tuple[str, ...] | list[str]) -> tuple[Path, list[str]]:
+def split_weights(
+    overrides: tuple[str, ...] | list[str], what: str = "detector", command: str = "train detect"
+) -> tuple[Path, list[str]]:
     """``weights=PATH`` (exactly once) and the other overrides."""
     weights = [item for item in overrides if item.partition("=")[0].strip() == "weights"]
     if len(weights) != 1:
-        raise ConfigError("give the detector once as weights=PATH/model.pt (written by train detect)")
+        raise ConfigError(f"give the {what} once as weights=PATH/model.pt (written by {command})")
     rest = [item for item in overrides if item.partition("=")[0].strip() != "weights"]
     return Path(weights[0].partition("=")[2].strip()), rest
 

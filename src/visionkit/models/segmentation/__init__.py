@@ -10,6 +10,7 @@ Example:
 
 from visionkit.models.segmentation import builders
 from visionkit.models.segmentation.alignment import Frame
+from visionkit.models.segmentation.builders import list_segmenters, register_segmenter
 from visionkit.models.segmentation.encoders import (
     BackboneEncoder,
     VGGEncoder,
@@ -29,4 +30,6 @@ __all__ = [
     "builders",
     "check_images",
     "convolutionalize_vgg_state_dict",
+    "list_segmenters",
+    "register_segmenter",
 ]

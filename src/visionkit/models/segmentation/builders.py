@@ -16,12 +16,43 @@ Example:
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Callable
+from typing import TypeVar
+
 from visionkit.models.backbones.base import Backbone
-from visionkit.models.registry import create_model, register_model
+from visionkit.models.registry import create_model, list_models, register_model
 from visionkit.models.segmentation.encoders import VGG_CONFIGS, Alignment, BackboneEncoder, VGGEncoder
 from visionkit.models.segmentation.fcn import FCN
 
-__all__ = ["SMALL_WIDTHS"]
+__all__ = ["SMALL_WIDTHS", "list_segmenters", "register_segmenter"]
+
+Builder = TypeVar("Builder", bound=Callable[..., FCN])
+_SEGMENTERS: set[str] = set()
+
+
+def register_segmenter(name: str | None = None) -> Callable[[Builder], Builder]:
+    """:func:`~visionkit.models.register_model` for a builder whose models meet the segmentation contract
+    (:mod:`visionkit.models.segmentation.fcn`); :func:`list_segmenters` lists them."""
+
+    def decorator(builder: Builder) -> Builder:
+        register_model(name)(builder)
+        _SEGMENTERS.add(name or builder.__name__)
+        return builder
+
+    return decorator
+
+
+def list_segmenters(pattern: str = "*") -> list[str]:
+    """Sorted names of the registered segmentation models matching ``pattern``.
+
+    Example:
+        >>> list_segmenters("fcn8s_*")
+        ['fcn8s_mobilenet_v2', 'fcn8s_resnet50', 'fcn8s_small', 'fcn8s_vgg16']
+    """
+    list_models()  # registers the built-in models
+    return sorted(name for name in _SEGMENTERS if fnmatch.fnmatchcase(name, pattern))
+
 
 #: VGG skips of the at-once net, finest last: pool4 × 0.01, pool3 × 1e-4
 VGG_SKIP_SCALES = (0.01, 1e-4)
@@ -48,7 +79,7 @@ def _vgg16_fcn(
     )
 
 
-@register_model()
+@register_segmenter()
 def fcn32s_vgg16(
     *,
     num_classes: int = 21,
@@ -60,7 +91,7 @@ def fcn32s_vgg16(
     return _vgg16_fcn(32, num_classes, alignment, learn_upsampling, dropout)
 
 
-@register_model()
+@register_segmenter()
 def fcn16s_vgg16(
     *,
     num_classes: int = 21,
@@ -72,7 +103,7 @@ def fcn16s_vgg16(
     return _vgg16_fcn(16, num_classes, alignment, learn_upsampling, dropout)
 
 
-@register_model()
+@register_segmenter()
 def fcn8s_vgg16(
     *,
     num_classes: int = 21,
@@ -89,14 +120,14 @@ def _backbone_fcn(backbone: Backbone, num_classes: int, learn_upsampling: bool) 
     return FCN(encoder, num_classes, top="c5", skips=("c4", "c3"), learn_upsampling=learn_upsampling)
 
 
-@register_model()
+@register_segmenter()
 def fcn8s_resnet50(*, num_classes: int = 21, learn_upsampling: bool = False) -> FCN:
     """FCN-8s on ResNet-50's c5 (stride 32) with skips from c4 and c3."""
     backbone = create_model("resnet50", features_only=True)
     return _backbone_fcn(backbone, num_classes, learn_upsampling)  # type: ignore[arg-type]
 
 
-@register_model()
+@register_segmenter()
 def fcn8s_mobilenet_v2(
     *, num_classes: int = 21, width_multiplier: float = 1.0, learn_upsampling: bool = False
 ) -> FCN:
@@ -116,7 +147,7 @@ def _small_fcn(
     return FCN(encoder, num_classes, top="fc7", skips=skips, learn_upsampling=learn_upsampling)
 
 
-@register_model()
+@register_segmenter()
 def fcn32s_small(
     *,
     num_classes: int = 4,
@@ -128,7 +159,7 @@ def fcn32s_small(
     return _small_fcn(32, num_classes, widths, learn_upsampling, dropout)
 
 
-@register_model()
+@register_segmenter()
 def fcn16s_small(
     *,
     num_classes: int = 4,
@@ -140,7 +171,7 @@ def fcn16s_small(
     return _small_fcn(16, num_classes, widths, learn_upsampling, dropout)
 
 
-@register_model()
+@register_segmenter()
 def fcn8s_small(
     *,
     num_classes: int = 4,
