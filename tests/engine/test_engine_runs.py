@@ -118,3 +118,26 @@ def test_step_logger_and_best_model(tmp_path: Path) -> None:
     with (tmp_path / "steps.csv").open() as file:
         rows = list(csv.DictReader(file))
     assert [int(float(r["step"])) for r in rows] == list(range(1, 7)) and "lr" in rows[0]
+
+
+def test_budget_folder_and_amp_helpers(tmp_path: Path) -> None:
+    from visionkit.engine.budget import TimeLimit, WarmupCosine
+    from visionkit.engine.runs import budget_hooks, check_amp, run_folder, run_tensorboard
+
+    hooks, limit = budget_hooks(TaskRecipe(), 0)
+    assert limit is None and len(hooks) == 1 and hooks[0].total_steps == 1  # at least one step
+    hooks, limit = budget_hooks(TaskRecipe(time_limit=5.0), 10)
+    assert isinstance(hooks[0], WarmupCosine) and hooks[0].time_limit == 5.0 and isinstance(limit, TimeLimit)
+    folder, resumed = run_folder(TaskRecipe(), tmp_path / "a", {"resume"}, "task")
+    assert (folder, resumed) == (tmp_path / "a", False)
+    run = tmp_path / "run"
+    save_recipe(TaskRecipe(), run / "config.json")
+    save_checkpoint({"step": 1}, checkpoint_path(run / "checkpoints", 1))
+    assert run_folder(TaskRecipe(resume=str(run)), None, {"resume"}, "task") == (run, True)
+    with pytest.raises(ConfigError, match="continues in its own folder"):
+        run_folder(TaskRecipe(resume=str(run)), tmp_path / "elsewhere", {"resume"}, "task")
+    check_amp(True, torch.device("cpu"))
+    with pytest.raises(ConfigError, match=r"amp=true: .* not meta"):
+        check_amp(True, torch.device("meta"))
+    messages: list[str] = []
+    assert run_tensorboard(False, tmp_path / "tb", messages.append) is None and not messages

@@ -18,6 +18,7 @@ import csv
 import dataclasses
 import math
 import re
+import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,23 +27,30 @@ import torch
 from torch import nn
 
 from visionkit.engine import optim as optimizers
+from visionkit.engine.budget import TimeLimit, WarmupCosine
 from visionkit.engine.checkpoint import list_checkpoints
 from visionkit.engine.config import apply_overrides, is_integer, is_number, load_recipe, require
 from visionkit.engine.distributed import DistributedContext, init_distributed
 from visionkit.engine.regularization import weight_decay_groups
-from visionkit.engine.trainer import HookBase
-from visionkit.errors import ConfigError
+from visionkit.engine.tensorboard import tensorboard_writer
+from visionkit.engine.trainer import HookBase, Trainer
+from visionkit.errors import ConfigError, NonFiniteLossError
 
 __all__ = [
     "BestModel",
     "StepLogger",
+    "budget_hooks",
     "build_optimizer",
+    "check_amp",
     "check_resume",
     "check_run_fields",
     "check_training_fields",
     "distributed_context",
     "recipe_with_resume",
     "resolve_device",
+    "run_folder",
+    "run_tensorboard",
+    "train_or_explain",
 ]
 
 RecipeT = TypeVar("RecipeT")
@@ -131,11 +139,66 @@ def check_resume(recipe: Any, free_keys: Collection[str]) -> Path | None:
     return folder
 
 
+def run_folder(
+    recipe: Any, run_dir: str | Path | None, free_keys: Collection[str], task: str
+) -> tuple[Path, bool]:
+    """The folder of a run and whether it resumes: ``recipe.resume`` (checked by :func:`check_resume`;
+    ``run_dir`` must then be ``None`` or that folder), else ``run_dir``, else
+    ``runs/<task>-<model>-<time>``."""
+    resumed = check_resume(recipe, free_keys)
+    if resumed is not None:
+        if run_dir is not None and Path(run_dir).resolve() != resumed.resolve():
+            raise ConfigError(f"resume={recipe.resume!r} continues in its own folder, not in {run_dir}")
+        return resumed, True
+    if run_dir is None:
+        run_dir = Path("runs") / f"{task}-{recipe.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path(run_dir), False
+
+
 def distributed_context(device: str) -> DistributedContext:
     """Join torchrun's process group (a single process without one) on the recipe's ``device``."""
     resolved = resolve_device(device)
     context = init_distributed(use_cuda=resolved.type == "cuda")
     return context if context.distributed else dataclasses.replace(context, device=resolved)
+
+
+def check_amp(amp: bool, device: torch.device) -> None:
+    """Mixed precision runs on CUDA (fp16) or the CPU (bf16); a :class:`ConfigError` elsewhere."""
+    if amp and device.type not in ("cuda", "cpu"):
+        raise ConfigError(f"amp=true: mixed precision runs on CUDA (fp16) or the CPU (bf16), not {device}")
+
+
+def budget_hooks(recipe: Any, steps: int) -> tuple[list[HookBase], TimeLimit | None]:
+    """The warm-up + cosine schedule over ``steps`` (ending with ``recipe.time_limit`` when set) and the
+    time limit itself (``None`` without one)."""
+    schedule = WarmupCosine(
+        recipe.lr, recipe.warmup_steps, max(1, steps), time_limit=recipe.time_limit or None
+    )
+    limit = TimeLimit(recipe.time_limit) if recipe.time_limit else None
+    return [schedule, *([limit] if limit is not None else [])], limit
+
+
+def run_tensorboard(enabled: bool, folder: Path, log: Callable[[str], None]) -> Any | None:
+    """A TensorBoard writer in ``folder`` when ``enabled`` and installed (else ``None``, said once)."""
+    writer = tensorboard_writer(folder) if enabled else None
+    if enabled and writer is None:
+        log("tensorboard: not installed (pip install visionkit[tensorboard]); logging to log.csv only")
+    return writer
+
+
+def train_or_explain(trainer: Trainer, run_dir: Path) -> None:
+    """``trainer.train()``; a non-finite loss stops it with the iteration, the loss terms and the last good
+    checkpoint of ``run_dir`` to resume from."""
+    try:
+        trainer.train()
+    except NonFiniteLossError as error:
+        checkpoints = list_checkpoints(run_dir / "checkpoints")
+        last = (
+            f"last good checkpoint {checkpoints[0]} (resume={run_dir})"
+            if checkpoints
+            else "no checkpoint yet"
+        )
+        raise NonFiniteLossError(f"{error}; training stopped, {last}; try a lower lr") from None
 
 
 def build_optimizer(recipe: Any, model: nn.Module) -> torch.optim.Optimizer:

@@ -22,8 +22,6 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from visionkit.data.datasets import LabelMap
 from visionkit.data.transforms import collate_detection
-from visionkit.engine.budget import TimeLimit, WarmupCosine
-from visionkit.engine.checkpoint import list_checkpoints
 from visionkit.engine.config import save_recipe
 from visionkit.engine.detect.data import DetectionData, build_datasets
 from visionkit.engine.detect.evaluate import evaluate_detector, predict
@@ -31,11 +29,21 @@ from visionkit.engine.detect.model import build_detector, input_scale, save_dete
 from visionkit.engine.detect.recipe import RESUME_FREE_KEYS, DetectRecipe
 from visionkit.engine.distributed import DistributedContext, unwrap_model, wrap_model
 from visionkit.engine.hooks import CheckpointHook, CSVLogger, EMAHook, EvalHook, ProgressHook
-from visionkit.engine.runs import BestModel, StepLogger, build_optimizer, distributed_context
+from visionkit.engine.runs import (
+    BestModel,
+    StepLogger,
+    budget_hooks,
+    build_optimizer,
+    check_amp,
+    distributed_context,
+    run_folder,
+    run_tensorboard,
+    train_or_explain,
+)
 from visionkit.engine.runs import check_resume as check_resume_run
-from visionkit.engine.tensorboard import TensorBoardHook, tensorboard_writer
+from visionkit.engine.tensorboard import TensorBoardHook
 from visionkit.engine.trainer import HookBase, Trainer
-from visionkit.errors import ConfigError, NonFiniteLossError
+from visionkit.errors import ConfigError
 from visionkit.structures import Target
 
 __all__ = ["check_resume", "train_detector"]
@@ -158,22 +166,12 @@ class DetectionRun:
 
     def hooks(self, loader: DataLoader) -> list[HookBase]:
         recipe, main = self.recipe, self.context.is_main
-        steps = max(1, recipe.epochs * len(loader))
-        hooks: list[HookBase] = [
-            WarmupCosine(recipe.lr, recipe.warmup_steps, steps, time_limit=recipe.time_limit or None)
-        ]
-        if recipe.time_limit:
-            self.time_limit = TimeLimit(recipe.time_limit)
-            hooks.append(self.time_limit)
+        hooks, self.time_limit = budget_hooks(recipe, recipe.epochs * len(loader))
         if self.ema is not None:
             hooks.append(self.ema)
         hooks += [EvalHook(lambda _: self.evaluate(), every_epochs=recipe.eval_every), self.best, self.steps]
         if main:
-            writer = tensorboard_writer(self.run_dir / "tensorboard") if recipe.tensorboard else None
-            if recipe.tensorboard and writer is None:
-                self.log(
-                    "tensorboard: not installed (pip install visionkit[tensorboard]); logging to log.csv only"
-                )
+            writer = run_tensorboard(recipe.tensorboard, self.run_dir / "tensorboard", self.log)
             hooks += [
                 CheckpointHook(self.run_dir / "checkpoints", every_epochs=1, keep=2),
                 CSVLogger(self.run_dir / "log.csv"),
@@ -191,15 +189,11 @@ class DetectionRun:
         detector = detector.to(self.context.device)
         if recipe.channels_last:
             detector = detector.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        if recipe.amp and self.context.device.type not in ("cuda", "cpu"):
-            raise ConfigError(
-                f"amp=true: mixed precision runs on CUDA (fp16) or the CPU (bf16), not {self.context.device}"
-            )
+        check_amp(recipe.amp, self.context.device)
         model = wrap_model(TrainStep(detector), self.context)
         loader = train_loader(data.train, recipe, self.context)
         self.ema = EMAHook(recipe.ema_decay, ramp=2000.0) if recipe.ema_decay else None
         self.best = BestModel(lambda name: self.save(name, self.eval_detector()), recipe.patience)
-        self.time_limit: TimeLimit | None = None
         self.steps = StepLogger(self.run_dir / "steps.csv" if self.context.is_main else None)
         self.trainer = Trainer(
             model,
@@ -216,16 +210,7 @@ class DetectionRun:
             loaded = self.trainer.resume(self.run_dir / "checkpoints")
             self.log(f"resumed from {loaded}")
         start = time.perf_counter()
-        try:
-            self.trainer.train()
-        except NonFiniteLossError as error:
-            checkpoints = list_checkpoints(self.run_dir / "checkpoints")
-            last = (
-                f"last good checkpoint {checkpoints[0]} (resume={self.run_dir})"
-                if checkpoints
-                else "no checkpoint yet"
-            )
-            raise NonFiniteLossError(f"{error}; training stopped, {last}; try a lower lr") from None
+        train_or_explain(self.trainer, self.run_dir)
         return self.finish(time.perf_counter() - start)
 
     def finish(self, seconds: float) -> dict[str, Any]:
@@ -265,11 +250,5 @@ def train_detector(
     With ``recipe.resume`` the run continues in that folder exactly where its last good checkpoint left it
     (``run_dir`` must then be ``None`` or that folder). ``log`` receives one-line progress notes (rank 0).
     """
-    resumed = check_resume(recipe)
-    if resumed is not None:
-        if run_dir is not None and Path(run_dir).resolve() != resumed.resolve():
-            raise ConfigError(f"resume={recipe.resume!r} continues in its own folder, not in {run_dir}")
-        run_dir = resumed
-    if run_dir is None:
-        run_dir = Path("runs") / f"detect-{recipe.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return DetectionRun(recipe, Path(run_dir), resumed is not None, log).execute()
+    folder, resumed = run_folder(recipe, run_dir, RESUME_FREE_KEYS, "detect")
+    return DetectionRun(recipe, folder, resumed, log).execute()

@@ -26,18 +26,26 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from visionkit.data.segmentation import IGNORE_INDEX, collate_segmentation
-from visionkit.engine.budget import TimeLimit, WarmupCosine
-from visionkit.engine.checkpoint import list_checkpoints
 from visionkit.engine.config import save_recipe
 from visionkit.engine.hooks import CheckpointHook, CSVLogger, EMAHook, EvalHook, ProgressHook
-from visionkit.engine.runs import BestModel, StepLogger, build_optimizer, check_resume, resolve_device
+from visionkit.engine.runs import (
+    BestModel,
+    StepLogger,
+    budget_hooks,
+    build_optimizer,
+    check_amp,
+    resolve_device,
+    run_folder,
+    run_tensorboard,
+    train_or_explain,
+)
 from visionkit.engine.segment.data import SegmentationData, build_datasets
 from visionkit.engine.segment.evaluate import evaluate_segmenter, predict
 from visionkit.engine.segment.model import build_segmenter, save_segmenter
 from visionkit.engine.segment.recipe import RESUME_FREE_KEYS, SegmentRecipe
-from visionkit.engine.tensorboard import TensorBoardHook, tensorboard_writer
+from visionkit.engine.tensorboard import TensorBoardHook
 from visionkit.engine.trainer import HookBase, Trainer
-from visionkit.errors import ConfigError, DatasetError, NonFiniteLossError
+from visionkit.errors import DatasetError
 
 __all__ = ["pixel_cross_entropy", "train_segmenter"]
 
@@ -149,22 +157,11 @@ class SegmentationRun:
 
     def hooks(self, loader: DataLoader) -> list[HookBase]:
         recipe = self.recipe
-        steps = max(1, recipe.epochs * len(loader))
-        hooks: list[HookBase] = [
-            WarmupCosine(recipe.lr, recipe.warmup_steps, steps, time_limit=recipe.time_limit or None)
-        ]
-        if recipe.time_limit:
-            self.time_limit = TimeLimit(recipe.time_limit)
-            hooks.append(self.time_limit)
-        if self.ema is not None:
-            hooks.append(self.ema)
-        writer = tensorboard_writer(self.run_dir / "tensorboard") if recipe.tensorboard else None
-        if recipe.tensorboard and writer is None:
-            self.log(
-                "tensorboard: not installed (pip install visionkit[tensorboard]); logging to log.csv only"
-            )
+        budget, self.time_limit = budget_hooks(recipe, recipe.epochs * len(loader))
+        writer = run_tensorboard(recipe.tensorboard, self.run_dir / "tensorboard", self.log)
         return [
-            *hooks,
+            *budget,
+            *([self.ema] if self.ema is not None else []),
             EvalHook(lambda _: self.evaluate(), every_epochs=recipe.eval_every),
             self.best,
             self.steps,
@@ -181,15 +178,11 @@ class SegmentationRun:
         segmenter = segmenter.to(self.device)
         if recipe.channels_last:
             segmenter = segmenter.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        if recipe.amp and self.device.type not in ("cuda", "cpu"):
-            raise ConfigError(
-                f"amp=true: mixed precision runs on CUDA (fp16) or the CPU (bf16), not {self.device}"
-            )
+        check_amp(recipe.amp, self.device)
         model = TrainStep(segmenter)
         loader = train_loader(self.data.train, recipe)
         self.ema = EMAHook(recipe.ema_decay, ramp=2000.0) if recipe.ema_decay else None
         self.best = BestModel(self.save, recipe.patience, monitor="mIoU")
-        self.time_limit: TimeLimit | None = None
         self.steps = StepLogger(self.run_dir / "steps.csv")
         self.trainer = Trainer(
             model,
@@ -205,16 +198,7 @@ class SegmentationRun:
         if self.resumed:
             self.log(f"resumed from {self.trainer.resume(self.run_dir / 'checkpoints')}")
         start = time.perf_counter()
-        try:
-            self.trainer.train()
-        except NonFiniteLossError as error:
-            checkpoints = list_checkpoints(self.run_dir / "checkpoints")
-            last = (
-                f"last good checkpoint {checkpoints[0]} (resume={self.run_dir})"
-                if checkpoints
-                else "no checkpoint yet"
-            )
-            raise NonFiniteLossError(f"{error}; training stopped, {last}; try a lower lr") from None
+        train_or_explain(self.trainer, self.run_dir)
         return self.finish(time.perf_counter() - start)
 
     def finish(self, seconds: float) -> dict[str, Any]:
@@ -252,11 +236,5 @@ def train_segmenter(
     With ``recipe.resume`` the run continues in that folder where its last good checkpoint left it
     (``run_dir`` must then be ``None`` or that folder).
     """
-    resumed = check_resume(recipe, RESUME_FREE_KEYS)
-    if resumed is not None:
-        if run_dir is not None and Path(run_dir).resolve() != resumed.resolve():
-            raise ConfigError(f"resume={recipe.resume!r} continues in its own folder, not in {run_dir}")
-        run_dir = resumed
-    if run_dir is None:
-        run_dir = Path("runs") / f"segment-{recipe.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return SegmentationRun(recipe, Path(run_dir), resumed is not None, log).execute()
+    folder, resumed = run_folder(recipe, run_dir, RESUME_FREE_KEYS, "segment")
+    return SegmentationRun(recipe, folder, resumed, log).execute()
