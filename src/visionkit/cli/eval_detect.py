@@ -18,7 +18,7 @@ from visionkit.engine.config import apply_overrides, load_recipe
 from visionkit.engine.detect import DetectRecipe, build_datasets, evaluate_detector, load_detector
 from visionkit.errors import ConfigError, DatasetError
 
-__all__ = ["detect", "split_weights"]
+__all__ = ["detect", "report_metrics", "split_weights"]
 
 
 def split_weights(
@@ -59,10 +59,16 @@ def detect(overrides: tuple[str, ...], json_path: str | None) -> None:
     metrics = evaluate_detector(
         detector, data.val, label_map.num_classes, batch_size=recipe.batch_size
     ).metrics
+    title = f"{weights} on {recipe.val_data or recipe.data} ({len(data.val)} images)"  # type: ignore[arg-type]
+    report_metrics(title, metrics, target)
+
+
+def report_metrics(title: str, metrics: dict[str, float], target: Path | None) -> None:
+    """Print ``metrics`` as a two-column table and write them as JSON to ``target`` (when given)."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{weights} on {recipe.val_data or recipe.data} ({len(data.val)} images)")  # type: ignore[arg-type]
+    table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in metrics.items():

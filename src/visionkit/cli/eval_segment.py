@@ -8,11 +8,9 @@ mIoU and accuracy, and the IoU of each class.
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from visionkit.cli.eval_detect import split_weights
+from visionkit.cli.eval_detect import report_metrics, split_weights
 from visionkit.cli.paths import output_file
 from visionkit.engine.config import apply_overrides, load_recipe
 from visionkit.engine.segment import SegmentRecipe, build_datasets, evaluate_segmenter, load_segmenter
@@ -44,16 +42,5 @@ def segment(overrides: tuple[str, ...], json_path: str | None) -> None:
     evaluation = evaluate_segmenter(
         model, data.val, label_map.names, batch_size=recipe.batch_size, boundary_width=recipe.boundary_width
     )
-    metrics = evaluation.metrics
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{weights} on {recipe.val_data or recipe.data} ({len(data.val)} images)")  # type: ignore[arg-type]
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in metrics.items():
-        table.add_row(name, f"{value:.4f}")
-    Console().print(table)
-    if target is not None:
-        target.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-        click.echo(f"wrote {target}")
+    title = f"{weights} on {recipe.val_data or recipe.data} ({len(data.val)} images)"  # type: ignore[arg-type]
+    report_metrics(title, evaluation.metrics, target)

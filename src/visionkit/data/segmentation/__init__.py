@@ -7,6 +7,7 @@
 * joint transforms (:mod:`~visionkit.data.segmentation.transforms`) and :func:`collate_segmentation`.
 """
 
+from visionkit.data.segmentation.base import SegmentationDataset
 from visionkit.data.segmentation.coco import CocoSegmentation, decode_rle, rasterize_polygons, semantic_mask
 from visionkit.data.segmentation.masks import (
     IGNORE_INDEX,
@@ -39,6 +40,7 @@ __all__ = [
     "RandomCrop",
     "RandomHorizontalFlip",
     "RandomScale",
+    "SegmentationDataset",
     "ShapesSegmentation",
     "VocSegmentation",
     "check_mask",

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from visionkit.data.datasets import LabelMap, read_coco, read_image
+from visionkit.data.segmentation.base import SegmentationDataset
 from visionkit.data.segmentation.masks import IGNORE_INDEX
 from visionkit.errors import DatasetError
 
@@ -141,7 +141,7 @@ def semantic_mask(
     return torch.from_numpy(mask)
 
 
-class CocoSegmentation(Dataset[tuple[Tensor, Tensor]]):
+class CocoSegmentation(SegmentationDataset):
     """A COCO instances JSON with its images as ``(image, mask)`` (see :func:`semantic_mask`).
 
     ``class_names`` are ``background`` then the categories in sorted-id order; :attr:`label_map` maps
@@ -190,11 +190,3 @@ class CocoSegmentation(Dataset[tuple[Tensor, Tensor]]):
             )
         where = f"{self.annotation_file} image id {record.image_id}"
         return image, semantic_mask(self.objects[index], self.label_map, record.height, record.width, where)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} images")
-        image, mask = self.load(index)
-        if self.transforms is not None:
-            image, mask = self.transforms(image, mask)
-        return image, mask

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset
 
+from visionkit.data.segmentation.base import SegmentationDataset
 from visionkit.data.segmentation.masks import write_mask_png
 from visionkit.data.shapes import SHAPE_CLASSES, ShapesConfig, render_shapes
 
@@ -41,7 +41,7 @@ def shapes_mask(sample: dict[str, Any]) -> np.ndarray:
     return mask
 
 
-class ShapesSegmentation(Dataset[tuple[Tensor, Tensor]]):
+class ShapesSegmentation(SegmentationDataset):
     """``num_images`` ``shapes`` images drawn from ``seed`` as ``(image, mask)``: image float32 ``[3, H, W]``
     in ``[0, 1]``, mask int64 ``[H, W]`` (classes of :data:`SEGMENTATION_CLASSES`).
 
@@ -73,13 +73,9 @@ class ShapesSegmentation(Dataset[tuple[Tensor, Tensor]]):
         drawn = render_shapes(index, self.seed, self.config)
         return drawn["image"], shapes_mask(drawn)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        image_array, mask_array = self.sample(index)
-        image = torch.from_numpy(image_array).permute(2, 0, 1).float().div(255.0)
-        mask = torch.from_numpy(mask_array)
-        if self.transforms is not None:
-            image, mask = self.transforms(image, mask)
-        return image, mask
+    def load(self, index: int) -> tuple[Tensor, Tensor]:
+        image, mask = self.sample(index)
+        return torch.from_numpy(image).permute(2, 0, 1).float().div(255.0), torch.from_numpy(mask)
 
 
 def export_shapes_segmentation(

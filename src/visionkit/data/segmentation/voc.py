@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from visionkit.data.datasets import VOC_CLASSES, read_image
+from visionkit.data.segmentation.base import SegmentationDataset
 from visionkit.data.segmentation.masks import check_mask, read_mask_png
 from visionkit.errors import DatasetError
 
@@ -41,7 +41,7 @@ def read_class_names(path: Path) -> tuple[str, ...]:
     return names
 
 
-class VocSegmentation(Dataset[tuple[Tensor, Tensor]]):
+class VocSegmentation(SegmentationDataset):
     """A VOC-layout segmentation folder as ``(image, mask)``: image float32 ``[3, H, W]`` in ``[0, 1]``, mask
     int64 ``[H, W]``.
 
@@ -133,11 +133,3 @@ class VocSegmentation(Dataset[tuple[Tensor, Tensor]]):
         mask = read_mask_png(mask_path)
         where = f"{str(mask_path)!r} (image {str(image_path)!r})"
         return image, check_mask(mask, self.num_classes, where, image_size=image.shape[1:])
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} images")
-        image, mask = self.load(index)
-        if self.transforms is not None:
-            image, mask = self.transforms(image, mask)
-        return image, mask
