@@ -101,7 +101,7 @@ def part_skips(epochs: int, resamples: int) -> None:
         base, cand = results[low][1], results[high][1]
         whole = bootstrap_gain(base.matrices, cand.matrices, resamples=resamples)  # type: ignore[attr-defined]
         band = bootstrap_gain(base.boundary_matrices, cand.boundary_matrices, resamples=resamples)  # type: ignore[attr-defined]
-        cells = [f"{low[:6]} → {high[:6]}"]
+        cells = [f"{low.removesuffix('_small')} → {high.removesuffix('_small')}"]
         for gain in (whole, band):
             cells += [
                 f"{gain['gain']:+.4f} [{gain['low']:+.4f}, {gain['high']:+.4f}]",

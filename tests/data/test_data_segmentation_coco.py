@@ -167,3 +167,32 @@ def test_coco_bad_files_are_named(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(DatasetError, match=r"bad\.json"):
         CocoSegmentation(tmp_path / "bad.json", tmp_path / "images")
+
+
+def _tiny_coco(folder: Path) -> Path:
+    from PIL import Image
+
+    (folder / "images").mkdir(parents=True)
+    images = [{"id": i, "file_name": f"{i}.png", "width": 8, "height": 6} for i in (1, 2)]
+    square = [[1, 1, 5, 1, 5, 4, 1, 4]]
+    annotations = [{"id": 10, "image_id": 1, "category_id": 3, "bbox": [1, 1, 4, 3], "segmentation": square}]
+    (folder / "instances.json").write_text(json.dumps({
+        "images": images, "annotations": annotations, "categories": [{"id": 3, "name": "cat"}]
+    }))  # fmt: skip
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(folder / "images" / "1.png")
+    (folder / "images" / "2.png").write_bytes(b"truncated")
+    return folder / "instances.json"
+
+
+def test_a_small_coco_file_and_on_corrupt_skip(tmp_path: Path) -> None:
+    path = _tiny_coco(tmp_path)
+    dataset = CocoSegmentation(path, tmp_path / "images")
+    image, mask = dataset[0]
+    expected = np.zeros((6, 8), np.int64)
+    expected[1:4, 1:5] = 1
+    assert torch.equal(mask, torch.from_numpy(expected)) and image.shape == (3, 6, 8)
+    with pytest.raises(DatasetError, match=r"2\.png"):
+        dataset[1]
+    with pytest.warns(UserWarning, match="skipped 1"):
+        skipping = CocoSegmentation(path, tmp_path / "images", on_corrupt="skip")
+    assert len(skipping) == 1 and skipping.skipped == [str(tmp_path / "images" / "2.png")]

@@ -151,10 +151,17 @@ class CocoSegmentation(SegmentationDataset):
         annotation_file: the instances JSON (validated by :func:`~visionkit.data.datasets.read_coco`).
         image_root: the folder the JSON's ``file_name`` entries are relative to.
         transforms: optional joint ``(image, mask) -> (image, mask)``.
+        on_corrupt: ``"raise"`` (default) or ``"skip"``: read every image once now and leave out those
+            that fail, listed in :attr:`skipped`.
     """
 
     def __init__(
-        self, annotation_file: str | Path, image_root: str | Path, *, transforms: Any = None
+        self,
+        annotation_file: str | Path,
+        image_root: str | Path,
+        *,
+        transforms: Any = None,
+        on_corrupt: str = "raise",
     ) -> None:
         self.annotation_file, self.image_root = Path(annotation_file), Path(image_root)
         if not self.image_root.is_dir():
@@ -169,7 +176,9 @@ class CocoSegmentation(SegmentationDataset):
         self.label_map = LabelMap((0, *coco.category_ids), ("background", *coco.names))
         self.class_names = self.label_map.names
         self.transforms = transforms
-        self.skipped: list[str] = []
+        kept = self.readable_items(on_corrupt)
+        self.records = [self.records[i] for i in kept]
+        self.objects = [self.objects[i] for i in kept]
 
     @property
     def num_classes(self) -> int:
@@ -177,6 +186,9 @@ class CocoSegmentation(SegmentationDataset):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def item_name(self, index: int) -> str:
+        return str(self.image_root / self.records[index].file_name)
 
     def load(self, index: int) -> tuple[Tensor, Tensor]:
         """Image and rasterised mask of item ``index`` (untransformed)."""

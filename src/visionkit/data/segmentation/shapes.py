@@ -62,6 +62,7 @@ class ShapesSegmentation(SegmentationDataset):
         self.num_images, self.seed = num_images, seed
         self.config = config or ShapesConfig()
         self.transforms = transforms
+        self.skipped = []
 
     def __len__(self) -> int:
         return self.num_images

@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +65,6 @@ class VocSegmentation(SegmentationDataset):
         transforms: Any = None,
         on_corrupt: str = "raise",
     ) -> None:
-        if on_corrupt not in ("raise", "skip"):
-            raise ValueError(f"on_corrupt must be 'raise' or 'skip', got {on_corrupt!r}")
         self.root, self.transforms = Path(root), transforms
         masks = self.root / "SegmentationClass"
         if not masks.is_dir():
@@ -76,9 +73,7 @@ class VocSegmentation(SegmentationDataset):
         self.class_names = read_class_names(names_file) if names_file.is_file() else VOC_SEGMENTATION_CLASSES
         self.ids = self._read_ids(image_set)
         self.pairs = [(self._image_path(i), masks / f"{i}.png") for i in self.ids]
-        self.skipped: list[str] = []
-        if on_corrupt == "skip":
-            self._drop_unreadable()
+        self.pairs = [self.pairs[i] for i in self.readable_items(on_corrupt)]
 
     @property
     def num_classes(self) -> int:
@@ -107,19 +102,8 @@ class VocSegmentation(SegmentationDataset):
             f"{self.root}: image {image_id!r} has no file in JPEGImages/ ({'/'.join(_IMAGE_SUFFIXES)})"
         )
 
-    def _drop_unreadable(self) -> None:
-        kept = []
-        for index, pair in enumerate(self.pairs):
-            try:
-                self.load(index)
-                kept.append(pair)
-            except DatasetError:
-                self.skipped.append(str(pair[0]))
-        if self.skipped:
-            warnings.warn(
-                f"skipped {len(self.skipped)} unreadable images, e.g. {self.skipped[0]}", stacklevel=3
-            )
-        self.pairs = kept
+    def item_name(self, index: int) -> str:
+        return str(self.pairs[index][0])
 
     def __len__(self) -> int:
         return len(self.pairs)

@@ -78,7 +78,7 @@ def _file_dataset(
     if not path.is_file():
         raise DatasetError(f"{key}={text!r}: no such file")
     images = Path(recipe.image_root) if recipe.image_root else path.parent / "images"
-    dataset = CocoSegmentation(path, images)
+    dataset = CocoSegmentation(path, images, on_corrupt=recipe.on_corrupt)
     if len(dataset) == 0:
         raise DatasetError(f"{key}={text!r}: no images in this COCO file")
     return dataset
