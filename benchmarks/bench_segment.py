@@ -4,7 +4,8 @@ Three parts (all by default; one with ``--part``)::
 
     python benchmarks/bench_segment.py --part target   # small FCN-8s on shapes, 5 minutes of CPU training
     python benchmarks/bench_segment.py --part skips    # FCN-32s vs 16s vs 8s, same steps, bootstrap intervals
-    python benchmarks/bench_segment.py --part speed    # inference ms/image at 128² and 512², memory
+    python benchmarks/bench_segment.py --part speed    # inference ms/image at 128² and 512²
+    python benchmarks/bench_segment.py --part memory   # peak memory of a 512² forward per model
 
 * **target**: ``fcn8s_small`` trained on ``shapes`` with ``time_limit`` seconds (default 300) on one thread;
   its validation mIoU (128 images) against the target 0.85, with the steps, seconds and machine load.
@@ -13,9 +14,9 @@ Three parts (all by default; one with ``--part``)::
   class edges; each gain with a paired-bootstrap 95 % interval over images
   (:func:`visionkit.metrics.segmentation_compare.bootstrap_gain`, 2000 draws).
 * **speed**: every registered FCN, batch 1, timed in interleaved rounds in one process (medians), beside
-  torchvision's dilated ``fcn_resnet50`` when torchvision is importable (``.venv-bench``); memory: the
-  parameters, and the peak resident memory of a fresh process that builds the model and runs one 512²
-  forward (``ru_maxrss``) minus that after building it.
+  torchvision's dilated ``fcn_resnet50`` when torchvision is importable (``.venv-bench``).
+* **memory**: per model, a fresh process builds it and runs one 512² forward; its peak resident memory
+  (``VmHWM``) after building and after the forward.
 """
 
 from __future__ import annotations
@@ -118,13 +119,22 @@ def _torchvision_fcn() -> torch.nn.Module | None:
     return fcn_resnet50(weights=None, weights_backbone=None, num_classes=21, aux_loss=False).eval()
 
 
+def _peak_mib() -> float:
+    """This process's peak resident memory: ``VmHWM`` (reset by ``exec``, unlike ``ru_maxrss``, which a
+    child inherits from the parent that forked it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _memory_child(name: str, size: int) -> None:
     """Run in a fresh process: print the peak RSS (MiB) after building ``name`` and after one forward."""
     model = _torchvision_fcn() if name == "torchvision_fcn_resnet50" else create_model(name).eval()
-    built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    built = _peak_mib()
     with torch.no_grad():
         model(torch.rand(1, 3, size, size))
-    print(json.dumps({"built": built, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"built": built, "peak": _peak_mib()}))
 
 
 def _memory(name: str, size: int) -> dict:
@@ -134,11 +144,27 @@ def _memory(name: str, size: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def part_speed(repeats: int) -> None:
+def _models() -> dict[str, torch.nn.Module]:
     models = {name: create_model(name).eval() for name in list_segmenters()}
     reference = _torchvision_fcn()
     if reference is not None:
         models["torchvision_fcn_resnet50"] = reference
+    return models
+
+
+def part_memory() -> None:
+    print("\n### memory: a fresh process per model builds it and runs one 512² forward (batch 1)\n")
+    print("| model | params (M) | peak RSS after building (MiB) | peak RSS after the forward (MiB) | added |")
+    print("|---|---:|---:|---:|---:|")
+    for name, model in _models().items():
+        memory = _memory(name, 512)
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        cells = [name, f"{params:.1f}", f"{memory['built']:.0f}", f"{memory['peak']:.0f}"]
+        print("| " + " | ".join([*cells, f"{memory['peak'] - memory['built']:.0f}"]) + " |")
+
+
+def part_speed(repeats: int) -> None:
+    models = _models()
     samples: dict[tuple[str, int], list[float]] = {(n, s): [] for n in models for s in SPEED_SIZES}
     inputs = {size: torch.rand(1, 3, size, size) for size in SPEED_SIZES}
     with torch.no_grad():
@@ -152,20 +178,16 @@ def part_speed(repeats: int) -> None:
                     samples[(name, size)].append((time.perf_counter() - start) * 1000)
     setting = f"batch 1, {torch.get_num_threads()} thread(s), medians of {repeats} interleaved rounds"
     print(f"\n### speed: {setting} (load {_load()})\n")
-    print("| model | params (M) | ms 128² | ms 512² | peak RSS of a 512² forward (MiB) | model built (MiB) |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, model in models.items():
-        memory = _memory(name, 512)
-        params = sum(p.numel() for p in model.parameters()) / 1e6
+    print("| model | ms / image 128² | ms / image 512² |")
+    print("|---|---:|---:|")
+    for name in models:
         times = [statistics.median(samples[(name, size)]) for size in SPEED_SIZES]
-        cells = [name, f"{params:.1f}", f"{times[0]:.1f}", f"{times[1]:.0f}"]
-        cells += [f"{memory['peak'] - memory['built']:.0f}", f"{memory['built']:.0f}"]
-        print("| " + " | ".join(cells) + " |")
+        print(f"| {name} | {times[0]:.1f} | {times[1]:.0f} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("target", "skips", "speed", "all"), default="all")
+    parser.add_argument("--part", choices=("target", "skips", "speed", "memory", "all"), default="all")
     parser.add_argument("--seconds", type=float, default=300.0, help="target: training budget")
     parser.add_argument("--epochs", type=int, default=8, help="skips: epochs of 1024 images per model")
     parser.add_argument("--resamples", type=int, default=2000, help="skips: bootstrap draws")
@@ -181,6 +203,8 @@ def main() -> None:
         part_skips(args.epochs, args.resamples)
     if args.part in ("speed", "all"):
         part_speed(args.repeats)
+    if args.part in ("memory", "all"):
+        part_memory()
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ def shapes_config(image_size: int) -> ShapesConfig:
 def _augmentation(recipe: SegmentRecipe) -> Compose:
     steps: list[Any] = []
     if recipe.scale_jitter:
-        steps.append(RandomScale(*recipe.scale_jitter))
+        low, high = recipe.scale_jitter
+        steps.append(RandomScale(low, high))
     if recipe.crop_size:
         steps.append(RandomCrop(recipe.crop_size))
     if recipe.hflip > 0:
@@ -96,13 +97,13 @@ def build_datasets(recipe: SegmentRecipe) -> SegmentationData:
     if recipe.data == "shapes":
         config = shapes_config(recipe.image_size)
         train = ShapesSegmentation(recipe.num_train, recipe.seed, config, transforms=augment)
-        val = ShapesSegmentation(recipe.num_val, recipe.seed + 1000, config)
         names = ShapesSegmentation.class_names
-        return SegmentationData(train, val, LabelMap(tuple(range(len(names))), names))
+        shapes_val = ShapesSegmentation(recipe.num_val, recipe.seed + 1000, config)
+        return SegmentationData(train, shapes_val, LabelMap(tuple(range(len(names))), names))
     base = _file_dataset(recipe.data, "data", recipe, recipe.image_set)
     label_map, skipped = _label_map(base), list(base.skipped)
     if recipe.val_image_set:
-        val: Any = _file_dataset(recipe.data, "data", recipe, recipe.val_image_set)
+        val = _file_dataset(recipe.data, "data", recipe, recipe.val_image_set)
     elif recipe.val_data:
         val = _file_dataset(recipe.val_data, "val_data", recipe, "")
     else:

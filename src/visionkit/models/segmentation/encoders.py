@@ -69,9 +69,11 @@ class VGGEncoder(nn.Module):
         if len(pools) != 5:
             raise ValueError(f"config needs five 'M' pools (strides 2..32), got {len(pools)}")
         for index in pools:
-            self.features[index].ceil_mode = True  # no input pixel is dropped at odd sizes
+            pool: nn.MaxPool2d = self.features[index]  # type: ignore[assignment]
+            pool.ceil_mode = True  # no input pixel is dropped at odd sizes
         if alignment == "caffe":
-            self.features[0].padding = (100, 100)
+            first: nn.Conv2d = self.features[0]  # type: ignore[assignment]
+            first.padding = (100, 100)
         channels = [layer.out_channels for layer in self.features if isinstance(layer, nn.Conv2d)]
         padding = fc_kernel // 2 if alignment == "same" else 0
         self.fc6 = nn.Conv2d(channels[-1], fc_channels, fc_kernel, padding=padding)
@@ -80,7 +82,7 @@ class VGGEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         for layer in (self.fc6, self.fc7):
             kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
-            constant_(layer.bias, 0.0)
+            constant_(layer.bias, 0.0)  # type: ignore[arg-type]
         self.alignment = alignment
         self._taps = {pools[2]: "pool3", pools[3]: "pool4"}
         frames = sequential_frames(self.features)

@@ -99,6 +99,9 @@ class FCN(nn.Module):
         ``(N, 3, H, W) -> (N, num_classes, H, W)`` for any ``H, W >= 1``.
     """
 
+    image_mean: Tensor
+    image_std: Tensor
+
     def __init__(
         self,
         encoder: nn.Module,
@@ -178,5 +181,5 @@ def _score_layer(channels: int, num_classes: int) -> nn.Conv2d:
     """A zero-initialised 1×1 class-scoring convolution (FCN §4.2)."""
     layer = nn.Conv2d(channels, num_classes, kernel_size=1)
     nn.init.zeros_(layer.weight)
-    nn.init.zeros_(layer.bias)
+    nn.init.zeros_(layer.bias)  # type: ignore[arg-type]
     return layer
