@@ -26,11 +26,11 @@ demo: $(STAMP)
 	$(BIN)/visionkit demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 test-kernels: $(STAMP)
 	for cap in default avx2; do echo "== ATEN_CPU_CAPABILITY=$$cap"; \
-		ATEN_CPU_CAPABILITY=$$cap $(BIN)/python -m pytest -q -n 2 -p no:cacheprovider $(KERNEL_TESTS) || exit 1; done
+		ATEN_CPU_CAPABILITY=$$cap $(BIN)/python -m pytest -q -n 2 --dist loadgroup -p no:cacheprovider $(KERNEL_TESTS) || exit 1; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -30,11 +30,19 @@ from fractions import Fraction
 import torch
 
 __all__ = [
+    "LAPACK_BACKWARD_CONSTANT",
     "LIBM_ULPS",
+    "abs_sum_upper",
+    "assert_fraction_within",
+    "assert_numbers_within",
     "assert_within",
+    "binomial_interval",
     "eps",
     "exp_argument_error",
     "gamma",
+    "lapack_backward_error",
+    "mean_difference_bound",
+    "mean_error_bound",
     "product_ratio_bound",
     "sum_difference_bound",
     "unit_roundoff",
@@ -137,6 +145,37 @@ def _round_up(value: Fraction | float) -> float:
     return as_float if Fraction(as_float) >= Fraction(value) else math.nextafter(as_float, math.inf)
 
 
+# ----------------------------------------------------------------------------------------- statistics
+def binomial_interval(trials: int, probability: float, false_failure: float) -> tuple[int, int]:
+    """Counts ``[low, high]`` that a ``Binomial(trials, probability)`` count leaves with probability at
+    most ``false_failure`` (each tail gets half of it; summed exactly from the distribution).
+
+    For a check that a random procedure picks something with the right frequency: with ``m`` such counts
+    checked at once, pass ``false_failure / m`` (union bound) and state the total in the test. This is a
+    property of the distribution, so it holds whatever random stream a kernel draws.
+    """
+    q = 1 - probability
+    pmf = [math.comb(trials, k) * probability**k * q ** (trials - k) for k in range(trials + 1)]
+    low, tail = 0, 0.0
+    while tail + pmf[low] <= false_failure / 2:
+        tail += pmf[low]
+        low += 1
+    high, tail = trials, 0.0
+    while tail + pmf[high] <= false_failure / 2:
+        tail += pmf[high]
+        high -= 1
+    return low, high
+
+
+def abs_sum_upper(terms: torch.Tensor, dim: int | tuple[int, ...]) -> torch.Tensor:
+    """``Σ|xᵢ|`` over ``dim`` in float64, raised by ``γ(n − 1)`` so that it is not below the exact sum (the
+    ``abs_sum`` argument of :func:`sum_difference_bound` when it is computed from the data)."""
+    terms = terms.detach().double().abs()
+    dims = (dim,) if isinstance(dim, int) else dim
+    n = math.prod(terms.shape[d] for d in dims)
+    return terms.sum(dim) * (1 + gamma(max(n - 1, 1), torch.float64))
+
+
 def mean_error_bound(abs_sum: torch.Tensor | float, n: int, dtype: torch.dtype, divisor: float | None = None):
     """Largest error of one evaluation of ``(x₁ + … + xₙ) / d`` (``d`` exact, default ``n``) against the
     exact value, the ``xᵢ`` being exact: ``n − 1`` additions in any order give ``Σxᵢ(1 + θᵢ)``,
@@ -197,3 +236,13 @@ def lapack_backward_error(m: int, n: int, dtype: torch.dtype) -> float:
     """``p(m, n)·ε``: the relative backward error ``‖E‖₂ / ‖A‖₂`` (and the orthogonality defect of the
     computed singular / eigen vectors) assumed for LAPACK's SVD or eigensolver on an ``m×n`` matrix."""
     return LAPACK_BACKWARD_CONSTANT * m * n * eps(dtype)
+
+
+# ----------------------------------------------------------------------------------------- gradcheck
+# torch.autograd.gradcheck (float64, step h = 1e-6, atol = 1e-5, rtol = 1e-3) compares the analytic
+# Jacobian with central differences, whose error is h²/6·|f'''| (truncation, ~1e-13 for the O(1)
+# derivatives of the functions tested) plus (|f̂(x+h) − f(x+h)| + |f̂(x−h) − f(x−h)|)/(2h) <= γ(k)·|f|/h
+# (the rounding of the two evaluations: ~1e-8 for |f| ~ 1 and k ~ 100 operations). Both are orders of
+# magnitude below atol, and another CPU or kernel changes the rounding term only within that same
+# ~1e-8, so a gradcheck's outcome does not depend on the machine. Functions with kinks (max pooling,
+# RoI Pool, clamps) are checked at points farther than h from every kink (distinct values, margins).

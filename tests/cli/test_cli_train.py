@@ -70,6 +70,7 @@ def test_small_resnet_reaches_97_percent_on_digits(tmp_path: Path) -> None:
     assert metrics["gradient_flow"] == "healthy"
 
 
+@pytest.mark.xdist_group("ddp")  # one multi-process run at a time: they share ports and cores
 @pytest.mark.slow
 def test_classify_with_two_processes(tmp_path: Path) -> None:
     run = tmp_path / "ddp"

@@ -49,8 +49,9 @@ INVALID = {
     "num_crowded": -2, "image_size": 16, "min_size": -1, "max_size": -5, "epochs": 0, "time_limit": -1.0,
     "batch_size": 0, "optimizer": "lbfgs", "lr": float("nan"), "momentum": 1.0, "weight_decay": -0.1,
     "warmup_steps": -1, "clip_norm": 0.0, "ema_decay": 1.0, "hflip": 1.5, "scale_jitter": (1.5, 0.5),
-    "mosaic": -0.1, "width_multiplier": 0.35, "fpn_channels": 0, "head_convs": 0, "representation_size": 64,
-    "anchor_sizes": (0.0, 1.0), "box_loss": "l2", "score_threshold": 1.0, "nms_method": "fast",
+    "mosaic": -0.1, "width_multiplier": 0.35, "fpn_channels": 0, "head_convs": 0,
+    "representation_size": 64, "anchor_sizes": (0.0, 1.0), "box_loss": "l2", "roi_op": "warp",
+    "score_threshold": 1.0, "nms_method": "fast",
     "nms_threshold": 1.5, "soft_nms_sigma": 0.0, "detections_per_image": 0, "device": "gpu", "amp": "yes",
     "channels_last": 2, "backbone_weights": 3, "freeze_at": 5, "eval_every": 0, "patience": -1,
     "resume": 7, "tensorboard": "no", "val_data": "val/", "crowded": "yes", "on_corrupt": "ignore",
@@ -294,6 +295,7 @@ def test_cuda_amp_run(tmp_path: Path) -> None:  # pragma: no cover - GPU machine
     assert metrics["steps"] == 2
 
 
+@pytest.mark.xdist_group("ddp")  # one multi-process run at a time: they share ports and cores
 @pytest.mark.slow
 def test_two_process_gloo_run_writes_one_folder_and_gathers_the_evaluation(tmp_path: Path) -> None:
     from click.testing import CliRunner

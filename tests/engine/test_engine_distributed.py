@@ -69,6 +69,7 @@ def _rank_worker(rank: int, world_size: int, port: int, output: str) -> None:
         D.cleanup()
 
 
+@pytest.mark.xdist_group("ddp")  # one multi-process run at a time: they share ports and cores
 def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
     output = tmp_path / "two.pt"
     torch.multiprocessing.spawn(_rank_worker, args=(2, _free_port(), str(output)), nprocs=2, join=True)
@@ -102,6 +103,7 @@ main()
 """
 
 
+@pytest.mark.xdist_group("ddp")  # one multi-process run at a time: they share ports and cores
 @pytest.mark.slow
 def test_a_failing_rank_stops_all_ranks_and_shows_its_traceback(tmp_path: Path) -> None:
     script = tmp_path / "fail.py"

@@ -17,10 +17,13 @@ from __future__ import annotations
 import math
 from decimal import Decimal, getcontext
 
+import loss_formulas as formulas
 import pytest
 import torch
-from tests.tolerances import assert_within, eps, gamma
+from tests.tolerances import LIBM_ULPS, assert_within, eps, gamma, unit_roundoff
 
+from running_error import Bounded
+from running_error import exact as exact_value
 from visionkit.losses.distill import DistillationLoss, distillation_loss, hint_loss, soft_target_loss
 
 getcontext().prec = 50
@@ -80,7 +83,21 @@ def test_mean_is_over_the_batch_not_the_classes() -> None:
     # KL(p ‖ uniform) = log 4 − H(p) with p = (2, 1, 1, 1) / 5
     p = [0.4, 0.2, 0.2, 0.2]
     exact = math.log(4) + sum(x * math.log(x) for x in p)
-    assert abs(float(one) - exact) <= 64 * eps(torch.float64)  # a few dozen roundings on values ≤ 2
+    # Both against the exact KL: the library's log_softmax / exp / sum formula in running-error arithmetic
+    # (its input log 2 within 1 ulp of ln 2), and the expression above (decimal p rounded, libm logs).
+    libm = LIBM_ULPS * eps(torch.float64)
+    logits = Bounded(teacher.double(), torch.tensor([[libm * math.log(2.0), 0.0, 0.0, 0.0]]), torch.float64)
+    log_p = formulas.log_softmax(logits, 1)
+    log_q = formulas.log_softmax(exact_value(torch.zeros(1, 4, dtype=torch.float64), torch.float64), 1)
+    library = (log_p.exp() * (log_p - log_q)).sum(1)
+    probabilities = Bounded(
+        torch.tensor(p, dtype=torch.float64),
+        unit_roundoff(torch.float64) * torch.tensor(p, dtype=torch.float64),
+        torch.float64,
+    )
+    four = Bounded(torch.tensor(4.0, dtype=torch.float64), 0.0, torch.float64)
+    reference = four.log() + (probabilities * probabilities.log()).sum(0)
+    assert abs(float(one) - exact) <= float(library.error[0] + reference.error) * (1 + 2**-36)
 
 
 def test_gradcheck_and_teacher_gets_no_gradient() -> None:

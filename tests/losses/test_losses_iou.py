@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import box_formulas as bf
+from running_error import assert_formulas_agree, exact
+from running_error_grad import Dual, assert_gradients_agree
 from visionkit.losses import CIoULoss, DIoULoss, GIoULoss, ciou_loss, diou_loss, giou_loss
 
 GOLDEN = torch.load(
@@ -27,23 +30,36 @@ def _reference(kind, a, b):
     if kind == "giou":
         hull = (cx2 - cx1) * (cy2 - cy1)
         return 1 - iou + (hull - union) / hull
-    rho2 = ((ax1 + ax2 - bx1 - bx2) / 2) ** 2 + ((ay1 + ay2 - by1 - by2) / 2) ** 2
-    diou = 1 - iou + rho2 / ((cx2 - cx1) ** 2 + (cy2 - cy1) ** 2)
+    dx, dy = (ax1 + ax2 - bx1 - bx2) / 2, (ay1 + ay2 - by1 - by2) / 2  # squares as products below
+    diou = 1 - iou + (dx * dx + dy * dy) / ((cx2 - cx1) * (cx2 - cx1) + (cy2 - cy1) * (cy2 - cy1))
     if kind == "diou":
         return diou
-    v = 4 / math.pi**2 * (math.atan((bx2 - bx1) / (by2 - by1)) - math.atan((ax2 - ax1) / (ay2 - ay1))) ** 2
+    gap = math.atan((bx2 - bx1) / (by2 - by1)) - math.atan((ax2 - ax1) / (ay2 - ay1))
+    v = 4 / math.pi**2 * (gap * gap)
     return diou + v / (1 - iou + v) * v if v > 0 else diou
 
 
 @pytest.mark.parametrize("kind", ["giou", "diou", "ciou"])
 def test_matches_torchvision_golden(kind):
-    # torchvision adds eps=1e-7 to each denominator (areas here are 0.25..70); we divide exactly, so the
-    # values agree to ~1e-8 relative, not to float64 round-off.
+    # torchvision adds eps=1e-7 to each denominator (areas here are 0.25..70); we divide exactly: the gap
+    # of the two formulas, computed from the data, plus both running bounds (tests/box_formulas.py).
     boxes1 = GOLDEN["iou_loss/boxes1"].clone().requires_grad_()
     loss = LOSSES[kind](boxes1, GOLDEN["iou_loss/boxes2"])
-    torch.testing.assert_close(loss, GOLDEN[f"iou_loss/{kind}/out"], rtol=1e-6, atol=1e-7)
-    (loss * GOLDEN[f"iou_loss/{kind}/weight"]).sum().backward()
-    torch.testing.assert_close(boxes1.grad, GOLDEN[f"iou_loss/{kind}/grad"], rtol=1e-6, atol=1e-7)
+    assert_formulas_agree(
+        loss,
+        pair_formula(kind, boxes1.detach(), GOLDEN["iou_loss/boxes2"], ours=True),
+        GOLDEN[f"iou_loss/{kind}/out"],
+        pair_formula(kind, boxes1.detach(), GOLDEN["iou_loss/boxes2"], ours=False),
+    )
+    weight = GOLDEN[f"iou_loss/{kind}/weight"]
+    (loss * weight).sum().backward()
+    # the gradients: both formulas differentiated in forward mode with running error bounds
+    # (tests/running_error_grad.py), the gap of their exact derivatives plus both bounds
+    ours, theirs = (
+        pair_gradient(kind, boxes1.detach(), GOLDEN["iou_loss/boxes2"], weight, flag)
+        for flag in (True, False)
+    )
+    assert_gradients_agree(boxes1.grad, ours, GOLDEN[f"iou_loss/{kind}/grad"], theirs)
 
 
 @pytest.mark.parametrize("kind", ["giou", "diou", "ciou"])
@@ -56,9 +72,16 @@ def test_matches_pairwise_reference(kind):
     expected = torch.tensor(
         [_reference(kind, a, b) for a, b in zip(boxes1, boxes2, strict=True)], dtype=torch.float64
     )
-    torch.testing.assert_close(LOSSES[kind](boxes1, boxes2), expected)
-    # Identical boxes: loss 0; the loss is bounded by 2 (GIoU) / 2 (DIoU) for disjoint boxes.
-    assert LOSSES[kind](boxes1, boxes1).abs().max() < 1e-6
+    # the loop's operation order differs (centre differences, no clamps): two formulas, both bounded
+    assert_formulas_agree(
+        LOSSES[kind](boxes1, boxes2),
+        pair_formula(kind, boxes1, boxes2, ours=True),
+        expected,
+        lambda dtype: bf.loop_loss(kind, bf.corners(boxes1, dtype), bf.corners(boxes2, dtype)),
+    )
+    # Identical boxes: loss 0 exactly (IoU = A/A = 1, zero distance and aspect gap: see box_formulas);
+    # the loss is bounded by 2 (GIoU) / 2 (DIoU) for disjoint boxes.
+    assert torch.equal(LOSSES[kind](boxes1, boxes1), torch.zeros(len(boxes1), dtype=torch.float64))
     assert (LOSSES[kind](boxes1, boxes2) <= 2 + 1).all()
 
 
@@ -84,9 +107,8 @@ def test_empty_fp16_and_integer_inputs(kind):
     half = torch.tensor([[0.0, 0.0, 2000.0, 2000.0]], dtype=torch.float16)
     assert LOSSES[kind](half, half + 100).dtype == torch.float32
     integer = torch.tensor([[0, 0, 4, 4]])
-    torch.testing.assert_close(
-        LOSSES[kind](integer, integer + 1), LOSSES[kind](integer.float(), integer.float() + 1)
-    )
+    # integer boxes are converted to float32 first: the same operations on the same numbers
+    assert torch.equal(LOSSES[kind](integer, integer + 1), LOSSES[kind](integer.float(), integer.float() + 1))
 
 
 def test_gradcheck_float64():
@@ -99,15 +121,31 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda b: diou_loss(b, boxes2, "mean"), (boxes1,))
 
 
+def pair_gradient(kind, boxes1, boxes2, weight, ours):
+    """``d(Σ weight·loss)/d boxes1`` of our or torchvision's formula (float64, 4 directions per row)."""
+    first = Dual.variable(boxes1, torch.float64, directions=4)
+    second = Dual.constant(exact(boxes2, torch.float64), first)
+    return bf.loss(kind, first, second, ours) * exact(weight, torch.float64)
+
+
+def pair_formula(kind, boxes1, boxes2, ours):
+    """Our loss (``1 − elementwise GIoU/DIoU/CIoU``; exactly 0 for a box paired with itself) or
+    torchvision's (whose eps makes that pair inexact), per matched pair, by dtype."""
+    if ours:
+        return bf.elementwise(lambda b1, b2, _: bf.loss(kind, b1, b2), boxes1, boxes2)
+    return lambda dtype: bf.loss(kind, bf.corners(boxes1, dtype), bf.corners(boxes2, dtype), ours=False)
+
+
 def _aspect_penalty(boxes1, boxes2):
     w1, h1 = boxes1[:, 2] - boxes1[:, 0], boxes1[:, 3] - boxes1[:, 1]
     w2, h2 = boxes2[:, 2] - boxes2[:, 0], boxes2[:, 3] - boxes2[:, 1]
     return 4 / math.pi**2 * (torch.atan(w2 / h2) - torch.atan(w1 / h1)) ** 2
 
 
-def test_ciou_gradient_is_finite_difference_with_alpha_frozen():
+def test_ciou_gradient_is_that_of_the_loss_with_alpha_frozen():
     # CIoU's alpha is a constant by design (no gradient), so the loss's gradient is that of
-    # DIoU + alpha0 * v with alpha0 fixed at the evaluation point: check it by central differences.
+    # DIoU + alpha0 * v with alpha0 fixed at the evaluation point: check it against that frozen
+    # function's derivative, computed independently (forward mode, test-written v with atan(w/h)).
     generator = torch.Generator().manual_seed(2)
     xy = torch.rand(4, 2, generator=generator, dtype=torch.float64) * 5
     boxes1 = torch.cat((xy, xy + torch.rand(4, 2, generator=generator, dtype=torch.float64) * 4 + 1), 1)
@@ -118,18 +156,23 @@ def test_ciou_gradient_is_finite_difference_with_alpha_frozen():
     )
     alpha0 = v0 / (1 - iou0 + v0)
 
-    def frozen(b):
-        return (diou_loss(b, boxes2) + alpha0 * _aspect_penalty(b, boxes2)).sum()
-
     analytic = boxes1.clone().requires_grad_()
     ciou_loss(analytic, boxes2, "sum").backward()
-    step, numeric = 1e-6, torch.zeros_like(boxes1)
-    for index in range(boxes1.numel()):
-        delta = torch.zeros_like(boxes1).view(-1)
-        delta[index] = step
-        delta = delta.view_as(boxes1)
-        numeric.view(-1)[index] = (frozen(boxes1 + delta) - frozen(boxes1 - delta)) / (2 * step)
-    torch.testing.assert_close(analytic.grad, numeric, rtol=1e-6, atol=1e-8)
+    ours = pair_gradient("ciou", boxes1, boxes2, torch.ones(4, dtype=torch.float64), ours=True)
+    frozen = frozen_derivative(boxes1, boxes2, alpha0)
+    # alpha0 comes from the loop (atan(w/h)) and ours from atan2(w, h): alike to rounding, a gap of
+    # values that only scales the frozen term; the derivatives' gap is computed from the data
+    assert_gradients_agree(analytic.grad, ours, frozen.t.reshape(4, 4), frozen)
+
+
+def frozen_derivative(boxes1, boxes2, alpha0):
+    """Forward-mode derivative of Σ (DIoU loss + alpha0·v), v = 4/π²·(atan(w2/h2) − atan(w1/h1))²."""
+    first = Dual.variable(boxes1, torch.float64, directions=4)
+    second = Dual.constant(exact(boxes2, torch.float64), first)
+    w1, h1 = first[..., 2] - first[..., 0], first[..., 3] - first[..., 1]
+    w2, h2 = second[..., 2] - second[..., 0], second[..., 3] - second[..., 1]
+    v = (4 / math.pi**2) * ((w2 / h2).atan() - (w1 / h1).atan()).square()
+    return bf.loss("diou", first, second) + v * exact(alpha0, torch.float64)
 
 
 def _reference_iou(a, b):

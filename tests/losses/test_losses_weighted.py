@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import loss_formulas as formulas
 import pytest
 import torch
 import torch.nn.functional as F
 
+from running_error import Bounded, assert_bounded, assert_formulas_agree, exact
+from tolerances import LIBM_ULPS, eps, unit_roundoff
 from visionkit.losses import (
     BCEWithPosWeightLoss,
     WeightedCrossEntropyLoss,
@@ -16,21 +19,67 @@ from visionkit.losses import (
 )
 
 
+def raw_weights(counts, method: str, beta: float = 0.0) -> Bounded:
+    """Raw class weights in float64 running-error arithmetic, as the library computes them."""
+    c = exact(counts.double(), torch.float64)
+    if method == "inverse":
+        return 1 / c
+    if method == "inverse_sqrt":
+        return 1 / c.sqrt()  # torch's rsqrt: a square root and a division
+    power = torch.tensor(beta, dtype=torch.float64).pow(counts.double())  # a libm-class pow
+    return (1 - beta) / (1 - Bounded(power, LIBM_ULPS * eps(torch.float64) * power, torch.float64))
+
+
+def normalised(raw: Bounded, dtype) -> Bounded:
+    """``raw · n / Σ raw`` evaluated in ``dtype`` on the given raw weights."""
+    return raw * float(len(raw.value)) / raw.sum(0)
+
+
+def as_float32_input(raw: Bounded) -> Bounded:
+    """Raw weights typed into ``torch.tensor([...])`` as Python floats: rounded to float32 (the test's
+    expectation is then computed in float32)."""
+    return Bounded(
+        raw.value, raw.error + unit_roundoff(torch.float32) * (raw.value.abs() + raw.error), torch.float32
+    )
+
+
+def assert_class_weights(ours, raw: Bounded, expected, expected_raw: Bounded) -> None:
+    """Ours: the float64 normalisation then one rounding to float32; the expectation: the float32
+    normalisation of float32-rounded raw weights. Both against the exact weights."""
+    exact_weights = normalised(raw, torch.float64)
+    ours_error = exact_weights.error + unit_roundoff(torch.float32) * exact_weights.magnitude()
+    theirs = normalised(expected_raw, torch.float32)
+    assert_bounded(ours, expected, ours_error + theirs.error + exact_weights.error)
+
+
 def test_class_weights_formulas():
     counts = torch.tensor([100, 10, 1])
     inverse = class_weights(counts, "inverse")
     raw = torch.tensor([1 / 100, 1 / 10, 1.0])
-    torch.testing.assert_close(inverse, raw * 3 / raw.sum())
+    exact_raw = raw_weights(counts, "inverse")
+    assert_class_weights(inverse, exact_raw, raw * 3 / raw.sum(), as_float32_input(exact_raw))
     raw = torch.tensor([0.1, 10**-0.5, 1.0])
-    torch.testing.assert_close(class_weights(counts, "inverse_sqrt"), raw * 3 / raw.sum())
+    exact_raw = raw_weights(counts, "inverse_sqrt")
+    python_pow = LIBM_ULPS * eps(torch.float64) * exact_raw.value  # 10 ** -0.5 by Python's libm pow
+    typed = as_float32_input(Bounded(exact_raw.value, exact_raw.error + python_pow, torch.float64))
+    assert_class_weights(class_weights(counts, "inverse_sqrt"), exact_raw, raw * 3 / raw.sum(), typed)
     beta = 0.99
     raw = torch.tensor([(1 - beta) / (1 - beta**n) for n in (100, 10, 1)])
-    torch.testing.assert_close(class_weights(counts, "effective_number", beta), raw * 3 / raw.sum())
-    # Limits of the effective number: beta = 0 gives equal weights; beta -> 1 approaches the inverse.
-    torch.testing.assert_close(class_weights(counts, "effective_number", 0.0), torch.ones(3))
-    torch.testing.assert_close(
-        class_weights(counts, "effective_number", 1 - 1e-9), inverse, rtol=1e-5, atol=1e-6
-    )
+    exact_raw = raw_weights(counts, "effective_number", beta)
+    ours = class_weights(counts, "effective_number", beta)
+    assert_class_weights(ours, exact_raw, raw * 3 / raw.sum(), as_float32_input(exact_raw))
+    # Limits of the effective number: beta = 0 gives equal weights (1 / (1 − 0) each: exact)
+    assert torch.equal(class_weights(counts, "effective_number", 0.0), torch.ones(3))
+    # beta -> 1 approaches the inverse: (1 − β)/(1 − β^c) = 1 / Σ_{k<c} β^k lies in [1/c, r/c] with
+    # r = β^-(c_max − 1), so after normalisation each weight is within a factor r of the inverse weight;
+    # plus the rounding of both computations (float64 running bounds, then float32).
+    beta = 1 - 1e-9
+    near = class_weights(counts, "effective_number", beta)
+    r = beta ** -(int(counts.max()) - 1) * (1 + 4 * eps(torch.float64))  # Python's pow: raised by 2 ulps
+    effective = normalised(raw_weights(counts, "effective_number", beta), torch.float64)
+    inverse_exact = normalised(raw_weights(counts, "inverse"), torch.float64)
+    rounding = sum(w.error + unit_roundoff(torch.float32) * w.magnitude() for w in (effective, inverse_exact))
+    assert_bounded(near, inverse, (r - 1) * inverse_exact.magnitude() + rounding)
     for method in ("inverse", "inverse_sqrt", "effective_number"):
         weights = class_weights(counts, method)
         assert weights.dtype == torch.float32 and weights[0] < weights[1] < weights[2]
@@ -41,7 +90,9 @@ def test_absent_class_gets_zero_and_labels_helper():
     assert weights.tolist() == [1.0, 0.0, 1.0]
     assert class_weights(torch.zeros(3)).tolist() == [0.0, 0.0, 0.0]
     labels = torch.tensor([0, 0, 0, 2])
-    torch.testing.assert_close(class_weights_from_labels(labels, 3), class_weights(torch.tensor([3, 0, 1])))
+    assert torch.equal(
+        class_weights_from_labels(labels, 3), class_weights(torch.tensor([3, 0, 1]))
+    )  # same counts
     with pytest.raises(ValueError, match="labels"):
         class_weights_from_labels(torch.tensor([0, 3]), 3)
     with pytest.raises(ValueError, match="counts"):
@@ -58,10 +109,20 @@ def test_weighted_cross_entropy_equals_torch():
     targets = torch.randint(0, 4, (30,), generator=generator)
     targets[:3] = -100
     weight = class_weights(torch.tensor([50, 20, 5, 1])).double()
-    for reduction in ("none", "mean", "sum"):
-        for w in (None, weight):
+    for w in (None, weight):
+        # "none": the same torch call. "sum", "mean": the same terms (and weights) summed in other orders
+        # (torch.sum here, nll_loss's accumulation there), then the same division: each side within the
+        # running bound of the exact sum (quotient), twice that between them.
+        terms = weighted_cross_entropy(logits, targets, w, "none")
+        assert torch.equal(terms, F.cross_entropy(logits, targets, weight=w, reduction="none"))
+        total = exact(terms, torch.float64).sum(0)
+        valid = targets != -100
+        per_target = torch.ones(len(targets), dtype=torch.float64) if w is None else w[targets.clamp(min=0)]
+        count = exact(per_target * valid, torch.float64).sum(0)
+        for reduction, formula in (("sum", total), ("mean", total / count)):
             ours = weighted_cross_entropy(logits, targets, w, reduction)
-            torch.testing.assert_close(ours, F.cross_entropy(logits, targets, weight=w, reduction=reduction))
+            theirs = F.cross_entropy(logits, targets, weight=w, reduction=reduction)
+            assert_bounded(ours, theirs, 2 * formula.error)
 
 
 def test_bce_with_pos_weight_equals_torch_and_formula():
@@ -70,12 +131,22 @@ def test_bce_with_pos_weight_equals_torch_and_formula():
     targets = (torch.rand(8, 3, generator=generator) > 0.7).double()
     pos_weight = torch.tensor([1.0, 3.0, 10.0], dtype=torch.float64)
     for reduction in ("none", "mean", "sum"):
+        # the same torch call, then torch's own sum (and the division by the count of torch's CPU mean)
         ours = bce_with_pos_weight(logits, targets, pos_weight, reduction)
         ref = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight, reduction=reduction)
-        torch.testing.assert_close(ours, ref)
+        assert torch.equal(ours, ref)
     p = torch.sigmoid(logits)
     formula = -(pos_weight * targets * torch.log(p) + (1 - targets) * torch.log(1 - p))
-    torch.testing.assert_close(bce_with_pos_weight(logits, targets, pos_weight, "none"), formula)
+    weights = pos_weight.expand_as(logits)
+    # log-sigmoid form (torch's kernel) against log of an explicit probability: two formulas
+    assert_formulas_agree(
+        bce_with_pos_weight(logits, targets, pos_weight, "none"),
+        formulas.evaluate(
+            lambda x, t: formulas.bce_with_logits(x, t, exact(weights, x.dtype)), logits, targets
+        ),
+        formula,
+        formulas.evaluate(lambda x, t: formulas.bce_textbook(x, t, exact(weights, x.dtype)), logits, targets),
+    )
 
 
 def test_empty_inputs_give_zero_and_backpropagate():

@@ -47,8 +47,8 @@ def test_channel_shuffle_is_a_transpose_permutation() -> None:
     out = channel_shuffle(x, 3).flatten().tolist()
     expected = [float(g * 4 + c) for c in range(4) for g in range(3)]  # slow reference
     assert out == expected
-    # shuffling with g then with C/g restores the order
-    torch.testing.assert_close(channel_shuffle(channel_shuffle(x, 3), 4), x)
+    # shuffling with g then with C/g restores the order (a permutation: exact)
+    assert torch.equal(channel_shuffle(channel_shuffle(x, 3), 4), x)
     with pytest.raises(ValueError, match="divisible by groups"):
         channel_shuffle(x, 5)
 
@@ -90,7 +90,7 @@ def test_pre_activation_blocks_have_identity_path() -> None:
     with torch.no_grad():  # zero residual branch -> exact identity (nothing after the addition)
         block.conv2.weight.zero_()
     x = torch.randn(2, 16, 5, 5)
-    torch.testing.assert_close(block(x), x)
+    assert torch.equal(block(x), x)  # the zero convolution gives exact zeros, and x + 0 = x
     bottleneck = PreActBottleneck(64, 32, stride=2)
     assert bottleneck(torch.randn(1, 64, 8, 8)).shape == (1, 128, 4, 4)
     assert PreActBottleneck(128, 32).shortcut is None
@@ -103,7 +103,8 @@ def test_inverted_residual() -> None:
         block.conv[2].weight.zero_()  # projection zero -> residual block returns its input (+ BN bias 0)
     block.eval()
     x = torch.randn(1, 24, 6, 6)
-    torch.testing.assert_close(block(x), x)
+    # zero weights give exact zeros, which BN in eval maps to 0·(w/sqrt(1 + eps)) + (0 − 0) = 0; x + 0 = x
+    assert torch.equal(block(x), x)
     assert isinstance(block.conv[0][2], nn.ReLU6) and not isinstance(block.conv[-1], nn.ReLU6)  # linear
     assert InvertedResidual(16, 24, 2, 6)(torch.randn(1, 16, 8, 8)).shape == (1, 24, 4, 4)
     with pytest.raises(ValueError, match="stride"):

@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from running_error import Bounded, assert_bounded
+from tolerances import gamma, lapack_backward_error, unit_roundoff
 from visionkit.nn import init_weights
 from visionkit.nn.init import (
     SCHEMES,
@@ -36,21 +38,49 @@ def _deep_relu_net(depth: int, width: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _second_moment_after(net: nn.Sequential, width: int) -> float:
+def _second_moments(net: nn.Sequential, width: int) -> tuple[float, float]:
+    """``q₀ = E[x²]`` of the input batch and ``q_L = E[a_L²]`` after the net (means over batch and units)."""
     x = torch.randn(2000, width, generator=_generator())
     with torch.no_grad():
-        return float(net(x).pow(2).mean())
+        return float(x.pow(2).mean()), float(net(x).pow(2).mean())
+
+
+def _layer_factors(net: nn.Sequential, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per layer ``F = q_{l+1} / q_l`` and an estimate of its variance given the layer's input (float64).
+
+    With zero biases and rows ``w_i`` of ``W`` drawn independently from a symmetric law with covariance
+    ``s²I``, the unit means ``T_i = mean_b relu(w_i·a_b)²`` are, given the input ``a``, independent with
+    mean ``s²/2·mean_b‖a_b‖²``; so ``F = mean_i T_i / q`` has conditional mean ``n·s²/2`` and variance
+    ``Var(T)/(n·q²)``, estimated by the sample variance of the ``n`` values ``T_i``."""
+    factors, variances, a = [], [], x.double()
+    for linear in net[::2]:
+        linear = linear.requires_grad_(False)
+        q = a.square().mean()
+        z = a @ linear.weight.double().T + linear.bias.double()
+        unit_means = torch.relu(z).square().mean(0)
+        factors.append(unit_means.mean() / q)
+        variances.append(unit_means.var() / (len(unit_means) * q * q))
+        a = torch.relu(z)
+    return torch.stack(factors), torch.stack(variances)
 
 
 def test_he_keeps_relu_activations_through_50_layers() -> None:
-    width = 256
-    net = init_weights(_deep_relu_net(50, width), "he", generator=_generator())
-    # He: Var(pre-activation) = 2 E[a_prev^2], and ReLU halves it back, so E[a^2] stays 1 at every layer
-    assert 0.4 < _second_moment_after(net, width) < 2.5
-    small = init_weights(_deep_relu_net(50, width), "small_random", generator=_generator())
-    assert _second_moment_after(small, width) < 1e-30  # the handbook's warning: the signal vanishes
-    lecun = init_weights(_deep_relu_net(50, width), "lecun", generator=_generator())
-    assert _second_moment_after(lecun, width) < 1e-10  # 1/sqrt(n) halves the variance at every ReLU
+    width, depth = 256, 50
+    # He: s² = 2/n, so each ReLU layer keeps the second moment in expectation (F has mean 1 given its
+    # input); the 50 centred factors form a martingale difference sequence, whose sum over its estimated
+    # standard deviation is N(0, 1) in the limit (martingale CLT): |Z| > 6 has probability 2e-9.
+    net = init_weights(_deep_relu_net(depth, width), "he", generator=_generator())
+    factors, variances = _layer_factors(net, torch.randn(1000, width, generator=_generator()))
+    z = float((factors - 1).sum() / variances.sum().sqrt())
+    assert abs(z) < 6, f"He init drifts: Z = {z:.2f} over {depth} layers (factors {factors.tolist()})"
+    # small_random and LeCun: factors of mean n·s²/2 = 0.0128 and 0.5, so E[q_L] = (n·s²/2)^L·q₀ exactly,
+    # and by Markov P(q_L > E[q_L] / 1e-9) <= 1e-9 (raised by the float32 rounding of 2L layers' sums).
+    rounding = (1 + gamma(width + 1, torch.float32)) ** (2 * depth)
+    for scheme, factor in (("small_random", width * 0.01**2 / 2), ("lecun", 0.5)):
+        q0, q_final = _second_moments(
+            init_weights(_deep_relu_net(depth, width), scheme, generator=_generator()), width
+        )
+        assert q_final < factor**depth * q0 / 1e-9 * rounding  # the handbook's warning: the signal vanishes
 
 
 def test_zeros_is_the_symmetry_trap() -> None:
@@ -62,7 +92,8 @@ def test_zeros_is_the_symmetry_trap() -> None:
     init_weights(net, "small_random", generator=_generator())
     net.zero_grad()
     net(torch.randn(16, 4)).pow(2).sum().backward()
-    assert not torch.allclose(net[0].weight.grad[0], net[0].weight.grad[1])
+    # with symmetric weights the two rows would get the same operations on the same numbers: equal
+    assert not torch.equal(net[0].weight.grad[0], net[0].weight.grad[1])
 
 
 @pytest.mark.parametrize(
@@ -78,20 +109,29 @@ def test_zeros_is_the_symmetry_trap() -> None:
     ],
 )
 def test_standard_deviations(function, expected_std: float) -> None:  # type: ignore[no-untyped-def]
-    weight = function(torch.empty(300, 400))
-    assert abs(float(weight.mean())) < 0.02 * expected_std
-    assert float(weight.std()) == pytest.approx(expected_std, rel=0.02)
+    weight = function(torch.empty(300, 400)).double()  # statistics in float64: rounding ~1e-11, negligible
+    n = weight.numel()
+    # n i.i.d. draws of mean 0 and variance σ²: the mean has standard error σ/√n; the sample variance
+    # has variance σ⁴(2/(n − 1) + (κ − 3)/n) with kurtosis κ = 3 (normal) or 1.8 (uniform), so the
+    # sample standard deviation has relative standard error <= sqrt(2/(n − 1))/2. Six standard errors
+    # each: false failure <= 2e-9 per check (normal approximation, n = 120000).
+    assert abs(float(weight.mean())) < 6 * expected_std / math.sqrt(n)
+    assert abs(float(weight.std()) / expected_std - 1) < 6 * math.sqrt(2 / (n - 1)) / 2
 
 
 def test_uniform_bounds() -> None:
     weight = xavier_uniform_(torch.empty(30, 40), generator=_generator())
-    assert float(weight.abs().max()) <= math.sqrt(6 / 70)
+    # draws from [−a, a]: the float32 cast of the bound and the affine map of the uniform variate round
+    # at most 3 times, each up by a factor (1 + u) at most
+    assert float(weight.abs().max()) <= math.sqrt(6 / 70) * (1 + unit_roundoff(torch.float32)) ** 3
 
 
 def test_sparse_has_exactly_k_nonzeros_per_unit() -> None:
     weight = sparse_(torch.empty(64, 32, 3, 3), connections=10, generator=_generator())
     assert (weight.view(64, -1) != 0).sum(dim=1).tolist() == [10] * 64
-    assert float(weight[weight != 0].std()) == pytest.approx(0.01, rel=0.15)
+    # 640 normal draws: relative standard error of the sample std sqrt(2/(n − 1))/2; six of them
+    nonzero = weight[weight != 0].double()
+    assert abs(float(nonzero.std()) / 0.01 - 1) < 6 * math.sqrt(2 / (nonzero.numel() - 1)) / 2
     net = init_weights(nn.Sequential(nn.Linear(100, 20)), "sparse", generator=_generator())
     assert (net[0].weight != 0).sum(dim=1).tolist() == [10] * 20
     with pytest.raises(ValueError, match="connections"):
@@ -100,16 +140,34 @@ def test_sparse_has_exactly_k_nonzeros_per_unit() -> None:
 
 def test_orthogonal() -> None:
     tall = orthogonal_(torch.empty(50, 20), generator=_generator())
-    torch.testing.assert_close(tall.T @ tall, torch.eye(20), atol=1e-5, rtol=0)
+    assert_bounded(tall.T @ tall, torch.eye(20), orthogonality_bound(50, 20))
     wide = orthogonal_(torch.empty(8, 4, 3, 3), gain=2.0, generator=_generator()).view(8, -1)
-    torch.testing.assert_close(wide @ wide.T, 4.0 * torch.eye(8), atol=1e-4, rtol=0)
+    assert_bounded(wide @ wide.T, 4.0 * torch.eye(8), 4 * orthogonality_bound(36, 8))
+
+
+def orthogonality_bound(m: int, n: int) -> float:
+    """|QᵀQ − I| entry-wise for float32 copies of a float64 Householder Q (m×n, unit columns): the float64
+    Q is orthonormal to ``lapack_backward_error(m, n)`` (tests/tolerances.py: Higham, Thm 19.4, with the
+    LAPACK constant the suite assumes); rounding it to float32 moves each product q_ki·q_kj by
+    (2u + u²)|q_ki q_kj|; the float32 dot product of m terms adds γ(m − 1)·Σ|q_ki q_kj|;
+    Σ|q_ki q_kj| <= ‖q_i‖‖q_j‖ = 1 (+ that defect)."""
+    u = unit_roundoff(torch.float32)
+    defect = lapack_backward_error(m, n, torch.float64)
+    return (2 * u + u * u + gamma(m - 1, torch.float32)) * (1 + defect) + defect
 
 
 @pytest.mark.parametrize("prior", [0.01, 0.1, 0.5, 0.9])
 def test_prior_probability_bias(prior: float) -> None:
     bias = prior_probability_bias_(torch.empty(5), prior)
-    assert float(bias[0]) == pytest.approx(-math.log((1 - prior) / prior), rel=1e-6)
-    torch.testing.assert_close(torch.sigmoid(bias), torch.full((5,), prior))
+    value = -math.log((1 - prior) / prior)
+    assert torch.equal(bias, torch.full((5,), value))  # the same Python value, rounded to float32
+    # sigmoid(b) = π for the exact b: b carries the float64 analysis of −log((1 − π)/π) plus its float32
+    # rounding, then the float32 sigmoid 1/(1 + exp(−b)); the expected tensor rounds π to float32 too
+    b64 = -(((1 - Bounded(torch.tensor(prior, dtype=torch.float64), 0.0, torch.float64)) / prior).log())
+    b = Bounded(b64.value, b64.error + unit_roundoff(torch.float32) * b64.magnitude(), torch.float32)
+    probability = 1 / (1 + (-b).exp())
+    bound = probability.error + unit_roundoff(torch.float32) * prior
+    assert_bounded(torch.sigmoid(bias), torch.full((5,), prior, dtype=torch.float64), bound)
     with pytest.raises(ValueError, match="prior"):
         prior_probability_bias_(torch.empty(1), 1.0)
 

@@ -8,6 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+import bn_bounds as bn
+from running_error import assert_bounded, assert_formulas_agree, exact, stack
 from visionkit.nn import BatchNorm2d, batch_norm_2d
 from visionkit.nn.norm import _BatchNormTrainFunction
 
@@ -34,40 +36,87 @@ def test_matches_torch_forward_backward_and_buffers(momentum: float | None, shap
         for module in (ours, theirs):
             module.weight.copy_(torch.linspace(0.5, 2.0, shape[1]))
             module.bias.copy_(torch.linspace(-1.0, 1.0, shape[1]))
+    # Every comparison: our and torch's formulas (tests/nn/bn_bounds.py) in float32 running-error
+    # arithmetic, the gap of their exact values plus both bounds; the buffers and accumulated parameter
+    # gradients carry their bounds from step to step.
+    f32, weight, bias, eps = torch.float32, ours.weight, ours.bias, ours.eps
+    running = [exact(torch.zeros(shape[1]), f32), exact(torch.ones(shape[1]), f32)]
+    grads_w, grads_b = [], []
     for step in range(3):  # several steps exercise the running-average update and num_batches_tracked
         x = torch.randn(shape) * (step + 1) + step
         x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
         y1, y2 = ours(x1), theirs(x2)
-        torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
+        assert_formulas_agree(
+            bn.per_channel(y1),
+            lambda d, x=x: bn.forward(x, weight, bias, eps, d, ours=True),
+            bn.per_channel(y2),
+            lambda d, x=x: bn.forward(x, weight, bias, eps, d, ours=False),
+            dtypes=(f32, f32),
+        )
         grad = torch.randn_like(y1)
         y1.backward(grad)
         y2.backward(grad)
-        torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(ours.weight.grad, theirs.weight.grad, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(ours.bias.grad, theirs.bias.grad, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(ours.running_mean, theirs.running_mean)
-    torch.testing.assert_close(ours.running_var, theirs.running_var)  # unbiased variance in the update
+        assert_formulas_agree(
+            bn.per_channel(x1.grad),
+            lambda d, x=x, g=grad: bn.grad_input(x, weight, g, eps, d, ours=True),
+            bn.per_channel(x2.grad),
+            lambda d, x=x, g=grad: bn.grad_input(x, weight, g, eps, d, ours=False),
+            dtypes=(f32, f32),
+        )
+        factor = 1.0 / (step + 1) if momentum is None else momentum
+        running = bn.running_update(*running, x, factor, f32)
+        grads_w.append([bn.grad_parameters(x, grad, eps, f32, flag)[0] for flag in (True, False)])
+        grads_b.append(bn.grad_parameters(x, grad, eps, f32, True)[1])
+    # parameter gradients accumulate over the 3 steps; the two differ in formula for the weight gradient
+    assert_accumulated(ours.weight.grad, theirs.weight.grad, [g[0] for g in grads_w], [g[1] for g in grads_w])
+    assert_accumulated(ours.bias.grad, theirs.bias.grad, grads_b, grads_b)
+    for got, want, bounded in zip(
+        (ours.running_mean, ours.running_var), (theirs.running_mean, theirs.running_var), running, strict=True
+    ):
+        assert_bounded(got, want, 2 * bounded.error)  # the unbiased variance in the update
     assert int(ours.num_batches_tracked) == int(theirs.num_batches_tracked) == 3
     ours.eval(), theirs.eval()
     x = torch.randn(shape)
-    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+    output = bn.evaluation(x, weight, bias, *running, eps, f32)
+    assert_bounded(bn.per_channel(ours(x)), bn.per_channel(theirs(x)), 2 * output.error)
+
+
+def assert_accumulated(got, want, ours_steps, theirs_steps) -> None:
+    """Sums over steps of per-step values bounded by two formulas: their gap plus both bounds."""
+    ours_total, theirs_total = stack(ours_steps, 0).sum(0), stack(theirs_steps, 0).sum(0)
+    gap = (ours_total.value - theirs_total.value).abs()
+    assert_bounded(got, want, gap + 2 * (ours_total.error + theirs_total.error))
 
 
 def test_against_slow_reference_and_state_dict_names() -> None:
     x = torch.randn(3, 4, 2, 5, dtype=torch.float64)
     weight, bias = torch.rand(4, dtype=torch.float64) + 0.5, torch.randn(4, dtype=torch.float64)
     out = batch_norm_2d(x, None, None, weight, bias, training=True)
-    torch.testing.assert_close(out, _reference_batch_norm(x, weight, bias, 1e-5))
+    # the reference: ((w·(x − μ)) / sqrt(σ² + ε)) + b from the same two-pass statistics: two formulas
+    assert_formulas_agree(
+        bn.per_channel(out),
+        lambda d: bn.forward(x, weight, bias, 1e-5, d, ours=True),
+        bn.per_channel(_reference_batch_norm(x, weight, bias, 1e-5)),
+        lambda d: reference_formula(x, weight, bias, 1e-5, d),
+    )
     assert list(BatchNorm2d(4).state_dict()) == list(nn.BatchNorm2d(4).state_dict())
     BatchNorm2d(4).load_state_dict(nn.BatchNorm2d(4).state_dict(), strict=True)
 
 
+def reference_formula(x, weight, bias, eps, dtype):
+    """_reference_batch_norm's order: ``(w·(x − μ)) / sqrt(Σ(x − μ)²/n + ε) + b``."""
+    _, _, centered, squares, n = bn.statistics(x, dtype)
+    w, b = exact(weight, dtype).unsqueeze(1), exact(bias, dtype).unsqueeze(1)
+    return w * centered / (squares / n + eps).sqrt().unsqueeze(1) + b
+
+
 def test_running_variance_is_unbiased() -> None:
-    bn = BatchNorm2d(1, momentum=1.0)
+    layer = BatchNorm2d(1, momentum=1.0)
     x = torch.tensor([1.0, 2.0, 3.0, 6.0]).view(4, 1, 1, 1)
-    bn(x)
-    assert bn.running_mean.item() == pytest.approx(3.0)
-    assert bn.running_var.item() == pytest.approx(14.0 / 3.0)  # sum sq dev 14 over n - 1 = 3
+    layer(x)
+    # exact: the mean 12/4, the deviations and 14 are exact, 0·ρ + 1·stat is exact; one rounding of 14/3
+    assert layer.running_mean.item() == 3.0
+    assert layer.running_var.item() == torch.tensor(14.0 / 3.0).item()  # sum sq dev 14 over n - 1 = 3
 
 
 def test_gradcheck_float64() -> None:
@@ -83,7 +132,13 @@ def test_eval_without_running_stats_uses_batch_statistics() -> None:
     ours, theirs = BatchNorm2d(3, track_running_stats=False), nn.BatchNorm2d(3, track_running_stats=False)
     ours.eval(), theirs.eval()
     x = torch.randn(2, 3, 4, 4)
-    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+    assert_formulas_agree(
+        bn.per_channel(ours(x)),
+        lambda d: bn.forward(x, ours.weight, ours.bias, ours.eps, d, ours=True),
+        bn.per_channel(theirs(x)),
+        lambda d: bn.forward(x, ours.weight, ours.bias, ours.eps, d, ours=False),
+        dtypes=(torch.float32, torch.float32),
+    )
 
 
 def test_bad_input_named() -> None:
@@ -126,10 +181,25 @@ def test_fuzz_equal_to_torch(
         nn.BatchNorm2d(channels, momentum=momentum).double(),
     )
     y_ours, y_theirs = ours(x), theirs(x)
-    torch.testing.assert_close(y_ours, y_theirs, rtol=1e-8, atol=1e-8)
+    data, w, b = x.detach(), ours.weight, ours.bias
+    assert_formulas_agree(
+        bn.per_channel(y_ours),
+        lambda d: bn.forward(data, w, b, ours.eps, d, ours=True),
+        bn.per_channel(y_theirs),
+        lambda d: bn.forward(data, w, b, ours.eps, d, ours=False),
+    )
     grad = torch.randn(y_ours.shape, generator=generator, dtype=torch.float64)
     (g_ours,) = torch.autograd.grad(y_ours, x, grad)
     (g_theirs,) = torch.autograd.grad(y_theirs, x, grad)
-    torch.testing.assert_close(g_ours, g_theirs, rtol=1e-6, atol=1e-8)
-    torch.testing.assert_close(ours.running_mean, theirs.running_mean, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(ours.running_var, theirs.running_var, rtol=1e-10, atol=1e-12)
+    assert_formulas_agree(
+        bn.per_channel(g_ours),
+        lambda d: bn.grad_input(data, w, grad, ours.eps, d, ours=True),
+        bn.per_channel(g_theirs),
+        lambda d: bn.grad_input(data, w, grad, ours.eps, d, ours=False),
+    )
+    f64 = torch.float64
+    buffers = bn.running_update(
+        exact(torch.zeros(channels), f64), exact(torch.ones(channels), f64), data, momentum, f64
+    )
+    assert_bounded(ours.running_mean, theirs.running_mean, 2 * buffers[0].error)
+    assert_bounded(ours.running_var, theirs.running_var, 2 * buffers[1].error)

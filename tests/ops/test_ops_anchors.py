@@ -10,6 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from running_error import Bounded, assert_bounded, assert_formulas_agree, concatenate, exact, stack
+from tolerances import unit_roundoff
 from visionkit.ops.anchors import (
     AnchorGenerator,
     anchor_fitness,
@@ -80,6 +82,38 @@ def reference_kmeans(wh, centers, iterations):
     return torch.tensor(centers, dtype=torch.float64)
 
 
+# ------------------------------------------------------------------ the same in running-error arithmetic
+def _constants(values, dtype) -> Bounded:
+    """Python numbers given to the library, which converts them to ``dtype`` (a rounding unless exact)."""
+    zero = exact(torch.zeros(len(values), dtype=torch.float64), dtype)
+    return stack([zero[i] + float(v) for i, v in enumerate(values)], 0)
+
+
+def half_extents(sizes, ratios, dtype, ours: bool) -> tuple[Bounded, Bounded]:
+    """Half width and height ``[A]`` (ratio-major) of the zero-centred anchors before rounding: ours
+    ``(1/√r)·s / 2``, ``√r·s / 2`` in ``dtype`` (generate_base_anchors); the loop reference
+    ``s / √r / 2``, ``s·√r / 2`` in float64."""
+    s, r = _constants(sizes, dtype)[None, :], _constants(ratios, dtype)[:, None]
+    root = r.sqrt()
+    width = (1 / root) * s if ours else s / root
+    return (width / 2).reshape(-1), (root * s / 2).reshape(-1)
+
+
+def anchor_formula(feature_sizes, image_size, sizes, ratios, dtype, ours: bool) -> Bounded:
+    """Unrounded anchors ``[N, 4]``: an exact integer shift plus the half extents (offset 0)."""
+    levels = []
+    for (height, width), level_sizes, level_ratios in zip(feature_sizes, sizes, ratios, strict=True):
+        half_w, half_h = half_extents(level_sizes, level_ratios, dtype, ours)
+        base = stack([-half_w, -half_h, half_w, half_h], 1)  # [A, 4]
+        ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+        shift = torch.stack((xs * (image_size[1] // width), ys * (image_size[0] // height)), -1).reshape(
+            -1, 2
+        )
+        shift = exact(shift.repeat(1, 2).double(), dtype)  # [HW, 4], integers
+        levels.append((shift[:, None, :] + base[None, :, :]).reshape(-1, 4))
+    return concatenate(levels)
+
+
 # ------------------------------------------------------------------ anchor generator
 @pytest.mark.parametrize(
     ("feature_sizes", "image_size", "sizes", "ratios"),
@@ -96,13 +130,30 @@ def test_generate_anchors_matches_loop_reference(feature_sizes, image_size, size
         feature_sizes, image_size, sizes, ratios, round_base_anchors=rounding, dtype=torch.float64
     )
     expected = reference_anchors(feature_sizes, image_size, sizes, ratios, rounding=rounding)
-    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-9)
+    if rounding:
+        # Both round the half extents to integers (half to even) and add integer shifts: identical when
+        # no half extent, in either order of operations, can lie on the other side of a .5 boundary.
+        for level_sizes, level_ratios in zip(sizes, ratios, strict=True):
+            for ours_order in (True, False):
+                for half in half_extents(level_sizes, level_ratios, torch.float64, ours_order):
+                    distance = (half.value.remainder(1.0) - 0.5).abs()  # to the nearest k + 0.5
+                    decided = (distance > 2 * half.error) | (half.error == 0)
+                    assert bool(decided.all()), "a half extent may round either way"
+        assert torch.equal(ours, expected)
+    else:
+        # (1/√r)·s here, s/√r in the loop: two formulas, both in float64, bounded by running analysis.
+        assert_formulas_agree(
+            ours,
+            lambda dtype: anchor_formula(feature_sizes, image_size, sizes, ratios, dtype, True),
+            expected,
+            lambda dtype: anchor_formula(feature_sizes, image_size, sizes, ratios, dtype, False),
+        )
 
 
 def test_offset_half_puts_anchors_at_cell_centres():
     ours = generate_anchors([(3, 4)], (48, 64), ((16,),), ((1.0,),), offset=0.5)
     expected = reference_anchors([(3, 4)], (48, 64), ((16,),), ((1.0,),), offset=0.5).float()
-    torch.testing.assert_close(ours, expected, rtol=0, atol=0)
+    assert torch.equal(ours, expected)  # √1 = 1, halves of 16 and multiples of 8: every operation exact
     centres = (ours[:, :2] + ours[:, 2:]) / 2
     assert centres[0].tolist() == [8.0, 8.0] and centres[-1].tolist() == [56.0, 40.0]
 
@@ -114,12 +165,16 @@ def test_default_is_k9_and_shapes_follow_ratio_definition():
         (128, 256, 512), (0.5, 1.0, 2.0), round_base_anchors=False, dtype=torch.float64
     )
     widths, heights = base[:, 2] - base[:, 0], base[:, 3] - base[:, 1]
-    torch.testing.assert_close(
-        widths * heights, torch.tensor([128.0, 256, 512] * 3, dtype=torch.float64) ** 2
+    # w/2 − (−w/2) = w exactly; w·h = s² and h/w = r exactly for the exact w = s/√r, h = s·√r, so the
+    # float64 results are within the running bound of the library's formula of those exact values.
+    half_w, half_h = half_extents((128, 256, 512), (0.5, 1.0, 2.0), torch.float64, ours=True)
+    width, height = 2 * half_w, 2 * half_h
+    area, ratio = width * height, height / width
+    assert_bounded(
+        widths * heights, torch.tensor([128.0, 256, 512] * 3, dtype=torch.float64) ** 2, area.error
     )
-    torch.testing.assert_close(
-        heights / widths, torch.tensor([0.5] * 3 + [1.0] * 3 + [2.0] * 3, dtype=torch.float64)
-    )
+    expected_ratio = torch.tensor([0.5] * 3 + [1.0] * 3 + [2.0] * 3, dtype=torch.float64)
+    assert_bounded(heights / widths, expected_ratio, ratio.error)
     assert torch.equal((base[:, :2] + base[:, 2:]), torch.zeros(9, 2, dtype=torch.float64))
 
 
@@ -153,7 +208,7 @@ def test_fpn_helper():
     assert generator.sizes == ((32.0,), (64.0,), (128.0,), (256.0,), (512.0,))
     retina = fpn_anchor_generator((32, 64, 128, 256, 512), scales_per_octave=3)
     assert retina.num_anchors_per_location() == [9] * 5
-    assert retina.sizes[1] == pytest.approx((64.0, 64 * 2 ** (1 / 3), 64 * 2 ** (2 / 3)))
+    assert retina.sizes[1] == (64.0, 64.0 * 2 ** (1 / 3), 64.0 * 2 ** (2 / 3))  # the same Python expression
     with pytest.raises(ValueError, match="scales_per_octave"):
         fpn_anchor_generator(scales_per_octave=0)
 
@@ -208,7 +263,9 @@ def test_anchor_generator_equals_torchvision_golden():
         maps = [torch.zeros(2, 4, h, w) for h, w in case["feature_sizes"]]
         anchors = generator(images, maps)
         assert len(anchors) == 2
-        torch.testing.assert_close(anchors[0], case["anchors"], rtol=0, atol=0)
+        # torchvision computes in float32 with the same correctly rounded sqrt, reciprocal and products,
+        # rounds to integers and adds integer shifts: every step is exact or the same IEEE operation.
+        assert torch.equal(anchors[0], case["anchors"])
 
 
 # ------------------------------------------------------------------ k-means anchors (YOLOv2 / v3)
@@ -216,7 +273,7 @@ def test_wh_iou_matches_loop_reference():
     generator = torch.Generator().manual_seed(0)
     wh1 = torch.rand(13, 2, generator=generator, dtype=torch.float64) * 100 + 0.5
     wh2 = torch.rand(7, 2, generator=generator, dtype=torch.float64) * 100 + 0.5
-    torch.testing.assert_close(wh_iou(wh1, wh2), reference_wh_iou(wh1, wh2), rtol=1e-12, atol=1e-12)
+    assert torch.equal(wh_iou(wh1, wh2), reference_wh_iou(wh1, wh2))  # the same operations in one order
     assert wh_iou(wh1.half(), wh2.half()).dtype == torch.float32
 
 
@@ -228,25 +285,54 @@ def test_wh_iou_matches_loop_reference():
 def test_wh_iou_fuzz(first, second):
     wh1, wh2 = torch.tensor(first, dtype=torch.float64), torch.tensor(second, dtype=torch.float64)
     ours = wh_iou(wh1, wh2)
-    torch.testing.assert_close(ours, reference_wh_iou(wh1, wh2), rtol=1e-9, atol=1e-12)
-    assert bool(((ours > 0) & (ours <= 1 + 1e-12)).all())
-    torch.testing.assert_close(ours, wh_iou(wh2, wh1).T)
+    assert torch.equal(ours, reference_wh_iou(wh1, wh2))  # the same operations in one order
+    # the exact IoU is at most 1; the computed one exceeds it by at most its running error bound
+    assert bool(((ours > 0) & (ours <= 1 + wh_iou_formula(wh1, wh2, torch.float64).error)).all())
+    assert torch.equal(ours, wh_iou(wh2, wh1).T)  # swapped operands of min, + and ×: exact
 
 
-def _clustered_wh(seed: int, per_cluster: int = 150):
+def wh_iou_formula(wh1, wh2, dtype) -> Bounded:
+    a, b = exact(wh1, dtype)[:, None, :], exact(wh2, dtype)[None, :, :]
+    inter = a[..., 0].minimum(b[..., 0]) * a[..., 1].minimum(b[..., 1])
+    return inter / (a[..., 0] * a[..., 1] + b[..., 0] * b[..., 1] - inter)
+
+
+NOISE = 0.04  # relative standard deviation of the box sizes around their cluster centre
+
+
+def _clustered_wh(seed: int, per_cluster: int = 150, labels: bool = False):
     generator = torch.Generator().manual_seed(seed)
     centres = torch.tensor(
         [[10.0, 13], [16, 30], [33, 23], [30, 61], [62, 45], [59, 119], [116, 90], [156, 198], [373, 326]]
     )
-    noise = 1 + 0.04 * torch.randn(len(centres), per_cluster, 2, generator=generator)
+    noise = 1 + NOISE * torch.randn(len(centres), per_cluster, 2, generator=generator)
     wh = (centres[:, None, :] * noise).reshape(-1, 2)
-    return centres, wh[torch.randperm(len(wh), generator=generator)]
+    order = torch.randperm(len(wh), generator=generator)
+    cluster = torch.arange(len(centres)).repeat_interleave(per_cluster)
+    return (centres, wh[order], cluster[order]) if labels else (centres, wh[order])
 
 
 def test_kmeans_recovers_yolov3_cluster_centres():
-    centres, wh = _clustered_wh(seed=1)
+    per_cluster = 150
+    centres, wh, cluster = _clustered_wh(seed=1, per_cluster=per_cluster, labels=True)
     anchors = kmeans_anchors(wh, k=9, seed=0)
-    torch.testing.assert_close(anchors, centres, rtol=0.03, atol=0.0)
+    # 1. k-means found the generating partition: every cluster's boxes go to one anchor of their own.
+    assignment = wh_iou(wh, anchors).argmax(1)
+    owners = [assignment[cluster == c].unique().tolist() for c in range(len(centres))]
+    assert all(len(o) == 1 for o in owners) and sorted(o[0] for o in owners) == list(range(len(centres)))
+    owner = torch.tensor([o[0] for o in owners])
+    # 2. Then each anchor is the mean of its cluster (float32 sums of 150 terms then a division: the
+    #    running bound of that computation, against the float64 mean of the same numbers).
+    members = [wh[cluster == c].double() for c in range(len(centres))]
+    means = torch.stack([m.mean(0) for m in members])
+    bound = torch.stack([(exact(m, torch.float32).sum(0) / len(m)).error for m in members])
+    bound = bound + torch.stack([(exact(m, torch.float64).sum(0) / len(m)).error for m in members])
+    assert_bounded(anchors[owner], means, bound)
+    # 3. Statistics: a cluster's mean is centre·(1 + NOISE·z̄), z̄ ~ N(0, 1/n), up to 3 float32 roundings
+    #    per generated size. Six standard errors: P(|z̄|·√n > 6) = 2e-9 per coordinate, 4e-8 for all 18.
+    standard_error = centres * NOISE / math.sqrt(per_cluster)
+    generation = 3 * unit_roundoff(torch.float32) * torch.stack([m.abs().mean(0) for m in members])
+    assert_bounded(means, centres.double(), 6 * standard_error.double() + generation)
     assert anchor_fitness(wh, anchors) > 0.9
     areas = anchors.prod(dim=1)
     assert bool((areas[1:] >= areas[:-1]).all())
@@ -257,9 +343,11 @@ def test_kmeans_equals_loop_reference_with_same_init():
     wh = (wh * torch.linspace(0.7, 1.3, len(wh))[:, None]).double()  # blur clusters: more Lloyd rounds
     init = kmeans_plus_plus_init(wh, 6, torch.Generator().manual_seed(3))
     ours = kmeans_anchors(wh, 6, initial_centers=init, iterations=50)
-    torch.testing.assert_close(ours, reference_kmeans(wh, init, 50), rtol=1e-12, atol=1e-12)
+    # Exact: the IoUs are the same operations (so the same assignments and tie breaks), index_add_ adds a
+    # centre's members one by one in data order as Python's sum does, and both divide by the count.
+    assert torch.equal(ours, reference_kmeans(wh, init, 50))
     # The seeded path uses exactly this init.
-    torch.testing.assert_close(kmeans_anchors(wh, 6, seed=3, iterations=50), ours, rtol=0, atol=0)
+    assert torch.equal(kmeans_anchors(wh, 6, seed=3, iterations=50), ours)
 
 
 def test_kmeans_is_deterministic_from_seed_and_beats_random_anchors():
@@ -300,7 +388,14 @@ def test_anchor_fitness_matches_loop_reference():
     _, wh = _clustered_wh(seed=5, per_cluster=5)
     anchors = torch.tensor([[10.0, 10.0], [50.0, 80.0], [300.0, 300.0]])
     expected = sum(max(row) for row in reference_wh_iou(wh, anchors).tolist()) / len(wh)
-    assert anchor_fitness(wh, anchors) == pytest.approx(expected, rel=1e-6)
+    # The mean of the best IoUs, in float32 (the library) and float64 (the loop): both running bounds,
+    # the mean modelled as a product with the rounded 1/n (one rounding more than a division: it covers
+    # torch's mean and Python's sum / len).
+    bound = sum(
+        (wh_iou_formula(wh.double(), anchors.double(), dtype).amax(1).sum(0) * (1 / len(wh))).error
+        for dtype in (torch.float32, torch.float64)
+    )
+    assert_bounded(torch.tensor(anchor_fitness(wh, anchors)), torch.tensor(expected), bound)
 
 
 def test_wh_iou_mixed_devices_error_names_both():
@@ -314,8 +409,13 @@ def test_cuda_results_equal_cpu():
     cpu = generator(torch.zeros(1, 3, 64, 64), [torch.zeros(1, 1, 8, 8)])[0]
     cuda = generator(torch.zeros(1, 3, 64, 64, device="cuda"), [torch.zeros(1, 1, 8, 8, device="cuda")])[0]
     assert cuda.device.type == "cuda"
-    torch.testing.assert_close(cuda.cpu(), cpu, rtol=0, atol=0)
+    assert torch.equal(cuda.cpu(), cpu)  # sqrt, division, products, rounding: IEEE on both devices
+    # k-means on the GPU adds with atomics (any order): the same partition, then each centre the mean
+    # of the same members, within the float32 sum bounds of both devices.
     _, wh = _clustered_wh(seed=1, per_cluster=20)
-    torch.testing.assert_close(
-        kmeans_anchors(wh.cuda(), 9).cpu(), kmeans_anchors(wh, 9), rtol=1e-5, atol=1e-4
-    )
+    on_gpu, on_cpu = kmeans_anchors(wh.cuda(), 9).cpu(), kmeans_anchors(wh, 9)
+    partitions = [wh_iou(wh, centres).argmax(1) for centres in (on_gpu, on_cpu)]
+    assert torch.equal(partitions[0], partitions[1])
+    members = [wh[partitions[1] == c].double() for c in range(9)]
+    bound = torch.stack([2 * (exact(m, torch.float32).sum(0) / len(m)).error for m in members])
+    assert_bounded(on_gpu, on_cpu, bound)

@@ -10,6 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from running_error import Bounded, assert_bounded, exact, stack
+from tolerances import LIBM_ULPS, eps
 from visionkit.ops.box_coder import DEFAULT_BBOX_XFORM_CLIP, BoxCoder, decode_boxes, encode_boxes
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "torchvision_coder_golden.pt"
@@ -45,6 +47,36 @@ def reference_decode(deltas, boxes, weights):
     return torch.tensor(rows, dtype=torch.float64).reshape(len(rows), -1)
 
 
+# ------------------------------------------------------------------ the formulas in running-error arithmetic
+# (tests/running_error.py): the operations of encode_boxes / decode_boxes in their order, which are also
+# torchvision 0.29's (BoxCoder.encode_single / decode_single: 0.5 * (exp(dw) * w) there, (0.5 * exp(dw)) * w
+# here, equal since scaling by 2 is exact). They bound the error of an evaluation in a given dtype; two
+# evaluations of one formula differ by at most the sum of their bounds.
+def encode_formula(gt, proposals, weights, dtype):
+    g, p = exact(gt, dtype), exact(proposals, dtype)
+    pw, ph, gw, gh = p[:, 2] - p[:, 0], p[:, 3] - p[:, 1], g[:, 2] - g[:, 0], g[:, 3] - g[:, 1]
+    px, py, gx, gy = p[:, 0] + 0.5 * pw, p[:, 1] + 0.5 * ph, g[:, 0] + 0.5 * gw, g[:, 1] + 0.5 * gh
+    wx, wy, ww, wh = weights
+    return stack([wx * (gx - px) / pw, wy * (gy - py) / ph, ww * (gw / pw).log(), wh * (gh / ph).log()], 1)
+
+
+def decode_formula(deltas, boxes, weights, dtype, clip=None):
+    """``deltas`` exact in ``dtype`` or already a :class:`Bounded` (the round trip)."""
+    d = deltas if isinstance(deltas, Bounded) else exact(deltas, dtype)
+    b = exact(boxes, dtype)
+    width, height = (b[:, 2] - b[:, 0])[:, None], (b[:, 3] - b[:, 1])[:, None]
+    cx, cy = b[:, 0][:, None] + 0.5 * width, b[:, 1][:, None] + 0.5 * height
+    clip = DEFAULT_BBOX_XFORM_CLIP if clip is None else clip
+    wx, wy, ww, wh = weights
+    columns = []
+    for c in range(d.value.shape[1] // 4):
+        x, y = d[:, 4 * c : 4 * c + 1] / wx * width + cx, d[:, 4 * c + 1 : 4 * c + 2] / wy * height + cy
+        half_w = 0.5 * (d[:, 4 * c + 2 : 4 * c + 3] / ww).clamp(max=clip).exp() * width
+        half_h = 0.5 * (d[:, 4 * c + 3 : 4 * c + 4] / wh).clamp(max=clip).exp() * height
+        columns += [x - half_w, y - half_h, x + half_w, y + half_h]
+    return stack(columns, 2).flatten()
+
+
 def random_boxes(count, seed, dtype=torch.float64, min_size=0.5, max_size=200.0):
     generator = torch.Generator().manual_seed(seed)
     xy = torch.rand(count, 2, generator=generator, dtype=torch.float64) * 500
@@ -58,10 +90,16 @@ WEIGHTS = [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0), (2.0, 0.5, 3.0, 7.0)]
 @pytest.mark.parametrize("weights", WEIGHTS)
 def test_encode_and_decode_match_loop_reference(weights):
     gt, proposals = random_boxes(50, 0), random_boxes(50, 1)
-    torch.testing.assert_close(encode_boxes(gt, proposals, weights), reference_encode(gt, proposals, weights))
+    # The loop does the library's IEEE operations in its order; only log and exp differ (torch's kernel vs
+    # Python's libm, 1 ulp each): tx, ty are identical, tw, th and the decoded boxes within twice the
+    # float64 running bound of the formula.
+    encoded, expected = encode_boxes(gt, proposals, weights), reference_encode(gt, proposals, weights)
+    assert torch.equal(encoded[:, :2], expected[:, :2])
+    assert_bounded(encoded, expected, 2 * encode_formula(gt, proposals, weights, torch.float64).error)
     deltas = torch.randn(50, 12, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 3
     expected = reference_decode(deltas, proposals, weights)
-    torch.testing.assert_close(decode_boxes(deltas, proposals, weights), expected, rtol=1e-12, atol=1e-9)
+    bound = 2 * decode_formula(deltas, proposals, weights, torch.float64).error
+    assert_bounded(decode_boxes(deltas, proposals, weights), expected, bound)
 
 
 @pytest.mark.parametrize("weights", WEIGHTS)
@@ -69,11 +107,34 @@ def test_round_trip_is_identity(weights):
     # sizes within a factor 40 of each other: below the exp clamp (62.5x), where decoding inverts encoding
     gt, proposals = random_boxes(200, 3, min_size=5.0), random_boxes(200, 4, min_size=5.0)
     decoded = decode_boxes(encode_boxes(gt, proposals, weights), proposals, weights)
-    torch.testing.assert_close(decoded, gt, rtol=1e-12, atol=1e-12)
+    assert_round_trip(decoded, gt, proposals, weights, torch.float64)
     gt32, proposals32 = gt.float(), proposals.float()
     decoded32 = decode_boxes(encode_boxes(gt32, proposals32, weights), proposals32, weights)
     assert decoded32.dtype == torch.float32
-    torch.testing.assert_close(decoded32, gt32, rtol=1e-5, atol=1e-5 * 700)
+    assert_round_trip(decoded32, gt32, proposals32, weights, torch.float32)
+
+
+def below_clip(gt, proposals, weights, dtype) -> bool:
+    """Whether every size delta, exact and as evaluated in ``dtype``, is below the clamp of decoding."""
+    encoded = encode_formula(gt.double(), proposals.double(), weights, dtype)
+    sizes = stack([encoded[:, 2] / weights[2], encoded[:, 3] / weights[3]], 1)
+    return bool((sizes.value + 2 * sizes.error < DEFAULT_BBOX_XFORM_CLIP).all())
+
+
+def assert_round_trip(decoded, gt, proposals, weights, dtype):
+    """decode(encode(gt)) is gt in exact arithmetic while the size deltas stay below the clamp, so the
+    evaluation in ``dtype`` is within its running bound of gt itself."""
+    assert below_clip(gt, proposals, weights, dtype), "a size delta may be clamped: not invertible"
+    encoded = encode_formula(gt.double(), proposals.double(), weights, dtype)
+    bound = decode_formula(encoded, proposals.double(), weights, dtype).error
+    assert_bounded(decoded, gt, bound)
+
+
+def clip_input(clip: float, dtype: torch.dtype) -> Bounded:
+    """A clip given as Python's ``math.log`` of a number: within ``LIBM_ULPS`` ulp of the exact
+    logarithm, then rounded to ``dtype`` by torch's clamp."""
+    error = clip * LIBM_ULPS * eps(torch.float64) + (0.0 if dtype == torch.float64 else clip * eps(dtype) / 2)
+    return Bounded(torch.tensor(clip, dtype=torch.float64), error, dtype)
 
 
 @settings(max_examples=80, deadline=None)
@@ -88,9 +149,10 @@ def test_round_trip_fuzz(gt_xywh, proposal_xywh):
     gt = torch.tensor([to_xyxy(*gt_xywh)], dtype=torch.float64)
     proposals = torch.tensor([to_xyxy(*proposal_xywh)], dtype=torch.float64)
     deltas = encode_boxes(gt, proposals)
-    torch.testing.assert_close(deltas, reference_encode(gt, proposals, (1, 1, 1, 1)), rtol=1e-9, atol=1e-9)
-    if float(deltas[:, 2:].max()) < DEFAULT_BBOX_XFORM_CLIP:  # beyond the clamp decoding is not invertible
-        torch.testing.assert_close(decode_boxes(deltas, proposals), gt, rtol=1e-9, atol=1e-9)
+    bound = 2 * encode_formula(gt, proposals, (1, 1, 1, 1), torch.float64).error  # only log differs
+    assert_bounded(deltas, reference_encode(gt, proposals, (1, 1, 1, 1)), bound)
+    if below_clip(gt, proposals, (1, 1, 1, 1), torch.float64):  # beyond the clamp: not invertible
+        assert_round_trip(decode_boxes(deltas, proposals), gt, proposals, (1, 1, 1, 1), torch.float64)
 
 
 def test_huge_deltas_are_clamped_and_finite():
@@ -100,8 +162,13 @@ def test_huge_deltas_are_clamped_and_finite():
     assert torch.isfinite(decoded).all()
     widths = decoded[:, 2] - decoded[:, 0]
     heights = decoded[:, 3] - decoded[:, 1]
-    torch.testing.assert_close(widths, torch.tensor([1000.0, 0.0]))  # 16 * 62.5 and exp(-huge) = 0
-    torch.testing.assert_close(heights, torch.tensor([1000.0, 40 * 62.5]))
+    # 16 * 62.5, exp(-huge) = 0 exactly, and 40 * 62.5: the float32 decode with the clip as an input
+    # that is log(62.5) up to Python's log (LIBM_ULPS ulp): within the formula's float32 running bound.
+    clip = clip_input(DEFAULT_BBOX_XFORM_CLIP, torch.float32)
+    formula = decode_formula(deltas.double(), boxes.double(), (1, 1, 1, 1), torch.float32, clip=clip)
+    extent = stack([formula[:, 2] - formula[:, 0], formula[:, 3] - formula[:, 1]], 1)
+    expected = torch.tensor([[1000.0, 1000.0], [0.0, 40 * 62.5]])
+    assert_bounded(torch.stack([widths, heights], 1), expected, extent.error)
     # fp16 deltas (mixed precision) stay finite too; large boxes would overflow fp16 arithmetic without
     # the float32 computation
     half = decode_boxes(
@@ -110,7 +177,9 @@ def test_huge_deltas_are_clamped_and_finite():
     assert torch.isfinite(half).all()
     # a user-chosen clip is honoured
     custom = decode_boxes(torch.tensor([[0.0, 0.0, 5.0, 5.0]]), boxes[:1], bbox_xform_clip=math.log(2.0))
-    torch.testing.assert_close(custom, torch.tensor([[-8.0, -8.0, 24.0, 24.0]]))
+    clip = clip_input(math.log(2.0), torch.float32)
+    bound = decode_formula(torch.tensor([[0.0, 0.0, 5.0, 5.0]]), boxes[:1], (1, 1, 1, 1), torch.float32, clip)
+    assert_bounded(custom, torch.tensor([[-8.0, -8.0, 24.0, 24.0]]), bound.error)  # a 16-pixel box doubled
 
 
 def test_multiclass_deltas_decode_each_class_like_single_class():
@@ -118,9 +187,13 @@ def test_multiclass_deltas_decode_each_class_like_single_class():
     deltas = torch.randn(10, 4 * 5, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     decoded = decode_boxes(deltas, boxes, (10, 10, 5, 5))
     assert decoded.shape == (10, 20)
+    # The same operations on the same numbers, but exp runs over tensors of other shapes: an element may
+    # take the vector body in one call and the scalar tail in the other (or another MKL block), 1 ulp
+    # apart each; the bound is twice the float64 running bound of the formula.
+    bound = 2 * decode_formula(deltas, boxes, (10, 10, 5, 5), torch.float64).error
     for c in range(5):
         single = decode_boxes(deltas[:, 4 * c : 4 * c + 4], boxes, (10, 10, 5, 5))
-        torch.testing.assert_close(decoded[:, 4 * c : 4 * c + 4], single, rtol=0, atol=0)
+        assert_bounded(decoded[:, 4 * c : 4 * c + 4], single, bound[:, 4 * c : 4 * c + 4])
 
 
 def test_empty_boxes():
@@ -153,10 +226,11 @@ def test_dtypes():
     gt16 = torch.tensor([[10.0, 20.0, 990.0, 700.0]], dtype=torch.float16)
     encoded = encode_boxes(gt16, boxes16)
     assert encoded.dtype == torch.float32
-    torch.testing.assert_close(encoded, encode_boxes(gt16.float(), boxes16.float()), rtol=0, atol=0)
+    # the library converts to float32 first: the same calls on the same numbers and shapes, identical
+    assert torch.equal(encoded, encode_boxes(gt16.float(), boxes16.float()))
     decoded = decode_boxes(encoded.half(), boxes16)
     assert decoded.dtype == torch.float32
-    torch.testing.assert_close(decoded, decode_boxes(encoded.half().float(), boxes16.float()), rtol=0, atol=0)
+    assert torch.equal(decoded, decode_boxes(encoded.half().float(), boxes16.float()))
     int_boxes = torch.tensor([[0, 0, 10, 10]])
     assert encode_boxes(int_boxes, int_boxes).dtype == torch.float32
     assert decode_boxes(torch.zeros(1, 4, dtype=torch.float64), int_boxes).dtype == torch.float64
@@ -192,11 +266,12 @@ def test_bad_inputs_name_the_argument():
 def test_module_is_a_thin_wrapper():
     coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
     assert "weights=(10.0, 10.0, 5.0, 5.0)" in repr(coder)
-    assert coder.bbox_xform_clip == pytest.approx(math.log(62.5))
+    assert coder.bbox_xform_clip == math.log(62.5)  # log(1000 / 16), and 1000 / 16 = 62.5 exactly
     gt, proposals = random_boxes(8, 7, torch.float32), random_boxes(8, 8, torch.float32)
-    torch.testing.assert_close(coder.encode(gt, proposals), encode_boxes(gt, proposals, (10, 10, 5, 5)))
+    # the module calls the function with the same arguments: identical results
+    assert torch.equal(coder.encode(gt, proposals), encode_boxes(gt, proposals, (10, 10, 5, 5)))
     deltas = coder.encode(gt, proposals)
-    torch.testing.assert_close(coder(deltas, proposals), coder.decode(deltas, proposals))
+    assert torch.equal(coder(deltas, proposals), coder.decode(deltas, proposals))
 
 
 def test_decode_is_differentiable_in_float64():
@@ -212,8 +287,14 @@ def test_encode_and_decode_equal_torchvision_golden():
     assert golden["bbox_xform_clip"] == DEFAULT_BBOX_XFORM_CLIP
     assert len(golden["coder"]) == 6
     for case in golden["coder"]:
-        tolerance = {"rtol": 1e-12, "atol": 1e-12} if case["gt"].dtype == torch.float64 else {}
-        encoded = encode_boxes(case["gt"], case["proposals"], case["weights"])
-        torch.testing.assert_close(encoded, case["encoded"], **tolerance)
-        decoded = decode_boxes(case["deltas"], case["proposals"], case["weights"])
-        torch.testing.assert_close(decoded, case["decoded"], **tolerance)
+        # torchvision 0.29 (torch 2.14.1, another CPU) performs our operations in our order in the same
+        # dtype (its float32 weights tensor holds these weights exactly); only its log and exp may differ
+        # from ours, by 1 ulp each: twice the running bound of the formula in the case's dtype.
+        dtype, weights = case["gt"].dtype, case["weights"]
+        encoded = encode_boxes(case["gt"], case["proposals"], weights)
+        assert torch.equal(encoded[:, :2], case["encoded"][:, :2])
+        bound = 2 * encode_formula(case["gt"].double(), case["proposals"].double(), weights, dtype).error
+        assert_bounded(encoded, case["encoded"], bound)
+        decoded = decode_boxes(case["deltas"], case["proposals"], weights)
+        bound = 2 * decode_formula(case["deltas"].double(), case["proposals"].double(), weights, dtype).error
+        assert_bounded(decoded, case["decoded"], bound)

@@ -12,6 +12,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import box_formulas as bf
+from running_error import assert_evaluations_agree, assert_formulas_agree, exact, stack
+from running_error_grad import Dual, assert_gradients_agree
+from tolerances import assert_within
 from visionkit.ops import boxes as box_ops
 from visionkit.ops.boxes import (
     box_area,
@@ -63,16 +67,17 @@ def ref_giou(a: list[float], b: list[float]) -> float:
 
 def ref_diou(a: list[float], b: list[float]) -> float:
     cw, ch = ref_enclosing(a, b)
-    diag = cw**2 + ch**2
-    rho = ((a[0] + a[2]) / 2 - (b[0] + b[2]) / 2) ** 2 + ((a[1] + a[3]) / 2 - (b[1] + b[3]) / 2) ** 2
-    return ref_iou(a, b) - (rho / diag if diag > 0 else 0.0)
+    diag = cw * cw + ch * ch  # x * x, as torch's x ** 2 computes it (Python's x ** 2 calls libm pow)
+    dx, dy = (a[0] + a[2]) / 2 - (b[0] + b[2]) / 2, (a[1] + a[3]) / 2 - (b[1] + b[3]) / 2
+    return ref_iou(a, b) - (dx * dx + dy * dy) / diag if diag > 0 else ref_iou(a, b)
 
 
 def ref_ciou(a: list[float], b: list[float]) -> float:
     iou = ref_iou(a, b)
     wa, ha = max(a[2] - a[0], 0.0), max(a[3] - a[1], 0.0)
     wb, hb = max(b[2] - b[0], 0.0), max(b[3] - b[1], 0.0)
-    v = 4 / math.pi**2 * (math.atan2(wb, hb) - math.atan2(wa, ha)) ** 2
+    gap = math.atan2(wb, hb) - math.atan2(wa, ha)
+    v = 4 / math.pi**2 * (gap * gap)
     alpha = v / (1 - iou + v) if (1 - iou + v) > 0 else 0.0
     return ref_diou(a, b) - alpha * v
 
@@ -90,6 +95,33 @@ ELEMENTWISE = [
     (elementwise_distance_box_iou, ref_diou),
     (elementwise_complete_box_iou, ref_ciou),
 ]
+# The same formulas in running-error arithmetic (tests/box_formulas.py), for the derived bounds.
+FORMULAS = {
+    box_iou: bf.iou,
+    generalized_box_iou: bf.giou,
+    distance_box_iou: bf.diou,
+    complete_box_iou: bf.ciou,
+    box_ioa: bf.ioa,
+    elementwise_box_iou: bf.iou,
+    elementwise_generalized_box_iou: bf.giou,
+    elementwise_distance_box_iou: bf.diou,
+    elementwise_complete_box_iou: bf.ciou,
+}
+
+
+def assert_matches_loop_reference(fast, got, want, a, b, pairwise):
+    """IoU, GIoU, DIoU and IoA: the references perform the library's IEEE operations in the library's
+    order on the same float64 inputs (``x * x`` for squares, the same ``> 0`` branches), and ``+ − × /``
+    are correctly rounded on every CPU and kernel, so the results are identical. CIoU differs in one
+    operation: ``atan2`` (torch's SLEEF/libm kernel vs Python's libm), each within 1 ulp of the exact
+    value; the bound is the running error analysis of the whole CIoU formula in float64
+    (:mod:`box_formulas`), for both evaluations: ``2·error₆₄`` (~1e-15 here)."""
+    if fast not in (complete_box_iou, elementwise_complete_box_iou):
+        assert torch.equal(got, want)
+        return
+    formula = (bf.pairwise if pairwise else bf.elementwise)(FORMULAS[fast], a, b)
+    bound = 2 * formula(torch.float64).error
+    assert_within(got, want, bound, fast.__name__)
 
 
 def random_boxes(
@@ -115,7 +147,7 @@ def test_pairwise_matches_reference(fast, ref):
     want = torch.tensor([[ref(x, y) for y in b.tolist()] for x in a.tolist()], dtype=torch.float64)
     assert got.shape == (23, 17) and got.dtype == torch.float64
     assert torch.isfinite(got).all()
-    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert_matches_loop_reference(fast, got, want, a, b, pairwise=True)
 
 
 @pytest.mark.parametrize("fast, ref", ELEMENTWISE, ids=lambda f: getattr(f, "__name__", "ref"))
@@ -123,7 +155,7 @@ def test_elementwise_matches_reference_and_pairwise_diagonal(fast, ref):
     a, b = random_boxes(31, 2), random_boxes(31, 3)
     got = fast(a, b)
     want = torch.tensor([ref(x, y) for x, y in zip(a.tolist(), b.tolist(), strict=True)], dtype=torch.float64)
-    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert_matches_loop_reference(fast, got, want, a, b, pairwise=False)
 
 
 @pytest.mark.parametrize("fast", [f for f, _ in ELEMENTWISE])
@@ -155,8 +187,36 @@ def check_ciou_gradient_treats_alpha_as_constant(a: torch.Tensor, b: torch.Tenso
         alpha = v / (1 - elementwise_box_iou(a, b) + v)
     got = torch.autograd.grad(elementwise_complete_box_iou(a, b).sum(), (a, b))
     want = torch.autograd.grad((elementwise_distance_box_iou(a, b) - alpha * aspect_v(a, b)).sum(), (a, b))
-    for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w)
+    # both gradients of their formulas in forward mode with running error bounds (8 directions: the
+    # coordinates of a and b): the computed gap of the exact derivatives plus both bounds
+    first, second = pair_duals(a.detach(), b.detach())
+    ours = bf.ciou(first, second)
+    gap = (second[..., 2] - second[..., 0]) / (second[..., 3] - second[..., 1])
+    v = (4 / math.pi**2) * (
+        gap.atan() - ((first[..., 2] - first[..., 0]) / (first[..., 3] - first[..., 1])).atan()
+    ).square()
+    reference = bf.diou(first, second) - v * bf.detach(v / (1 - bf.iou(first, second) + v))
+    assert_gradients_agree(torch.cat(got, 1), ours, torch.cat(want, 1), reference)
+
+
+def pair_duals(a: torch.Tensor, b: torch.Tensor):
+    """Rows of a and b as float64 forward-mode variables: 8 directions, a's 4 coordinates then b's."""
+    directions = torch.eye(8, dtype=torch.float64)
+    first = Dual(
+        exact(a, torch.float64),
+        directions[:4].expand(len(a), 4, 8),
+        directions[:4].expand(len(a), 4, 8),
+        torch.zeros(len(a), 4, 8, dtype=torch.float64),
+        0,
+    )
+    second = Dual(
+        exact(b, torch.float64),
+        directions[4:].expand(len(b), 4, 8),
+        directions[4:].expand(len(b), 4, 8),
+        torch.zeros(len(b), 4, 8, dtype=torch.float64),
+        0,
+    )
+    return first, second
 
 
 def test_zero_area_boxes_have_iou_zero_never_nan():
@@ -187,8 +247,12 @@ def test_low_precision_and_integer_inputs_compute_in_float32(dtype):
     for fn, _ in PAIRWISE:
         got = fn(a.to(dtype), b.to(dtype))
         assert got.dtype == torch.float32
-        want = fn(a.to(dtype).to(torch.float64), b.to(dtype).to(torch.float64)).float()
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        a64, b64 = a.to(dtype).double(), b.to(dtype).double()
+        # The same formula in float32 and in float64 on the same (integer) inputs: each within its running
+        # error bound of the exact value (integer widths, areas and intersections are exact in both).
+        assert_evaluations_agree(
+            got, bf.pairwise(FORMULAS[fn], a64, b64), torch.float32, fn(a64, b64), what=fn.__name__
+        )
     assert box_area(a.to(dtype)).dtype == torch.float32
 
 
@@ -197,13 +261,17 @@ def test_float64_is_preserved_and_precise():
     a = torch.tensor([[1e8, 1e8, 1e8 + 1, 1e8 + 1]], dtype=torch.float64)
     b = a + torch.tensor([0.5, 0.0, 0.5, 0.0], dtype=torch.float64)
     assert box_iou(a, b).dtype == torch.float64
-    assert box_iou(a, b).item() == pytest.approx(1 / 3, abs=1e-12)
+    # widths 1, intersection 0.5 and union 1.5 are exact in float64, so the IoU is the one rounding of 1/3
+    assert box_iou(a, b).item() == 1 / 3
 
 
 def test_conversions_round_trip_and_values():
     b = random_boxes(20, 8)
     for fmt in ("xywh", "cxcywh"):
-        torch.testing.assert_close(box_convert(box_convert(b, "xyxy", fmt), fmt, "xyxy"), b)
+        round_trip = box_convert(box_convert(b, "xyxy", fmt), fmt, "xyxy")
+        assert_evaluations_agree(
+            round_trip, lambda dtype, f=fmt: round_trip_formula(b, f, dtype), torch.float64
+        )
     xywh = box_convert(torch.tensor([[1.0, 2.0, 4.0, 8.0]]), "xyxy", "xywh")
     assert xywh.tolist() == [[1.0, 2.0, 3.0, 6.0]]
     assert box_convert(torch.tensor([[1.0, 2.0, 4.0, 8.0]]), "xyxy", "cxcywh").tolist() == [[2.5, 5, 3, 6]]
@@ -211,6 +279,18 @@ def test_conversions_round_trip_and_values():
     assert box_convert(torch.tensor([[1, 2, 3, 4]]), "xyxy", "cxcywh").dtype == torch.float32
     with pytest.raises(ValueError, match="in_fmt must be one of"):
         box_convert(b, "xyxyz", "xyxy")
+
+
+def round_trip_formula(boxes: torch.Tensor, fmt: str, dtype: torch.dtype):
+    """xyxy → ``fmt`` → xyxy in box_convert's order; its exact value is ``boxes`` itself."""
+    x1, y1, x2, y2 = (bf.corners(boxes, dtype)[:, i] for i in range(4))
+    if fmt == "xywh":
+        w, h = x2 - x1, y2 - y1
+        coordinates = (x1, y1, x1 + w, y1 + h)
+    else:
+        cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
+        coordinates = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+    return stack(coordinates, dim=1)
 
 
 def test_clip_and_remove_small():
@@ -263,8 +343,18 @@ def test_golden_values_from_torchvision():
         ("complete_box_iou", complete_box_iou),
     ]:
         want = torch.tensor(golden[name], dtype=torch.float64)
-        # torchvision adds eps=1e-7 to the DIoU/CIoU denominators; our boxes make that a <1e-8 change
-        torch.testing.assert_close(fn(a, b), want, rtol=1e-6, atol=1e-7, msg=name)
+        if name in ("box_iou", "generalized_box_iou"):
+            # torchvision 0.29 performs our IEEE operations in our order on these (positive-area) boxes;
+            # + − × / are correctly rounded on any CPU, so its float64 golden is reproduced exactly.
+            assert torch.equal(fn(a, b), want), name
+            continue
+        # torchvision adds eps = 1e-7 to the DIoU diagonal and the CIoU alpha denominator and uses
+        # atan(w / h) for our atan2(w, h); the bound is the difference of the two formulas computed from the
+        # data plus the running error bounds of both evaluations (tests/box_formulas.py).
+        formula = FORMULAS[fn]
+        assert_formulas_agree(
+            fn(a, b), bf.pairwise(formula, a, b), want, bf.pairwise(formula, a, b, ours=False), what=name
+        )
 
 
 @settings(max_examples=60, deadline=None)
@@ -283,9 +373,10 @@ def test_box_iou_hypothesis(first, second):
     a, b = to_boxes(first), to_boxes(second)
     got = box_iou(a, b)
     want = torch.tensor([[ref_iou(x, y) for y in b.tolist()] for x in a.tolist()], dtype=torch.float64)
-    torch.testing.assert_close(got, want.reshape(got.shape), rtol=1e-12, atol=1e-12)
+    assert torch.equal(got, want.reshape(got.shape))  # the reference's operations, in the same order
     assert ((got >= 0) & (got <= 1)).all()
-    torch.testing.assert_close(box_iou(b, a), got.T)
+    # swapping the arguments only swaps the operands of max, min and the commutative + and ×: exact
+    assert torch.equal(box_iou(b, a), got.T)
 
 
 def test_docstring_examples_run():

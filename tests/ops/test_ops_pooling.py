@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from running_error import assert_bounded
+from tolerances import sum_difference_bound
 from visionkit.ops.pooling import AvgPool2d, MaxPool2d, avg_pool2d, max_pool2d
 
 CONFIGS = [
@@ -25,12 +28,52 @@ CONFIGS = [
 ]
 
 
-def _pair_grad(fn, x, grad_seed=0):
+def _pair_grad(fn, x, grad_seed=0, weight=None):
     x = x.clone().requires_grad_()
     out = fn(x)
-    weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed), dtype=x.dtype)
-    (out * weight).sum().backward()
+    if weight is None:
+        weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed), dtype=x.dtype)
+    out.backward(weight)
     return out.detach(), x.grad
+
+
+def _pair(value):
+    return (value, value) if isinstance(value, int) else value
+
+
+def _windows_per_cell(kernel, stride) -> int:
+    """Most windows (without dilation) that can contain one input cell: ``ceil(k / s)`` per axis."""
+    kernel, stride = _pair(kernel), _pair(stride)
+    return math.ceil(kernel[0] / stride[0]) * math.ceil(kernel[1] / stride[1])
+
+
+def max_pool_grad_bound(fn, x, kernel, grad_seed=0):
+    """The input gradient of max pooling is, per input cell, the sum of the output gradients of the
+    windows it won: the same terms on both sides (the arg-max indices are asserted equal) added in
+    another order (scatter_add_ here, torch's loop there): twice γ(n − 1) times their absolute sum, which
+    is the backward of |weight| through the same routing."""
+    out = fn(x)
+    weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed), dtype=x.dtype)
+    _, abs_sum = _pair_grad(fn, x.double(), weight=weight.abs().double())
+    # a cell is in at most one window per kernel tap, dilation or not
+    return sum_difference_bound(abs_sum, math.prod(_pair(kernel)), x.dtype)
+
+
+def avg_pool_bounds(x, kernel, stride, padding, ceil_mode, include, divisor=None, grad_seed=0):
+    """Forward: a window's sum of its ``n <= kH·kW`` cells (padding adds exact zeros) in another order,
+    then the same division: each side within γ(n)·Σ|x|/d of the exact mean, so the two within twice that
+    (:func:`sum_difference_bound` with ``n + 1`` operations), Σ|x|/d the average of |x|. Backward: both
+    add, per input cell, the same shares g/d (one identical division) of the windows covering it in
+    another order (fold here, torch's loop there)."""
+    args = (kernel, stride, padding, ceil_mode, include, divisor)
+    area = math.prod(_pair(kernel))
+    mean_abs = F.avg_pool2d(x.double().abs(), *args)
+    forward = sum_difference_bound(mean_abs, area + 1, x.dtype)
+    out = F.avg_pool2d(x, *args)
+    weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed), dtype=x.dtype)
+    _, shares = _pair_grad(lambda t: F.avg_pool2d(t, *args), x.double(), weight=weight.abs().double())
+    backward = sum_difference_bound(shares, _windows_per_cell(kernel, stride or kernel), x.dtype)
+    return forward, backward
 
 
 @pytest.mark.parametrize(("kernel", "stride", "padding", "ceil_mode"), CONFIGS)
@@ -40,7 +83,8 @@ def test_max_pool_matches_torch(kernel, stride, padding, ceil_mode, shape):
     ours, ours_grad = _pair_grad(lambda t: max_pool2d(t, kernel, stride, padding, 1, ceil_mode), x)
     ref, ref_grad = _pair_grad(lambda t: F.max_pool2d(t, kernel, stride, padding, 1, ceil_mode), x)
     assert torch.equal(ours, ref)
-    torch.testing.assert_close(ours_grad, ref_grad, rtol=0, atol=1e-6)
+    bound = max_pool_grad_bound(lambda t: F.max_pool2d(t, kernel, stride, padding, 1, ceil_mode), x, kernel)
+    assert_bounded(ours_grad, ref_grad, bound)
     _, ours_idx = max_pool2d(x, kernel, stride, padding, 1, ceil_mode, return_indices=True)
     _, ref_idx = F.max_pool2d(x, kernel, stride, padding, 1, ceil_mode, return_indices=True)
     assert torch.equal(ours_idx, ref_idx)
@@ -53,7 +97,8 @@ def test_max_pool_dilation_matches_torch(dilation):
         ours, ours_grad = _pair_grad(lambda t, c=ceil_mode: max_pool2d(t, 3, 2, 1, dilation, c), x)
         ref, ref_grad = _pair_grad(lambda t, c=ceil_mode: F.max_pool2d(t, 3, 2, 1, dilation, c), x)
         assert torch.equal(ours, ref)
-        torch.testing.assert_close(ours_grad, ref_grad, rtol=0, atol=1e-6)
+        bound = max_pool_grad_bound(lambda t, c=ceil_mode: F.max_pool2d(t, 3, 2, 1, dilation, c), x, 3)
+        assert_bounded(ours_grad, ref_grad, bound)
 
 
 @pytest.mark.parametrize(("kernel", "stride", "padding", "ceil_mode"), CONFIGS)
@@ -63,16 +108,18 @@ def test_avg_pool_matches_torch(kernel, stride, padding, ceil_mode, count_includ
     args = (kernel, stride, padding, ceil_mode, count_include_pad)
     ours, ours_grad = _pair_grad(lambda t: avg_pool2d(t, *args), x)
     ref, ref_grad = _pair_grad(lambda t: F.avg_pool2d(t, *args), x)
-    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(ours_grad, ref_grad, rtol=1e-12, atol=1e-12)
+    forward, backward = avg_pool_bounds(x, *args)
+    assert_bounded(ours, ref, forward)
+    assert_bounded(ours_grad, ref_grad, backward)
 
 
 def test_avg_pool_divisor_override_matches_torch():
     x = torch.randn(1, 2, 6, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     ours, ours_grad = _pair_grad(lambda t: avg_pool2d(t, 3, 2, 1, True, True, divisor_override=5), x)
     ref, ref_grad = _pair_grad(lambda t: F.avg_pool2d(t, 3, 2, 1, True, True, divisor_override=5), x)
-    torch.testing.assert_close(ours, ref)
-    torch.testing.assert_close(ours_grad, ref_grad)
+    forward, backward = avg_pool_bounds(x, 3, 2, 1, True, True, divisor=5)
+    assert_bounded(ours, ref, forward)
+    assert_bounded(ours_grad, ref_grad, backward)
 
 
 def test_max_pool_ties_go_to_first_maximum_like_torch():
@@ -148,18 +195,25 @@ def test_fuzz_against_torch(height, width, kernel, stride, padding, ceil_mode, i
     x = torch.randn(1, 2, height, width, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     ours, ours_grad = _pair_grad(lambda t: max_pool2d(t, kernel, stride, padding, 1, ceil_mode), x, seed)
     ref, ref_grad = _pair_grad(lambda t: F.max_pool2d(t, kernel, stride, padding, 1, ceil_mode), x, seed)
-    assert torch.equal(ours, ref) and torch.allclose(ours_grad, ref_grad)
+    assert torch.equal(ours, ref)
+    reference_pool = lambda t: F.max_pool2d(t, kernel, stride, padding, 1, ceil_mode)  # noqa: E731
+    assert_bounded(ours_grad, ref_grad, max_pool_grad_bound(reference_pool, x, kernel, seed))
     args = (kernel, stride, padding, ceil_mode, include)
     ours, ours_grad = _pair_grad(lambda t: avg_pool2d(t, *args), x, seed)
     ref, ref_grad = _pair_grad(lambda t: F.avg_pool2d(t, *args), x, seed)
-    assert torch.allclose(ours, ref) and torch.allclose(ours_grad, ref_grad)
+    forward, backward = avg_pool_bounds(x, *args, grad_seed=seed)
+    assert_bounded(ours, ref, forward)
+    assert_bounded(ours_grad, ref_grad, backward)
 
 
 def test_modules_and_bad_input():
     x = torch.randn(1, 2, 6, 6)
     assert torch.equal(MaxPool2d(2)(x), F.max_pool2d(x, 2))
-    assert torch.allclose(
-        AvgPool2d(3, 2, 1, count_include_pad=False)(x), F.avg_pool2d(x, 3, 2, 1, count_include_pad=False)
+    forward, _ = avg_pool_bounds(x, 3, 2, 1, False, False)
+    assert_bounded(
+        AvgPool2d(3, 2, 1, count_include_pad=False)(x),
+        F.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
+        forward,
     )
     assert "kernel_size=2" in repr(MaxPool2d(2))
     with pytest.raises(ValueError, match="input must be"):

@@ -9,7 +9,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from roi_bounds import assert_same_pool_bins, roi_align_bounds, roi_align_grad_bound
 
+from running_error import assert_bounded
+from tolerances import gamma, sum_difference_bound, unit_roundoff
 from visionkit.ops import RoIAlign, RoIPool, roi_align, roi_pool
 from visionkit.ops.roi import convert_rois
 
@@ -121,12 +124,17 @@ ALIGN_KEYS = sorted({key.rsplit("/", 1)[0] for key in GOLDEN if key.startswith("
 def test_roi_align_matches_torchvision_golden(key):
     _, scale, aligned, ratio = key.split("/")
     features = GOLDEN["roi/features"].clone().requires_grad_()
-    output = roi_align(
-        features, GOLDEN["roi/rois"], (3, 4), float(scale[5:]), int(ratio[5:]), aligned == "aligned1"
+    settings = ((3, 4), float(scale[5:]), int(ratio[5:]), aligned == "aligned1")
+    output = roi_align(features, GOLDEN["roi/rois"], *settings)
+    # torchvision's kernel computes the sampling positions in another order and sums in another order:
+    # the bounds derived in tests/ops/roi_bounds.py, from these features and RoIs.
+    bound, per_image = roi_align_bounds(
+        features, GOLDEN["roi/rois"], *settings, orders=("ours", "torchvision")
     )
-    torch.testing.assert_close(output, GOLDEN[f"{key}/out"], rtol=1e-12, atol=1e-12)
+    assert_bounded(output, GOLDEN[f"{key}/out"], bound)
     (output * GOLDEN[f"{key}/weight"]).sum().backward()
-    torch.testing.assert_close(features.grad, GOLDEN[f"{key}/grad"], rtol=1e-12, atol=1e-12)
+    grad_bound = roi_align_grad_bound(features, per_image, GOLDEN[f"{key}/weight"])
+    assert_bounded(features.grad, GOLDEN[f"{key}/grad"], grad_bound)
 
 
 @pytest.mark.parametrize("scale", [0.5, 1.0])
@@ -134,11 +142,30 @@ def test_roi_align_matches_torchvision_golden(key):
 def test_roi_pool_matches_torchvision_golden(scale, dtype):
     key = f"roi_pool/scale{scale}"
     features = GOLDEN["roi/features"].to(dtype).clone().requires_grad_()
-    output = roi_pool(features, GOLDEN["roi/rois"].to(dtype), (3, 4), scale)
-    # float32 features hold the float64 golden's values rounded, and the max picks the same cells.
-    assert torch.equal(output, GOLDEN[f"{key}/out"].to(dtype))
-    (output * GOLDEN[f"{key}/weight"].to(dtype)).sum().backward()
-    torch.testing.assert_close(features.grad, GOLDEN[f"{key}/grad"].to(dtype))
+    rois = GOLDEN["roi/rois"].to(dtype)
+    if dtype == torch.float32:
+        # float32 RoIs give the float64 bins here, and rounding is monotone: the same cells, the rounded
+        # maxima. All float32 feature values are distinct, so the first maximum is the same cell too.
+        assert_same_pool_bins(rois, GOLDEN["roi/rois"], scale, (3, 4), *features.shape[-2:])
+        assert features.unique().numel() == features.numel()
+    output = roi_pool(features, rois, (3, 4), scale)
+    assert torch.equal(output, GOLDEN[f"{key}/out"].to(dtype))  # torchvision's bin arithmetic, a selection
+    weight = GOLDEN[f"{key}/weight"]
+    (output * weight.to(dtype)).sum().backward()
+    # Each cell's gradient: the same routed weights summed in another order (n <= all bins), in float32
+    # from weights rounded to float32 (u each): against the float64 golden.
+    routed = pool_routed_abs(GOLDEN["roi/features"], GOLDEN["roi/rois"], scale, weight)
+    rounded_weights = unit_roundoff(dtype) * routed if dtype == torch.float32 else 0.0
+    bound = sum_difference_bound(routed, weight.numel(), dtype) + rounded_weights
+    assert_bounded(features.grad, GOLDEN[f"{key}/grad"], bound)
+
+
+def pool_routed_abs(features, rois, scale, weight):
+    """Per input cell, the absolute sum of the output gradients routed to it (the backward of |weight|
+    through the same maxima, in float64, raised by γ(n) to an upper bound)."""
+    leaf = features.double().clone().requires_grad_()
+    (roi_pool(leaf, rois.double(), (3, 4), scale) * weight.double().abs()).sum().backward()
+    return leaf.grad * (1 + gamma(weight.numel(), torch.float64))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -153,7 +180,8 @@ def test_roi_align_matches_loop_reference(mode, ratio, aligned):
     rois[0, 1:] = torch.tensor([3.0, 3.0, 1.0, 2.0])  # inverted
     rois[1, 1:] = torch.tensor([4.0, 4.0, 4.0, 4.0])  # zero size
     expected = reference_roi_align(features, rois, (2, 3), 0.5, ratio, aligned, mode)
-    torch.testing.assert_close(roi_align(features, rois, (2, 3), 0.5, ratio, aligned, mode), expected)
+    bound, _ = roi_align_bounds(features, rois, (2, 3), 0.5, ratio, aligned, mode)
+    assert_bounded(roi_align(features, rois, (2, 3), 0.5, ratio, aligned, mode), expected, bound)
 
 
 def test_roi_pool_matches_loop_reference_with_ties_and_negative_values():
@@ -162,9 +190,11 @@ def test_roi_pool_matches_loop_reference_with_ties_and_negative_values():
     features = torch.randint(-3, 2, (2, 4, 10, 12), generator=generator).double()
     features[0, 0, 0, :4] = -0.0
     rois = _random_rois(20, 2, 22, generator)
-    for dtype in (torch.float64, torch.float32):
-        output = roi_pool(features.to(dtype), rois.to(dtype), (3, 2), 0.5)
-        assert torch.equal(output.double(), reference_roi_pool(features, rois, (3, 2), 0.5))
+    expected = reference_roi_pool(features, rois, (3, 2), 0.5)
+    assert torch.equal(roi_pool(features, rois, (3, 2), 0.5), expected)  # the reference's bin arithmetic
+    # float32: the RoIs round to float32; their float32 bins must be these float64 bins (integer values)
+    assert_same_pool_bins(rois.float(), rois, 0.5, (3, 2), 10, 12)
+    assert torch.equal(roi_pool(features.float(), rois.float(), (3, 2), 0.5).double(), expected)
 
 
 @settings(max_examples=8, deadline=None)
@@ -183,10 +213,12 @@ def test_fuzz_against_loop_references(seed, out_h, out_w, scale, ratio, aligned)
     rois[:, 0] = rois[:, 0] * scale
     for mode in ("avg", "max"):
         expected = reference_roi_align(features, rois, (out_h, out_w), scale, ratio, aligned, mode)
-        torch.testing.assert_close(
-            roi_align(features, rois, (out_h, out_w), scale, ratio, aligned, mode), expected
+        bound, _ = roi_align_bounds(features, rois, (out_h, out_w), scale, ratio, aligned, mode)
+        assert_bounded(
+            roi_align(features, rois, (out_h, out_w), scale, ratio, aligned, mode), expected, bound
         )
-    torch.testing.assert_close(
+    # RoI Pool: the reference's bin arithmetic (IEEE + − × / floor ceil) and a selection: identical
+    assert torch.equal(
         roi_pool(features, rois, (out_h, out_w), scale),
         reference_roi_pool(features, rois, (out_h, out_w), scale),
     )
@@ -200,6 +232,7 @@ def test_roi_pool_bins_longer_than_the_largest_block():
     for size in ((1, 1), (2, 1)):
         expected = reference_roi_pool(features, rois, size, 1.0)
         assert torch.equal(roi_pool(features, rois, size, 1.0), expected)
+        # integer RoIs: the same bins in float32; rounding is monotone, so the maxima are the rounded ones
         assert torch.equal(roi_pool(features.float(), rois.float(), size, 1.0), expected.float())
 
 
@@ -252,7 +285,13 @@ def test_handbook_worked_example():
     aligned = roi_align(ramp, roi, 7, 1 / stride, sampling_ratio=2)[0, 0, 0]
     bin_width = proposal / stride / 7
     assert round(bin_width, 2) == 2.97
-    torch.testing.assert_close(aligned, (torch.arange(7, dtype=torch.float64) + 0.5) * bin_width)
+    # the exact bin averages are the bin centres; ours is within its bound against the exact evaluation
+    # (roi_bounds.py, order "exact") of them, the expected centres within 3 roundings of |centre|
+    centres = (torch.arange(7, dtype=torch.float64) + 0.5) * bin_width
+    ours_bound = roi_align_bounds(ramp, roi, (7, 7), 1 / stride, 2, False, orders=("ours", "exact"))[0][
+        0, 0, 0
+    ]
+    assert_bounded(aligned, centres, ours_bound + 3 * unit_roundoff(torch.float64) * centres)
     # RoI Pool quantizes twice. Caffe/torchvision round the corners (20.78 -> 21, so 22 cells with both
     # corners included; the handbook truncates to 20) and then cut bins at floor/ceil: on the ramp each
     # bin's maximum is its last cell.
@@ -265,7 +304,13 @@ def test_handbook_worked_example():
     moved = torch.tensor([[0.0, 5.0, 0.0, proposal + 5, proposal]], dtype=torch.float64)
     assert torch.equal(roi_pool(ramp, moved, 7, 1 / stride), roi_pool(ramp, roi, 7, 1 / stride))
     shift = roi_align(ramp, moved, 7, 1 / stride, sampling_ratio=2)[0, 0, 0] - aligned
-    torch.testing.assert_close(shift, torch.full((7,), 5 / stride, dtype=torch.float64))
+    moved_bound = roi_align_bounds(ramp, moved, (7, 7), 1 / stride, 2, False, orders=("ours", "exact"))[0]
+    both = ours_bound + moved_bound[0, 0, 0]  # exact shift 5/32; one more rounding in the subtraction
+    assert_bounded(
+        shift,
+        torch.full((7,), 5 / stride, dtype=torch.float64),
+        both + unit_roundoff(torch.float64) * (shift.abs() + both),
+    )
     # With the handbook's own quantized 20-cell RoI, bins are 20/7 = 2.86 cells: floor/ceil cuts.
     twenty = torch.tensor([[0.0, 0.0, 0.0, 19 * stride, 19 * stride]], dtype=torch.float64)
     assert roi_pool(ramp, twenty, 7, 1 / stride)[0, 0, 0].tolist() == [2, 5, 8, 11, 14, 17, 19]

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from roi_bounds import assert_same_pool_bins
 
 from visionkit.ops import roi_pool
 
@@ -68,6 +69,8 @@ def test_mixed_block_counts_and_empty_bins_match_loop_reference(dtype, output_si
     weight = torch.randint(1, 4, output.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
     (output * weight).sum().backward()
     expected, expected_grad = reference_roi_pool_with_grad(features, rois, output_size, scale, weight)
+    # the loop computes the bins of these RoIs in float64: the float32 bins must be the same
+    assert_same_pool_bins(rois, rois.double(), scale, output_size, *features.shape[-2:])
     assert torch.equal(output, expected)
     assert torch.equal(leaf.grad, expected_grad)  # integer weights: sums are exact in any order
 
@@ -88,6 +91,7 @@ def test_float32_without_packed_keys_matches_packed(monkeypatch):
     expected, expected_grad = reference_roi_pool_with_grad(
         features.double(), rois.double(), (3, 4), 1.0, weight
     )
+    assert_same_pool_bins(rois, rois.double(), 1.0, (3, 4), *features.shape[-2:])
     assert torch.equal(output.double(), expected)
     assert torch.equal(packed.grad.double(), expected_grad)
 

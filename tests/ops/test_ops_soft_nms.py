@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from nms_references import assert_integer_boxes, assert_soft_scores, ref_soft_nms
 
 import visionkit.ops._nms_core as core
+from running_error import Bounded, assert_bounded, exact
+from tolerances import unit_roundoff
 from visionkit.ops.soft_nms import SoftNMS, batched_soft_nms, soft_nms
 
 soft_module = importlib.import_module("visionkit.ops.soft_nms")  # `ops.soft_nms` is the function
@@ -65,10 +67,23 @@ def test_score_threshold_drops_decayed_boxes_and_returns_decayed_scores():
     # box1: 0.8 * (1 - 0.9) = 0.08 and box2: 0.7 * (1 - 0.8) = 0.14 after box0; box2 is selected next and
     # decays box1 by IoU 80/90 to 0.08 / 9; box3 starts under the threshold and is never selected
     assert keep.tolist() == [0, 2, 1]
-    torch.testing.assert_close(decayed, torch.tensor([0.9, 0.14, 0.08 / 9]))
+    assert_bounded(decayed, torch.tensor([0.9, 0.14, 0.08 / 9], dtype=torch.float64), linear_decay_bound())
     assert soft_nms(boxes, scores, "linear", score_threshold=0.01)[0].tolist() == [0, 2]  # 0.0089 < 0.01
     assert soft_nms(boxes, scores, "linear", score_threshold=0.15)[0].tolist() == [0]  # 0.14 < 0.15
     assert soft_nms(boxes, scores, "linear", score_threshold=0.0)[0].tolist() == [0, 2, 1, 3]
+
+
+def linear_decay_bound() -> torch.Tensor:
+    """The float32 evaluation of 0.9, 0.7·(1 − 80/100) and 0.8·(1 − 90/100)·(1 − 80/90) from the float32
+    scores (each within u₃₂ of the decimal) and the exact integer areas: its running error bound
+    (tests/running_error.py) against the decimal values."""
+    scores = Bounded(torch.tensor([0.9, 0.8, 0.7], dtype=torch.float64), 0.0, torch.float32)
+    scores.error = unit_roundoff(torch.float32) * scores.value  # torch.tensor rounds the decimals
+    pairs = ((90, 100), (80, 100), (80, 90))  # intersection and union of boxes 0-1, 0-2, 2-1
+    iou = [exact(torch.tensor(float(inter)), torch.float32) / float(union) for inter, union in pairs]
+    box2 = scores[2] * (1 - iou[1])
+    box1 = scores[1] * (1 - iou[0]) * (1 - iou[2])
+    return torch.stack([scores[0].error, box2.error, box1.error])
 
 
 def test_exact_threshold_uses_strictly_greater_like_hard_nms():

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("visionkit.cli.eval", "evaluate", "Score detections (COCO/VOC AP), a detector or a segmenter."),
     "predict": ("visionkit.cli.predict", "predict", "Detect objects or segment images with a model."),
     "demo": ("visionkit.cli.demo", "demo", "Run the main demonstration job (what `make demo` runs)."),
+    "lab": ("visionkit.cli.lab", "lab", "The executable handbook: experiments, verdicts, errata, HTML book."),
     "compress": (
         "visionkit.cli.compress",
         "compress",

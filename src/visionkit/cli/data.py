@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from visionkit.data.datasets import FORMATS, DatasetError, convert_dataset, read_annotations
+from visionkit.data.datasets import (
+    FORMATS,
+    DatasetError,
+    convert_dataset,
+    is_data_yaml,
+    read_annotations,
+    read_data_yaml,
+)
 from visionkit.data.shapes import ShapesConfig, ShapesDataset, export_shapes
 
 
@@ -76,15 +83,21 @@ def shapes(
 
 @data.command("info")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(FORMATS), required=True)
+@click.option("--format", "fmt", type=click.Choice([*FORMATS, "yaml"]), default=None,
+              help="Format of SOURCE [default: yaml for a .yaml file, else required].")  # fmt: skip
 @click.option("--classes", type=click.Path(exists=True, path_type=Path))
 @click.option("--image-set")
-def info(source: Path, fmt: str, classes: Path | None, image_set: str | None) -> None:
-    """Count images, objects, crowd/difficult flags and objects per class of a dataset."""
-    try:
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="train", show_default=True,
+              help="The split of a data.yaml.")  # fmt: skip
+def info(source: Path, fmt: str | None, classes: Path | None, image_set: str | None, split: str) -> None:
+    """Count images, objects, crowd/difficult flags and objects per class of a dataset (a COCO JSON, a VOC
+    or YOLO folder, or an ultralytics data.yaml)."""
+    if fmt is None and not is_data_yaml(source):
+        raise click.UsageError("give --format coco|voc|yolo (only a .yaml data file is recognised alone)")
+    if fmt in (None, "yaml"):
+        annotations = read_data_yaml(source, split)
+    else:
         annotations = read_annotations(source, fmt, classes=classes, image_set=image_set)
-    except DatasetError as error:
-        raise click.ClickException(str(error)) from error
     counts: Counter[int] = Counter()
     crowd = difficult = negatives = 0
     for record in annotations.records:

@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+import glob
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,7 +76,7 @@ def coco_results(detection: dict[str, Tensor], image_id: int, label_map: LabelMa
 
 
 def _split_arguments(items: tuple[str, ...]) -> tuple[list[Path], dict[str, str]]:
-    """Image paths, and ``key=value`` items (``weights=...``, ``nms=...``) in ultralytics' style."""
+    """Image sources, and ``key=value`` items (``weights=...``, ``nms=...``) in ultralytics' style."""
     paths, keys = [], {}
     for item in items:
         key, separator, value = item.partition("=")
@@ -84,6 +85,29 @@ def _split_arguments(items: tuple[str, ...]) -> tuple[list[Path], dict[str, str]
         else:
             paths.append(Path(item))
     return paths, keys
+
+
+def expand_images(sources: list[Path]) -> tuple[list[Path], int]:
+    """Image files of ``sources`` — files, folders (their images, sorted) and glob patterns (sorted) — and
+    how many non-image files were skipped. A source that names nothing is a :class:`ConfigError`."""
+    from visionkit.data.datasets.yolo import IMAGE_SUFFIXES
+    from visionkit.errors import ConfigError
+
+    found: list[Path] = []
+    for source in sources:
+        if source.is_dir():
+            found += sorted(p for p in source.iterdir() if p.is_file())
+        elif any(char in str(source) for char in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(str(source)) if Path(p).is_file())
+            if not matches:
+                raise ConfigError(f"{source}: the pattern matches no file")
+            found += matches
+        elif source.is_file():
+            found.append(source)
+        else:
+            raise ConfigError(f"{source}: no such image file, folder or pattern")
+    images = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
+    return images, len(found) - len(images)
 
 
 #: ``key=value`` items ``predict`` takes beside its options.
@@ -112,16 +136,17 @@ def predict(
     nms: str | None,
     scale: int,
 ) -> None:
-    """Detect objects in image files: PNG drawings and detections.json (COCO results format) in --out.
+    """Detect objects in images: PNG drawings and detections.json (COCO results format) in --out.
     With a segmenter's model.pt (train segment): overlays NAME.png and class maps NAME_mask.png.
 
-    ITEMS are image files, and optionally weights=RUN/model.pt (same as --weights), nms=..., out=...
+    ITEMS are image files, folders (their images, sorted) or glob patterns, and optionally
+    weights=RUN/model.pt (same as --weights), nms=..., score_threshold=..., out=...
     """
     from visionkit.cli.paths import output_folder
     from visionkit.engine.detect import load_detector
     from visionkit.errors import ConfigError
 
-    images, keys = _split_arguments(items)
+    sources, keys = _split_arguments(items)
     weights = Path(keys["weights"]) if "weights" in keys else weights
     if weights is None:
         raise ConfigError("give the detector as weights=RUN/model.pt (or --weights)")
@@ -129,11 +154,11 @@ def predict(
     nms = keys.get("nms", nms)
     if "score_threshold" in keys:
         score_threshold = float(keys["score_threshold"])
-    missing = [str(path) for path in images if not path.is_file()]
-    if missing or not images:
-        raise ConfigError(
-            f"no such image file: {', '.join(missing)}" if missing else "give at least one image"
-        )
+    images, skipped = expand_images(sources)
+    if not images:
+        raise ConfigError(f"no images among {', '.join(map(str, sources)) or 'the arguments'}")
+    if skipped:
+        click.echo(f"skipped {skipped} non-image file(s)")
     from visionkit.engine.segment import FORMAT as SEGMENTER
     from visionkit.engine.segment import model_format
 
@@ -145,12 +170,14 @@ def predict(
     detector, label_map = load_detector(weights, **({"nms_method": nms} if nms else {}))
     results: list[dict[str, Any]] = []
     image_ids = image_ids_from_names([path.name for path in images])
+    stems = [path.stem for path in images]
+    names = [f"{stem}_{i}" if stems.count(stem) > 1 else stem for i, stem in enumerate(stems)]
     for index, (path, image_id) in enumerate(zip(images, image_ids, strict=True)):
         image = read_image(path, index)
         with torch.no_grad():
             detection = detector([image])[0]
         draw_detections(image, detection, label_map.names, score_threshold, scale).save(
-            out / f"{path.stem}.png"
+            out / f"{names[index]}.png"
         )
         results += coco_results(detection, image_id, label_map)
         kept = int((detection["scores"] >= score_threshold).sum())

@@ -83,12 +83,19 @@ def cast_value(key: str, text: str, annotation: Any) -> Any:
 def apply_overrides(recipe: RecipeT, overrides: Sequence[str]) -> RecipeT:
     """Return a copy of ``recipe`` with ``key=value`` overrides applied (values cast to field types).
 
+    ``cfg=FILE`` (a YAML or JSON file of ``key: value``; a run's ``config.json`` is one) is applied first,
+    wherever it stands; the other ``key=value`` items then win over it.
+
     Raises:
         ConfigError: malformed item, unknown key (the message lists the valid keys) or bad value.
     """
     if not dataclasses.is_dataclass(recipe) or isinstance(recipe, type):
         raise TypeError(f"recipe must be a dataclass instance, got {type(recipe).__name__}")
     annotations = _field_types(type(recipe))
+    files = [item.partition("=")[2].strip() for item in overrides if item.partition("=")[0].strip() == "cfg"]
+    for file in files:
+        recipe = apply_config_file(recipe, file)
+    overrides = [item for item in overrides if item.partition("=")[0].strip() != "cfg"]
     changes: dict[str, Any] = {}
     for item in overrides:
         key, separator, text = item.partition("=")
@@ -99,6 +106,44 @@ def apply_overrides(recipe: RecipeT, overrides: Sequence[str]) -> RecipeT:
             raise ConfigError(f"unknown key {key!r}; valid keys: {', '.join(annotations)}")
         changes[key] = cast_value(key, text.strip(), annotations[key])
     return dataclasses.replace(recipe, **changes)  # type: ignore[type-var]
+
+
+def apply_config_file(recipe: RecipeT, path: str | os.PathLike[str]) -> RecipeT:
+    """A copy of ``recipe`` with the keys of a YAML or JSON file applied, cast and checked like command-line
+    values (a string value is cast to the field's type; a list becomes a tuple).
+
+    Raises:
+        ConfigError: unreadable file, not a mapping, an unknown key, a recipe of another kind (a run's
+            ``recipe`` entry) or a bad value — naming the file and the key.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cfg={str(path)!r}: cannot read it ({error.strerror or error})") from None
+    import yaml
+
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as error:  # json.JSONDecodeError is a ValueError
+        raise ConfigError(f"cfg={str(path)!r}: not valid JSON/YAML ({error})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"cfg={str(path)!r}: expected a mapping of key: value, got {type(data).__name__}")
+    kind = data.pop("recipe", type(recipe).__name__)
+    if kind != type(recipe).__name__:
+        raise ConfigError(f"cfg={str(path)!r}: holds a {kind}, not a {type(recipe).__name__}")
+    annotations = _field_types(type(recipe))
+    changes: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in annotations:
+            raise ConfigError(f"cfg={str(path)!r}: unknown key {key!r}; valid keys: {', '.join(annotations)}")
+        if isinstance(value, str) and annotations[key] is not str:
+            value = cast_value(key, value, annotations[key])
+        changes[key] = tuple(value) if isinstance(value, list) else value
+    try:
+        return dataclasses.replace(recipe, **changes)  # type: ignore[type-var]
+    except ConfigError as error:
+        raise ConfigError(f"cfg={str(path)!r}: {error}") from None
 
 
 def recipe_to_dict(recipe: Any) -> dict[str, Any]:
@@ -198,8 +243,10 @@ def describe_recipe(recipe_type: type) -> list[tuple[str, str, str]]:
 
 __all__ = [
     "ConfigError",
+    "apply_config_file",
     "apply_overrides",
     "cast_value",
+    "check_types",
     "describe_recipe",
     "is_integer",
     "is_number",

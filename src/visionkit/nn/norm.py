@@ -20,16 +20,27 @@ from torch import Tensor, nn
 __all__ = ["BatchNorm2d", "FrozenBatchNorm2d", "batch_norm_2d", "freeze_batch_norm"]
 
 
+def _two_pass_statistics(x: Tensor) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Per-channel mean ``[1, C, 1, 1]``, the centred input, ``Σ (x − mean)²`` ``[1, C, 1, 1]`` and the count.
+
+    The two-pass algorithm (mean first, then the squared deviations from it), as torch's CPU batch norm
+    computes its statistics: accurate, and with a simple error bound (Higham, *Accuracy and Stability of
+    Numerical Algorithms*, §1.9), which the tests use to compare the two.
+    """
+    dims = (0, 2, 3)
+    mean = x.mean(dim=dims, keepdim=True)
+    centered = x - mean
+    return mean, centered, centered.square().sum(dim=dims, keepdim=True), x.numel() // x.shape[1]
+
+
 class _BatchNormTrainFunction(torch.autograd.Function):
     """y = gamma * (x - mean) / sqrt(var + eps) + beta with batch statistics and a closed-form backward."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
-        dims = (0, 2, 3)
-        mean = x.mean(dim=dims, keepdim=True)
-        var = x.var(dim=dims, unbiased=False, keepdim=True)
-        inverse_std = torch.rsqrt(var + eps)
-        x_hat = (x - mean) * inverse_std
+        _, centered, sum_of_squares, count = _two_pass_statistics(x)
+        inverse_std = torch.rsqrt(sum_of_squares / count + eps)  # the biased batch variance
+        x_hat = centered * inverse_std
         ctx.save_for_backward(x_hat, inverse_std, weight)
         return x_hat * weight.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
 
@@ -101,8 +112,9 @@ def batch_norm_2d(
         )
     if running_mean is not None and running_var is not None:
         with torch.no_grad():
-            mean = x.mean(dim=(0, 2, 3))
-            unbiased_var = x.var(dim=(0, 2, 3), unbiased=True)
+            mean, _, sum_of_squares, _ = _two_pass_statistics(x)
+            unbiased_var = sum_of_squares / (count - 1)
+            mean, unbiased_var = mean.flatten(), unbiased_var.flatten()
             running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
             running_var.mul_(1 - momentum).add_(unbiased_var.to(running_var.dtype), alpha=momentum)
     return _BatchNormTrainFunction.apply(x, weight, bias, eps)

@@ -25,7 +25,14 @@ from visionkit.data.datasets.records import (
     make_record,
 )
 
-__all__ = ["IMAGE_SUFFIXES", "YoloDetection", "read_yolo", "resolve_classes", "write_yolo"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "YoloDetection",
+    "read_yolo",
+    "read_yolo_images",
+    "resolve_classes",
+    "write_yolo",
+]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -144,7 +151,28 @@ def read_yolo(
             f"{images_dir}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder (YOLO reads the "
             f"images folder, e.g. dataset/images/train2017, not recursively){hint}"
         )
-    image_ids = image_ids_from_names([p.name for p in image_paths])
+    return read_yolo_images(image_paths, label_map, images_dir, labels_dir=labels_dir, on_corrupt=on_corrupt)
+
+
+def read_yolo_images(
+    image_paths: Sequence[Path],
+    label_map: LabelMap,
+    image_root: Path,
+    *,
+    labels_dir: Path | None = None,
+    on_corrupt: str = "raise",
+) -> AnnotationSet:
+    """Read the YOLO labels of an explicit list of images (what a ``data.yaml`` list file names).
+
+    Args:
+        image_paths: image files, in dataset order.
+        label_map: the classes.
+        image_root: folder the records' file names are relative to (every image must lie under it).
+        labels_dir: folder of the ``.txt`` files; default: per image, its path with the last ``images``
+            part replaced by ``labels`` (the ultralytics rule).
+        on_corrupt: ``"raise"`` or ``"skip"`` images whose header cannot be read.
+    """
+    image_ids = image_ids_from_names([str(p.relative_to(image_root)) for p in image_paths])
     records: list[ImageRecord] = []
     skipped: list[str] = []
     duplicates: dict[str, int] = {}
@@ -156,16 +184,16 @@ def read_yolo(
             skipped.append(str(image_path))
             continue
         width, height = size
-        label_path = labels_dir / f"{image_path.stem}.txt"
+        folder = labels_dir if labels_dir is not None else _labels_dir_for(image_path.parent)
+        label_path = folder / f"{image_path.stem}.txt"
         rows, duplicates[str(label_path)] = _parse_rows(label_path, label_map.num_classes)
         boxes = [
             [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height]
             for _, cx, cy, w, h in rows
         ]
         labels = [int(row[0]) for row in rows]
-        records.append(
-            make_record(image_path.name, image_id, width, height, boxes, labels, source=str(label_path))
-        )
+        name = str(image_path.relative_to(image_root))
+        records.append(make_record(name, image_id, width, height, boxes, labels, source=str(label_path)))
     removed = {path: count for path, count in duplicates.items() if count}
     if removed:
         example = next(iter(removed))
@@ -175,7 +203,7 @@ def read_yolo(
         )
     if skipped:
         warnings.warn(f"skipped {len(skipped)} unreadable images, e.g. {skipped[0]}", stacklevel=2)
-    return AnnotationSet(records, label_map, images_dir, skipped)
+    return AnnotationSet(records, label_map, image_root, skipped)
 
 
 def write_yolo(annotations: AnnotationSet, labels_dir: str | Path) -> Path:

@@ -17,7 +17,7 @@ from typing import Any
 from torch.utils.data import ConcatDataset, Dataset
 
 from visionkit.data.augment import Mosaic, RandomScale
-from visionkit.data.datasets import LabelMap, read_annotations
+from visionkit.data.datasets import LabelMap, is_data_yaml, read_annotations, read_data_yaml
 from visionkit.data.datasets.base import DetectionDataset
 from visionkit.data.shapes import ShapesConfig, ShapesDataset
 from visionkit.data.transforms import Compose, RandomHorizontalFlip
@@ -58,11 +58,14 @@ def shapes_config(recipe: DetectRecipe) -> ShapesConfig:
 
 
 def detect_format(path: str | Path) -> str:
-    """``coco`` (a ``.json`` file), ``voc`` (a folder with ``Annotations/``) or ``yolo`` (a folder with
-    ``images/`` + ``labels/``, or of images with ``.txt`` labels beside them)."""
+    """``coco`` (a ``.json`` file), ``yaml`` (an ultralytics ``data.yaml``), ``voc`` (a folder with
+    ``Annotations/``) or ``yolo`` (a folder with ``images/`` + ``labels/``, or of images with ``.txt``
+    labels beside them)."""
     source = Path(path)
     if source.is_file() and source.suffix.lower() == ".json":
         return "coco"
+    if source.is_file() and is_data_yaml(source):
+        return "yaml"
     if source.is_dir():
         if (source / "Annotations").is_dir():
             return "voc"
@@ -89,11 +92,15 @@ def _augmentation(recipe: DetectRecipe) -> Compose:
 
 
 def _file_dataset(
-    path: str, data_format: str, recipe: DetectRecipe, transforms: Any = None
+    path: str, data_format: str, recipe: DetectRecipe, transforms: Any = None, split: str = "train"
 ) -> DetectionDataset:
-    """A COCO/VOC/YOLO dataset with images; a :class:`DatasetError` naming ``path`` when it has none."""
+    """A COCO/VOC/YOLO dataset (or a data.yaml's ``split``) with images; a :class:`DatasetError` naming
+    ``path`` when it has none."""
     kind = detect_format(path) if data_format == "auto" else data_format
-    annotations = read_annotations(path, kind)
+    if kind == "yaml":
+        annotations = read_data_yaml(path, split, on_corrupt=recipe.on_corrupt)
+    else:
+        annotations = read_annotations(path, kind)
     if annotations.image_root is None:
         raise DatasetError(f"{path}: no image folder found (for COCO put the images in 'images/' beside it)")
     dataset = DetectionDataset(annotations, transforms=transforms, on_corrupt=recipe.on_corrupt)
@@ -125,8 +132,10 @@ def build_datasets(recipe: DetectRecipe) -> DetectionData:
             "objects": sum(r.num_objects for r in records),
             "empty": sum(r.num_objects == 0 for r in records),
         }
-        if recipe.val_data:
-            val = _file_dataset(recipe.val_data, recipe.data_format, recipe)
+        yaml_val = not recipe.val_data and detect_format(recipe.data) == "yaml"
+        if recipe.val_data or yaml_val:
+            source = recipe.val_data or recipe.data
+            val = _file_dataset(source, recipe.data_format, recipe, split="val")
             if val.label_map.names != label_map.names:
                 raise ConfigError(
                     f"val_data={recipe.val_data!r}: its classes {val.label_map.names} differ from "

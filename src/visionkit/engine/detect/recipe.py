@@ -32,6 +32,7 @@ MODEL_OPTIONS = (
     "representation_size",
     "anchor_sizes",
     "box_loss",
+    "roi_op",
 )
 #: Keys that may differ between a run and its resumption (they do not change what is computed).
 RESUME_FREE_KEYS = frozenset({"resume", "progress", "workers", "threads", "device", "tensorboard"})
@@ -47,8 +48,8 @@ class DetectRecipe:
     """
 
     model: str = "retinanet_plain_fpn"
-    data: str = "shapes"  # "shapes", a COCO JSON, a VOC folder or a YOLO folder (see data_format)
-    data_format: Literal["auto", "shapes", "coco", "voc", "yolo"] = "auto"
+    data: str = "shapes"  # "shapes", a COCO JSON, a VOC folder, a YOLO folder or a data.yaml (data_format)
+    data_format: Literal["auto", "shapes", "coco", "voc", "yolo", "yaml"] = "auto"
     val_data: str = ""  # validation set for file datasets (empty: validate on the training set)
     num_train: int = 512  # shapes only
     num_val: int = 128  # shapes only
@@ -76,6 +77,7 @@ class DetectRecipe:
     representation_size: int | None = None
     anchor_sizes: tuple[float, ...] = ()  # one per level; empty: the model's default
     box_loss: Literal["l1", "smooth_l1", "giou"] | None = None  # RetinaNet: on the deltas or GIoU of boxes
+    roi_op: Literal["align", "pool"] | None = None  # two-stage detectors: RoI Align or RoI Pool (§24)
     score_threshold: float = 0.05
     nms_method: NMSMethod = "hard"
     nms_threshold: float = 0.5
