@@ -235,3 +235,19 @@ def test_coco128_trains_one_epoch_on_rasterised_masks(tmp_path: Path) -> None:
     assert metrics["steps"] == 2 and np.isfinite(metrics["final"]["train_loss"])
     names = json.loads((tmp_path / "run" / "label_map.json").read_text())["labels"]
     assert len(names) == 81 and names[0]["name"] == "background" and names[80]["category_id"] == 90
+
+
+def test_model_format_tells_segmenters_from_detectors(tmp_path: Path) -> None:
+    from visionkit.engine.segment import FORMAT, model_format
+
+    torch.save({"format": "visionkit-detector"}, tmp_path / "detector.pt")
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    assert model_format(tmp_path / "detector.pt") == "visionkit-detector"
+    assert model_format(tmp_path / "broken.pt") is None and model_format(tmp_path / "missing.pt") is None
+    from visionkit.data.datasets import LabelMap
+
+    model = create_model("fcn8s_small", num_classes=2, widths=(4, 8, 8, 16, 16))
+    label_map = LabelMap((0, 1), ("bg", "a"))
+    arguments = {"num_classes": 2, "widths": (4, 8, 8, 16, 16)}
+    save_segmenter(tmp_path / "m.pt", model, name="fcn8s_small", arguments=arguments, label_map=label_map)
+    assert model_format(tmp_path / "m.pt") == FORMAT

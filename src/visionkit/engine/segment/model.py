@@ -87,9 +87,13 @@ def _read(path: Path) -> Any:
 
 
 def model_format(weights: str | os.PathLike[str]) -> str | None:
-    """The ``format`` of a model file (``visionkit-segmenter``, ``visionkit-detector``), ``None`` if it has
-    none; memory-mapped, so even a large file is not read."""
-    saved = _read(Path(weights))
+    """The ``format`` of a model file (``visionkit-segmenter``, ``visionkit-detector``); ``None`` when it has
+    none or cannot be read (the task's loader then names the problem). Memory-mapped: a large file is not
+    read."""
+    try:
+        saved = _read(Path(weights))
+    except CheckpointError:
+        return None
     return saved.get("format") if isinstance(saved, dict) else None
 
 
