@@ -27,8 +27,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "data": ("visionkit.cli.data", "data", "Detection datasets: convert COCO/VOC/YOLO, generate shapes."),
     "info": ("visionkit.cli.info", "info", "Versions, threads and devices."),
     "summary": ("visionkit.cli.summary", "summary", "Per-layer params, MACs/FLOPs, shapes of a model."),
-    "eval": ("visionkit.cli.eval", "evaluate", "Score detections against COCO ground truth (COCO/VOC AP)."),
-    "predict": ("visionkit.cli.predict", "predict", "Detect objects in images with a trained detector."),
+    "eval": ("visionkit.cli.eval", "evaluate", "Score detections (COCO/VOC AP), a detector or a segmenter."),
+    "predict": ("visionkit.cli.predict", "predict", "Detect objects or segment images with a model."),
     "demo": ("visionkit.cli.demo", "demo", "Run the main demonstration job (what `make demo` runs)."),
     "lab": ("visionkit.cli.lab", "lab", "The executable handbook: experiments, verdicts, errata, HTML book."),
     "compress": (
@@ -36,7 +36,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "compress",
         "Prune, share or factorise a trained classifier, measured.",
     ),
-    "train": ("visionkit.cli.train", "train", "Train from a recipe: visionkit train classify key=value ..."),
+    "train": ("visionkit.cli.train", "train", "Train a classifier, detector or segmenter from a recipe."),
 }
 
 

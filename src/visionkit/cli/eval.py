@@ -1,7 +1,8 @@
 """``visionkit eval``: score a COCO results file against COCO ground truth (COCO, VOC07 or VOC12 AP).
 
 ``visionkit eval DETECTIONS --gt GT`` scores a results file; ``visionkit eval detect weights=...`` runs a
-trained detector on a dataset first (:mod:`visionkit.cli.eval_detect`).
+trained detector on a dataset first (:mod:`visionkit.cli.eval_detect`); ``visionkit eval segment
+weights=...`` a trained segmenter (:mod:`visionkit.cli.eval_segment`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import click
 
 from visionkit.cli.eval_detect import detect
+from visionkit.cli.eval_segment import segment
 
 __all__ = ["EvalGroup", "evaluate", "evaluate_file", "run_evaluation"]
 
@@ -193,8 +195,9 @@ class EvalGroup(click.Group):
 @click.group("eval", cls=EvalGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def evaluate() -> None:
     """Evaluate detections: a COCO results file (`eval DETECTIONS --gt GT`) or a trained detector
-    (`eval detect weights=RUN/model.pt [data=...]`)."""
+    (`eval detect weights=RUN/model.pt [data=...]`); or a trained segmenter (`eval segment weights=...`)."""
 
 
 evaluate.add_command(evaluate_file)
 evaluate.add_command(detect)
+evaluate.add_command(segment)

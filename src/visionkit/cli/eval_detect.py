@@ -18,14 +18,16 @@ from visionkit.engine.config import apply_overrides, load_recipe
 from visionkit.engine.detect import DetectRecipe, build_datasets, evaluate_detector, load_detector
 from visionkit.errors import ConfigError, DatasetError
 
-__all__ = ["detect", "split_weights"]
+__all__ = ["detect", "report_metrics", "split_weights"]
 
 
-def split_weights(overrides: tuple[str, ...] | list[str]) -> tuple[Path, list[str]]:
+def split_weights(
+    overrides: tuple[str, ...] | list[str], what: str = "detector", command: str = "train detect"
+) -> tuple[Path, list[str]]:
     """``weights=PATH`` (exactly once) and the other overrides."""
     weights = [item for item in overrides if item.partition("=")[0].strip() == "weights"]
     if len(weights) != 1:
-        raise ConfigError("give the detector once as weights=PATH/model.pt (written by train detect)")
+        raise ConfigError(f"give the {what} once as weights=PATH/model.pt (written by {command})")
     rest = [item for item in overrides if item.partition("=")[0].strip() != "weights"]
     return Path(weights[0].partition("=")[2].strip()), rest
 
@@ -57,10 +59,16 @@ def detect(overrides: tuple[str, ...], json_path: str | None) -> None:
     metrics = evaluate_detector(
         detector, data.val, label_map.num_classes, batch_size=recipe.batch_size
     ).metrics
+    title = f"{weights} on {recipe.val_data or recipe.data} ({len(data.val)} images)"  # type: ignore[arg-type]
+    report_metrics(title, metrics, target)
+
+
+def report_metrics(title: str, metrics: dict[str, float], target: Path | None) -> None:
+    """Print ``metrics`` as a two-column table and write them as JSON to ``target`` (when given)."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{weights} on {recipe.val_data or recipe.data} ({len(data.val)} images)")  # type: ignore[arg-type]
+    table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in metrics.items():

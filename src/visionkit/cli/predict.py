@@ -1,4 +1,6 @@
-"""``visionkit predict``: run a trained detector on image files, draw the boxes, write COCO results JSON.
+"""``visionkit predict``: run a trained detector on image files, draw the boxes, write COCO results JSON;
+given a segmenter's ``model.pt``, write mask overlays and class-map PNGs
+(:mod:`visionkit.cli.predict_segment`).
 
 Example::
 
@@ -135,6 +137,7 @@ def predict(
     scale: int,
 ) -> None:
     """Detect objects in images: PNG drawings and detections.json (COCO results format) in --out.
+    With a segmenter's model.pt (train segment): overlays NAME.png and class maps NAME_mask.png.
 
     ITEMS are image files, folders (their images, sorted) or glob patterns, and optionally
     weights=RUN/model.pt (same as --weights), nms=..., score_threshold=..., out=...
@@ -156,6 +159,14 @@ def predict(
         raise ConfigError(f"no images among {', '.join(map(str, sources)) or 'the arguments'}")
     if skipped:
         click.echo(f"skipped {skipped} non-image file(s)")
+    from visionkit.engine.segment import FORMAT as SEGMENTER
+    from visionkit.engine.segment import model_format
+
+    if model_format(weights) == SEGMENTER:  # a segmenter's model.pt: overlays and class maps
+        from visionkit.cli.predict_segment import predict_masks
+
+        predict_masks(images, weights, out)
+        return
     detector, label_map = load_detector(weights, **({"nms_method": nms} if nms else {}))
     results: list[dict[str, Any]] = []
     image_ids = image_ids_from_names([path.name for path in images])

@@ -111,5 +111,9 @@ from visionkit.cli.train_detect import detect  # noqa: E402  (detection training
 
 train.add_command(detect)
 
+from visionkit.cli.train_segment import segment  # noqa: E402  (segmentation training, its own module)
+
+train.add_command(segment)
+
 if __name__ == "__main__":  # the entry point of each torchrun rank (see visionkit.engine.distributed.launch)
     train()

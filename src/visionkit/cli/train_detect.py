@@ -16,38 +16,16 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import time
 from pathlib import Path
 
 import click
 
+from visionkit.cli.paths import prepare_run_folder
 from visionkit.engine.config import describe_recipe
 from visionkit.engine.detect import DetectRecipe, train_detector
 from visionkit.engine.detect.recipe import recipe_from_overrides
-from visionkit.errors import ConfigError
 
-__all__ = ["detect", "prepare_run_folder"]
-
-
-def prepare_run_folder(recipe: DetectRecipe, out: Path | None) -> Path:
-    """The run folder, created now (so a bad path fails before any work); refuses to overwrite a run."""
-    if recipe.resume:
-        if out is not None and out.resolve() != Path(recipe.resume).resolve():
-            raise ConfigError(f"--out {out}: a resumed run continues in its own folder {recipe.resume}")
-        return Path(recipe.resume)
-    run_dir = out or Path("runs") / f"detect-{recipe.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if (run_dir / "config.json").exists() and "LOCAL_RANK" not in os.environ:
-        raise ConfigError(
-            f"--out {run_dir}: already holds a run (config.json); choose another folder, or "
-            f"continue it with resume={run_dir}"
-        )
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise click.BadParameter(
-            f"cannot create the run folder {run_dir}: {error}", param_hint="--out"
-        ) from None
-    return run_dir
+__all__ = ["detect"]
 
 
 @click.command("detect", context_settings={"help_option_names": ["-h", "--help"]})
@@ -70,7 +48,7 @@ def detect(overrides: tuple[str, ...], out: Path | None, no_progress: bool, npro
     """
     items = list(overrides) + (["progress=false"] if no_progress else [])
     recipe = recipe_from_overrides(items)
-    run_dir = prepare_run_folder(recipe, out)
+    run_dir = prepare_run_folder(recipe, out, "detect")
     if nproc > 1 and "LOCAL_RANK" not in os.environ:  # start the ranks; each re-enters this command
         from visionkit.cli.train import run_distributed
 

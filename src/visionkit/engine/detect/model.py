@@ -22,6 +22,7 @@ from torch import nn
 from visionkit.data.datasets import LabelMap
 from visionkit.engine.checkpoint import save_checkpoint
 from visionkit.engine.detect.recipe import MODEL_OPTIONS, DetectRecipe
+from visionkit.engine.runs import resolve_device
 from visionkit.errors import CheckpointError, ConfigError
 from visionkit.models import create_model, get_model_builder
 from visionkit.models.backbones.weights import freeze_stages, load_backbone_weights
@@ -39,24 +40,6 @@ __all__ = [
 ]
 
 FORMAT = "visionkit-detector"
-
-
-def resolve_device(text: str) -> torch.device:
-    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; a
-    :class:`ConfigError` names the devices this machine has when the one asked for is missing."""
-    available = ["cpu"]
-    if torch.cuda.is_available():
-        available += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        available.append("mps")
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if text not in available:
-        raise ConfigError(
-            f"device={text!r}: not available on this machine; available: {', '.join(available)}"
-        )
-    return torch.device(text)
 
 
 def detector_arguments(recipe: DetectRecipe, num_classes: int) -> dict[str, Any]:

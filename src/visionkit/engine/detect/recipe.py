@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
-from visionkit.engine.config import apply_overrides, check_types, is_integer, is_number, load_recipe, require
+from visionkit.engine.config import check_types, is_integer, is_number, require
+from visionkit.engine.runs import check_run_fields, check_training_fields, recipe_with_resume
 from visionkit.errors import ConfigError
 from visionkit.models import get_model_builder, list_models
 from visionkit.models.detectors.postprocess import NMS_METHODS, NMSMethod
@@ -37,7 +36,6 @@ MODEL_OPTIONS = (
 )
 #: Keys that may differ between a run and its resumption (they do not change what is computed).
 RESUME_FREE_KEYS = frozenset({"resume", "progress", "workers", "threads", "device", "tensorboard"})
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 @dataclass(frozen=True)
@@ -104,9 +102,9 @@ class DetectRecipe:
         check_types(self)
         _check_model(self)
         _check_data(self)
-        _check_training(self)
+        check_training_fields(self)
         _check_postprocess(self)
-        _check_run(self)
+        check_run_fields(self)
 
 
 def _check_model(r: DetectRecipe) -> None:
@@ -186,24 +184,6 @@ def _check_data(r: DetectRecipe) -> None:
     )
 
 
-def _check_training(r: DetectRecipe) -> None:
-    for key in ("epochs", "batch_size", "eval_every"):
-        require(is_integer(getattr(r, key), 1), key, getattr(r, key), "an integer >= 1")
-    for key in ("warmup_steps", "patience", "workers", "threads"):
-        require(is_integer(getattr(r, key), 0), key, getattr(r, key), "an integer >= 0")
-    require(is_number(r.time_limit, 0), "time_limit", r.time_limit, "seconds >= 0 (0: no limit)")
-    require(is_number(r.lr, 0, 10, open_low=True), "lr", r.lr, "a finite learning rate in (0, 10]")
-    require(is_number(r.momentum, 0, 1) and r.momentum < 1, "momentum", r.momentum, "a number in [0, 1)")
-    require(is_number(r.weight_decay, 0, 1), "weight_decay", r.weight_decay, "a number in [0, 1]")
-    require(is_number(r.clip_norm, 0, open_low=True), "clip_norm", r.clip_norm, "a finite number > 0")
-    require(
-        is_number(r.ema_decay, 0, 1) and r.ema_decay < 1,
-        "ema_decay",
-        r.ema_decay,
-        "0 (off) or a decay in (0, 1)",
-    )
-
-
 def _check_postprocess(r: DetectRecipe) -> None:
     require(
         is_number(r.score_threshold, 0, 1) and r.score_threshold < 1,
@@ -222,11 +202,6 @@ def _check_postprocess(r: DetectRecipe) -> None:
     )
 
 
-def _check_run(r: DetectRecipe) -> None:
-    require(bool(_DEVICE.match(r.device)), "device", r.device, "auto, cpu, cuda, cuda:N or mps")
-    require(is_integer(r.seed), "seed", r.seed, "an integer")
-
-
 def recipe_from_overrides(overrides: list[str] | tuple[str, ...]) -> DetectRecipe:
     """The recipe of ``key=value`` overrides: on the defaults, or — with ``resume=RUN_DIR`` — on that run's
     own recipe (``config.json``), so ``resume=RUN_DIR`` alone continues the run as it was.
@@ -235,13 +210,4 @@ def recipe_from_overrides(overrides: list[str] | tuple[str, ...]) -> DetectRecip
         >>> recipe_from_overrides(["epochs=3", "lr=0.01"]).lr
         0.01
     """
-    base = DetectRecipe()
-    folders = [
-        item.partition("=")[2].strip() for item in overrides if item.partition("=")[0].strip() == "resume"
-    ]
-    if folders and folders[-1]:
-        config = Path(folders[-1]) / "config.json"
-        if not config.is_file():
-            raise ConfigError(f"resume={folders[-1]!r}: not a run folder (no config.json there)")
-        base = load_recipe(DetectRecipe, config)
-    return apply_overrides(base, list(overrides))
+    return recipe_with_resume(DetectRecipe, overrides)

@@ -8,10 +8,7 @@ only: resumable checkpoints, the CSV log, TensorBoard and the progress bar.
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 import json
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -25,20 +22,28 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from visionkit.data.datasets import LabelMap
 from visionkit.data.transforms import collate_detection
-from visionkit.engine import optim as optimizers
-from visionkit.engine.budget import TimeLimit, WarmupCosine
-from visionkit.engine.checkpoint import list_checkpoints
-from visionkit.engine.config import load_recipe, save_recipe
+from visionkit.engine.config import save_recipe
 from visionkit.engine.detect.data import DetectionData, build_datasets
 from visionkit.engine.detect.evaluate import evaluate_detector, predict
-from visionkit.engine.detect.model import build_detector, input_scale, resolve_device, save_detector
+from visionkit.engine.detect.model import build_detector, input_scale, save_detector
 from visionkit.engine.detect.recipe import RESUME_FREE_KEYS, DetectRecipe
-from visionkit.engine.distributed import DistributedContext, init_distributed, unwrap_model, wrap_model
+from visionkit.engine.distributed import DistributedContext, unwrap_model, wrap_model
 from visionkit.engine.hooks import CheckpointHook, CSVLogger, EMAHook, EvalHook, ProgressHook
-from visionkit.engine.regularization import weight_decay_groups
-from visionkit.engine.tensorboard import TensorBoardHook, tensorboard_writer
+from visionkit.engine.runs import (
+    BestModel,
+    StepLogger,
+    budget_hooks,
+    build_optimizer,
+    check_amp,
+    distributed_context,
+    run_folder,
+    run_tensorboard,
+    train_or_explain,
+)
+from visionkit.engine.runs import check_resume as check_resume_run
+from visionkit.engine.tensorboard import TensorBoardHook
 from visionkit.engine.trainer import HookBase, Trainer
-from visionkit.errors import ConfigError, NonFiniteLossError
+from visionkit.errors import ConfigError
 from visionkit.structures import Target
 
 __all__ = ["check_resume", "train_detector"]
@@ -61,102 +66,7 @@ class TrainStep(nn.Module):
 def check_resume(recipe: DetectRecipe) -> Path | None:
     """The run folder to resume, after checking that its recipe equals this one (``RESUME_FREE_KEYS``
     aside); a :class:`ConfigError` lists the differing keys."""
-    if not recipe.resume:
-        return None
-    folder = Path(recipe.resume)
-    config = folder / "config.json"
-    if not config.is_file():
-        raise ConfigError(f"resume={recipe.resume!r}: not a run folder (no config.json there)")
-    saved = load_recipe(DetectRecipe, config)
-    differing = [
-        f"{field.name} (run: {getattr(saved, field.name)!r}, now: {getattr(recipe, field.name)!r})"
-        for field in dataclasses.fields(DetectRecipe)
-        if field.name not in RESUME_FREE_KEYS and getattr(saved, field.name) != getattr(recipe, field.name)
-    ]
-    if differing:
-        raise ConfigError(
-            f"resume={recipe.resume!r}: the recipe differs from the run's in " + "; ".join(differing)
-        )
-    if not list_checkpoints(folder / "checkpoints"):
-        raise ConfigError(f"resume={recipe.resume!r}: the run has no checkpoint to continue from")
-    return folder
-
-
-class StepLogger(HookBase):
-    """Every optimizer step's loss terms, their sum and the learning rate, kept in ``records`` and written
-    to ``path`` (CSV) when training ends (the data of per-step training curves)."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self.records: list[dict[str, float]] = []
-
-    def after_step(self) -> None:
-        trainer = self.trainer
-        losses = dict(trainer.last_losses)
-        self.records.append(
-            {
-                "step": float(trainer.step),
-                **losses,
-                "loss": sum(losses.values()),
-                "lr": float(trainer.optimizer.param_groups[0]["lr"]),
-            }
-        )
-
-    def after_train(self) -> None:
-        if self.path is None or not self.records:
-            return
-        columns = list(dict.fromkeys(key for record in self.records for key in record))
-        with self.path.open("a" if self.path.exists() else "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=columns)
-            if file.tell() == 0:
-                writer.writeheader()
-            writer.writerows(self.records)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"records": len(self.records)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        return None  # rows of the interrupted part were written (or lost with it); new ones are appended
-
-
-class BestModel(HookBase):
-    """After each evaluated epoch: keep ``best.pt`` at the best validation COCO AP (``save`` writes it) and
-    stop after ``patience`` evaluations without improvement (0: never)."""
-
-    def __init__(self, save: Callable[[str], None] | None, patience: int = 0, monitor: str = "AP") -> None:
-        self.save, self.patience, self.monitor = save, patience, monitor
-        self.best, self.best_epoch, self.bad = -math.inf, 0, 0
-
-    def update(self, value: float, epoch: int) -> bool:
-        """Record ``value``; True (and ``best.pt`` written) when it is a new best."""
-        if value > self.best:
-            self.best, self.best_epoch, self.bad = value, epoch, 0
-            if self.save is not None:
-                self.save("best.pt")
-            return True
-        self.bad += 1
-        return False
-
-    def after_epoch(self) -> None:
-        record = self.trainer.history[-1]
-        if self.monitor not in record:
-            return
-        self.update(record[self.monitor], self.trainer.epoch)
-        if self.patience and self.bad >= self.patience:
-            self.trainer.should_stop = True
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch, "bad": self.bad}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best, self.best_epoch, self.bad = state["best"], state["best_epoch"], state["bad"]
-
-
-def distributed_context(recipe: DetectRecipe) -> DistributedContext:
-    """Join torchrun's process group (a single process without one) on the recipe's device."""
-    device = resolve_device(recipe.device)
-    context = init_distributed(use_cuda=device.type == "cuda")
-    return context if context.distributed else dataclasses.replace(context, device=device)
+    return check_resume_run(recipe, RESUME_FREE_KEYS)
 
 
 def train_loader(dataset: Dataset, recipe: DetectRecipe, context: DistributedContext) -> DataLoader:
@@ -181,24 +91,12 @@ def train_loader(dataset: Dataset, recipe: DetectRecipe, context: DistributedCon
     )
 
 
-def build_optimizer(recipe: DetectRecipe, model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW or SGD (momentum) over the trainable parameters, no weight decay on biases and norms."""
-    groups = []
-    for group in weight_decay_groups(model, recipe.weight_decay):
-        params = [p for p in group["params"] if p.requires_grad]
-        if params:
-            groups.append({**group, "params": params})
-    if recipe.optimizer == "sgd":
-        return optimizers.SGD(groups, lr=recipe.lr, momentum=recipe.momentum)
-    return optimizers.AdamW(groups, lr=recipe.lr)
-
-
 class DetectionRun:
     """One run of :func:`train_detector` (kept as an object so its steps stay small)."""
 
     def __init__(self, recipe: DetectRecipe, run_dir: Path, resumed: bool, log: Log = print) -> None:
         self.recipe, self.run_dir, self.resumed = recipe, run_dir, resumed
-        self.context = distributed_context(recipe)
+        self.context = distributed_context(recipe.device)
         self.log: Log = log if self.context.is_main else (lambda _: None)
 
     # ---------------------------------------------------------------- set-up
@@ -268,22 +166,12 @@ class DetectionRun:
 
     def hooks(self, loader: DataLoader) -> list[HookBase]:
         recipe, main = self.recipe, self.context.is_main
-        steps = max(1, recipe.epochs * len(loader))
-        hooks: list[HookBase] = [
-            WarmupCosine(recipe.lr, recipe.warmup_steps, steps, time_limit=recipe.time_limit or None)
-        ]
-        if recipe.time_limit:
-            self.time_limit = TimeLimit(recipe.time_limit)
-            hooks.append(self.time_limit)
+        hooks, self.time_limit = budget_hooks(recipe, recipe.epochs * len(loader))
         if self.ema is not None:
             hooks.append(self.ema)
         hooks += [EvalHook(lambda _: self.evaluate(), every_epochs=recipe.eval_every), self.best, self.steps]
         if main:
-            writer = tensorboard_writer(self.run_dir / "tensorboard") if recipe.tensorboard else None
-            if recipe.tensorboard and writer is None:
-                self.log(
-                    "tensorboard: not installed (pip install visionkit[tensorboard]); logging to log.csv only"
-                )
+            writer = run_tensorboard(recipe.tensorboard, self.run_dir / "tensorboard", self.log)
             hooks += [
                 CheckpointHook(self.run_dir / "checkpoints", every_epochs=1, keep=2),
                 CSVLogger(self.run_dir / "log.csv"),
@@ -301,15 +189,11 @@ class DetectionRun:
         detector = detector.to(self.context.device)
         if recipe.channels_last:
             detector = detector.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        if recipe.amp and self.context.device.type not in ("cuda", "cpu"):
-            raise ConfigError(
-                f"amp=true: mixed precision runs on CUDA (fp16) or the CPU (bf16), not {self.context.device}"
-            )
+        check_amp(recipe.amp, self.context.device)
         model = wrap_model(TrainStep(detector), self.context)
         loader = train_loader(data.train, recipe, self.context)
         self.ema = EMAHook(recipe.ema_decay, ramp=2000.0) if recipe.ema_decay else None
         self.best = BestModel(lambda name: self.save(name, self.eval_detector()), recipe.patience)
-        self.time_limit: TimeLimit | None = None
         self.steps = StepLogger(self.run_dir / "steps.csv" if self.context.is_main else None)
         self.trainer = Trainer(
             model,
@@ -326,16 +210,7 @@ class DetectionRun:
             loaded = self.trainer.resume(self.run_dir / "checkpoints")
             self.log(f"resumed from {loaded}")
         start = time.perf_counter()
-        try:
-            self.trainer.train()
-        except NonFiniteLossError as error:
-            checkpoints = list_checkpoints(self.run_dir / "checkpoints")
-            last = (
-                f"last good checkpoint {checkpoints[0]} (resume={self.run_dir})"
-                if checkpoints
-                else "no checkpoint yet"
-            )
-            raise NonFiniteLossError(f"{error}; training stopped, {last}; try a lower lr") from None
+        train_or_explain(self.trainer, self.run_dir)
         return self.finish(time.perf_counter() - start)
 
     def finish(self, seconds: float) -> dict[str, Any]:
@@ -375,11 +250,5 @@ def train_detector(
     With ``recipe.resume`` the run continues in that folder exactly where its last good checkpoint left it
     (``run_dir`` must then be ``None`` or that folder). ``log`` receives one-line progress notes (rank 0).
     """
-    resumed = check_resume(recipe)
-    if resumed is not None:
-        if run_dir is not None and Path(run_dir).resolve() != resumed.resolve():
-            raise ConfigError(f"resume={recipe.resume!r} continues in its own folder, not in {run_dir}")
-        run_dir = resumed
-    if run_dir is None:
-        run_dir = Path("runs") / f"detect-{recipe.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return DetectionRun(recipe, Path(run_dir), resumed is not None, log).execute()
+    folder, resumed = run_folder(recipe, run_dir, RESUME_FREE_KEYS, "detect")
+    return DetectionRun(recipe, folder, resumed, log).execute()
