@@ -76,6 +76,8 @@ class DetectRecipe:
     head_convs: int | None = None
     representation_size: int | None = None
     anchor_sizes: tuple[float, ...] = ()  # one per level; empty: the model's default
+    anchors: tuple[float, ...] = ()  # YOLO: w1,h1,w2,h2,... pixels; empty: k-means or the model's default
+    anchor_kmeans: bool = True  # YOLO without anchors=: 1-IoU k-means of the training boxes at run start
     box_loss: Literal["l1", "smooth_l1", "giou"] | None = None  # RetinaNet: on the deltas or GIoU of boxes
     roi_op: Literal["align", "pool"] | None = None  # two-stage detectors: RoI Align or RoI Pool (§24)
     score_threshold: float = 0.05
@@ -137,6 +139,14 @@ def _check_model(r: DetectRecipe) -> None:
         r.anchor_sizes,
         "positive sizes in pixels, one per level",
     )
+    require(
+        not r.anchors or (len(r.anchors) % 2 == 0 and all(is_number(v, 0, open_low=True) for v in r.anchors)),
+        "anchors",
+        r.anchors,
+        "(width, height) pairs of positive pixel sizes: w1,h1,w2,h2,...",
+    )
+    if r.anchors and "anchors" not in accepted:
+        raise ConfigError(f"anchors={r.anchors!r}: model {r.model!r} has no such option")
     require(
         is_integer(r.freeze_at, -1) and r.freeze_at <= 4,
         "freeze_at",
