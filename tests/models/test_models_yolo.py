@@ -13,7 +13,7 @@ from test_models_detectors import detector_names
 
 from tolerances import eps, sum_difference_bound
 from visionkit.data.shapes import ShapesConfig, ShapesDataset
-from visionkit.errors import ConfigError, InputShapeError
+from visionkit.errors import CheckpointError, ConfigError, InputShapeError
 from visionkit.models import create_model
 from visionkit.models.detectors.yolo import (
     assign_targets,
@@ -362,9 +362,9 @@ def test_docstring_examples_run() -> None:
     import doctest
 
     from visionkit.models.backbones import darknet
-    from visionkit.models.detectors.yolo import builders, common, neck, yolov2, yolov3
+    from visionkit.models.detectors.yolo import builders, common, darknet_weights, neck, yolov2, yolov3
 
-    for module in (common, neck, yolov3, yolov2, builders, darknet):
+    for module in (common, neck, yolov3, yolov2, builders, darknet, darknet_weights):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0, module.__name__
 
@@ -382,3 +382,89 @@ def test_darknet19_follows_table_6_of_the_paper() -> None:
     assert sum(p.numel() for p in create_model("darknet19").parameters()) == expected
     convs = [m for m in create_model("darknet19").modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 19
+
+
+# ------------------------------------------------------------------------------------ darknet .weights
+def _tiny_v2():
+    return create_model(
+        "yolov2_plain", num_classes=1, widths=(1, 1, 1, 1, 2), head_width=2, passthrough_width=1
+    )
+
+
+def test_darknet_weights_round_trip(tmp_path) -> None:
+    from visionkit.models.detectors.yolo.darknet_weights import load_darknet_weights, save_darknet_weights
+
+    for name in ("yolov3_plain", "yolov2_plain"):
+        torch.manual_seed(0)
+        source = create_model(name, num_classes=2, widths=(4, 4, 8, 8, 8))
+        for buffer in source.buffers():  # non-trivial running statistics
+            if buffer.is_floating_point():
+                buffer.uniform_(0.5, 2.0)
+        save_darknet_weights(source, tmp_path / f"{name}.weights", seen=12345)
+        torch.manual_seed(1)
+        target = create_model(name, num_classes=2, widths=(4, 4, 8, 8, 8))
+        header = load_darknet_weights(target, tmp_path / f"{name}.weights")
+        assert header["seen"] == 12345
+        for (key, a), b in zip(source.state_dict().items(), target.state_dict().values(), strict=True):
+            if "num_batches_tracked" not in key:
+                assert torch.equal(a, b), key
+
+
+def test_darknet_weights_layout_of_a_hand_built_file(tmp_path) -> None:
+    import struct
+
+    from visionkit.models.detectors.yolo.darknet_weights import darknet_layers, load_darknet_weights
+
+    model = _tiny_v2()
+    total = sum(
+        (4 * conv.out_channels if norm is not None else conv.out_channels) + conv.weight.numel()
+        for conv, norm in darknet_layers(model)
+    )
+    # a version-0.1 header: seen is an int32; then the values 0, 1, 2, ... in file order
+    path = tmp_path / "hand.weights"
+    path.write_bytes(struct.pack("<3ii", 0, 1, 0, 7) + struct.pack(f"<{total}f", *range(total)))
+    assert load_darknet_weights(model, path) == {
+        "major": 0,
+        "minor": 1,
+        "revision": 0,
+        "seen": 7,
+        "layers": 14,
+    }
+    stem, norm = model.backbone.stem[0], model.backbone.stem[1]  # 3 → 1 channels, 3×3, batch norm
+    assert [norm.bias.item(), norm.weight.item(), norm.running_mean.item(), norm.running_var.item()] == [
+        0,
+        1,
+        2,
+        3,
+    ]
+    assert stem.weight.flatten().tolist() == [float(v) for v in range(4, 31)]  # [out, in, kh, kw] order
+    output = model.head.blocks[0][0]  # the last layer: no batch norm, biases then kernels
+    n = output.out_channels
+    assert output.bias.tolist() == [
+        float(v) for v in range(total - n - output.weight.numel(), total - output.weight.numel())
+    ]
+    assert output.weight.flatten()[-1].item() == total - 1
+    # a file for another model is named: too short, and too long
+    path.write_bytes(struct.pack("<3ii", 0, 1, 0, 7) + struct.pack(f"<{total - 1}f", *range(total - 1)))
+    with pytest.raises(CheckpointError, match="truncated at layer 13 of 14"):
+        load_darknet_weights(_tiny_v2(), path)
+    path.write_bytes(struct.pack("<3ii", 0, 1, 0, 7) + struct.pack(f"<{total + 2}f", *range(total + 2)))
+    with pytest.raises(CheckpointError, match="2 values left after"):
+        load_darknet_weights(_tiny_v2(), path)
+    with pytest.raises(CheckpointError, match="cannot open"):
+        load_darknet_weights(_tiny_v2(), tmp_path / "missing.weights")
+
+
+def test_darknet_cfg_layer_counts() -> None:
+    from visionkit.models.detectors.yolo.darknet_weights import darknet_layers
+
+    with torch.device("meta"):
+        v3 = darknet_layers(create_model("yolov3_darknet53", num_classes=80))
+        v2 = darknet_layers(create_model("yolov2_darknet19", num_classes=20))
+    # yolov3.cfg: 75 [convolutional] layers, the 3 outputs without batch norm (255 = 3 × 85 filters)
+    assert len(v3) == 75 and [i for i, (_, bn) in enumerate(v3) if bn is None] == [58, 66, 74]
+    assert [v3[i][0].out_channels for i in (58, 66, 74)] == [255] * 3
+    assert [v3[i][0].kernel_size for i in (52, 59, 60)] == [(1, 1), (1, 1), (1, 1)]  # set start, lateral, set
+    # yolo-voc.cfg: 23 layers; layer 20 is the passthrough 1×1/64 on the 512-channel map
+    assert len(v2) == 23 and v2[20][0].in_channels == 512 and v2[20][0].out_channels == 64
+    assert v2[21][0].in_channels == 1280 and v2[22][0].out_channels == 125

@@ -12,6 +12,11 @@ from visionkit.models.detectors.yolo.common import (
     grid_priors,
     ignore_mask,
 )
+from visionkit.models.detectors.yolo.darknet_weights import (
+    darknet_layers,
+    load_darknet_weights,
+    save_darknet_weights,
+)
 from visionkit.models.detectors.yolo.neck import REORG_MODES, YOLOv3Head, YOLOv3Neck, reorg
 from visionkit.models.detectors.yolo.yolov2 import VOC_ANCHORS, YOLOv2, YOLOv2Neck, yolov2_loss
 from visionkit.models.detectors.yolo.yolov3 import COCO_ANCHORS, YOLOv3, yolov3_loss
@@ -32,11 +37,14 @@ __all__ = [
     "build_yolov2",
     "build_yolov3",
     "check_anchors",
+    "darknet_layers",
     "decode_predictions",
     "flatten_levels",
     "grid_priors",
     "ignore_mask",
+    "load_darknet_weights",
     "reorg",
+    "save_darknet_weights",
     "yolov2_loss",
     "yolov3_loss",
 ]
