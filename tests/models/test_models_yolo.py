@@ -468,3 +468,16 @@ def test_darknet_cfg_layer_counts() -> None:
     # yolo-voc.cfg: 23 layers; layer 20 is the passthrough 1×1/64 on the 512-channel map
     assert len(v2) == 23 and v2[20][0].in_channels == 512 and v2[20][0].out_channels == 64
     assert v2[21][0].in_channels == 1280 and v2[22][0].out_channels == 125
+
+
+def test_objectness_prior_sets_only_the_objectness_biases() -> None:
+    model = create_model("yolov3_plain", num_classes=2, objectness_prior=0.01)
+    for block in model.head.blocks:
+        bias = block[-1].bias.view(3, 7)
+        # the float32 bias b ≈ −4.6 is rounded (|Δb| ≤ 4.6u, changing σ by ≤ 4.6u relative), then exp (ε),
+        # 1 + e (u) and 1 / (1 + e) (u): within 2.3ε + ε + ε < 8ε of 0.01
+        expected = torch.full((3,), 0.01)
+        torch.testing.assert_close(torch.sigmoid(bias[:, 4]), expected, rtol=8 * eps(torch.float32), atol=0)
+        assert bias[:, 4].min() < -4 and bias[:, [0, 1, 2, 3, 5, 6]].abs().max() < 1
+    with pytest.raises(ConfigError, match=r"objectness_prior=1\.0"):
+        create_model("yolov2_plain", num_classes=2, objectness_prior=1.0)

@@ -45,16 +45,18 @@ def build_yolov3(
     neck_widths: Sequence[int] = (128, 256, 512),
     fusion: str = "concat",
     ignore_threshold: float = 0.5,
+    objectness_prior: float = 0.0,
     image_mean: Sequence[float] = _NO_NORMALIZATION[0],
     image_std: Sequence[float] = _NO_NORMALIZATION[1],
     postprocess: PostProcess | None = None,
 ) -> YOLOv3:
     """YOLOv3 on the ``c3, c4, c5`` maps of any ``features_only`` backbone: the neck of ``neck_widths``
     (``fusion="concat"`` as the paper, or ``"sum"``), a head per scale, 9 anchors ``(w, h)`` in pixels
-    sorted by area (3 per scale, smallest on stride 8)."""
+    sorted by area (3 per scale, smallest on stride 8); ``objectness_prior`` > 0: see
+    :class:`~visionkit.models.detectors.yolo.neck.YOLOv3Head` (0: the paper)."""
     shapes = backbone.output_shape()
     neck = YOLOv3Neck({name: shapes[name] for name in ("c3", "c4", "c5")}, tuple(neck_widths), fusion)
-    head = YOLOv3Head(tuple(neck_widths), (3, 3, 3), num_classes)
+    head = YOLOv3Head(tuple(neck_widths), (3, 3, 3), num_classes, objectness_prior=objectness_prior)
     table = check_anchors(anchors, 9)
     ordered = table[(table[:, 0] * table[:, 1]).argsort(stable=True)].tolist()
     return YOLOv3(
@@ -84,6 +86,7 @@ def build_yolov2(
     coord_scale: float = 1.0,
     class_scale: float = 1.0,
     rescore: bool = True,
+    objectness_prior: float = 0.0,
     image_mean: Sequence[float] = _NO_NORMALIZATION[0],
     image_std: Sequence[float] = _NO_NORMALIZATION[1],
     postprocess: PostProcess | None = None,
@@ -92,7 +95,9 @@ def build_yolov2(
     or ``"space_to_depth"``), ``head_width`` 3×3 convolutions, one 1×1 output over the anchors (pixels)."""
     shapes = backbone.output_shape()
     neck = YOLOv2Neck({"c4": shapes["c4"], "c5": shapes["c5"]}, head_width, passthrough_width, reorg)
-    head = YOLOv3Head((head_width,), (len(anchors),), num_classes, hidden=False)
+    head = YOLOv3Head(
+        (head_width,), (len(anchors),), num_classes, hidden=False, objectness_prior=objectness_prior
+    )
     return YOLOv2(
         backbone,
         neck,

@@ -10,6 +10,7 @@ convolution (twice the set's width) and a 1×1 output convolution with ``A·(5+K
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -109,6 +110,9 @@ class YOLOv3Neck(nn.Module):
 class YOLOv3Head(nn.Module):
     """Per level: 3×3 conv (2·width) → 1×1 conv to ``num_anchors[l]·(5 + num_classes)`` (with bias);
     ``hidden=False``: the 1×1 output conv alone (YOLOv2's region layer follows it directly).
+    ``objectness_prior`` π > 0 starts every objectness bias at ``log(π / (1 − π))`` (σ = π; RetinaNet's
+    prior, not in the YOLO papers, whose biases start at 0: σ = ½ on every one of thousands of
+    predictions, a large first-epoch objectness loss); 0 keeps the papers' start.
 
     Example:
         >>> head = YOLOv3Head([8, 16], [3, 3], num_classes=2)
@@ -117,15 +121,28 @@ class YOLOv3Head(nn.Module):
     """
 
     def __init__(
-        self, widths: Sequence[int], num_anchors: Sequence[int], num_classes: int, hidden: bool = True
+        self,
+        widths: Sequence[int],
+        num_anchors: Sequence[int],
+        num_classes: int,
+        hidden: bool = True,
+        objectness_prior: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= objectness_prior < 1.0:
+            raise ConfigError(
+                f"objectness_prior={objectness_prior!r}: expected 0 (off) or a number in (0, 1)"
+            )
         self.blocks = nn.ModuleList(
             nn.Sequential(darknet_conv(w, 2 * w, 3), nn.Conv2d(2 * w, a * (5 + num_classes), 1))
             if hidden
             else nn.Sequential(nn.Conv2d(w, a * (5 + num_classes), 1))
             for w, a in zip(widths, num_anchors, strict=True)
         )
+        if objectness_prior > 0:
+            with torch.no_grad():
+                for block in self.blocks:
+                    block[-1].bias[4 :: 5 + num_classes] = math.log(objectness_prior / (1 - objectness_prior))
 
     def forward(self, levels: Sequence[Tensor]) -> list[Tensor]:
         return [block(x) for block, x in zip(self.blocks, levels, strict=True)]
