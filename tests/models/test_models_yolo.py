@@ -168,7 +168,17 @@ def _slow_decode(raw, priors, n):
     return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
 
 
-def slow_yolov3_loss(outputs, targets, hw, threshold):
+def _entropy(t):
+    return -sum(v * math.log(v) for v in (t, 1 - t) if v > 0)
+
+
+def _centre_terms(raw, goal, xy_loss):
+    if xy_loss == "bce":  # darknet's gradient σ(t) − σ(t)*: cross-entropy of the logit, zero at the target
+        return sum(_bce(raw[k], goal[k]) - _entropy(goal[k]) for k in (0, 1))
+    return 0.5 * sum((_sigmoid(raw[k]) - goal[k]) ** 2 for k in (0, 1))
+
+
+def slow_yolov3_loss(outputs, targets, hw, threshold, xy_loss="sse"):
     """Literal loops over images and predictions: (box, objectness, classes), Σ|terms|, ignored count."""
     priors, totals, magnitude, ignored_count = _priors(), [0.0, 0.0, 0.0], 0.0, 0
     for raw_image, target in zip(outputs.tolist(), targets, strict=True):
@@ -180,11 +190,9 @@ def slow_yolov3_loss(outputs, targets, hw, threshold):
             if n in slots:
                 m, goal = slots[n]
                 w, h = boxes[m][2] - boxes[m][0], boxes[m][3] - boxes[m][1]
-                pred = [_sigmoid(raw[0]), _sigmoid(raw[1]), raw[2], raw[3]]
+                size = 0.5 * ((raw[2] - goal[2]) ** 2 + (raw[3] - goal[3]) ** 2)
                 terms = [
-                    (2 - w * h / (hw[0] * hw[1]))
-                    * 0.5
-                    * sum((p - g) ** 2 for p, g in zip(pred, goal, strict=True)),
+                    (2 - w * h / (hw[0] * hw[1])) * (_centre_terms(raw, goal, xy_loss) + size),
                     _bce(raw[4], 1.0),
                     sum(_bce(raw[5 + k], float(k == labels[m])) for k in range(len(raw) - 5)),
                 ]
@@ -194,10 +202,15 @@ def slow_yolov3_loss(outputs, targets, hw, threshold):
             for k in range(3):
                 totals[k] += terms[k]
             magnitude += sum(abs(t) for t in terms)
+            if (
+                n in slots and xy_loss == "bce"
+            ):  # the rounding errors scale with BCE and entropy, not their gap
+                magnitude += sum(_bce(raw[k], slots[n][1][k]) + _entropy(slots[n][1][k]) for k in (0, 1))
     return [t / len(targets) for t in totals], magnitude / len(targets), ignored_count
 
 
-def test_yolov3_loss_equals_the_literal_reference() -> None:
+@pytest.mark.parametrize("xy_loss", ["sse", "bce"])
+def test_yolov3_loss_equals_the_literal_reference(xy_loss: str) -> None:
     generator = torch.Generator().manual_seed(3)
     priors = _priors()
     outputs = torch.randn(2, priors.cells.shape[0], 5 + 3, generator=generator, dtype=F64)
@@ -206,8 +219,9 @@ def test_yolov3_loss_equals_the_literal_reference() -> None:
         {"boxes": boxes, "labels": torch.tensor([0, 1, 2, 1, 0])},
         {"boxes": torch.zeros(0, 4, dtype=F64), "labels": torch.zeros(0, dtype=torch.int64)},
     ]
-    got = yolov3_loss(outputs, priors, torch.tensor(ANCHORS, dtype=F64), LEVELS, targets, (32, 32), 0.3)
-    expected, magnitude, ignored = slow_yolov3_loss(outputs, targets, (32, 32), 0.3)
+    anchors = torch.tensor(ANCHORS, dtype=F64)
+    got = yolov3_loss(outputs, priors, anchors, LEVELS, targets, (32, 32), 0.3, xy_loss)
+    expected, magnitude, ignored = slow_yolov3_loss(outputs, targets, (32, 32), 0.3, xy_loss)
     assert ignored > 0  # the ignore rule takes part
     # both sides: per term ≤ 8 libm calls (2ε apart each) and ≤ 16 rounded operations, then sums of
     # ≤ 2·21·3·8 terms in different orders
@@ -329,6 +343,8 @@ def test_bad_options_are_named() -> None:
         create_model("yolov3_plain", num_classes=3, fusion="add")
     with pytest.raises(ConfigError, match=r"ignore_threshold=1\.5"):
         create_model("yolov3_plain", num_classes=3, ignore_threshold=1.5)
+    with pytest.raises(ConfigError, match="xy_loss='l2'"):
+        create_model("yolov3_plain", num_classes=3, xy_loss="l2")
     with pytest.raises(ConfigError, match="neck_widths"):
         create_model("yolov3_plain", num_classes=3, neck_widths=(8, 8))
 

@@ -36,6 +36,7 @@ MODEL_OPTIONS = (
     "fusion",
     "ignore_threshold",
     "objectness_prior",
+    "xy_loss",
 )
 #: Keys that may differ between a run and its resumption (they do not change what is computed).
 RESUME_FREE_KEYS = frozenset({"resume", "progress", "workers", "threads", "device", "tensorboard"})
@@ -84,6 +85,7 @@ class DetectRecipe:
     fusion: Literal["concat", "sum"] | None = None  # YOLOv3: upsampled map concatenated (paper) or summed
     ignore_threshold: float | None = None  # YOLO: no objectness negative above this IoU (v3 0.5, v2 0.6)
     objectness_prior: float | None = None  # YOLO: initial objectness probability (0: the papers' bias 0)
+    xy_loss: Literal["sse", "bce"] | None = None  # YOLOv3 box centre: the paper's SSE or darknet's BCE
     box_loss: Literal["l1", "smooth_l1", "giou"] | None = None  # RetinaNet: on the deltas or GIoU of boxes
     roi_op: Literal["align", "pool"] | None = None  # two-stage detectors: RoI Align or RoI Pool (§24)
     score_threshold: float = 0.05

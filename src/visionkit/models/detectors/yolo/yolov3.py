@@ -6,8 +6,11 @@ the smallest on stride 8). Boxes, layout and the one-anchor assignment: :mod:`.c
 
 Loss (:func:`yolov3_loss`, summed over predictions and divided by the batch size, as darknet sums and
 divides its step by the batch): for each assigned prediction the box term
-``(2 − w·h/(W·H))·½·[(σ(t_x) − σ(t_x)*)² + (σ(t_y) − σ(t_y)*)² + (t_w − t_w*)² + (t_h − t_h*)²]`` (its
-gradient is darknet's ``delta``), binary cross-entropy of the objectness logit (1 at assigned predictions,
+``(2 − w·h/(W·H))·½·[(σ(t_x) − σ(t_x)*)² + (σ(t_y) − σ(t_y)*)² + (t_w − t_w*)² + (t_h − t_h*)²]``
+(``xy_loss="sse"``, the paper's "sum of squared error"; ``xy_loss="bce"`` replaces the two centre terms by
+the binary cross-entropy of the logits ``t_x``, ``t_y`` against ``σ(t)*`` less its minimum, whose gradient
+``σ(t) − σ(t)*`` is what darknet's ``yolo`` layer passes back: its backward copies the delta without the
+logistic's derivative), binary cross-entropy of the objectness logit (1 at assigned predictions,
 0 at the others unless their decoded box has IoU > ``ignore_threshold`` with a ground truth: those get no
 objectness loss) and an independent binary cross-entropy per class (no softmax). Input images are padded
 bottom/right to a multiple of 32 (:class:`~visionkit.models.detectors.base.Detector`), so any size is
@@ -37,7 +40,7 @@ from visionkit.models.detectors.yolo.common import (
 )
 from visionkit.structures import Detections, Target
 
-__all__ = ["COCO_ANCHORS", "YOLOv3", "yolov3_loss"]
+__all__ = ["COCO_ANCHORS", "XY_LOSSES", "YOLOv3", "yolov3_loss"]
 
 #: darknet's ``yolov3.cfg`` anchors (k-means on COCO at 416 × 416), pixels, sorted by area
 COCO_ANCHORS = (
@@ -53,16 +56,29 @@ COCO_ANCHORS = (
 )
 
 
-def box_loss_terms(raw: Tensor, offsets: Tensor, boxes: Tensor, batch_hw: tuple[int, int]) -> Tensor:
-    """``Σ (2 − w·h/(W·H))·½·‖(σ(t_x), σ(t_y), t_w, t_h) − targets‖²`` over assigned predictions.
+XY_LOSSES = ("sse", "bce")
+
+
+def box_loss_terms(
+    raw: Tensor, offsets: Tensor, boxes: Tensor, batch_hw: tuple[int, int], xy_loss: str = "sse"
+) -> Tensor:
+    """``Σ (2 − w·h/(W·H))·½·‖(σ(t_x), σ(t_y), t_w, t_h) − targets‖²`` over assigned predictions
+    (``xy_loss="bce"``: the centre terms are ``BCE(t, σ(t)*) − BCE(logit σ(t)*, σ(t)*)``, module docstring).
 
     Args:
         raw: ``[P, ≥4]`` raw outputs; offsets: ``[P, 4]`` targets; boxes: ``[P, 4]`` their ground truths.
     """
-    predicted = torch.cat([torch.sigmoid(raw[:, :2]), raw[:, 2:4]], dim=1)
+    offsets = offsets.to(raw.dtype)
     wh = boxes[:, 2:] - boxes[:, :2]
     weight = 2.0 - wh[:, 0] * wh[:, 1] / (batch_hw[0] * batch_hw[1])
-    return (weight * 0.5 * (predicted - offsets.to(raw.dtype)).square().sum(dim=1)).sum()
+    size = 0.5 * (raw[:, 2:4] - offsets[:, 2:]).square().sum(dim=1)
+    if xy_loss == "bce":
+        goal = offsets[:, :2]
+        entropy = -(torch.special.xlogy(goal, goal) + torch.special.xlogy(1 - goal, 1 - goal))
+        centre = (F.binary_cross_entropy_with_logits(raw[:, :2], goal, reduction="none") - entropy).sum(dim=1)
+    else:
+        centre = 0.5 * (torch.sigmoid(raw[:, :2]) - offsets[:, :2]).square().sum(dim=1)
+    return (weight * (centre + size)).sum()
 
 
 def yolov3_loss(
@@ -73,6 +89,7 @@ def yolov3_loss(
     targets: Sequence[Target],
     batch_hw: tuple[int, int],
     ignore_threshold: float = 0.5,
+    xy_loss: str = "sse",
 ) -> dict[str, Tensor]:
     """YOLOv3 losses of a batch (module docstring).
 
@@ -81,6 +98,7 @@ def yolov3_loss(
         anchors: ``Tensor[9, 2]`` pixels; anchor_levels: the level of each anchor.
         targets: per image ``boxes`` ``[M, 4]`` xyxy pixels and ``labels`` ``[M]`` (crowd regions left out).
         batch_hw: the network input ``(H, W)`` (for the ``2 − w·h`` weight).
+        xy_loss: ``"sse"`` (the paper) or ``"bce"`` (darknet's gradient), module docstring.
 
     Returns:
         ``{"box", "objectness", "classification"}`` scalars; an image without objects contributes only
@@ -100,7 +118,8 @@ def yolov3_loss(
             F.binary_cross_entropy_with_logits(raw[counted, 4], objectness[counted], reduction="sum")
         )
         chosen = raw[assigned.index]
-        box_terms.append(box_loss_terms(chosen, assigned.offsets, boxes[assigned.gt].to(raw.dtype), batch_hw))
+        matched = boxes[assigned.gt].to(raw.dtype)
+        box_terms.append(box_loss_terms(chosen, assigned.offsets, matched, batch_hw, xy_loss))
         one_hot = torch.zeros_like(chosen[:, 5:])
         one_hot[torch.arange(one_hot.shape[0]), labels[assigned.gt]] = 1.0
         class_terms.append(F.binary_cross_entropy_with_logits(chosen[:, 5:], one_hot, reduction="sum"))
@@ -124,6 +143,7 @@ class YOLOv3(Detector):
         anchors_per_level: anchors of each level (3, 3, 3).
         ignore_threshold: predictions whose decoded box has IoU above this with a ground truth are no
             objectness negatives (0.5 as the paper; darknet's later cfg 0.7).
+        xy_loss: ``"sse"`` (the paper) or ``"bce"`` (darknet's gradient) for the box centre.
         postprocess: :class:`~visionkit.models.detectors.postprocess.PostProcess` (``topk_candidates`` per
             level before class-aware NMS / Soft-NMS).
 
@@ -149,10 +169,14 @@ class YOLOv3(Detector):
         num_classes: int,
         anchors_per_level: Sequence[int] = (3, 3, 3),
         ignore_threshold: float = 0.5,
+        xy_loss: str = "sse",
         postprocess: PostProcess | None = None,
         **options: Any,
     ) -> None:
         super().__init__(backbone, neck, num_classes=num_classes, postprocess=postprocess, **options)
+        if xy_loss not in XY_LOSSES:
+            raise ConfigError(f"xy_loss={xy_loss!r}: expected one of {list(XY_LOSSES)}")
+        self.xy_loss = xy_loss
         levels = len(neck.out_names)  # type: ignore[arg-type]
         if len(anchors_per_level) != levels or min(anchors_per_level) < 1:
             raise ConfigError(
