@@ -178,7 +178,14 @@ def _centre_terms(raw, goal, xy_loss):
     return 0.5 * sum((_sigmoid(raw[k]) - goal[k]) ** 2 for k in (0, 1))
 
 
-def slow_yolov3_loss(outputs, targets, hw, threshold, xy_loss="sse"):
+def _class_terms(logits, label, activation):
+    if activation == "softmax":
+        top = max(logits)
+        return -(logits[label] - top - math.log(sum(math.exp(v - top) for v in logits)))
+    return sum(_bce(v, float(k == label)) for k, v in enumerate(logits))
+
+
+def slow_yolov3_loss(outputs, targets, hw, threshold, xy_loss="sse", activation="sigmoid"):
     """Literal loops over images and predictions: (box, objectness, classes), Σ|terms|, ignored count."""
     priors, totals, magnitude, ignored_count = _priors(), [0.0, 0.0, 0.0], 0.0, 0
     for raw_image, target in zip(outputs.tolist(), targets, strict=True):
@@ -194,7 +201,7 @@ def slow_yolov3_loss(outputs, targets, hw, threshold, xy_loss="sse"):
                 terms = [
                     (2 - w * h / (hw[0] * hw[1])) * (_centre_terms(raw, goal, xy_loss) + size),
                     _bce(raw[4], 1.0),
-                    sum(_bce(raw[5 + k], float(k == labels[m])) for k in range(len(raw) - 5)),
+                    _class_terms(raw[5:], labels[m], activation),
                 ]
             else:
                 terms = [0.0, 0.0 if ignored else _bce(raw[4], 0.0), 0.0]
@@ -209,8 +216,10 @@ def slow_yolov3_loss(outputs, targets, hw, threshold, xy_loss="sse"):
     return [t / len(targets) for t in totals], magnitude / len(targets), ignored_count
 
 
-@pytest.mark.parametrize("xy_loss", ["sse", "bce"])
-def test_yolov3_loss_equals_the_literal_reference(xy_loss: str) -> None:
+@pytest.mark.parametrize(
+    ("xy_loss", "activation"), [("sse", "sigmoid"), ("bce", "sigmoid"), ("sse", "softmax")]
+)
+def test_yolov3_loss_equals_the_literal_reference(xy_loss: str, activation: str) -> None:
     generator = torch.Generator().manual_seed(3)
     priors = _priors()
     outputs = torch.randn(2, priors.cells.shape[0], 5 + 3, generator=generator, dtype=F64)
@@ -220,8 +229,8 @@ def test_yolov3_loss_equals_the_literal_reference(xy_loss: str) -> None:
         {"boxes": torch.zeros(0, 4, dtype=F64), "labels": torch.zeros(0, dtype=torch.int64)},
     ]
     anchors = torch.tensor(ANCHORS, dtype=F64)
-    got = yolov3_loss(outputs, priors, anchors, LEVELS, targets, (32, 32), 0.3, xy_loss)
-    expected, magnitude, ignored = slow_yolov3_loss(outputs, targets, (32, 32), 0.3, xy_loss)
+    got = yolov3_loss(outputs, priors, anchors, LEVELS, targets, (32, 32), 0.3, xy_loss, activation)
+    expected, magnitude, ignored = slow_yolov3_loss(outputs, targets, (32, 32), 0.3, xy_loss, activation)
     assert ignored > 0  # the ignore rule takes part
     # both sides: per term ≤ 8 libm calls (2ε apart each) and ≤ 16 rounded operations, then sums of
     # ≤ 2·21·3·8 terms in different orders
@@ -343,10 +352,21 @@ def test_bad_options_are_named() -> None:
         create_model("yolov3_plain", num_classes=3, fusion="add")
     with pytest.raises(ConfigError, match=r"ignore_threshold=1\.5"):
         create_model("yolov3_plain", num_classes=3, ignore_threshold=1.5)
+    with pytest.raises(ConfigError, match="class_activation='tanh'"):
+        create_model("yolov3_plain", num_classes=3, class_activation="tanh")
     with pytest.raises(ConfigError, match="xy_loss='l2'"):
         create_model("yolov3_plain", num_classes=3, xy_loss="l2")
     with pytest.raises(ConfigError, match="neck_widths"):
         create_model("yolov3_plain", num_classes=3, neck_widths=(8, 8))
+
+
+def test_softmax_scores_sum_to_the_objectness() -> None:
+    model = create_model("yolov3_plain", num_classes=3, class_activation="softmax")
+    outputs = torch.randn(2, 5, 8, dtype=F64)
+    # Σ_k σ(t_o)·softmax_k = σ(t_o): a sum of 3 rounded products of values ≤ 1
+    torch.testing.assert_close(
+        model.scores(outputs).sum(-1), torch.sigmoid(outputs[..., 4]), rtol=0, atol=16 * eps(F64)
+    )
 
 
 def test_sum_fusion_and_space_to_depth_build_and_train() -> None:

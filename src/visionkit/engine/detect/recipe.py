@@ -37,6 +37,7 @@ MODEL_OPTIONS = (
     "ignore_threshold",
     "objectness_prior",
     "xy_loss",
+    "class_activation",
 )
 #: Keys that may differ between a run and its resumption (they do not change what is computed).
 RESUME_FREE_KEYS = frozenset({"resume", "progress", "workers", "threads", "device", "tensorboard"})
@@ -86,6 +87,7 @@ class DetectRecipe:
     ignore_threshold: float | None = None  # YOLO: no objectness negative above this IoU (v3 0.5, v2 0.6)
     objectness_prior: float | None = None  # YOLO: initial objectness probability (0: the papers' bias 0)
     xy_loss: Literal["sse", "bce"] | None = None  # YOLOv3 box centre: the paper's SSE or darknet's BCE
+    class_activation: Literal["sigmoid", "softmax"] | None = None  # YOLOv3 classes: the paper's or v2's
     box_loss: Literal["l1", "smooth_l1", "giou"] | None = None  # RetinaNet: on the deltas or GIoU of boxes
     roi_op: Literal["align", "pool"] | None = None  # two-stage detectors: RoI Align or RoI Pool (§24)
     score_threshold: float = 0.05

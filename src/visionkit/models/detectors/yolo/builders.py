@@ -46,6 +46,7 @@ def build_yolov3(
     fusion: str = "concat",
     ignore_threshold: float = 0.5,
     xy_loss: str = "sse",
+    class_activation: str = "sigmoid",
     objectness_prior: float = 0.0,
     image_mean: Sequence[float] = _NO_NORMALIZATION[0],
     image_std: Sequence[float] = _NO_NORMALIZATION[1],
@@ -54,7 +55,8 @@ def build_yolov3(
     """YOLOv3 on the ``c3, c4, c5`` maps of any ``features_only`` backbone: the neck of ``neck_widths``
     (``fusion="concat"`` as the paper, or ``"sum"``), a head per scale, 9 anchors ``(w, h)`` in pixels
     sorted by area (3 per scale, smallest on stride 8); ``xy_loss``: ``"sse"`` (the paper) or ``"bce"``
-    (darknet's gradient, :mod:`~visionkit.models.detectors.yolo.yolov3`); ``objectness_prior`` > 0: see
+    (darknet's gradient, :mod:`~visionkit.models.detectors.yolo.yolov3`); ``class_activation``:
+    ``"sigmoid"`` (the paper) or ``"softmax"`` (YOLOv2's, for the comparison); ``objectness_prior`` > 0: see
     :class:`~visionkit.models.detectors.yolo.neck.YOLOv3Head` (0: the paper)."""
     shapes = backbone.output_shape()
     neck = YOLOv3Neck({name: shapes[name] for name in ("c3", "c4", "c5")}, tuple(neck_widths), fusion)
@@ -69,6 +71,7 @@ def build_yolov3(
         num_classes=num_classes,
         ignore_threshold=ignore_threshold,
         xy_loss=xy_loss,
+        class_activation=class_activation,
         image_mean=image_mean,
         image_std=image_std,
         postprocess=postprocess,
