@@ -517,3 +517,14 @@ def test_objectness_prior_sets_only_the_objectness_biases() -> None:
         assert bias[:, 4].min() < -4 and bias[:, [0, 1, 2, 3, 5, 6]].abs().max() < 1
     with pytest.raises(ConfigError, match=r"objectness_prior=1\.0"):
         create_model("yolov2_plain", num_classes=2, objectness_prior=1.0)
+
+
+@pytest.mark.parametrize("name", ["yolov3_plain", "yolov2_plain"])
+def test_mixed_precision_training_step(name: str) -> None:
+    # under autocast the head outputs bfloat16 while priors and targets are float32: the loss runs in float32
+    model = create_model(name, num_classes=3, widths=(8, 8, 16, 16, 32)).train()
+    images, targets = _shapes()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(images, targets)
+    assert all(v.dtype == torch.float32 and bool(torch.isfinite(v)) for v in losses.values())
+    sum(losses.values()).backward()

@@ -221,6 +221,8 @@ class YOLOv3(Detector):
         targets: Sequence[Target],
     ) -> dict[str, Tensor]:
         outputs, priors, _ = self._outputs(features)
+        if outputs.dtype in (torch.float16, torch.bfloat16):  # AMP: the loss in float32, as the targets
+            outputs = outputs.float()
         hw = (int(batch.shape[-2]), int(batch.shape[-1]))
         return yolov3_loss(
             outputs, priors, self.anchors, self.anchor_levels, targets, hw, self.ignore_threshold
