@@ -14,7 +14,10 @@ logistic's derivative), binary cross-entropy of the objectness logit (1 at assig
 0 at the others unless their decoded box has IoU > ``ignore_threshold`` with a ground truth: those get no
 objectness loss) and an independent binary cross-entropy per class (no softmax). Input images are padded
 bottom/right to a multiple of 32 (:class:`~visionkit.models.detectors.base.Detector`), so any size is
-accepted; the data pipeline's ``Resize`` (or ``min_size``) plays the letterbox resize.
+accepted and boxes stay in the image's own pixels; the aspect-preserving ``Resize`` of the data pipeline
+(``train detect min_size=…``) plays darknet's letterbox resize (darknet also centres the padding).
+Multi-scale training: ``train detect scale_jitter=low,high`` rescales each image by a random factor
+(darknet instead draws one multiple of 32 for the whole batch every 10 batches; not implemented).
 """
 
 from __future__ import annotations
