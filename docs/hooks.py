@@ -3,6 +3,9 @@
 * ``api/<module>.md`` for every public module of ``src/visionkit`` (a mkdocstrings ``:::`` block each),
   ``api/<package>.md`` for every package (its docstring and the list of its modules), and the
   "API reference" part of the navigation;
+* the CLI reference (``<!-- visionkit:cli-reference -->`` in ``cli.md``): every command of the Click group
+  ``visionkit.cli.main`` with the exact text its ``--help`` prints (Click's ``\\b`` paragraphs, the recipe
+  key lists, kept as they are);
 * the handbook map (``<!-- visionkit:handbook-map -->`` in ``handbook.md``): one row per handbook section
   from :data:`visionkit.lab.handbook.TOPICS`, the modules of :data:`SECTION_MODULES` (a module that no
   longer exists fails the build) and the lab experiments registered for that section.
@@ -11,6 +14,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,7 @@ from mkdocs.structure.files import File, Files
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "src"
 MAP_MARKER = "<!-- visionkit:handbook-map -->"
+CLI_MARKER = "<!-- visionkit:cli-reference -->"
 
 #: handbook section -> the modules that implement it (checked to exist when the site is built).
 SECTION_MODULES: dict[str, tuple[str, ...]] = {
@@ -190,7 +195,41 @@ def handbook_map() -> str:
     return "\n".join(rows)
 
 
+_WIDTH: dict[str, Any] = {"terminal_width": 100, "max_content_width": 100}
+
+
+def _commands(command: Any, context: Any) -> Iterator[tuple[str, Any, Any]]:
+    """``(full name, command, context)`` of ``command`` and of every subcommand below it, depth first."""
+    import click
+
+    yield context.command_path, command, context
+    if isinstance(command, click.Group):
+        for name in command.list_commands(context):
+            sub = command.get_command(context, name)
+            child = sub.make_context(name, [], parent=context, resilient_parsing=True, **_WIDTH)
+            yield from _commands(sub, child)
+
+
+def cli_reference() -> str:
+    """Markdown: a table of every command and, per command, the text its ``--help`` prints."""
+    if str(SOURCE) not in sys.path:
+        sys.path.insert(0, str(SOURCE))
+    from visionkit.cli import main
+
+    root = main.make_context("visionkit", [], resilient_parsing=True, **_WIDTH)
+    found = list(_commands(main, root))
+    rows = ["| command | what it does |", "|---|---|"]
+    sections = []
+    for path, command, context in found:
+        anchor = path.replace(" ", "-")
+        rows.append(f"| [`{path}`](#{anchor}) | {command.get_short_help_str(limit=90)} |")
+        sections += [f"## `{path}` {{#{anchor}}}", "", "```text", command.get_help(context), "```", ""]
+    return "\n".join([*rows, "", *sections])
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
     if MAP_MARKER in markdown:
         markdown = markdown.replace(MAP_MARKER, handbook_map())
+    if CLI_MARKER in markdown:
+        markdown = markdown.replace(CLI_MARKER, cli_reference())
     return markdown

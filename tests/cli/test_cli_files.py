@@ -120,22 +120,22 @@ def test_predict_takes_folders_and_globs_and_skips_non_images(dataset: Path, tmp
     from visionkit.engine.detect import train_detector
 
     run = tmp_path / "run"
-    train_detector(
-        DetectRecipe(
-            num_train=4,
-            num_val=2,
-            image_size=64,
-            batch_size=2,
-            epochs=1,
-            fpn_channels=16,
-            head_convs=1,
-            threads=1,
-            progress=False,
-            tensorboard=False,
-        ),
-        run,
-        log=lambda _: None,
+    recipe = DetectRecipe(
+        num_train=4,
+        num_val=2,
+        image_size=64,
+        batch_size=2,
+        epochs=1,
+        fpn_channels=16,
+        head_convs=1,
+        threads=1,
+        progress=False,
+        tensorboard=False,
     )
+    train_detector(recipe, run, log=lambda _: None)
+    assert (
+        apply_overrides(DetectRecipe(), [f"cfg={run / 'config.json'}"]) == recipe
+    )  # a run's config round trips
     folder = dataset / "images" / "val"
     (folder / "notes.txt").write_text("not an image")
     result = CliRunner().invoke(
