@@ -11,13 +11,7 @@ from click.testing import CliRunner
 
 from visionkit.cli import main
 from visionkit.compress.run import load_compressed_classifier
-from visionkit.engine.classify import (
-    ClassifyRecipe,
-    _Distilled,
-    build_model,
-    load_classifier,
-    save_classifier,
-)
+from visionkit.engine.classify import ClassifyRecipe, build_model, load_classifier, save_classifier
 
 
 @pytest.fixture(scope="module")
@@ -99,16 +93,6 @@ def test_truncated_compressed_file_is_a_clear_error(weights: Path, tmp_path: Pat
 
     with pytest.raises(CheckpointError, match=r"model\.pt"):
         load_compressed_classifier(out / "model.pt")
-
-
-def test_distilled_student_returns_both_logits_in_training_only(weights: Path) -> None:
-    teacher, recipe = load_classifier(weights)
-    student = _Distilled(build_model(recipe, num_classes=10), teacher)
-    x = torch.zeros(2, 1, 8, 8)
-    student_logits, teacher_logits = student.train()(x)
-    assert torch.equal(teacher_logits, teacher(x)) and student_logits.requires_grad
-    assert student.eval()(x).shape == (2, 10)
-    assert not any(name.startswith("_teacher") for name in student.state_dict())
 
 
 def test_train_classify_with_missing_teacher_names_the_file(tmp_path: Path) -> None:
