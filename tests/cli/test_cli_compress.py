@@ -99,3 +99,23 @@ def test_train_classify_with_missing_teacher_names_the_file(tmp_path: Path) -> N
     result = CliRunner().invoke(main, ["train", "classify", f"teacher={tmp_path / 't.pt'}", "epochs=1",
                                        "progress=false", "--out", str(tmp_path / "s")])  # fmt: skip
     assert result.exit_code == 1 and "t.pt" in result.output
+
+
+def test_a_pruning_that_changes_the_output_shape_is_caught_before_saving(
+    weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A (simulated) graph bug that also shrinks the classifier: the output check refuses it; no file."""
+    import visionkit.compress.structured as structured
+
+    rebuild = structured.rebuild_layers
+
+    def buggy(model, graph, removed):
+        shapes = rebuild(model, graph, removed)
+        model[1].fc = torch.nn.Linear(model[1].fc.in_features, 9)
+        return shapes
+
+    monkeypatch.setattr(structured, "rebuild_layers", buggy)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["compress", "prune", f"weights={weights}", *FAST, "--out", str(out)])
+    assert result.exit_code == 1 and "output shapes changed" in result.output, result.output
+    assert not (out / "model.pt").exists()
