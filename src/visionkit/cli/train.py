@@ -98,12 +98,16 @@ def run_distributed(arguments: list[str], nproc: int) -> None:
 def run_with_error_record(function):
     """Run ``function``; under torchrun, ``record`` writes the traceback for the agent to show."""
     if "LOCAL_RANK" in os.environ:
+        import torch.distributed as dist
         from torch.distributed.elastic.multiprocessing.errors import record
 
         from visionkit.engine.distributed import cleanup
 
         try:
-            return record(function)()
+            result = record(function)()
+            if dist.is_initialized():  # leave together: a rank that tore its gloo pairs down while rank 0
+                dist.barrier()  # was still writing the run folder aborted ("terminate called ...")
+            return result
         finally:
             cleanup()
     return function()
