@@ -73,6 +73,8 @@ SECTION_MODULES: dict[str, tuple[str, ...]] = {
         "visionkit.compress.structured",
         "visionkit.compress.share",
         "visionkit.compress.lowrank",
+        "visionkit.compress.distill",
+        "visionkit.compress.detect",
         "visionkit.losses.distill",
     ),
     "§28": ("visionkit.models.backbones.mobilenet",),

@@ -135,7 +135,16 @@ def test_predict_takes_folders_and_globs_and_skips_non_images(dataset: Path, tmp
     train_detector(recipe, run, log=lambda _: None)
     assert (
         apply_overrides(DetectRecipe(), [f"cfg={run / 'config.json'}"]) == recipe
-    )  # a run's config round trips
+    )  # config.json round trips
+    config = write_yaml(
+        dataset / "data.yaml", "train: images/train\nval: images/val\nnames: [circle, square, triangle]\n"
+    )
+    json_file = tmp_path / "metrics.json"
+    result = CliRunner().invoke(
+        main, ["eval", "detect", f"weights={run / 'model.pt'}", f"data={config}", "--json", str(json_file)]
+    )
+    assert result.exit_code == 0 and "(3 images)" in result.output, result.output  # the yaml's val split
+    assert {"AP", "AP50"} <= set(json.loads(json_file.read_text()))
     folder = dataset / "images" / "val"
     (folder / "notes.txt").write_text("not an image")
     result = CliRunner().invoke(
