@@ -1,5 +1,5 @@
-"""Detectors (RetinaNet, Faster R-CNN, ...) on one base class; importing this package registers their
-builders (``<family>_<backbone>_fpn``, see :mod:`visionkit.models.detectors.builders`)."""
+"""Detectors (RetinaNet, Faster R-CNN, Cascade R-CNN, ...) on one base class; importing this package
+registers their builders (``<family>_<backbone>_fpn``, see :mod:`visionkit.models.detectors.builders`)."""
 
 from visionkit.models.detectors.base import Detector, batch_images, check_targets, training_boxes
 from visionkit.models.detectors.builders import (
@@ -9,6 +9,7 @@ from visionkit.models.detectors.builders import (
     make_detector_builder,
     register_detector_family,
 )
+from visionkit.models.detectors.cascade_rcnn import CascadeRCNN, CascadeRoIHeads, build_cascade_rcnn
 from visionkit.models.detectors.faster_rcnn import FasterRCNN
 from visionkit.models.detectors.postprocess import NMS_METHODS, PostProcess, postprocess_detections, suppress
 from visionkit.models.detectors.resize import ResizedInput
@@ -19,6 +20,8 @@ from visionkit.models.detectors.rpn import RegionProposalNetwork, rpn_loss
 __all__ = [
     "BACKBONES",
     "NMS_METHODS",
+    "CascadeRCNN",
+    "CascadeRoIHeads",
     "Detector",
     "FasterRCNN",
     "PostProcess",
@@ -27,6 +30,7 @@ __all__ = [
     "RetinaNet",
     "RoIHeads",
     "batch_images",
+    "build_cascade_rcnn",
     "build_faster_rcnn",
     "build_retinanet",
     "check_targets",
