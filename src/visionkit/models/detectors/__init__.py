@@ -1,5 +1,6 @@
-"""Detectors (RetinaNet, Faster R-CNN, Cascade R-CNN, ...) on one base class; importing this package
-registers their builders (``<family>_<backbone>_fpn``, see :mod:`visionkit.models.detectors.builders`)."""
+"""Detectors (RetinaNet, Faster R-CNN, Cascade R-CNN, RefineDet, ...) on one base class; importing this
+package registers their builders (``<family>_<backbone>_fpn``, see
+:mod:`visionkit.models.detectors.builders`)."""
 
 from visionkit.models.detectors.base import Detector, batch_images, check_targets, training_boxes
 from visionkit.models.detectors.builders import (
@@ -12,6 +13,7 @@ from visionkit.models.detectors.builders import (
 from visionkit.models.detectors.cascade_rcnn import CascadeRCNN, CascadeRoIHeads, build_cascade_rcnn
 from visionkit.models.detectors.faster_rcnn import FasterRCNN
 from visionkit.models.detectors.postprocess import NMS_METHODS, PostProcess, postprocess_detections, suppress
+from visionkit.models.detectors.refinedet import RefineDet, build_refinedet, refinedet_loss
 from visionkit.models.detectors.resize import ResizedInput
 from visionkit.models.detectors.retinanet import RetinaNet, retinanet_loss
 from visionkit.models.detectors.roi_heads import RoIHeads
@@ -25,6 +27,7 @@ __all__ = [
     "Detector",
     "FasterRCNN",
     "PostProcess",
+    "RefineDet",
     "RegionProposalNetwork",
     "ResizedInput",
     "RetinaNet",
@@ -32,10 +35,12 @@ __all__ = [
     "batch_images",
     "build_cascade_rcnn",
     "build_faster_rcnn",
+    "build_refinedet",
     "build_retinanet",
     "check_targets",
     "make_detector_builder",
     "postprocess_detections",
+    "refinedet_loss",
     "register_detector_family",
     "retinanet_loss",
     "rpn_loss",
