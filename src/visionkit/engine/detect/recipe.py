@@ -37,6 +37,8 @@ MODEL_OPTIONS = (
     "ignore_threshold",
     "objectness_prior",
     "xy_loss",
+    "refine_anchors",
+    "negative_filtering",
 )
 #: Keys that may differ between a run and its resumption (they do not change what is computed).
 RESUME_FREE_KEYS = frozenset({"resume", "progress", "workers", "threads", "device", "tensorboard"})
@@ -88,6 +90,8 @@ class DetectRecipe:
     xy_loss: Literal["sse", "bce"] | None = None  # YOLOv3 box centre: the paper's SSE or darknet's BCE
     box_loss: Literal["l1", "smooth_l1", "giou"] | None = None  # RetinaNet: on the deltas or GIoU of boxes
     roi_op: Literal["align", "pool"] | None = None  # two-stage detectors: RoI Align or RoI Pool (§24)
+    refine_anchors: bool | None = None  # RefineDet: ODM from the ARM-refined anchors (false: the originals)
+    negative_filtering: bool | None = None  # RefineDet: anchors with ARM background > 0.99 leave the ODM
     score_threshold: float = 0.05
     nms_method: NMSMethod = "hard"
     nms_threshold: float = 0.5
