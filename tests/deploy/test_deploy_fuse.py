@@ -18,18 +18,17 @@ import copy
 
 import pytest
 import torch
+from fold_bounds import fold_errors, randomize_norms
 from network_error import first_order_output_bound, without_inplace
 from torch import nn
 
 from running_error import assert_bounded
-from tolerances import gamma
 from visionkit.deploy.fuse import ConvAct, fold_batch_norm, fuse_model
 from visionkit.models import create_model, list_models
 from visionkit.models.detectors.base import Detector
 from visionkit.models.segmentation.fcn import FCN
 
 OUTPUTS = [(sample, k) for sample in range(2) for k in range(5)]
-FOLD_ERROR = gamma(8, torch.float64)
 
 
 def _is_classifier(name: str) -> bool:
@@ -37,93 +36,12 @@ def _is_classifier(name: str) -> bool:
         return not isinstance(create_model(name), (Detector, FCN))
 
 
-def _fold_errors(original: nn.Module, fused: nn.Module) -> dict[str, torch.Tensor]:
-    """``|P_fused − P_exact|`` bounds by parameter name of ``fused`` (module docstring)."""
-    report = fused.fusion_report
-    errors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layer name -> (ΔW, Δb)
-    slices = {}  # a merged convolution's rows of the wide one
-    for wide, members in report.merged:
-        offset = 0
-        for member in members:
-            n = original.get_submodule(member).out_channels
-            slices[member] = (wide, slice(offset, offset + n))
-            offset += n
-    for names in report.folded:
-        layer, norm = (original.get_submodule(n).requires_grad_(False) for n in names[:2])
-        scale = norm.weight.double() / torch.sqrt(norm.running_var.double() + norm.eps)
-        if names[0] in slices:
-            wide, rows = slices[names[0]]
-            new_weight, new_bias = _layer(fused, wide).weight[rows], _layer(fused, wide).bias[rows]
-        else:
-            new_weight, new_bias = _layer(fused, names[0]).weight, _layer(fused, names[0]).bias
-        new_weight, new_bias = new_weight.detach(), new_bias.detach()
-        exact_w = layer.weight.double() * _output_channel_of_weights(layer, scale)
-        b = layer.bias.double() if layer.bias is not None else torch.zeros_like(scale)
-        exact_b = b * scale + norm.bias.double() - norm.running_mean.double() * scale
-        magnitude_b = (
-            (b * scale).abs() + norm.bias.double().abs() + (norm.running_mean.double() * scale).abs()
-        )
-        errors[names[0]] = (
-            (new_weight.double() - exact_w).abs() + FOLD_ERROR * exact_w.abs(),
-            (new_bias.double() - exact_b).abs() + FOLD_ERROR * magnitude_b,
-        )
-    by_parameter = {}
-    merged_away = {member for _, members in report.merged for member in members}
-    for name, (dw, db) in errors.items():
-        if name in merged_away:
-            continue
-        prefix = name + (".0" if isinstance(fused.get_submodule(name), ConvAct) else "")
-        by_parameter[prefix + ".weight"], by_parameter[prefix + ".bias"] = dw, db
-    for wide, members in report.merged:
-        convs = [_original_or_folded(original, fused, errors, m) for m in members]
-        prefix = wide + (".0" if isinstance(fused.get_submodule(wide), ConvAct) else "")
-        by_parameter[prefix + ".weight"] = torch.cat([c[0] for c in convs])
-        by_parameter[prefix + ".bias"] = torch.cat([c[1] for c in convs])
-    return by_parameter
-
-
-def _output_channel_of_weights(layer: nn.Module, per_channel: torch.Tensor) -> torch.Tensor:
-    """``per_channel`` spread over ``layer.weight``: entry ``[i, j, ...]`` of a transposed convolution's
-    ``[C_in, C_out/g, kh, kw]`` weight belongs to output channel ``(i // (C_in/g))·(C_out/g) + j``."""
-    if isinstance(layer, nn.ConvTranspose2d):
-        c_in, per_group = layer.weight.shape[:2]
-        group = torch.arange(c_in) // (c_in // layer.groups)
-        index = group[:, None] * per_group + torch.arange(per_group)[None, :]
-        return per_channel[index][..., None, None]
-    return per_channel.view(-1, *([1] * (layer.weight.dim() - 1)))
-
-
-def _layer(fused: nn.Module, name: str) -> nn.Module:
-    module = fused.get_submodule(name)
-    return module[0] if isinstance(module, ConvAct) else module
-
-
-def _original_or_folded(original, fused, errors, member):
-    if member in errors:
-        return errors[member]
-    conv = original.get_submodule(member)  # merged unfolded: copied exactly
-    return torch.zeros_like(conv.weight, dtype=torch.float64), torch.zeros(
-        conv.out_channels, dtype=torch.float64
-    )
-
-
-def _randomize_norms(model: nn.Module, generator: torch.Generator) -> None:
-    """Statistics and affine parameters away from their identity initialisation, so the fold matters."""
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
-            n = module.num_features
-            module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
-            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
-            module.bias.data.copy_(0.1 * torch.randn(n, generator=generator))
-
-
 def _assert_fused_equal(model: nn.Module, x: torch.Tensor, outputs=OUTPUTS) -> nn.Module:
     model = without_inplace(model.eval())
     fused = without_inplace(fuse_model(model))
     expected, bound_unfused = first_order_output_bound(copy.deepcopy(model), x, outputs, torch.float32)
     got, bound_fused = first_order_output_bound(
-        copy.deepcopy(fused), x, outputs, torch.float32, _fold_errors(model, fused)
+        copy.deepcopy(fused), x, outputs, torch.float32, fold_errors(model, fused)
     )
     pick = lambda t: torch.stack([t[i] for i in outputs])  # noqa: E731
     assert_bounded(pick(got), pick(expected), bound_unfused + bound_fused)
@@ -137,7 +55,7 @@ def test_fused_classifier_equals_unfused(name: str) -> None:
     torch.manual_seed(0)
     model = create_model(name, num_classes=5)
     with torch.no_grad():
-        _randomize_norms(model, torch.Generator().manual_seed(1))
+        randomize_norms(model, torch.Generator().manual_seed(1))
     channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
     fused = _assert_fused_equal(model, torch.randn(2, channels, 64, 64))
     norms = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
@@ -171,7 +89,7 @@ def test_fold_conv_transpose_linear_and_groups() -> None:
 
     net = Net()
     with torch.no_grad():
-        _randomize_norms(net, torch.Generator().manual_seed(1))
+        randomize_norms(net, torch.Generator().manual_seed(1))
     fused = _assert_fused_equal(net, torch.randn(2, 4, 5, 5), [(s, k) for s in range(2) for k in range(7)])
     assert fused.fusion_report.folded == [("up", "up_bn"), ("conv", "bn", "act"), ("fc", "fc_bn")]
     assert isinstance(fused.conv, ConvAct) and isinstance(fused.act, nn.Identity)
