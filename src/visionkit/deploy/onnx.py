@@ -131,7 +131,7 @@ def onnx_parts(
     if kind == "classifier":
         channels = _input_channels(model)
         example = torch.rand(2, channels, *example_size)
-        shapes = ({0: batch, 2: dim("height", min=8, max=8192), 3: dim("width", min=8, max=8192)},)
+        shapes = ({0: batch, 2: dim.AUTO, 3: dim.AUTO},)  # the sizes the network accepts (guards inferred)
         return {"model": (model, (example,), shapes)}
     divisor = model.size_divisible
     # every level at least 2×2 in the example, or the exporter fixes a 1-pixel level's size to 1
@@ -415,6 +415,10 @@ def load_onnx_runtime(model: nn.Module, folder: str | Path, threads: int = 1) ->
             f"{manifest_path}: no export manifest (export the model with visionkit export first)"
         )
     manifest = json.loads(manifest_path.read_text())
+    if hasattr(model, "detector"):  # ResizedInput: resize in PyTorch, then the detector in ONNX Runtime
+        wrapper = copy.copy(model)
+        wrapper.detector = load_onnx_runtime(model.detector, folder, threads)
+        return wrapper
     if manifest["kind"] != model_kind(model):
         raise ExportError(
             f"{manifest_path}: exported a {manifest['kind']}, but the model is a {model_kind(model)}"
