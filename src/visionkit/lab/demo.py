@@ -216,9 +216,15 @@ def set_nms(detector: Any, method: str, sigma: float | None = None) -> None:
 
 
 def bootstrap_ap_gain(
-    baseline: list[dict], candidate: list[dict], dataset: Any, resamples: int, seed: int = 0
+    baseline: list[dict],
+    candidate: list[dict],
+    dataset: Any,
+    resamples: int,
+    seed: int = 0,
+    metric: str = "AP",
 ) -> dict[str, float]:
-    """Paired bootstrap of ``COCO AP(candidate) - COCO AP(baseline)`` over the images of ``dataset``.
+    """Paired bootstrap of ``COCO AP(candidate) - COCO AP(baseline)`` over the images of ``dataset``
+    (``metric``: another COCO summary number, e.g. ``"AP75"``).
 
     Each resample draws ``len(dataset)`` images with replacement and scores both prediction lists on the
     same draw, so the interval reflects which images the split happens to contain (not training noise).
@@ -255,7 +261,7 @@ def bootstrap_ap_gain(
             evaluate_coco([predictions[i] for i in draw], drawn, num_classes=len(SHAPE_CLASSES))
             for predictions in (baseline, candidate)
         ]
-        gains.append(scores[1].as_dict()["AP"] - scores[0].as_dict()["AP"])
+        gains.append(scores[1].as_dict()[metric] - scores[0].as_dict()[metric])
     values = np.asarray(gains)
     low, high = np.percentile(values, [2.5, 97.5])
     return {"low": float(low), "high": float(high), "below_zero": float((values <= 0).mean())}
