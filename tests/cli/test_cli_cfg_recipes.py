@@ -1,6 +1,6 @@
-"""cfg= for every recipe (classify, detect, segment, compress): file keys cast and checked like command-line
-keys, unknown keys and bad values named with the file, the command line wins, a saved config.json round
-trips — and every command that takes a recipe refuses a bad file before any work (exit 2)."""
+"""cfg= for every recipe (classify, detect, segment, compress, export): file keys cast and checked like
+command-line keys, unknown keys and bad values named with the file, the command line wins, a saved
+config.json round trips — and every command taking a recipe refuses a bad file before any work (exit 2)."""
 
 from __future__ import annotations
 
@@ -11,35 +11,37 @@ from click.testing import CliRunner
 
 from visionkit.cli import main
 from visionkit.compress.run import CompressRecipe
+from visionkit.deploy.export import ExportRecipe
 from visionkit.engine.classify import ClassifyRecipe
 from visionkit.engine.config import apply_overrides, save_recipe
 from visionkit.engine.detect import DetectRecipe
 from visionkit.engine.segment import SegmentRecipe
 from visionkit.errors import ConfigError
 
-#: recipe, a key of it, the file's value (as YAML text), the cast value, a command-line value that wins
+#: a recipe, a key of it, the file's value (as YAML text), the cast value, a command-line value that wins
 RECIPES = [
-    (ClassifyRecipe, "epochs", "'4'", 4, 6),
-    (DetectRecipe, "nms_method", "soft_linear", "soft_linear", "soft_gaussian"),
-    (SegmentRecipe, "epochs", "3", 3, 5),
-    (CompressRecipe, "ratio", "'0.25'", 0.25, 0.75),
+    (ClassifyRecipe(), "epochs", "'4'", 4, 6),
+    (DetectRecipe(), "nms_method", "soft_linear", "soft_linear", "soft_gaussian"),
+    (SegmentRecipe(), "epochs", "3", 3, 5),
+    (CompressRecipe(), "ratio", "'0.25'", 0.25, 0.75),
+    (ExportRecipe(weights="runs/digits/model.pt"), "calib", "minmax", "minmax", "percentile"),
 ]
 
 
-@pytest.mark.parametrize(("recipe_type", "key", "text", "value", "winner"), RECIPES)
+@pytest.mark.parametrize(("base", "key", "text", "value", "winner"), RECIPES, ids=lambda v: type(v).__name__)
 def test_cfg_files_work_for_every_recipe(
-    recipe_type: type, key: str, text: str, value: object, winner: object, tmp_path: Path
+    base: object, key: str, text: str, value: object, winner: object, tmp_path: Path
 ) -> None:
     config = tmp_path / "recipe.yaml"
     config.write_text(f"{key}: {text}\n")
-    assert getattr(apply_overrides(recipe_type(), [f"cfg={config}"]), key) == value
-    assert getattr(apply_overrides(recipe_type(), [f"{key}={winner}", f"cfg={config}"]), key) == winner
-    changed = apply_overrides(recipe_type(), [f"cfg={config}"])
+    assert getattr(apply_overrides(base, [f"cfg={config}"]), key) == value
+    assert getattr(apply_overrides(base, [f"{key}={winner}", f"cfg={config}"]), key) == winner
+    changed = apply_overrides(base, [f"cfg={config}"])
     saved = save_recipe(changed, tmp_path / "run" / "config.json")
-    assert apply_overrides(recipe_type(), [f"cfg={saved}"]) == changed
+    assert apply_overrides(base, [f"cfg={saved}"]) == changed
     config.write_text(f"{key}: {text}\nno_such_key: 1\n")
     with pytest.raises(ConfigError, match=r"recipe\.yaml'?: unknown key 'no_such_key'"):
-        apply_overrides(recipe_type(), [f"cfg={config}"])
+        apply_overrides(base, [f"cfg={config}"])
 
 
 def test_a_bad_value_in_a_cfg_file_names_the_file_and_the_key(tmp_path: Path) -> None:

@@ -199,7 +199,8 @@ def activation_qparams(low: float, high: float) -> tuple[float, int]:
     """Per-tensor asymmetric uint8 ``(scale, zero_point)`` of a range (module docstring).
 
     Example:
-        >>> activation_qparams(0.0, 2.55)
+        >>> scale, zero_point = activation_qparams(0.0, 2.55)  # 2.55 / 255 in float64
+        >>> round(scale, 12), zero_point
         (0.01, 0)
     """
     low, high = min(low, 0.0), max(high, 0.0)
