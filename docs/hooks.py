@@ -54,7 +54,7 @@ SECTION_MODULES: dict[str, tuple[str, ...]] = {
         "visionkit.lab.demo",
     ),
     "§17": ("visionkit.models.detectors.retinanet", "visionkit.models.heads.retinanet_head"),
-    "§18": ("visionkit.ops.anchors", "visionkit.models.backbones.darknet"),
+    "§18": ("visionkit.models.detectors.yolo", "visionkit.ops.anchors", "visionkit.models.backbones.darknet"),
     "§19": ("visionkit.nn.blocks",),
     "§20": ("visionkit.ops.pooling",),
     "§21": ("visionkit.nn.residual", "visionkit.models.backbones.resnet"),
@@ -87,8 +87,8 @@ SECTION_MODULES: dict[str, tuple[str, ...]] = {
         "visionkit.metrics.multilabel",
     ),
     "§36": ("visionkit.nn.blocks", "visionkit.models.backbones.googlenet"),
-    "frontier": (),
-    "§37": ("visionkit.deploy",),
+    "frontier": ("visionkit.models.detectors.cascade_rcnn", "visionkit.models.detectors.refinedet"),
+    "§37": ("visionkit.deploy.fuse", "visionkit.deploy.onnx", "visionkit.deploy.quantize"),
 }
 
 
