@@ -38,6 +38,8 @@ MODEL_OPTIONS = (
     "objectness_prior",
     "xy_loss",
     "class_activation",
+    "refine_anchors",
+    "negative_filtering",
 )
 #: Keys that may differ between a run and its resumption (they do not change what is computed).
 RESUME_FREE_KEYS = frozenset({"resume", "progress", "workers", "threads", "device", "tensorboard"})
@@ -90,6 +92,8 @@ class DetectRecipe:
     class_activation: Literal["sigmoid", "softmax"] | None = None  # YOLOv3 classes: the paper's or v2's
     box_loss: Literal["l1", "smooth_l1", "giou"] | None = None  # RetinaNet: on the deltas or GIoU of boxes
     roi_op: Literal["align", "pool"] | None = None  # two-stage detectors: RoI Align or RoI Pool (§24)
+    refine_anchors: bool | None = None  # RefineDet: ODM from the ARM-refined anchors (false: the originals)
+    negative_filtering: bool | None = None  # RefineDet: anchors with ARM background > 0.99 leave the ODM
     score_threshold: float = 0.05
     nms_method: NMSMethod = "hard"
     nms_threshold: float = 0.5
