@@ -344,7 +344,7 @@ def test_the_families_are_registered_and_picked_up_by_the_contract_test() -> Non
 
 
 def test_bad_options_are_named() -> None:
-    with pytest.raises(ConfigError, match="expected 9 \\(width, height\\) pairs"):
+    with pytest.raises(ConfigError, match="same number of \\(width, height\\) pairs on each of the 3 scales"):
         create_model("yolov3_plain", num_classes=3, anchors=((10, 10), (20, 20)))
     with pytest.raises(ConfigError, match="positive finite"):
         create_model("yolov2_plain", num_classes=3, anchors=((10, 10), (20, -1), (3, 3), (4, 4), (5, 5)))
@@ -528,3 +528,15 @@ def test_mixed_precision_training_step(name: str) -> None:
         losses = model(images, targets)
     assert all(v.dtype == torch.float32 and bool(torch.isfinite(v)) for v in losses.values())
     sum(losses.values()).backward()
+
+
+def test_five_anchors_per_scale() -> None:
+    # the §18 "5 vs 3 anchors per scale" variant: 15 anchors, 5 per scale, sorted by area across scales
+    anchors = [(4.0 * (k + 1), 3.0 * (k + 1)) for k in reversed(range(15))]
+    model = create_model("yolov3_plain", num_classes=2, widths=(4, 4, 8, 8, 8), anchors=anchors)
+    assert model.anchors_per_level == [5, 5, 5] and model.anchor_levels == [0] * 5 + [1] * 5 + [2] * 5
+    assert model.anchors[:, 0].tolist() == [4.0 * (k + 1) for k in range(15)]
+    assert [block[-1].out_channels for block in model.head.blocks] == [5 * 7] * 3
+    target = {"boxes": torch.tensor([[4.0, 4.0, 60.0, 50.0]]), "labels": torch.tensor([1])}
+    losses = model.train()([torch.rand(3, 64, 64)], [target])
+    assert all(bool(torch.isfinite(v)) for v in losses.values())
