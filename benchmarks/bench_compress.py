@@ -143,38 +143,43 @@ def accuracy_part(arguments: argparse.Namespace, work: Path) -> None:
 def distill_part(arguments: argparse.Namespace, work: Path) -> None:
     """Distilled student vs the same student trained alone (same recipe, seed, data order and budget).
 
-    For each seed (its own digits split), a ResNet-18 teacher (32×32 input) is trained for ``--epochs``;
-    then ``resnet_digits`` (8×8 input, 64× fewer parameters) is trained for ``--student-epochs`` alone,
-    with soft targets (α 0.9, T 4), and with soft targets plus a hint (its last stage ← the teacher's
-    layer3 through a 1×1 adapter). Gains: paired bootstrap over all (seed, test image) pairs.
+    For each seed (its own digits split), a teacher (``--teacher-model``, ``--epochs``; ResNet-18 at 32×32
+    or ``resnet_digits``) is trained; then the student (``--student-model``, ``--student-epochs``) alone,
+    with soft targets (α 0.9, T 4), and with soft targets plus a hint (the student's last stage ← the
+    teacher's 2×2 stage through a 1×1 adapter). Gains: paired bootstrap over all (seed, test image) pairs.
     """
+    teacher_hint = "1.layer3" if arguments.teacher_model == "resnet18" else "1.stages.2"
     students = {
         "alone": {},
         "soft targets (α 0.9, T 4)": {"alpha": 0.9, "temperature": 4.0},
-        "soft targets + hint (1.stages.2 ← 1.layer3)": {
-            "alpha": 0.9, "temperature": 4.0, "hint": "1.stages.2:1.layer3", "hint_weight": 1.0,
+        f"soft targets + hint (1.stages.2 ← {teacher_hint})": {
+            "alpha": 0.9, "temperature": 4.0, "hint": f"1.stages.2:{teacher_hint}", "hint_weight": 1.0,
         },
     }  # fmt: skip
     correct: dict[str, list[np.ndarray]] = {name: [] for name in ["teacher", *students]}
     start = time.perf_counter()
     for seed in range(arguments.seeds):
-        teacher_recipe = ClassifyRecipe(model="resnet18", image_size=32, epochs=arguments.epochs, lr=0.05,
-                                        progress=False, threads=arguments.threads, seed=seed)  # fmt: skip
+        big = arguments.teacher_model == "resnet18"
+        teacher_recipe = ClassifyRecipe(model=arguments.teacher_model, image_size=32 if big else 0,
+                                        epochs=arguments.epochs, lr=0.05 if big else 0.1, progress=False,
+                                        threads=arguments.threads, seed=seed)  # fmt: skip
         train_classifier(teacher_recipe, work / f"teacher{seed}")
         teacher_path = work / f"teacher{seed}" / "model.pt"
         test = DataLoader(Digits("test", seed=seed), batch_size=512)
         correct["teacher"].append(_correct(load_classifier(teacher_path)[0], test))
         for index, (name, keys) in enumerate(students.items()):
             extra = {"teacher": str(teacher_path), **keys} if keys else {}
-            recipe = ClassifyRecipe(epochs=arguments.student_epochs, progress=False,
-                                    threads=arguments.threads, seed=seed, **extra)  # fmt: skip
+            recipe = ClassifyRecipe(model=arguments.student_model, epochs=arguments.student_epochs,
+                                    progress=False, threads=arguments.threads, seed=seed,
+                                    **extra)  # fmt: skip
             folder = work / f"student{seed}_{index}"
             (distill_classifier if keys else train_classifier)(recipe, folder)
             correct[name].append(_correct(load_classifier(folder / "model.pt")[0], test))
         print(f"seed {seed} done at {time.perf_counter() - start:.0f} s", flush=True)
     pooled = {name: np.concatenate(values) for name, values in correct.items()}
     print(f"torch {torch.__version__}, threads {arguments.threads}, {arguments.seeds} seeds, teacher "
-          f"{arguments.epochs} epochs, students {arguments.student_epochs} epochs, "
+          f"{arguments.teacher_model} {arguments.epochs} epochs, student {arguments.student_model} "
+          f"{arguments.student_epochs} epochs, "
           f"{time.perf_counter() - start:.0f} s in all")  # fmt: skip
     print("| model | test accuracy per seed | pooled | gain vs alone (points) [95 % CI] | P(gain ≤ 0) |")
     print("|---|---|---:|---:|---:|")
@@ -189,6 +194,61 @@ def distill_part(arguments: argparse.Namespace, work: Path) -> None:
     print(f"rows: {work / 'distill.json'}")
 
 
+def svd_part(arguments: argparse.Namespace, work: Path) -> None:
+    """Truncated SVD of every fully connected layer of AlexNet (64×64 input) and VGG-11-BN (32×32) at 90 %
+    energy (one float32 SVD per layer, ``svd_dtype``), each model trained on the digits first; accuracy
+    before and after ``--finetune`` epochs, paired latency, parameters."""
+    train = DataLoader(Digits("train", seed=0), batch_size=64, shuffle=True)
+    test = DataLoader(Digits("test", seed=0), batch_size=512)
+    settings = CompressRecipe(weights="-", finetune_epochs=arguments.finetune, lr=0.005)
+    dtype = {"float32": torch.float32, "float64": torch.float64}[arguments.svd_dtype]
+    print(f"torch {torch.__version__}, threads {arguments.threads}, trained {arguments.epochs} epochs, "
+          f"fine-tune {arguments.finetune}, SVD in {arguments.svd_dtype}")  # fmt: skip
+    print("| model | params | FC params | ranks (kept / full) | SVD s | speed-up b1 / b8 | ms b1 / b8 | acc. "
+          "before FT | acc. after FT | change vs original (points) [95 % CI] |")  # fmt: skip
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    rows = []
+    for name, size, lr in (("alexnet", 64, 0.01), ("vgg11_bn", 32, 0.02)):
+        recipe = ClassifyRecipe(model=name, image_size=size, epochs=arguments.epochs, lr=lr, progress=False,
+                                threads=arguments.threads)  # fmt: skip
+        train_classifier(recipe, work / name)
+        original = load_classifier(work / name / "model.pt")[0]
+        full_ranks = {n: min(m.weight.shape) for n, m in original.named_modules() if isinstance(m, nn.Linear)}
+        factored = copy.deepcopy(original)
+        start = time.perf_counter()
+        ranks = factorize_model(factored, "svd", energy=0.9, svd_dtype=dtype)
+        svd_seconds = time.perf_counter() - start
+        before = _correct(factored, test)
+        _finetune(factored, settings, train, arguments.finetune, [])
+        correct = {"original": _correct(original, test), "svd": _correct(factored, test)}
+        models = {"original": original, "svd": factored}
+        latency = {
+            b: paired_latency_ms(models, torch.zeros(b, 1, 8, 8), repeats=arguments.repeats) for b in (1, 8)
+        }
+        fc = {
+            key: sum(p.numel() for n, p in m.named_parameters() if ".classifier." in n)
+            for key, m in models.items()
+        }
+        params = {key: sum(p.numel() for p in m.parameters()) for key, m in models.items()}
+        gain = paired_accuracy_gain(correct["original"], correct["svd"])
+        kept = ", ".join(
+            f"{n.split('.')[-1]}: {ranks.get(n, full)} / {full}" for n, full in full_ranks.items()
+        )
+        for key in models:
+            b1, b8 = (latency[b]["original"] / latency[b][key] for b in (1, 8))
+            after = correct[key].mean()
+            print(f"| {name} {key} | {params[key]:,} | {fc[key]:,} | {kept if key == 'svd' else ''} | "
+                  f"{svd_seconds if key == 'svd' else 0:.1f} | {b1:.2f}× / {b8:.2f}× | "
+                  f"{latency[1][key]:.2f} / {latency[8][key]:.2f} | "
+                  f"{(before if key == 'svd' else correct[key]).mean():.4f} | {after:.4f} | "
+                  f"{_interval(gain) if key == 'svd' else '—'} |", flush=True)  # fmt: skip
+        rows.append({"model": name, "ranks": ranks, "full_ranks": full_ranks, "params": params, "fc": fc,
+                     "svd_seconds": svd_seconds, "latency": latency, "acc_before": before.mean(),
+                     "acc": {k: v.mean() for k, v in correct.items()}, "change": gain})  # fmt: skip
+    (work / "svd.json").write_text(json.dumps(rows, indent=2, default=float))
+    print(f"rows: {work / 'svd.json'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=("table", "accuracy", "svd", "distill"), default="table")
@@ -196,13 +256,16 @@ def main() -> None:
     parser.add_argument("--finetune", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--svd-dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--seeds", type=int, default=3, help="distill: seeds (digits splits)")
     parser.add_argument("--student-epochs", type=int, default=5, help="distill: student budget")
+    parser.add_argument("--teacher-model", choices=("resnet18", "resnet_digits"), default="resnet18")
+    parser.add_argument("--student-model", default="resnet_digits", help="distill: the student")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
     if arguments.part != "table":
         work = Path(tempfile.mkdtemp(prefix=f"bench_compress_{arguments.part}_"))
-        {"accuracy": accuracy_part, "distill": distill_part}[arguments.part](arguments, work)
+        {"accuracy": accuracy_part, "distill": distill_part, "svd": svd_part}[arguments.part](arguments, work)
         return
     work = Path(tempfile.mkdtemp(prefix="bench_compress_"))
     start = time.perf_counter()
