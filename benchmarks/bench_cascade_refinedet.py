@@ -81,8 +81,9 @@ def stage_ious(model: Any, images: list, targets: list) -> list[np.ndarray]:
 
 @torch.no_grad()
 def refinedet_anchors(model: Any, images: list, targets: list) -> dict[str, float]:
-    """What the ODM sees: foreground / background anchors (IoU 0.5 on the refined anchors) among all and
-    among those kept by negative filtering; mean IoU of positive anchors before and after the ARM."""
+    """What the ODM sees: foreground / background anchors (IoU 0.5 on the anchors the ODM regresses from)
+    among all and among those negative filtering keeps (counted also for a model trained without it); mean
+    IoU of positive anchors (IoU 0.5 on the original anchors) before and after the ARM's offsets."""
     matcher, counts = Matcher(0.5, 0.5, True), dict.fromkeys(("fg", "bg", "fg_kept", "bg_kept"), 0)
     before, after = [], []
     for image, target in zip(images, targets, strict=True):
@@ -90,7 +91,8 @@ def refinedet_anchors(model: Any, images: list, targets: list) -> dict[str, floa
         objectness, deltas, _, _, anchors = model.outputs(batch, model.extract_features(batch))
         refined = refine(deltas[0], anchors[0])
         keep = ~filtered(objectness[0], model.filter_threshold)
-        matches = matcher(box_iou(target["boxes"], refined))
+        odm_anchors = refined if model.refine_anchors else anchors[0]  # what this model's ODM regresses from
+        matches = matcher(box_iou(target["boxes"], odm_anchors))
         positive = matches >= 0
         counts["fg"] += int(positive.sum())
         counts["bg"] += int((~positive).sum())
@@ -175,8 +177,8 @@ def cascade_report(model: Any, images: list, targets: list, figure: Path | None)
 def refinedet_line(n: dict[str, float]) -> str:
     ratio, kept = n["bg"] / max(n["fg"], 1), n["bg_kept"] / max(n["fg_kept"], 1)
     return (
-        f"ODM anchors fg:bg {n['fg']}:{n['bg']} (1:{ratio:.0f}); after negative filtering "
-        f"{n['fg_kept']}:{n['bg_kept']} (1:{kept:.0f}); mean IoU of positive anchors with their object "
+        f"ODM anchors fg:bg {n['fg']}:{n['bg']} (1:{ratio:.1f}); kept by negative filtering "
+        f"{n['fg_kept']}:{n['bg_kept']} (1:{kept:.2f}); mean IoU of positive anchors with their object "
         f"{n['iou_before']:.3f}, refined by the ARM {n['iou_after']:.3f}"
     )
 
