@@ -57,6 +57,8 @@ INVALID = {
     "channels_last": 2, "backbone_weights": 3, "freeze_at": 5, "eval_every": 0, "patience": -1,
     "resume": 7, "tensorboard": "no", "val_data": "val/", "crowded": "yes", "on_corrupt": "ignore",
     "seed": 1.5, "workers": -1, "threads": -1, "progress": "yes",
+    "anchors": (10.0, 13.0, 16.0), "anchor_kmeans": "yes", "fusion": "add", "ignore_threshold": 1.5,
+    "objectness_prior": 1.0, "xy_loss": "l2",
 }  # fmt: skip
 
 

@@ -18,6 +18,7 @@ from visionkit.models.detectors.resize import ResizedInput
 from visionkit.models.detectors.retinanet import RetinaNet, retinanet_loss
 from visionkit.models.detectors.roi_heads import RoIHeads
 from visionkit.models.detectors.rpn import RegionProposalNetwork, rpn_loss
+from visionkit.models.detectors.yolo import YOLOv2, YOLOv3, build_yolov2, build_yolov3
 
 __all__ = [
     "BACKBONES",
@@ -32,11 +33,15 @@ __all__ = [
     "ResizedInput",
     "RetinaNet",
     "RoIHeads",
+    "YOLOv2",
+    "YOLOv3",
     "batch_images",
     "build_cascade_rcnn",
     "build_faster_rcnn",
     "build_refinedet",
     "build_retinanet",
+    "build_yolov2",
+    "build_yolov3",
     "check_targets",
     "make_detector_builder",
     "postprocess_detections",
