@@ -89,7 +89,8 @@ def foreground_background(model: Any, images: list, targets: list) -> str:
     """``fg : bg`` of what the model's classifier learns from, summed over ``images`` (module docstring)."""
     if hasattr(model, "filter_threshold"):
         counts = refinedet_anchors(model, images, targets)
-        return f"1 : {counts['bg_kept'] / max(counts['fg_kept'], 1):.1f}"
+        fg, bg = ("fg_kept", "bg_kept") if model.negative_filtering else ("fg", "bg")
+        return f"1 : {counts[bg] / max(counts[fg], 1):.1f}"
     dense = all(hasattr(model, name) for name in ("anchor_generator", "matcher", "feature_names"))
     if not hasattr(model, "roi_heads") and not dense:
         return "—"  # YOLO: its own assignment, not counted here
