@@ -131,6 +131,7 @@ def main() -> None:
         else:
             results = train_variants(args, train, val, val_set, args.keep or Path(folder) / "runs")
         budget = f"{args.epochs} epochs" if args.epochs else f"{args.seconds:.0f} s"
+        budget = "each run's own (steps column)" if args.runs else budget
         print(f"\ntorch {torch.__version__}, threads {torch.get_num_threads()}, budget {budget} per variant")
         table(results, val_set, args.resamples)
 
