@@ -64,9 +64,17 @@ def test_anchor_errors_are_named(tmp_path: Path) -> None:
         DetectRecipe(model="yolov3_plain", anchors=(10.0, 12.0, 5.0))
     with pytest.raises(ConfigError, match=r"^anchors=.*has no such option"):
         DetectRecipe(model="retinanet_plain_fpn", anchors=(10.0, 12.0))
-    with pytest.raises(ConfigError, match="expected 9 \\(width, height\\) pairs"):
+    with pytest.raises(ConfigError, match="same number of \\(width, height\\) pairs on each of the 3 scales"):
         recipe = DetectRecipe(model="yolov3_plain", anchors=(10.0, 12.0), **TINY)
         train_detector(recipe, tmp_path / "run", log=lambda _: None)
     few = DetectRecipe(model="yolov3_plain", **{**TINY, "num_train": 1})
     with pytest.raises(ConfigError, match="anchor_kmeans=true: yolov3_plain needs 9 anchors"):
         kmeans_anchor_argument(few, build_datasets(few).train)
+
+
+def test_anchor_count_asks_kmeans_for_another_number() -> None:
+    recipe = DetectRecipe(model="yolov3_plain", anchor_count=15, **TINY)
+    anchors = kmeans_anchor_argument(recipe, build_datasets(recipe).train)
+    assert len(anchors) == 15
+    with pytest.raises(ConfigError, match=r"^anchor_count=5: model 'retinanet_plain_fpn' takes no anchors"):
+        DetectRecipe(anchor_count=5)

@@ -178,7 +178,14 @@ def _centre_terms(raw, goal, xy_loss):
     return 0.5 * sum((_sigmoid(raw[k]) - goal[k]) ** 2 for k in (0, 1))
 
 
-def slow_yolov3_loss(outputs, targets, hw, threshold, xy_loss="sse"):
+def _class_terms(logits, label, activation):
+    if activation == "softmax":
+        top = max(logits)
+        return -(logits[label] - top - math.log(sum(math.exp(v - top) for v in logits)))
+    return sum(_bce(v, float(k == label)) for k, v in enumerate(logits))
+
+
+def slow_yolov3_loss(outputs, targets, hw, threshold, xy_loss="sse", activation="sigmoid"):
     """Literal loops over images and predictions: (box, objectness, classes), Σ|terms|, ignored count."""
     priors, totals, magnitude, ignored_count = _priors(), [0.0, 0.0, 0.0], 0.0, 0
     for raw_image, target in zip(outputs.tolist(), targets, strict=True):
@@ -194,7 +201,7 @@ def slow_yolov3_loss(outputs, targets, hw, threshold, xy_loss="sse"):
                 terms = [
                     (2 - w * h / (hw[0] * hw[1])) * (_centre_terms(raw, goal, xy_loss) + size),
                     _bce(raw[4], 1.0),
-                    sum(_bce(raw[5 + k], float(k == labels[m])) for k in range(len(raw) - 5)),
+                    _class_terms(raw[5:], labels[m], activation),
                 ]
             else:
                 terms = [0.0, 0.0 if ignored else _bce(raw[4], 0.0), 0.0]
@@ -209,8 +216,10 @@ def slow_yolov3_loss(outputs, targets, hw, threshold, xy_loss="sse"):
     return [t / len(targets) for t in totals], magnitude / len(targets), ignored_count
 
 
-@pytest.mark.parametrize("xy_loss", ["sse", "bce"])
-def test_yolov3_loss_equals_the_literal_reference(xy_loss: str) -> None:
+@pytest.mark.parametrize(
+    ("xy_loss", "activation"), [("sse", "sigmoid"), ("bce", "sigmoid"), ("sse", "softmax")]
+)
+def test_yolov3_loss_equals_the_literal_reference(xy_loss: str, activation: str) -> None:
     generator = torch.Generator().manual_seed(3)
     priors = _priors()
     outputs = torch.randn(2, priors.cells.shape[0], 5 + 3, generator=generator, dtype=F64)
@@ -220,8 +229,8 @@ def test_yolov3_loss_equals_the_literal_reference(xy_loss: str) -> None:
         {"boxes": torch.zeros(0, 4, dtype=F64), "labels": torch.zeros(0, dtype=torch.int64)},
     ]
     anchors = torch.tensor(ANCHORS, dtype=F64)
-    got = yolov3_loss(outputs, priors, anchors, LEVELS, targets, (32, 32), 0.3, xy_loss)
-    expected, magnitude, ignored = slow_yolov3_loss(outputs, targets, (32, 32), 0.3, xy_loss)
+    got = yolov3_loss(outputs, priors, anchors, LEVELS, targets, (32, 32), 0.3, xy_loss, activation)
+    expected, magnitude, ignored = slow_yolov3_loss(outputs, targets, (32, 32), 0.3, xy_loss, activation)
     assert ignored > 0  # the ignore rule takes part
     # both sides: per term ≤ 8 libm calls (2ε apart each) and ≤ 16 rounded operations, then sums of
     # ≤ 2·21·3·8 terms in different orders
@@ -335,7 +344,7 @@ def test_the_families_are_registered_and_picked_up_by_the_contract_test() -> Non
 
 
 def test_bad_options_are_named() -> None:
-    with pytest.raises(ConfigError, match="expected 9 \\(width, height\\) pairs"):
+    with pytest.raises(ConfigError, match="same number of \\(width, height\\) pairs on each of the 3 scales"):
         create_model("yolov3_plain", num_classes=3, anchors=((10, 10), (20, 20)))
     with pytest.raises(ConfigError, match="positive finite"):
         create_model("yolov2_plain", num_classes=3, anchors=((10, 10), (20, -1), (3, 3), (4, 4), (5, 5)))
@@ -343,10 +352,21 @@ def test_bad_options_are_named() -> None:
         create_model("yolov3_plain", num_classes=3, fusion="add")
     with pytest.raises(ConfigError, match=r"ignore_threshold=1\.5"):
         create_model("yolov3_plain", num_classes=3, ignore_threshold=1.5)
+    with pytest.raises(ConfigError, match="class_activation='tanh'"):
+        create_model("yolov3_plain", num_classes=3, class_activation="tanh")
     with pytest.raises(ConfigError, match="xy_loss='l2'"):
         create_model("yolov3_plain", num_classes=3, xy_loss="l2")
     with pytest.raises(ConfigError, match="neck_widths"):
         create_model("yolov3_plain", num_classes=3, neck_widths=(8, 8))
+
+
+def test_softmax_scores_sum_to_the_objectness() -> None:
+    model = create_model("yolov3_plain", num_classes=3, class_activation="softmax")
+    outputs = torch.randn(2, 5, 8, dtype=F64)
+    # Σ_k σ(t_o)·softmax_k = σ(t_o): a sum of 3 rounded products of values ≤ 1
+    torch.testing.assert_close(
+        model.scores(outputs).sum(-1), torch.sigmoid(outputs[..., 4]), rtol=0, atol=16 * eps(F64)
+    )
 
 
 def test_sum_fusion_and_space_to_depth_build_and_train() -> None:
@@ -497,3 +517,26 @@ def test_objectness_prior_sets_only_the_objectness_biases() -> None:
         assert bias[:, 4].min() < -4 and bias[:, [0, 1, 2, 3, 5, 6]].abs().max() < 1
     with pytest.raises(ConfigError, match=r"objectness_prior=1\.0"):
         create_model("yolov2_plain", num_classes=2, objectness_prior=1.0)
+
+
+@pytest.mark.parametrize("name", ["yolov3_plain", "yolov2_plain"])
+def test_mixed_precision_training_step(name: str) -> None:
+    # under autocast the head outputs bfloat16 while priors and targets are float32: the loss runs in float32
+    model = create_model(name, num_classes=3, widths=(8, 8, 16, 16, 32)).train()
+    images, targets = _shapes()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(images, targets)
+    assert all(v.dtype == torch.float32 and bool(torch.isfinite(v)) for v in losses.values())
+    sum(losses.values()).backward()
+
+
+def test_five_anchors_per_scale() -> None:
+    # the §18 "5 vs 3 anchors per scale" variant: 15 anchors, 5 per scale, sorted by area across scales
+    anchors = [(4.0 * (k + 1), 3.0 * (k + 1)) for k in reversed(range(15))]
+    model = create_model("yolov3_plain", num_classes=2, widths=(4, 4, 8, 8, 8), anchors=anchors)
+    assert model.anchors_per_level == [5, 5, 5] and model.anchor_levels == [0] * 5 + [1] * 5 + [2] * 5
+    assert model.anchors[:, 0].tolist() == [4.0 * (k + 1) for k in range(15)]
+    assert [block[-1].out_channels for block in model.head.blocks] == [5 * 7] * 3
+    target = {"boxes": torch.tensor([[4.0, 4.0, 60.0, 50.0]]), "labels": torch.tensor([1])}
+    losses = model.train()([torch.rand(3, 64, 64)], [target])
+    assert all(bool(torch.isfinite(v)) for v in losses.values())

@@ -4,7 +4,8 @@ When the chosen detector's builder takes ``anchors`` (the YOLO families) and the
 ``anchor_kmeans=true`` (the default) clusters the widths and heights of the training boxes — at the
 working scale when ``min_size`` is set — with the ``1 − IoU`` k-means of
 :func:`visionkit.ops.anchors.kmeans_anchors` into as many anchors as the builder's default has (9 for
-YOLOv3, 5 for YOLOv2), seeded with the run's seed. The result is a builder argument, so it is saved in
+YOLOv3, 5 for YOLOv2; ``anchor_count=N`` asks for another number, e.g. 15 = 5 per scale for YOLOv3),
+seeded with the run's seed. The result is a builder argument, so it is saved in
 ``model.pt`` and a resumed run recomputes the same anchors.
 
 Example:
@@ -86,7 +87,7 @@ def kmeans_anchor_argument(
     Raises:
         ConfigError: fewer distinct box sizes than anchors (set ``anchors=`` or ``anchor_kmeans=false``).
     """
-    count = takes_anchors(recipe.model)
+    count = recipe.anchor_count or takes_anchors(recipe.model)
     wh = training_box_sizes(dataset, recipe)
     distinct = int(torch.unique(wh, dim=0).shape[0]) if wh.numel() else 0
     if distinct < count:

@@ -37,6 +37,7 @@ MODEL_OPTIONS = (
     "ignore_threshold",
     "objectness_prior",
     "xy_loss",
+    "class_activation",
     "refine_anchors",
     "negative_filtering",
 )
@@ -84,10 +85,12 @@ class DetectRecipe:
     anchor_sizes: tuple[float, ...] = ()  # one per level; empty: the model's default
     anchors: tuple[float, ...] = ()  # YOLO: w1,h1,w2,h2,... pixels; empty: k-means or the model's default
     anchor_kmeans: bool = True  # YOLO without anchors=: 1-IoU k-means of the training boxes at run start
+    anchor_count: int = 0  # YOLO k-means: this many anchors (0: the model's own number; v3 3 per scale)
     fusion: Literal["concat", "sum"] | None = None  # YOLOv3: upsampled map concatenated (paper) or summed
     ignore_threshold: float | None = None  # YOLO: no objectness negative above this IoU (v3 0.5, v2 0.6)
     objectness_prior: float | None = None  # YOLO: initial objectness probability (0: the papers' bias 0)
     xy_loss: Literal["sse", "bce"] | None = None  # YOLOv3 box centre: the paper's SSE or darknet's BCE
+    class_activation: Literal["sigmoid", "softmax"] | None = None  # YOLOv3 classes: the paper's or v2's
     box_loss: Literal["l1", "smooth_l1", "giou"] | None = None  # RetinaNet: on the deltas or GIoU of boxes
     roi_op: Literal["align", "pool"] | None = None  # two-stage detectors: RoI Align or RoI Pool (§24)
     refine_anchors: bool | None = None  # RefineDet: ODM from the ARM-refined anchors (false: the originals)
@@ -157,6 +160,9 @@ def _check_model(r: DetectRecipe) -> None:
         r.anchors,
         "(width, height) pairs of positive pixel sizes: w1,h1,w2,h2,...",
     )
+    require(is_integer(r.anchor_count, 0), "anchor_count", r.anchor_count, "an integer >= 0 (0: the model's)")
+    if r.anchor_count and "anchors" not in accepted:
+        raise ConfigError(f"anchor_count={r.anchor_count!r}: model {r.model!r} takes no anchors")
     if r.anchors and "anchors" not in accepted:
         raise ConfigError(f"anchors={r.anchors!r}: model {r.model!r} has no such option")
     require(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from visionkit.errors import ConfigError
 from visionkit.models.backbones.base import Backbone
 from visionkit.models.backbones.darknet import darknet19, darknet53
 from visionkit.models.detectors.builders import BACKBONES, register_detector_family
@@ -46,6 +47,7 @@ def build_yolov3(
     fusion: str = "concat",
     ignore_threshold: float = 0.5,
     xy_loss: str = "sse",
+    class_activation: str = "sigmoid",
     objectness_prior: float = 0.0,
     image_mean: Sequence[float] = _NO_NORMALIZATION[0],
     image_std: Sequence[float] = _NO_NORMALIZATION[1],
@@ -53,13 +55,22 @@ def build_yolov3(
 ) -> YOLOv3:
     """YOLOv3 on the ``c3, c4, c5`` maps of any ``features_only`` backbone: the neck of ``neck_widths``
     (``fusion="concat"`` as the paper, or ``"sum"``), a head per scale, 9 anchors ``(w, h)`` in pixels
-    sorted by area (3 per scale, smallest on stride 8); ``xy_loss``: ``"sse"`` (the paper) or ``"bce"``
-    (darknet's gradient, :mod:`~visionkit.models.detectors.yolo.yolov3`); ``objectness_prior`` > 0: see
+    sorted by area (3 per scale, smallest on stride 8; ``3·n`` anchors give ``n`` per scale);
+    ``xy_loss``: ``"sse"`` (the paper) or ``"bce"`` (darknet's gradient,
+    :mod:`~visionkit.models.detectors.yolo.yolov3`); ``class_activation``:
+    ``"sigmoid"`` (the paper) or ``"softmax"`` (YOLOv2's, for the comparison); ``objectness_prior`` > 0: see
     :class:`~visionkit.models.detectors.yolo.neck.YOLOv3Head` (0: the paper)."""
     shapes = backbone.output_shape()
     neck = YOLOv3Neck({name: shapes[name] for name in ("c3", "c4", "c5")}, tuple(neck_widths), fusion)
-    head = YOLOv3Head(tuple(neck_widths), (3, 3, 3), num_classes, objectness_prior=objectness_prior)
-    table = check_anchors(anchors, 9)
+    count = len(anchors) if isinstance(anchors, Sequence) else 0
+    if count == 0 or count % 3:
+        raise ConfigError(
+            f"anchors: expected the same number of (width, height) pairs on each of the 3 scales (9 in the "
+            f"paper), got {count}"
+        )
+    per_scale = count // 3
+    head = YOLOv3Head(tuple(neck_widths), (per_scale,) * 3, num_classes, objectness_prior=objectness_prior)
+    table = check_anchors(anchors, count)
     ordered = table[(table[:, 0] * table[:, 1]).argsort(stable=True)].tolist()
     return YOLOv3(
         backbone,
@@ -67,8 +78,10 @@ def build_yolov3(
         head,
         ordered,
         num_classes=num_classes,
+        anchors_per_level=(per_scale,) * 3,
         ignore_threshold=ignore_threshold,
         xy_loss=xy_loss,
+        class_activation=class_activation,
         image_mean=image_mean,
         image_std=image_std,
         postprocess=postprocess,

@@ -223,6 +223,8 @@ class YOLOv2(YOLOv3):
         targets: Sequence[Target],
     ) -> dict[str, Tensor]:
         outputs, priors, _ = self._outputs(features)
+        if outputs.dtype in (torch.float16, torch.bfloat16):  # AMP: the loss in float32, as the targets
+            outputs = outputs.float()
         hw = (int(batch.shape[-2]), int(batch.shape[-1]))
         return yolov2_loss(
             outputs,

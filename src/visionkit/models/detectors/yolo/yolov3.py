@@ -14,7 +14,10 @@ logistic's derivative), binary cross-entropy of the objectness logit (1 at assig
 0 at the others unless their decoded box has IoU > ``ignore_threshold`` with a ground truth: those get no
 objectness loss) and an independent binary cross-entropy per class (no softmax). Input images are padded
 bottom/right to a multiple of 32 (:class:`~visionkit.models.detectors.base.Detector`), so any size is
-accepted; the data pipeline's ``Resize`` (or ``min_size``) plays the letterbox resize.
+accepted and boxes stay in the image's own pixels; the aspect-preserving ``Resize`` of the data pipeline
+(``train detect min_size=…``) plays darknet's letterbox resize (darknet also centres the padding).
+Multi-scale training: ``train detect scale_jitter=low,high`` rescales each image by a random factor
+(darknet instead draws one multiple of 32 for the whole batch every 10 batches; not implemented).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ COCO_ANCHORS = (
 
 
 XY_LOSSES = ("sse", "bce")
+CLASS_ACTIVATIONS = ("sigmoid", "softmax")
 
 
 def box_loss_terms(
@@ -90,6 +94,7 @@ def yolov3_loss(
     batch_hw: tuple[int, int],
     ignore_threshold: float = 0.5,
     xy_loss: str = "sse",
+    class_activation: str = "sigmoid",
 ) -> dict[str, Tensor]:
     """YOLOv3 losses of a batch (module docstring).
 
@@ -99,6 +104,8 @@ def yolov3_loss(
         targets: per image ``boxes`` ``[M, 4]`` xyxy pixels and ``labels`` ``[M]`` (crowd regions left out).
         batch_hw: the network input ``(H, W)`` (for the ``2 − w·h`` weight).
         xy_loss: ``"sse"`` (the paper) or ``"bce"`` (darknet's gradient), module docstring.
+        class_activation: ``"sigmoid"`` (the paper: a binary cross-entropy per class) or ``"softmax"``
+            (YOLOv2's softmax cross-entropy, for the §18 comparison).
 
     Returns:
         ``{"box", "objectness", "classification"}`` scalars; an image without objects contributes only
@@ -120,9 +127,12 @@ def yolov3_loss(
         chosen = raw[assigned.index]
         matched = boxes[assigned.gt].to(raw.dtype)
         box_terms.append(box_loss_terms(chosen, assigned.offsets, matched, batch_hw, xy_loss))
-        one_hot = torch.zeros_like(chosen[:, 5:])
-        one_hot[torch.arange(one_hot.shape[0]), labels[assigned.gt]] = 1.0
-        class_terms.append(F.binary_cross_entropy_with_logits(chosen[:, 5:], one_hot, reduction="sum"))
+        if class_activation == "softmax":
+            class_terms.append(F.cross_entropy(chosen[:, 5:], labels[assigned.gt], reduction="sum"))
+        else:
+            one_hot = torch.zeros_like(chosen[:, 5:])
+            one_hot[torch.arange(one_hot.shape[0]), labels[assigned.gt]] = 1.0
+            class_terms.append(F.binary_cross_entropy_with_logits(chosen[:, 5:], one_hot, reduction="sum"))
     count = len(box_terms)
     return {
         "box": torch.stack(box_terms).sum() / count,
@@ -144,6 +154,8 @@ class YOLOv3(Detector):
         ignore_threshold: predictions whose decoded box has IoU above this with a ground truth are no
             objectness negatives (0.5 as the paper; darknet's later cfg 0.7).
         xy_loss: ``"sse"`` (the paper) or ``"bce"`` (darknet's gradient) for the box centre.
+        class_activation: ``"sigmoid"`` (the paper) or ``"softmax"`` (YOLOv2's, for the comparison):
+            the class loss and the class probabilities of the scores.
         postprocess: :class:`~visionkit.models.detectors.postprocess.PostProcess` (``topk_candidates`` per
             level before class-aware NMS / Soft-NMS).
 
@@ -170,13 +182,18 @@ class YOLOv3(Detector):
         anchors_per_level: Sequence[int] = (3, 3, 3),
         ignore_threshold: float = 0.5,
         xy_loss: str = "sse",
+        class_activation: str = "sigmoid",
         postprocess: PostProcess | None = None,
         **options: Any,
     ) -> None:
         super().__init__(backbone, neck, num_classes=num_classes, postprocess=postprocess, **options)
         if xy_loss not in XY_LOSSES:
             raise ConfigError(f"xy_loss={xy_loss!r}: expected one of {list(XY_LOSSES)}")
-        self.xy_loss = xy_loss
+        if class_activation not in CLASS_ACTIVATIONS:
+            raise ConfigError(
+                f"class_activation={class_activation!r}: expected one of {list(CLASS_ACTIVATIONS)}"
+            )
+        self.xy_loss, self.class_activation = xy_loss, class_activation
         levels = len(neck.out_names)  # type: ignore[arg-type]
         if len(anchors_per_level) != levels or min(anchors_per_level) < 1:
             raise ConfigError(
@@ -207,13 +224,18 @@ class YOLOv3(Detector):
         targets: Sequence[Target],
     ) -> dict[str, Tensor]:
         outputs, priors, _ = self._outputs(features)
+        if outputs.dtype in (torch.float16, torch.bfloat16):  # AMP: the loss in float32, as the targets
+            outputs = outputs.float()
         hw = (int(batch.shape[-2]), int(batch.shape[-1]))
         return yolov3_loss(
             outputs, priors, self.anchors, self.anchor_levels, targets, hw, self.ignore_threshold
         )
 
     def scores(self, outputs: Tensor) -> Tensor:
-        """``Tensor[..., N, K]`` class-specific confidences ``σ(t_o)·σ(class)``."""
+        """``Tensor[..., N, K]`` class-specific confidences ``σ(t_o)·σ(class)`` (``softmax`` with
+        ``class_activation="softmax"``)."""
+        if self.class_activation == "softmax":
+            return torch.sigmoid(outputs[..., 4:5]) * torch.softmax(outputs[..., 5:], dim=-1)
         return torch.sigmoid(outputs[..., 4:5]) * torch.sigmoid(outputs[..., 5:])
 
     @torch.no_grad()
