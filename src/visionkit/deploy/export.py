@@ -127,6 +127,11 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
     model, info = load_run_model(recipe.weights)
     inner = getattr(model, "detector", model)  # a detector behind ResizedInput
     kind = model_kind(inner)
+    images = (
+        calibration_images(recipe.calib_images, recipe.calib_count, info)
+        if recipe.int8 and kind == "classifier"
+        else None
+    )
     if recipe.fuse or recipe.int8:
         inner = fuse_model(inner)
     extra: dict[str, Any] = {
@@ -147,7 +152,7 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         float_folder = Path(scratch) / "float"
         export_onnx(inner, float_folder, example_size=(size, size))
-        images = calibration_images(recipe.calib_images, recipe.calib_count, info)
+        assert images is not None
         batches = [(chunk,) for chunk in images.split(64)]
         ranges = calibrate_onnx(float_folder / "model.onnx", batches, recipe.calib, recipe.percentile)
         quantized = quantize_onnx(float_folder / "model.onnx", ranges, Path(scratch) / "int8.onnx")
