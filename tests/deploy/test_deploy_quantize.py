@@ -109,7 +109,7 @@ class _Net(nn.Module):
         self.fc = nn.Linear(8, 4)
 
     def forward(self, x):
-        y = torch.relu(self.conv1(x))
+        y = nn.functional.relu6(self.conv1(x))
         y = torch.relu(self.conv2(y) + y)
         return self.fc(y.mean((2, 3)))
 
@@ -149,7 +149,8 @@ def test_qdq_graph_carries_our_numbers_and_runs(float_graph, tmp_path) -> None:
         assert np.array_equal(init[f"{name}__int8"], (q.T if transposed else q).numpy())
         assert np.array_equal(init[f"{name}__scale"], s.numpy())
     ops = {n.op_type for n in model.graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "Relu" not in ops  # ReLUs folded into Q
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert "Relu" not in ops and "Clip" not in ops  # ReLU and ReLU6 are the quantizers' saturation
     # it runs, and the logits stay float
     x = torch.rand(2, 3, 16, 20)
     got = ort_session(out).run(None, {"input_0": x.numpy()})[0]
@@ -212,3 +213,12 @@ def test_calibration_images_of_the_wrong_size_or_channels(digits_run, tmp_path) 
         calibration_images(str(tmp_path / "missing"), 4, info)
     with pytest.raises(ConfigError, match="calib"):
         ExportRecipe(weights="x", calib="kl")
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    from visionkit.deploy import export, onnx, quantize
+
+    for module in (quantize, onnx, export):
+        assert doctest.testmod(module).failed == 0, module.__name__

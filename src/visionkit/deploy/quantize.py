@@ -24,10 +24,11 @@ The graph: the float model is fused (:func:`visionkit.deploy.fuse.fuse_model`) a
 (:mod:`visionkit.deploy.onnx`); every activation tensor read or written by a Conv / Gemm / MatMul / Add /
 Concat / pooling node, except the graph's outputs (logits and raw head outputs stay float), gets a
 ``QuantizeLinear → DequantizeLinear`` pair with our scale and zero point; the weights of Conv / Gemm are
-stored as ``int8`` behind a per-channel ``DequantizeLinear``; a ReLU right after such a node is dropped,
-its output range (``lo = 0``, so ``z = 0``) given to the node's output — the quantizer's saturation at
-``q = 0`` is the ReLU. ONNX Runtime fuses these patterns into its integer kernels
-(``QLinearConv``, ``QLinearAdd``, ...). Box decoding and NMS of detectors stay in float (outside the graph).
+stored as ``int8`` behind a per-channel ``DequantizeLinear``; a ReLU (or ReLU6: a ``Clip`` at 0) right
+after such a node is dropped, its output range (``lo = 0``, so ``z = 0``) given to the node's output —
+the quantizer's saturation at ``q = 0`` is the ReLU. ONNX Runtime fuses these patterns into its integer
+kernels (``QLinearConv``, ``QLinearAdd``, ...). Box decoding and NMS of detectors stay in float (outside
+the graph).
 
 Example:
     >>> import torch
@@ -199,8 +200,8 @@ def activation_qparams(low: float, high: float) -> tuple[float, int]:
     """Per-tensor asymmetric uint8 ``(scale, zero_point)`` of a range (module docstring).
 
     Example:
-        >>> activation_qparams(0.0, 2.55)
-        (0.01, 0)
+        >>> activation_qparams(0.0, 5.1)  # s = 5.1 / 255 (to rounding), z = 0
+        (0.019999999999999997, 0)
     """
     low, high = min(low, 0.0), max(high, 0.0)
     if not (math.isfinite(low) and math.isfinite(high)):
@@ -296,15 +297,30 @@ def _relu_outputs(model: Any) -> dict[str, str]:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     graph_outputs = {o.name for o in model.graph.output}
+    from onnx import numpy_helper
+
+    zeros = {i.name for i in model.graph.initializer if i.dims == [] or list(i.dims) == [1]}
+    zeros = {
+        i.name for i in model.graph.initializer if i.name in zeros and float(numpy_helper.to_array(i)) == 0
+    }
     found = {}
     for node in model.graph.node:
         if node.op_type not in QUANTIZED_OPS:
             continue
         for name in node.output:
             users = consumers.get(name, [])
-            if len(users) == 1 and users[0].op_type == "Relu" and name not in graph_outputs:
+            if len(users) == 1 and _is_relu(users[0], zeros) and name not in graph_outputs:
                 found[name] = users[0].output[0]
     return found
+
+
+def _is_relu(node: Any, zeros: set[str]) -> bool:
+    """A ``Relu``, or a ``Clip`` whose lower bound is 0 (ReLU6): both are dropped into the next quantizer,
+    which saturates at ``q = 0`` (the value 0) and at the calibrated ``hi`` of the clipped output (≤ its
+    upper bound), so quantizing the unclipped tensor with the clipped tensor's range gives the same codes."""
+    if node.op_type == "Relu":
+        return True
+    return node.op_type == "Clip" and len(node.input) > 1 and node.input[1] in zeros
 
 
 # ----------------------------------------------------------------------------------------- the QDQ graph
@@ -376,7 +392,7 @@ def quantize_onnx(path: str | Path, ranges: dict[str, tuple[float, float]] | Non
 def _drop_relus(model: Any) -> None:
     """Remove each ReLU that is the only consumer of a quantized node's output (module docstring)."""
     for produced, relu_output in _relu_outputs(model).items():
-        relu = next(n for n in model.graph.node if n.op_type == "Relu" and n.input[0] == produced)
+        relu = next(n for n in model.graph.node if n.op_type in ("Relu", "Clip") and n.input[0] == produced)
         producer = next(n for n in model.graph.node if produced in n.output)
         producer.output[list(producer.output).index(produced)] = relu_output
         model.graph.node.remove(relu)
