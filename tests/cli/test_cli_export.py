@@ -72,8 +72,18 @@ def test_export_detector_and_predict_with_onnxruntime(tmp_path: Path) -> None:
     result = runner.invoke(main, ["train", "detect", *TINY_DETECT, "--out", str(run), "--no-progress"])
     assert result.exit_code == 0, result.output
     weights = run / "model.pt"
-    result = runner.invoke(main, ["export", f"weights={weights}", "int8=true"])
-    assert result.exit_code == 2 and "classifiers only" in result.output
+    # int8: trunk and head quantized, calibrated on 4 training images, gated by COCO AP on the val images
+    int8 = tmp_path / "int8"
+    keys = ["int8=true", "calib=minmax", "calib_count=4", "max_drop=1", "image_size=64"]
+    result = runner.invoke(main, ["export", f"weights={weights}", *keys, "--out", str(int8)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((int8 / "export.json").read_text())
+    assert manifest["int8"] and set(manifest["parts"]) == {"trunk", "head"} and "AP_int8" in manifest
+    import onnx
+
+    for part in manifest["parts"].values():
+        ops = {node.op_type for node in onnx.load(str(int8 / part)).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     result = runner.invoke(main, ["export", f"weights={weights}", "fuse=true", "image_size=64"])
     assert result.exit_code == 0, result.output
     assert json.loads((run / "export" / "export.json").read_text())["kind"] == "retinanet"
@@ -81,10 +91,14 @@ def test_export_detector_and_predict_with_onnxruntime(tmp_path: Path) -> None:
     images.mkdir()
     Image.effect_noise((64, 48), 60).convert("RGB").save(images / "a.png")
     outputs = {}
-    for backend in ("torch", "onnxruntime"):
+    for backend in ("torch", "onnxruntime", "int8"):
         out = tmp_path / backend
-        result = runner.invoke(main, ["predict", str(images), f"weights={weights}", "--backend", backend,
-                                      "--out", str(out)])  # fmt: skip
+        engine = (
+            ["--backend", "onnxruntime", "--onnx", str(int8)] if backend == "int8" else ["--backend", backend]
+        )
+        result = runner.invoke(
+            main, ["predict", str(images), f"weights={weights}", *engine, "--out", str(out)]
+        )
         assert result.exit_code == 0, result.output
         outputs[backend] = json.loads((out / "detections.json").read_text())
     # the same detections (the numbers agree within the derived bound of tests/deploy/test_deploy_onnx.py)

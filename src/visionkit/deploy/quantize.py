@@ -230,14 +230,22 @@ def weight_qparams(weight: Tensor) -> tuple[Tensor, Tensor]:
 # ----------------------------------------------------------------------------------------- calibration
 def _activation_tensors(model: Any) -> list[str]:
     """Names of the activation tensors to quantize (module docstring), in graph order."""
+    import onnx
+
     initializers = {i.name for i in model.graph.initializer}
     initializers |= {o.name for o in model.graph.output}  # the model's outputs stay float (logits, boxes)
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    floats = {
+        value.name
+        for value in [*inferred.value_info, *inferred.input, *inferred.output]
+        if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    }  # only float tensors: shape arithmetic (int64 Concat of sizes) stays as it is
     names: list[str] = []
     for node in model.graph.node:
         if node.op_type in QUANTIZED_OPS:
             inputs = node.input[:1] if node.op_type in WEIGHTED_OPS else node.input
             for name in [*inputs, *node.output]:
-                if name and name not in initializers and name not in names:
+                if name and name in floats and name not in initializers and name not in names:
                     names.append(name)
     return names
 
@@ -299,9 +307,11 @@ def _relu_outputs(model: Any) -> dict[str, str]:
     graph_outputs = {o.name for o in model.graph.output}
     from onnx import numpy_helper
 
-    zeros = {i.name for i in model.graph.initializer if i.dims == [] or list(i.dims) == [1]}
+    zeros = {i.name for i in model.graph.initializer if list(i.dims) in ([], [1])}
     zeros = {
-        i.name for i in model.graph.initializer if i.name in zeros and float(numpy_helper.to_array(i)) == 0
+        i.name
+        for i in model.graph.initializer
+        if i.name in zeros and numpy_helper.to_array(i).ravel()[0] == 0
     }
     found = {}
     for node in model.graph.node:
@@ -372,9 +382,10 @@ def quantize_onnx(path: str | Path, ranges: dict[str, tuple[float, float]] | Non
             for k, value in enumerate(node.input):
                 if value == name:
                     node.input[k] = f"{name}__dq"
+    done: set[str] = set()
     for node in graph.node:
         if node.op_type in WEIGHTED_OPS and len(node.input) > 1 and node.input[1] in initializers:
-            nodes, weights = _quantize_weights(node, initializers, scales)
+            nodes, weights = _quantize_weights(node, initializers, scales, done)
             new_nodes += nodes
             graph.initializer.extend(weights)
     _insert_topologically(graph, new_nodes)
@@ -399,9 +410,11 @@ def _drop_relus(model: Any) -> None:
 
 
 def _quantize_weights(
-    node: Any, initializers: dict[str, Any], scales: dict[str, float]
+    node: Any, initializers: dict[str, Any], scales: dict[str, float], done: set[str]
 ) -> tuple[list[Any], list[Any]]:
-    """int8 per-channel weights (and int32 bias) of a Conv / Gemm behind DequantizeLinear nodes."""
+    """int8 per-channel weights (and int32 bias) of a Conv / Gemm behind DequantizeLinear nodes. A weight
+    shared by several nodes (a head applied to every pyramid level) is stored once (``done``: the weights
+    already stored); each node gets its own bias, whose scale depends on that node's input scale."""
     from onnx import helper, numpy_helper
 
     weight_init = initializers[node.input[1]]
@@ -411,18 +424,22 @@ def _quantize_weights(
     q = q.T if transposed else q
     name = node.input[1]
     axis = 1 if transposed else 0
-    graph_inits = [
-        numpy_helper.from_array(q.contiguous().numpy(), f"{name}__int8"),
-        numpy_helper.from_array(scale.numpy(), f"{name}__scale"),
-        numpy_helper.from_array(np.zeros(len(scale), dtype=np.int8), f"{name}__zero_point"),
-    ]
-    nodes = [helper.make_node("DequantizeLinear", [f"{name}__int8", f"{name}__scale", f"{name}__zero_point"],
-                              [f"{name}__dq"], axis=axis)]  # fmt: skip
+    graph_inits, nodes = [], []
+    if name not in done:
+        done.add(name)
+        graph_inits += [
+            numpy_helper.from_array(q.contiguous().numpy(), f"{name}__int8"),
+            numpy_helper.from_array(scale.numpy(), f"{name}__scale"),
+            numpy_helper.from_array(np.zeros(len(scale), dtype=np.int8), f"{name}__zero_point"),
+        ]
+        nodes.append(helper.make_node("DequantizeLinear", [f"{name}__int8", f"{name}__scale",
+                                      f"{name}__zero_point"], [f"{name}__dq"], axis=axis))  # fmt: skip
     node.input[1] = f"{name}__dq"
     x_name = node.input[0][: -len("__dq")] if node.input[0].endswith("__dq") else None
     if len(node.input) > 2 and node.input[2] in initializers and x_name in scales:
-        bias_name = node.input[2]
-        bias = numpy_helper.to_array(initializers[bias_name]).astype(np.float64)
+        bias_name = f"{node.input[2]}__for_{x_name}"
+        bias_init = initializers[node.input[2]]
+        bias = numpy_helper.to_array(bias_init).astype(np.float64)
         bias_scale = (np.float64(scales[x_name]) * scale.double().numpy()).astype(np.float32)
         bias_q = np.clip(np.round(bias / bias_scale.astype(np.float64)), -(2**31), 2**31 - 1).astype(np.int32)
         graph_inits += [
