@@ -26,12 +26,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from visionkit.compress.distill import distill_classifier
 from visionkit.compress.lowrank import factorize_model
-from visionkit.compress.measure import macs_and_params, paired_latency_ms, serialized_bytes
+from visionkit.compress.measure import (
+    macs_and_params,
+    paired_accuracy_gain,
+    paired_latency_ms,
+    serialized_bytes,
+)
 from visionkit.compress.prune import MaskHook, magnitude_prune, storage_ratio
 from visionkit.compress.run import CompressRecipe, _finetune
 from visionkit.compress.share import share_weights, storage_report
@@ -56,13 +63,147 @@ def _torch_pruning(model: nn.Module, example: torch.Tensor) -> nn.Module:
     return pruned
 
 
+@torch.no_grad()
+def _correct(model: nn.Module, loader: DataLoader) -> np.ndarray:
+    """Per-image correctness (0/1) over ``loader``, in order."""
+    model.eval()
+    return np.concatenate([(model(x).argmax(1) == y).numpy() for x, y in loader]).astype(float)
+
+
+def _interval(result: dict[str, float]) -> str:
+    return f"{100 * result['gain']:+.2f} [{100 * result['low']:+.2f}, {100 * result['high']:+.2f}]"
+
+
+def _train_resnet18(epochs: int, work: Path, threads: int) -> tuple[nn.Module, float]:
+    start = time.perf_counter()
+    recipe = ClassifyRecipe(model="resnet18", image_size=32, epochs=epochs, lr=0.05, progress=False,
+                            threads=threads)  # fmt: skip
+    train_classifier(recipe, work / "teacher")
+    return load_classifier(work / "teacher" / "model.pt")[0], time.perf_counter() - start
+
+
+def accuracy_part(arguments: argparse.Namespace, work: Path) -> None:
+    """The accuracy columns of the targets: structured 50 % (ours and Torch-Pruning) and 4-bit sharing,
+    each fine-tuned with the same budget from the same trained ResNet-18; changes in points with a paired
+    bootstrap over the 270 test images."""
+    original, train_seconds = _train_resnet18(arguments.epochs, work, arguments.threads)
+    train = DataLoader(Digits("train", seed=0), batch_size=64, shuffle=True)
+    test = DataLoader(Digits("test", seed=0), batch_size=512)
+    settings = CompressRecipe(weights="-", finetune_epochs=arguments.finetune, lr=0.01)
+    example = torch.zeros(2, 1, 8, 8)
+    shared = copy.deepcopy(original)
+    share_weights(shared, bits=4)
+    variants = {
+        "ours: channels 50 % (L1, round to 8)": prune_channels(original, example, 0.5, round_to=8).model,
+        "Torch-Pruning 50 % (group L1, round to 8)": _torch_pruning(original, example),
+        "4-bit k-means sharing": shared,
+    }
+    correct = {"original": (_correct(original, test),) * 2}
+    seconds = {}
+    for name, model in variants.items():
+        before = _correct(model, test)
+        start = time.perf_counter()
+        torch.manual_seed(0)
+        _finetune(model, settings, train, arguments.finetune, [])
+        seconds[name] = time.perf_counter() - start
+        correct[name] = (before, _correct(model, test))
+    models = {"original": original, **variants}
+    latency = {
+        b: paired_latency_ms(models, torch.zeros(b, 1, 8, 8), repeats=arguments.repeats) for b in (1, 8)
+    }
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, threads "
+          f"{arguments.threads}, ResNet-18 trained {arguments.epochs} epochs in {train_seconds:.0f} s, "
+          f"fine-tune {arguments.finetune} epochs (lr 0.01, cosine) each")  # fmt: skip
+    print("| model | params | MACs | speed-up b1 / b8 | acc. before FT | acc. after FT | change vs original "
+          "(points) [95 % CI] | fine-tune s |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    rows = []
+    for name, model in models.items():
+        macs, params = macs_and_params(model, torch.zeros(1, 1, 8, 8))
+        gain = paired_accuracy_gain(correct["original"][1], correct[name][1])
+        b1, b8 = (latency[b]["original"] / latency[b][name] for b in (1, 8))
+        speed = f"{b1:.2f}× / {b8:.2f}×"
+        before, after = correct[name][0].mean(), correct[name][1].mean()
+        print(f"| {name} | {params:,} | {macs / 1e6:.1f} M | {speed} | {before:.4f} | {after:.4f} | "
+              f"{_interval(gain)} | {seconds.get(name, 0):.0f} |")  # fmt: skip
+        rows.append({"model": name, "params": params, "macs": macs, "acc_before": correct[name][0].mean(),
+                     "acc": correct[name][1].mean(), "change": gain, "b1_ms": latency[1][name],
+                     "b8_ms": latency[8][name]})  # fmt: skip
+    names = list(variants)
+    ours_vs_tp = paired_accuracy_gain(correct[names[1]][1], correct[names[0]][1])
+    print(f"ours − Torch-Pruning after fine-tuning (points): {_interval(ours_vs_tp)}, "
+          f"P(≤ 0) {ours_vs_tp['below_zero']:.3f}")  # fmt: skip
+    report = storage_report(shared)
+    packed, huffman = report["packed_ratio"], report["huffman_ratio"]
+    print(f"4-bit sharing: shared weights {packed:.2f}× smaller (Huffman {huffman:.2f}×)")
+    (work / "accuracy.json").write_text(json.dumps({"rows": rows, "ours_vs_tp": ours_vs_tp}, indent=2))
+    print(f"rows: {work / 'accuracy.json'}")
+
+
+def distill_part(arguments: argparse.Namespace, work: Path) -> None:
+    """Distilled student vs the same student trained alone (same recipe, seed, data order and budget).
+
+    For each seed (its own digits split), a ResNet-18 teacher (32×32 input) is trained for ``--epochs``;
+    then ``resnet_digits`` (8×8 input, 64× fewer parameters) is trained for ``--student-epochs`` alone,
+    with soft targets (α 0.9, T 4), and with soft targets plus a hint (its last stage ← the teacher's
+    layer3 through a 1×1 adapter). Gains: paired bootstrap over all (seed, test image) pairs.
+    """
+    students = {
+        "alone": {},
+        "soft targets (α 0.9, T 4)": {"alpha": 0.9, "temperature": 4.0},
+        "soft targets + hint (1.stages.2 ← 1.layer3)": {
+            "alpha": 0.9, "temperature": 4.0, "hint": "1.stages.2:1.layer3", "hint_weight": 1.0,
+        },
+    }  # fmt: skip
+    correct: dict[str, list[np.ndarray]] = {name: [] for name in ["teacher", *students]}
+    start = time.perf_counter()
+    for seed in range(arguments.seeds):
+        teacher_recipe = ClassifyRecipe(model="resnet18", image_size=32, epochs=arguments.epochs, lr=0.05,
+                                        progress=False, threads=arguments.threads, seed=seed)  # fmt: skip
+        train_classifier(teacher_recipe, work / f"teacher{seed}")
+        teacher_path = work / f"teacher{seed}" / "model.pt"
+        test = DataLoader(Digits("test", seed=seed), batch_size=512)
+        correct["teacher"].append(_correct(load_classifier(teacher_path)[0], test))
+        for index, (name, keys) in enumerate(students.items()):
+            extra = {"teacher": str(teacher_path), **keys} if keys else {}
+            recipe = ClassifyRecipe(epochs=arguments.student_epochs, progress=False,
+                                    threads=arguments.threads, seed=seed, **extra)  # fmt: skip
+            folder = work / f"student{seed}_{index}"
+            (distill_classifier if keys else train_classifier)(recipe, folder)
+            correct[name].append(_correct(load_classifier(folder / "model.pt")[0], test))
+        print(f"seed {seed} done at {time.perf_counter() - start:.0f} s", flush=True)
+    pooled = {name: np.concatenate(values) for name, values in correct.items()}
+    print(f"torch {torch.__version__}, threads {arguments.threads}, {arguments.seeds} seeds, teacher "
+          f"{arguments.epochs} epochs, students {arguments.student_epochs} epochs, "
+          f"{time.perf_counter() - start:.0f} s in all")  # fmt: skip
+    print("| model | test accuracy per seed | pooled | gain vs alone (points) [95 % CI] | P(gain ≤ 0) |")
+    print("|---|---|---:|---:|---:|")
+    rows = {}
+    for name, values in correct.items():
+        per_seed = ", ".join(f"{v.mean():.4f}" for v in values)
+        gain = paired_accuracy_gain(pooled["alone"], pooled[name])
+        shown = "—" if name == "alone" else f"{_interval(gain)} | {gain['below_zero']:.3f}"
+        print(f"| {name} | {per_seed} | {pooled[name].mean():.4f} | {shown} |")
+        rows[name] = {"per_seed": [float(v.mean()) for v in values], "gain": gain}
+    (work / "distill.json").write_text(json.dumps(rows, indent=2))
+    print(f"rows: {work / 'distill.json'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", choices=("table", "accuracy", "svd", "distill"), default="table")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--finetune", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=3, help="distill: seeds (digits splits)")
+    parser.add_argument("--student-epochs", type=int, default=5, help="distill: student budget")
     arguments = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(arguments.threads)
+    if arguments.part != "table":
+        work = Path(tempfile.mkdtemp(prefix=f"bench_compress_{arguments.part}_"))
+        {"accuracy": accuracy_part, "distill": distill_part}[arguments.part](arguments, work)
+        return
     work = Path(tempfile.mkdtemp(prefix="bench_compress_"))
     start = time.perf_counter()
     recipe = ClassifyRecipe(model="resnet18", image_size=32, epochs=arguments.epochs, lr=0.05, progress=False)
@@ -113,8 +254,8 @@ def main() -> None:
             "acc_before_ft": accuracy[name][0], "acc": accuracy[name][1], "note": extra,
         })  # fmt: skip
     base = rows[0]
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, threads 2, "
-          f"trained {arguments.epochs} epochs in {train_seconds:.0f} s, "
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"threads {arguments.threads}, trained {arguments.epochs} epochs in {train_seconds:.0f} s, "
           f"fine-tune {arguments.finetune} epochs")  # fmt: skip
     print("| model | params | MACs | speed-up b1 | speed-up b8 | ms b1 / b8 | acc. before FT | acc. | note |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_detect_recipe.py                 # 300 s per variant, ~40 min
     .venv/bin/python benchmarks/bench_detect_recipe.py --seconds 60 --variants default no_ema
+    .venv/bin/python benchmarks/bench_detect_recipe.py --epochs 8 --threads 1   # step-matched, any load
 
 The data are the issue's YOLO-folder split of ``shapes``: 1280 training images (``visionkit data shapes
 --num-images 1280 --seed 0 --format yolo``) and 128 validation images (``--seed 1000``), exported into a
@@ -9,6 +10,10 @@ temporary folder. Every variant trains ``visionkit train detect`` with ``time_li
 schedule ends with the budget), then is evaluated on the validation split. Each variant's COCO AP is
 compared with the default recipe's on the same images by a paired bootstrap (95% interval of the gain,
 ``visionkit.lab.demo.bootstrap_ap_gain``). Run it on a quiet machine: the budget is wall-clock time.
+
+``--epochs N`` gives every variant the same number of optimizer steps instead (N epochs of 1280 images; the
+schedule ends with them): the comparison then does not depend on the machine's load, and the table's
+``ms/step`` column (measured, so load-dependent) says what a wall-clock budget would buy.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ def export(folder: Path) -> tuple[Path, Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300.0, help="training budget per variant")
+    parser.add_argument("--epochs", type=int, default=0, help="> 0: a budget in epochs instead of seconds")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--resamples", type=int, default=500)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -79,9 +85,9 @@ def main() -> None:
             recipe = DetectRecipe(
                 data=str(train),
                 val_data=str(val),
-                time_limit=args.seconds,
-                epochs=1000,
-                eval_every=1000,
+                time_limit=0.0 if args.epochs else args.seconds,
+                epochs=args.epochs or 1000,
+                eval_every=args.epochs or 1000,
                 progress=False,
                 tensorboard=False,
                 threads=args.threads,
@@ -92,11 +98,13 @@ def main() -> None:
             detector, _ = load_detector(run / "model.pt")
             found = predict(detector, images)
             results[name] = (metrics, found)
-            print(f"{name}: {metrics['steps']} steps, AP {metrics['AP']:.4f}", flush=True)
+            seconds = metrics["train_seconds"]
+            print(f"{name}: {metrics['steps']} steps in {seconds:.0f} s, AP {metrics['AP']:.4f}", flush=True)
     threads = torch.get_num_threads()
-    print(f"\ntorch {torch.__version__}, threads {threads}, budget {args.seconds:.0f} s per variant")
-    print("| variant | steps | COCO AP | AP50 | AP75 | AP − default (95% CI) |")
-    print("|---|---:|---:|---:|---:|---|")
+    budget = f"{args.epochs} epochs" if args.epochs else f"{args.seconds:.0f} s"
+    print(f"\ntorch {torch.__version__}, threads {threads}, budget {budget} per variant")
+    print("| variant | steps | ms/step | COCO AP | AP50 | AP75 | AP − default (95% CI) |")
+    print("|---|---:|---:|---:|---:|---:|---|")
     base = results["default"][1]
     for name, (metrics, found) in results.items():
         coco = evaluate_coco(found, targets, num_classes=3).as_dict()
@@ -107,7 +115,8 @@ def main() -> None:
             low, high = interval["low"], interval["high"]
             gain = f"{coco['AP'] - base_ap:+.4f} ({low:+.4f} … {high:+.4f})"
         numbers = f"{coco['AP']:.4f} | {coco['AP50']:.4f} | {coco['AP75']:.4f}"
-        print(f"| {name} | {metrics['steps']} | {numbers} | {gain} |")
+        per_step = 1000 * metrics["train_seconds"] / max(metrics["steps"], 1)
+        print(f"| {name} | {metrics['steps']} | {per_step:.0f} | {numbers} | {gain} |")
 
 
 if __name__ == "__main__":

@@ -11,13 +11,7 @@ from click.testing import CliRunner
 
 from visionkit.cli import main
 from visionkit.compress.run import load_compressed_classifier
-from visionkit.engine.classify import (
-    ClassifyRecipe,
-    _Distilled,
-    build_model,
-    load_classifier,
-    save_classifier,
-)
+from visionkit.engine.classify import ClassifyRecipe, build_model, load_classifier, save_classifier
 
 
 @pytest.fixture(scope="module")
@@ -101,17 +95,27 @@ def test_truncated_compressed_file_is_a_clear_error(weights: Path, tmp_path: Pat
         load_compressed_classifier(out / "model.pt")
 
 
-def test_distilled_student_returns_both_logits_in_training_only(weights: Path) -> None:
-    teacher, recipe = load_classifier(weights)
-    student = _Distilled(build_model(recipe, num_classes=10), teacher)
-    x = torch.zeros(2, 1, 8, 8)
-    student_logits, teacher_logits = student.train()(x)
-    assert torch.equal(teacher_logits, teacher(x)) and student_logits.requires_grad
-    assert student.eval()(x).shape == (2, 10)
-    assert not any(name.startswith("_teacher") for name in student.state_dict())
-
-
 def test_train_classify_with_missing_teacher_names_the_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["train", "classify", f"teacher={tmp_path / 't.pt'}", "epochs=1",
                                        "progress=false", "--out", str(tmp_path / "s")])  # fmt: skip
     assert result.exit_code == 1 and "t.pt" in result.output
+
+
+def test_a_pruning_that_changes_the_output_shape_is_caught_before_saving(
+    weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A (simulated) graph bug that also shrinks the classifier: the output check refuses it; no file."""
+    import visionkit.compress.structured as structured
+
+    rebuild = structured.rebuild_layers
+
+    def buggy(model, graph, removed):
+        shapes = rebuild(model, graph, removed)
+        model[1].fc = torch.nn.Linear(model[1].fc.in_features, 9)
+        return shapes
+
+    monkeypatch.setattr(structured, "rebuild_layers", buggy)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["compress", "prune", f"weights={weights}", *FAST, "--out", str(out)])
+    assert result.exit_code == 1 and "output shapes changed" in result.output, result.output
+    assert not (out / "model.pt").exists()

@@ -62,6 +62,7 @@ INVALID_CLASSIFY = {
     "milestones": (8, 5), "gamma": 0.0, "decay_k": -1.0, "clip_norm": 0.0, "accumulation_steps": 0,
     "amp": "yes", "ema_decay": 1.0, "early_stopping_patience": -1, "image_size": -8, "seed": 0.5,
     "threads": -1, "progress": 1, "teacher": 3, "temperature": 0.0, "alpha": 1.5,
+    "hint": "one_layer", "hint_weight": -1.0,
 }  # fmt: skip
 
 

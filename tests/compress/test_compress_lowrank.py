@@ -113,3 +113,19 @@ def test_separable_and_tucker2_factorise_convolutions_of_a_model() -> None:
     full = nn.Conv2d(4, 4, 3)
     assert sum(p.numel() for p in factorize_conv_separable(full, 12).parameters()) > 0
     assert factorize_conv_tucker2(full, (4, 4))[1].weight.shape == (4, 4, 3, 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_factorize_model_uses_one_svd_in_the_chosen_precision(dtype: torch.dtype) -> None:
+    """The rank comes from the singular values of that SVD (hand loop) and the factors are its truncation
+    (same operations on the same tensors: equal)."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(40, 30))
+    weight = net[0].weight.detach().clone()
+    ranks = factorize_model(net, "svd", energy=0.6, svd_dtype=dtype)
+    u, s, vh = torch.linalg.svd(weight.to(dtype), full_matrices=False)
+    rank = _hand_rank(s.tolist(), 0.6)
+    assert ranks == {"0": rank} and rank * 70 < 1200
+    root = s[:rank].sqrt()
+    assert torch.equal(net[0][0].weight, (root[:, None] * vh[:rank]).float())
+    assert torch.equal(net[0][1].weight, (u[:, :rank] * root).float())

@@ -1,4 +1,5 @@
-"""``visionkit compress METHOD weights=RUN/model.pt key=value ...``: prune, share or factorise a classifier.
+"""``visionkit compress METHOD weights=RUN/model.pt key=value ...``: prune, share or factorise a classifier
+or a detector's backbone.
 
 Example::
 
@@ -26,18 +27,18 @@ METHOD_HELP = {
 @click.argument("overrides", nargs=-1)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run folder.")
 def compress(method: str, overrides: tuple[str, ...], out: Path | None) -> None:
-    """Compress a trained classifier and measure it against the original.
+    """Compress a trained classifier (or a detector's backbone) and measure it against the original.
 
     METHOD is prune, share or lowrank; OVERRIDES are key=value pairs (keys below), weights= is required.
     The run folder holds config.json, model.pt (the compressed model) and report.json (parameters, MACs,
     bytes on disk, latency at batch 1 and 8, test accuracy before / after / after fine-tuning).
     """
-    from visionkit.compress.run import CompressRecipe, compress_classifier
+    from visionkit.compress.run import CompressRecipe, compress_model
     from visionkit.engine.config import apply_overrides
 
     recipe = apply_overrides(CompressRecipe(), list(overrides))
     run_dir = out or Path("runs") / f"compress-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
-    report = compress_classifier(method, recipe, run_dir)
+    report = compress_model(method, recipe, run_dir)
     shown = {k: v for k, v in report.items() if k not in ("details", "rows")}
     click.echo(json.dumps(shown, indent=2))
     _print_table(report)
@@ -50,6 +51,8 @@ def _print_table(report: dict) -> None:
 
     table = Table(title=f"compress {report['method']} ({report['model']})")
     columns = ("parameters", "macs", "bytes_on_disk", "latency_ms_b1", "latency_ms_b8", "test_accuracy")
+    if report.get("task") == "detect":  # the backbone is what was compressed; AP on the validation set
+        columns = ("parameters", "backbone_macs", "bytes_on_disk", "latency_ms_b1", "latency_ms_b8", "AP")
     table.add_column("model")
     for column in columns:
         table.add_column(column, justify="right")

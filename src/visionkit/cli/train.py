@@ -59,6 +59,8 @@ def classify(overrides: tuple[str, ...], out: Path | None, resume: Path | None, 
     from visionkit.engine.classify import ClassifyRecipe, train_classifier
     from visionkit.engine.config import ConfigError, apply_overrides
 
+    train = train_classifier
+
     try:
         recipe = apply_overrides(ClassifyRecipe(), list(overrides))
     except ConfigError as error:
@@ -70,7 +72,11 @@ def classify(overrides: tuple[str, ...], out: Path | None, resume: Path | None, 
             arguments += ["--resume", str(resume)]
         run_distributed(arguments, nproc)
         return  # rank 0 printed the metrics
-    metrics = run_with_error_record(lambda: train_classifier(recipe, run_dir, resume=resume))
+    if recipe.teacher:  # distillation: compress.distill sets up the teacher and calls train_classifier
+        from visionkit.compress.distill import distill_classifier
+
+        train = distill_classifier
+    metrics = run_with_error_record(lambda: train(recipe, run_dir, resume=resume))
     if "LOCAL_RANK" in os.environ and os.environ.get("RANK", "0") != "0":
         return
     shown = {k: v for k, v in metrics.items() if k != "evidence"}
@@ -92,12 +98,16 @@ def run_distributed(arguments: list[str], nproc: int) -> None:
 def run_with_error_record(function):
     """Run ``function``; under torchrun, ``record`` writes the traceback for the agent to show."""
     if "LOCAL_RANK" in os.environ:
+        import torch.distributed as dist
         from torch.distributed.elastic.multiprocessing.errors import record
 
         from visionkit.engine.distributed import cleanup
 
         try:
-            return record(function)()
+            result = record(function)()
+            if dist.is_initialized():  # leave together: a rank that tore its gloo pairs down while rank 0
+                dist.barrier()  # was still writing the run folder aborted ("terminate called ...")
+            return result
         finally:
             cleanup()
     return function()

@@ -16,7 +16,8 @@ The rank of each layer is the smallest that keeps a fraction ``energy`` of ``Σ 
 Example:
     >>> import torch
     >>> from torch import nn
-    >>> torch.manual_seed(0); fc = nn.Linear(64, 64)
+    >>> _ = torch.manual_seed(0)
+    >>> fc = nn.Linear(64, 64)
     >>> small = factorize_linear(fc, rank=8)
     >>> [layer.weight.shape for layer in small]
     [torch.Size([8, 64]), torch.Size([64, 8])]
@@ -71,9 +72,12 @@ def rank_for_size(rows: int, columns: int, size: float) -> int:
     return max(1, math.floor(size * rows * columns / (rows + columns)))
 
 
-def _split(matrix: Tensor, rank: int) -> tuple[Tensor, Tensor]:
-    """``A (m × r), B (r × n)`` with ``A B`` the best rank-``r`` approximation of ``matrix`` (float64 SVD)."""
-    u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
+def _split(
+    matrix: Tensor, rank: int, svd: tuple[Tensor, Tensor, Tensor] | None = None
+) -> tuple[Tensor, Tensor]:
+    """``A (m × r), B (r × n)`` with ``A B`` the best rank-``r`` approximation of ``matrix`` (float64 SVD,
+    or the given ``svd = (U, S, Vᴴ)`` of it)."""
+    u, s, vh = svd if svd is not None else torch.linalg.svd(matrix.double(), full_matrices=False)
     root = s[:rank].sqrt()
     return u[:, :rank] * root, root[:, None] * vh[:rank]
 
@@ -83,11 +87,14 @@ def _like(tensor: Tensor, reference: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def factorize_linear(linear: nn.Linear, rank: int) -> nn.Sequential:
-    """``Linear(in, r, bias=False) → Linear(r, out)`` holding the rank-``r`` truncated SVD of the weight."""
+def factorize_linear(
+    linear: nn.Linear, rank: int, svd: tuple[Tensor, Tensor, Tensor] | None = None
+) -> nn.Sequential:
+    """``Linear(in, r, bias=False) → Linear(r, out)`` holding the rank-``r`` truncated SVD of the weight
+    (computed in float64, or ``svd = (U, S, Vᴴ)`` already computed, e.g. in float32 for a large layer)."""
     weight = linear.weight
     first, second = _structure_linear(linear, rank)
-    a, b = _split(weight, rank)  # weight ≈ a @ b, a: (out, r), b: (r, in)
+    a, b = _split(weight, rank, svd)  # weight ≈ a @ b, a: (out, r), b: (r, in)
     first.weight.copy_(_like(b, weight))
     second.weight.copy_(_like(a, weight))
     if linear.bias is not None:
@@ -224,6 +231,18 @@ def factorized_structure(module: nn.Module, method: Method, rank: Any) -> nn.Seq
     return _structure_tucker2(module, (int(rank[0]), int(rank[1])))
 
 
+def _factorize_svd(module: nn.Linear, energy: float | None, size: float | None, dtype: torch.dtype) -> Any:
+    """``(rank, factorised layers)`` from one SVD of the weight in ``dtype``, or ``None`` (no saving)."""
+    rows, columns = module.weight.shape
+    svd = torch.linalg.svd(module.weight.detach().to(dtype), full_matrices=False)
+    rank = (
+        rank_for_energy(svd[1], energy) if energy is not None else rank_for_size(rows, columns, size or 1.0)
+    )
+    if rank * (rows + columns) >= rows * columns:
+        return None
+    return rank, factorize_linear(module, rank, svd)
+
+
 def factorize_model(
     model: nn.Module,
     method: Method = "svd",
@@ -231,9 +250,14 @@ def factorize_model(
     energy: float | None = 0.9,
     size: float | None = None,
     layers: Sequence[str] | None = None,
+    svd_dtype: torch.dtype = torch.float64,
 ) -> dict[str, Any]:
     """Factorise, in place, the Linear layers (``"svd"``) or the k×k Conv2d layers (``"separable"``,
     ``"tucker2"``) of ``model``, each at the rank keeping ``energy`` (or fitting ``size``).
+
+    ``svd_dtype`` (``"svd"`` only): the precision of the one SVD per layer that gives both the rank and
+    the factors. float64 by default; float32 is several times faster on the 4096 × 25088 fully
+    connected layers of VGG (relative error of the factors ~ 1e-6 of ‖W‖ instead of ~ 1e-15).
 
     Returns:
         layer name -> rank (Tucker-2: ``[r_in, r_out]``) of every factorised layer; skipped layers
@@ -253,6 +277,12 @@ def factorize_model(
     }
     ranks: dict[str, Any] = {}
     for name, module in chosen.items():
+        if method == "svd":
+            done = _factorize_svd(module, energy, size, svd_dtype)
+            if done is not None:
+                _replace(model, name, done[1])
+                ranks[name] = done[0]
+            continue
         rank = _choose(module, method, energy, size)
         if rank is None:
             continue

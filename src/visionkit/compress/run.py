@@ -1,4 +1,5 @@
-"""``visionkit compress METHOD weights=RUN/model.pt ...`` on a classifier: compress, fine-tune, measure.
+"""``visionkit compress METHOD weights=RUN/model.pt ...`` on a classifier: compress, fine-tune, measure
+(on a detector run's ``model.pt``, :mod:`visionkit.compress.detect` compresses its backbone).
 
 Methods: ``prune`` (structured channel pruning, or ``structured=false`` for magnitude sparsity),
 ``share`` (k-means weight sharing) and ``lowrank`` (SVD / separable / Tucker-2). The run folder gets::
@@ -24,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from visionkit.compress import io as compress_io
+from visionkit.compress.detect import DETECTOR_FORMAT, compress_detector
 from visionkit.compress.lowrank import factorize_model
 from visionkit.compress.measure import macs_and_params, paired_latency_ms, serialized_bytes
 from visionkit.compress.prune import MaskHook, layer_sparsity, magnitude_prune, storage_ratio
@@ -35,12 +37,14 @@ from visionkit.engine import schedules
 from visionkit.engine.classify import ClassifyRecipe, build_model, evaluate_classifier, load_classifier
 from visionkit.engine.config import recipe_to_dict, save_recipe
 from visionkit.engine.hooks import LRScheduleHook
+from visionkit.engine.segment.model import model_format
 from visionkit.engine.trainer import Trainer
 from visionkit.errors import ConfigError
 
-__all__ = ["METHODS", "CompressRecipe", "compress_classifier", "load_compressed_classifier"]
+__all__ = ["METHODS", "CompressRecipe", "compress_classifier", "compress_model", "load_compressed_classifier"]
 
 METHODS = ("prune", "share", "lowrank")
+CLASSIFIER_LR = 0.01  # fine-tuning learning rate of a classifier when lr=0 (SGD, momentum 0.9)
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class CompressRecipe:
     energy: float = 0.9  # lowrank: kept fraction of the squared singular values
     layers: str = ""  # comma-separated layer names (default: all that the method applies to)
     finetune_epochs: int = 3
-    lr: float = 0.01
+    lr: float = 0.0  # fine-tuning; 0: 0.01 (classifiers, SGD) or the detector run's own lr
     batch_size: int = 64
     seed: int = 0
     threads: int = 0
@@ -73,7 +77,7 @@ class CompressRecipe:
             "bits": (1 <= self.bits <= 8, "an integer from 1 to 8"),
             "energy": (0.0 < self.energy <= 1.0, "a fraction in (0, 1]"),
             "finetune_epochs": (self.finetune_epochs >= 0, ">= 0"),
-            "lr": (self.lr > 0, "> 0"),
+            "lr": (self.lr >= 0, ">= 0 (0: the default)"),
             "batch_size": (self.batch_size >= 1, ">= 1"),
             "latency_repeats": (self.latency_repeats >= 1, ">= 1"),
         }
@@ -95,7 +99,8 @@ def _finetune(
 ) -> None:
     if epochs == 0:
         return
-    optimizer = optimizers.SGD(codebook_parameter_groups(model, recipe.lr), lr=recipe.lr, momentum=0.9)
+    lr = recipe.lr or CLASSIFIER_LR
+    optimizer = optimizers.SGD(codebook_parameter_groups(model, lr), lr=lr, momentum=0.9)
     schedule = schedules.CosineLR(optimizer, total_steps=epochs)
     hooks = [LRScheduleHook(schedule, interval="epoch"), *hooks]
     Trainer(model, optimizer, loader, loss_fn=nn.functional.cross_entropy, hooks=hooks, max_epochs=epochs,
@@ -174,15 +179,28 @@ def _measure(models: dict[str, nn.Module], recipe: CompressRecipe) -> dict[str, 
     return rows
 
 
-def compress_classifier(method: str, recipe: CompressRecipe, run_dir: str | Path) -> dict[str, Any]:
-    """Compress the classifier ``recipe.weights`` by ``method``, fine-tune it, measure it against the
-    original and write the run folder (module docstring). Returns the report."""
+def _check_request(method: str, recipe: CompressRecipe) -> None:
     if method not in METHODS:
         raise ConfigError(f"method {method!r}: expected one of {list(METHODS)}")
     if not recipe.weights:
         raise ConfigError("weights: give the model to compress as weights=RUN/model.pt")
     if not Path(recipe.weights).is_file():
-        raise ConfigError(f"weights={recipe.weights!r}: no such file (a classify run's model.pt)")
+        raise ConfigError(f"weights={recipe.weights!r}: no such file (a classify or detect run's model.pt)")
+
+
+def compress_model(method: str, recipe: CompressRecipe, run_dir: str | Path) -> dict[str, Any]:
+    """:func:`compress_classifier`, or :func:`~visionkit.compress.detect.compress_detector` when
+    ``recipe.weights`` is a detector's ``model.pt`` (``train detect``)."""
+    _check_request(method, recipe)
+    if model_format(recipe.weights) == DETECTOR_FORMAT:
+        return compress_detector(method, recipe, run_dir)
+    return compress_classifier(method, recipe, run_dir)
+
+
+def compress_classifier(method: str, recipe: CompressRecipe, run_dir: str | Path) -> dict[str, Any]:
+    """Compress the classifier ``recipe.weights`` by ``method``, fine-tune it, measure it against the
+    original and write the run folder (module docstring). Returns the report."""
+    _check_request(method, recipe)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)  # before any work: an unwritable folder fails now
     save_recipe(recipe, run_dir / "config.json")

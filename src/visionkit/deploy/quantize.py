@@ -200,8 +200,9 @@ def activation_qparams(low: float, high: float) -> tuple[float, int]:
     """Per-tensor asymmetric uint8 ``(scale, zero_point)`` of a range (module docstring).
 
     Example:
-        >>> activation_qparams(0.0, 5.1)  # s = 5.1 / 255 (to rounding), z = 0
-        (0.019999999999999997, 0)
+        >>> scale, zero_point = activation_qparams(0.0, 2.55)  # 2.55 / 255 in float64
+        >>> round(scale, 12), zero_point
+        (0.01, 0)
     """
     low, high = min(low, 0.0), max(high, 0.0)
     if not (math.isfinite(low) and math.isfinite(high)):

@@ -14,14 +14,19 @@ the optimizer and schedule named in a :class:`ClassifyRecipe`, runs the
       model.pt              the trained model's recipe and weights (:func:`load_classifier` reads it)
 
 ``teacher=RUN/model.pt`` trains the model as a student of a trained classifier with Hinton's soft targets
-(:mod:`visionkit.losses.distill`: ``alpha · T² KL + (1 − alpha) · CE`` at ``temperature``).
+(:mod:`visionkit.losses.distill`: ``alpha · T² KL + (1 − alpha) · CE`` at ``temperature``) and, with
+``hint=STUDENT_LAYER:TEACHER_LAYER``, a FitNets hint term weighted by ``hint_weight``. The teacher, the hooks
+and the loss are set up by :func:`visionkit.compress.distill.distill_classifier` (``compress`` ranks above
+``engine``), which hands them to :func:`train_classifier` as ``wrap_student``: one training loop for both.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import pickle
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -59,7 +64,6 @@ from visionkit.engine.hooks import (
 from visionkit.engine.regularization import weight_decay_groups
 from visionkit.engine.trainer import Trainer
 from visionkit.errors import CheckpointError, ConfigError
-from visionkit.losses.distill import DistillationLoss
 
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 ScheduleName = Literal[
@@ -97,6 +101,8 @@ class ClassifyRecipe:
     teacher: str = ""  # a classify run's model.pt: distil from it (soft targets)
     temperature: float = 4.0  # distillation only
     alpha: float = 0.9  # distillation only: weight of the soft-target term
+    hint: str = ""  # distillation only: STUDENT_LAYER:TEACHER_LAYER for a FitNets hint (1x1 adapter)
+    hint_weight: float = 1.0  # distillation only: weight of the hint term
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -135,6 +141,12 @@ def _check_classify_recipe(r: ClassifyRecipe) -> None:
     require(is_integer(r.seed), "seed", r.seed, "an integer")
     require(is_number(r.temperature, 0, open_low=True), "temperature", r.temperature, "a positive number")
     require(is_number(r.alpha, 0, 1), "alpha", r.alpha, "a weight in [0, 1]")
+    require(is_number(r.hint_weight, 0), "hint_weight", r.hint_weight, "a finite number >= 0")
+    if r.hint:
+        parts = r.hint.split(":")
+        require(len(parts) == 2 and all(p.strip() for p in parts), "hint", r.hint,
+                "STUDENT_LAYER:TEACHER_LAYER (module names, e.g. 1.stages.1:1.stages.1)")  # fmt: skip
+        require(bool(r.teacher), "hint", r.hint, "a teacher too (teacher=RUN/model.pt)")
 
 
 def build_optimizer(recipe: ClassifyRecipe, model: nn.Module) -> torch.optim.Optimizer:
@@ -196,22 +208,6 @@ def build_model(recipe: ClassifyRecipe, num_classes: int) -> nn.Module:
     return nn.Sequential(_ToModelInput(size, channels), model)
 
 
-class _Distilled(nn.Module):
-    """A student trained against a frozen teacher: ``(student, teacher)`` logits in training, the
-    student's alone in eval. The teacher is not a submodule (not in ``state_dict`` nor the optimizer)."""
-
-    def __init__(self, student: nn.Module, teacher: nn.Module) -> None:
-        super().__init__()
-        self.student, self._teacher = student, [teacher.eval().requires_grad_(False)]
-
-    def forward(self, images: torch.Tensor) -> Any:
-        logits = self.student(images)
-        if not self.training:
-            return logits
-        with torch.no_grad():
-            return logits, self._teacher[0](images)
-
-
 def save_classifier(model: nn.Module, recipe: ClassifyRecipe, path: str | Path) -> Path:
     """Write ``model.pt``: the recipe, the class count and the weights of ``model`` (a build_model)."""
     path = Path(path)
@@ -236,7 +232,15 @@ def load_classifier(path: str | Path) -> tuple[nn.Module, ClassifyRecipe]:
         )
         model = build_model(recipe, num_classes=int(saved["num_classes"]))
         model.load_state_dict(saved["state_dict"])
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError) as error:
+    except (
+        OSError,
+        RuntimeError,
+        KeyError,
+        TypeError,
+        ValueError,
+        EOFError,
+        pickle.UnpicklingError,
+    ) as error:
         raise CheckpointError(
             f"{path} is not a classify model.pt ({type(error).__name__}: {error})"
         ) from error
@@ -289,10 +293,32 @@ def evaluate_classifier(
     return loss_sum / count, correct / count
 
 
+StudentWrapper = Callable[[nn.Module, torch.device], tuple[nn.Module, Callable[[Any, torch.Tensor], Any]]]
+
+
 def train_classifier(
-    recipe: ClassifyRecipe, run_dir: str | Path, *, resume: str | Path | None = None
+    recipe: ClassifyRecipe,
+    run_dir: str | Path,
+    *,
+    resume: str | Path | None = None,
+    wrap_student: StudentWrapper | None = None,
 ) -> dict[str, Any]:
-    """Train per ``recipe``, write the run folder (module docstring) and return the final metrics."""
+    """Train per ``recipe``, write the run folder (module docstring) and return the final metrics.
+
+    Args:
+        wrap_student: ``(model, device) -> (trained_module, loss_fn)``: what is trained instead of the
+            built model (which must be a submodule of it) and the loss on its outputs; the built model alone
+            is evaluated and saved. Required with ``recipe.teacher``
+            (:func:`visionkit.compress.distill.distill_classifier` passes it).
+
+    Raises:
+        ConfigError: ``recipe.teacher`` is set and no ``wrap_student`` is given.
+    """
+    if recipe.teacher and wrap_student is None:
+        raise ConfigError(
+            f"teacher={recipe.teacher!r}: distillation is set up by visionkit.compress.distill."
+            "distill_classifier (what `visionkit train classify teacher=...` calls)"
+        )
     run_dir = Path(run_dir)
     context = init_distributed()
     if context.is_main:
@@ -303,12 +329,14 @@ def train_classifier(
     torch.manual_seed(recipe.seed)
     loaders = _loaders(recipe, context)
     student = build_model(recipe, num_classes=len(Digits.classes))
-    loss_fn: Any = nn.functional.cross_entropy
-    if recipe.teacher:
-        student = _Distilled(student, load_classifier(recipe.teacher)[0].to(context.device))
-        loss_fn = DistillationLoss(recipe.temperature, recipe.alpha)
-    model = wrap_model(student, context)
     device = context.device
+    trained: nn.Module = student
+    loss_fn: Any = nn.functional.cross_entropy
+    if wrap_student is not None:
+        trained, loss_fn = wrap_student(student, device)
+        if not any(module is student for module in trained.modules()):
+            raise TypeError("wrap_student must return a module that holds the student as a submodule")
+    model = wrap_model(trained, context)
     optimizer = build_optimizer(recipe, model)
 
     def evaluate(model: nn.Module) -> dict[str, float]:
@@ -347,7 +375,7 @@ def train_classifier(
     diagnosis = diagnose_fit(trainer.history)
     metrics = {
         "model": recipe.model,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": sum(p.numel() for p in student.parameters()),
         "processes": context.world_size,
         "epochs": trainer.epoch,
         "steps": trainer.step,
@@ -362,8 +390,7 @@ def train_classifier(
         "gradient_flow": monitor.check().status if monitor.history else "none",
     }
     if context.is_main:
-        trained = student.student if isinstance(student, _Distilled) else student
-        save_classifier(trained, recipe, run_dir / "model.pt")
+        save_classifier(student, recipe, run_dir / "model.pt")
         plot_learning_curves(trainer.history, run_dir / "learning_curves.png", diagnosis)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
