@@ -171,6 +171,16 @@ def test_unsupported_op_names_the_op_and_the_module(tmp_path) -> None:
     assert not (tmp_path / "odd.onnx").exists()
 
 
+@pytest.mark.parametrize("name", ["cascadercnn_plain_fpn", "yolov3_plain", "refinedet_plain"])
+def test_other_detector_families_are_refused(name: str, tmp_path) -> None:
+    """Families with their own heads and glue (a Cascade R-CNN is a FasterRCNN subclass) are not exported
+    as if they were RetinaNet or Faster R-CNN."""
+    with torch.device("meta"):
+        model = create_model(name)
+    with pytest.raises(ExportError, match=f"{type(model).__name__} is not supported"):
+        export_onnx(model, tmp_path)
+
+
 def test_load_errors(tmp_path) -> None:
     model = create_model("resnet_digits")
     with pytest.raises(ExportError, match=r"export\.json"):
