@@ -222,3 +222,26 @@ def test_docstring_examples_run() -> None:
 
     for module in (quantize, onnx, export):
         assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def test_int8_detector_gate_refuses_and_writes_nothing(tmp_path) -> None:
+    """The detector path end to end (trunk and head calibrated on their recorded inputs, QDQ graphs run
+    through the detector's own glue, COCO AP of both): with a gate no model can pass (a negative
+    ``max_drop``) it raises and the output folder gets no graph."""
+    from visionkit.data.shapes import ShapesDataset
+    from visionkit.deploy.detect_int8 import part_inputs, quantize_detector
+    from visionkit.deploy.fuse import fuse_model
+    from visionkit.models import create_model
+
+    torch.manual_seed(0)
+    detector = fuse_model(create_model("retinanet_plain_fpn", num_classes=3, head_convs=1))
+    data = ShapesDataset(3, seed=0)
+    images = [data[i][0] for i in range(2)]
+    seen = part_inputs(detector, images)
+    assert len(seen["trunk"]) == len(seen["head"]) == 2 and len(seen["head"][0]) == 5  # P3–P7
+    with pytest.raises(ExportError, match="was not written"):
+        quantize_detector(
+            detector, tmp_path / "out", calibration=images, validation=data, calibrator="minmax",
+            max_drop=-1.0, example_size=(64, 64), scratch=tmp_path / "scratch",
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()
