@@ -215,9 +215,12 @@ def test_calibration_images_of_the_wrong_size_or_channels(digits_run, tmp_path) 
         ExportRecipe(weights="x", calib="kl")
 
 
-def test_docstring_examples_run() -> None:
+def test_docstring_examples_run(tmp_path, monkeypatch) -> None:
+    """(Also run by tests/docs for every module; here with the deploy tests, in an empty folder: the
+    examples write files.)"""
     import doctest
 
+    monkeypatch.chdir(tmp_path)
     from visionkit.deploy import export, onnx, quantize
 
     for module in (quantize, onnx, export):
