@@ -120,22 +120,31 @@ def test_predict_takes_folders_and_globs_and_skips_non_images(dataset: Path, tmp
     from visionkit.engine.detect import train_detector
 
     run = tmp_path / "run"
-    train_detector(
-        DetectRecipe(
-            num_train=4,
-            num_val=2,
-            image_size=64,
-            batch_size=2,
-            epochs=1,
-            fpn_channels=16,
-            head_convs=1,
-            threads=1,
-            progress=False,
-            tensorboard=False,
-        ),
-        run,
-        log=lambda _: None,
+    recipe = DetectRecipe(
+        num_train=4,
+        num_val=2,
+        image_size=64,
+        batch_size=2,
+        epochs=1,
+        fpn_channels=16,
+        head_convs=1,
+        threads=1,
+        progress=False,
+        tensorboard=False,
     )
+    train_detector(recipe, run, log=lambda _: None)
+    assert (
+        apply_overrides(DetectRecipe(), [f"cfg={run / 'config.json'}"]) == recipe
+    )  # config.json round trips
+    config = write_yaml(
+        dataset / "data.yaml", "train: images/train\nval: images/val\nnames: [circle, square, triangle]\n"
+    )
+    json_file = tmp_path / "metrics.json"
+    result = CliRunner().invoke(
+        main, ["eval", "detect", f"weights={run / 'model.pt'}", f"data={config}", "--json", str(json_file)]
+    )
+    assert result.exit_code == 0 and "(3 images)" in result.output, result.output  # the yaml's val split
+    assert {"AP", "AP50"} <= set(json.loads(json_file.read_text()))
     folder = dataset / "images" / "val"
     (folder / "notes.txt").write_text("not an image")
     result = CliRunner().invoke(

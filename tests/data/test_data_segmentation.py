@@ -210,10 +210,11 @@ def test_crop_flip_and_collate_pad_with_ignore() -> None:
         RandomCrop(4)(image, mask.float())
 
 
-def test_docstring_examples() -> None:
+def test_docstring_examples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import doctest
     import importlib
 
+    monkeypatch.chdir(tmp_path)  # the examples write their files (mask.png, shapes-voc/) here
     for name in ("masks", "shapes", "coco", "transforms"):
         result = doctest.testmod(importlib.import_module(f"visionkit.data.segmentation.{name}"))
         assert result.attempted > 0 and result.failed == 0, name

@@ -51,11 +51,15 @@ INVALID = {
     "warmup_steps": -1, "clip_norm": 0.0, "ema_decay": 1.0, "hflip": 1.5, "scale_jitter": (1.5, 0.5),
     "mosaic": -0.1, "width_multiplier": 0.35, "fpn_channels": 0, "head_convs": 0,
     "representation_size": 64, "anchor_sizes": (0.0, 1.0), "box_loss": "l2", "roi_op": "warp",
+    "refine_anchors": "yes", "negative_filtering": 1,
     "score_threshold": 1.0, "nms_method": "fast",
     "nms_threshold": 1.5, "soft_nms_sigma": 0.0, "detections_per_image": 0, "device": "gpu", "amp": "yes",
     "channels_last": 2, "backbone_weights": 3, "freeze_at": 5, "eval_every": 0, "patience": -1,
     "resume": 7, "tensorboard": "no", "val_data": "val/", "crowded": "yes", "on_corrupt": "ignore",
     "seed": 1.5, "workers": -1, "threads": -1, "progress": "yes",
+    "anchors": (10.0, 13.0, 16.0), "anchor_kmeans": "yes", "fusion": "add", "ignore_threshold": 1.5,
+    "objectness_prior": 1.0, "xy_loss": "l2",
+    "class_activation": "tanh", "anchor_count": -1,
 }  # fmt: skip
 
 

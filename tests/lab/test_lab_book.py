@@ -156,10 +156,11 @@ def test_book_refuses_missing_or_remote_images(tmp_path: Path) -> None:
     assert referenced_images(page) == ["figures/m/f.png"]
 
 
-def test_docstring_examples_run() -> None:
+def test_docstring_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import doctest
     import importlib
 
+    monkeypatch.chdir(tmp_path)  # the examples write their files (lab/) into the working folder
     for name in ("results", "registry", "handbook", "book", "runner"):
         module = importlib.import_module(f"visionkit.lab.{name}")
         assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0, name

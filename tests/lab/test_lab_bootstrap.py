@@ -30,8 +30,9 @@ def _predictions(dataset: ShapesDataset, keep_every: int, jitter: float, seed: i
     return predictions
 
 
-def _pycocotools_ap(predictions: list[dict], targets: list[dict]) -> float:
-    """COCO AP of images given by position (repeats allowed: each position is its own image)."""
+def _pycocotools_ap(predictions: list[dict], targets: list[dict], iou: slice = slice(None)) -> float:
+    """COCO AP of images given by position (repeats allowed: each position is its own image); ``iou``
+    selects IoU thresholds (``slice(5, 6)``: AP75)."""
     images, annotations, detections = [], [], []
     for image_id, (prediction, target) in enumerate(zip(predictions, targets, strict=True), start=1):
         images.append({"id": image_id, "width": 128, "height": 128})
@@ -51,7 +52,7 @@ def _pycocotools_ap(predictions: list[dict], targets: list[dict]) -> float:
     evaluator = pycocotools.COCOeval(ground_truth, ground_truth.loadRes(detections), "bbox")
     evaluator.evaluate()
     evaluator.accumulate()
-    precision = evaluator.eval["precision"][:, :, :, 0, 2]  # IoU, recall, class; area all, maxDets 100
+    precision = evaluator.eval["precision"][iou, :, :, 0, 2]  # IoU, recall, class; area all, maxDets 100
     present = [k for k in range(3) if any(a["category_id"] == k for a in annotations)]
     return float(np.mean(precision[:, :, present]))
 
@@ -74,6 +75,23 @@ def test_bootstrap_matches_pycocotools_on_the_same_draws(capsys: pytest.CaptureF
     assert result["low"] == pytest.approx(low, abs=1e-6) and result["high"] == pytest.approx(high, abs=1e-6)
     assert result["below_zero"] == pytest.approx(float(np.mean(np.asarray(gains) <= 0)))
     assert len(set(np.round(gains, 9))) > 1  # the draws differ, so the check above compares intervals
+
+
+def test_bootstrap_of_another_coco_number_matches_pycocotools(capsys: pytest.CaptureFixture) -> None:
+    dataset = _dataset()
+    baseline = _predictions(dataset, keep_every=2, jitter=3.0, seed=1)
+    candidate = _predictions(dataset, keep_every=1, jitter=3.0, seed=2)
+    result = bootstrap_ap_gain(baseline, candidate, dataset, resamples=6, seed=4, metric="AP75")
+    targets = [dataset[index][1] for index in range(len(dataset))]
+    generator, gains = np.random.default_rng(4), []
+    for _ in range(6):
+        draw = generator.integers(0, len(dataset), len(dataset))
+        drawn = [targets[i] for i in draw]
+        gains.append(_pycocotools_ap([candidate[i] for i in draw], drawn, slice(5, 6))
+                     - _pycocotools_ap([baseline[i] for i in draw], drawn, slice(5, 6)))  # fmt: skip
+    capsys.readouterr()
+    low, high = np.percentile(gains, [2.5, 97.5])
+    assert result["low"] == pytest.approx(low, abs=1e-6) and result["high"] == pytest.approx(high, abs=1e-6)
 
 
 def test_bootstrap_of_equal_predictions_is_zero_and_of_a_strict_gain_is_positive() -> None:

@@ -12,11 +12,13 @@ bound neglects products of errors, here relative ``~1e-13``). :class:`LocalRound
 gradients ``∂out_k/∂a_l`` come from one backward pass per checked output. Local bounds, for one
 evaluation, with ``γ(n)`` of tests/tolerances.py (any summation order, fused multiply-adds allowed):
 
-* convolution / linear: ``γ(K + 1)·(|W| ∗ |x̂| + |b|)``, ``K`` the fan-in (direct convolution or GEMM:
-  oneDNN's direct algorithm, im2col + BLAS; never Winograd or FFT at these batch sizes);
+* convolution / transposed convolution / linear: ``γ(K + 1)·(|W| ∗ |x̂| + |b|)``, ``K`` the fan-in
+  (direct convolution or GEMM: oneDNN's direct algorithm, im2col + BLAS; never Winograd or FFT at
+  these batch sizes);
 * batch norm, evaluation: ``γ(6)·(|x̂·α| + |b| + |μ·α|)`` for ``y = x·α + β`` (α, β from ≤ 4 roundings);
   training: the running bound of the two-pass batch statistics and the affine map (tests/nn/bn_bounds.py);
-* addition: ``u·|ŷ|``; global average pooling: ``γ(HW)·mean|x̂|``;
+* addition: ``u·|ŷ|``; global average pooling: ``γ(HW)·mean|x̂|`` (adaptive: ``γ`` of the largest bin);
+* leaky ReLU: ``u·|ŷ|`` (one product on the negative side);
 * ReLU, ReLU6, max pooling, dropout, flatten: exact (a selection or an exact scaling by 1/(1 − p) is not:
   dropout in training mode rounds once, ``u·|ŷ|``).
 
@@ -77,6 +79,18 @@ class LocalRounding(TorchFunctionMode):
         perturbation = F.conv2d(self._abs(x), self._delta(weight), self._delta(bias), **settings)
         return gamma(weight[0].numel() + 1, self.dtype) * magnitude + perturbation
 
+    def _rule_conv_transpose2d(
+        self, out, x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+    ):
+        settings = {"stride": stride, "padding": padding, "output_padding": output_padding,
+                    "groups": groups, "dilation": dilation}  # fmt: skip
+        magnitude = F.conv_transpose2d(
+            self._abs(x), self._abs(weight), None if bias is None else self._abs(bias), **settings
+        )
+        perturbation = F.conv_transpose2d(self._abs(x), self._delta(weight), self._delta(bias), **settings)
+        fan_in = weight.shape[0] // groups * weight.shape[2] * weight.shape[3]  # at most, per output
+        return gamma(fan_in + 1, self.dtype) * magnitude + perturbation
+
     def _rule_linear(self, out, x, weight, bias=None):
         magnitude = F.linear(self._abs(x), self._abs(weight), None if bias is None else self._abs(bias))
         perturbation = F.linear(self._abs(x), self._delta(weight), self._delta(bias))
@@ -121,9 +135,20 @@ class LocalRounding(TorchFunctionMode):
 
     _rule___add__ = _rule_add
 
+    def _rule_leaky_relu(self, out, x, negative_slope=0.01, inplace=False):
+        assert not inplace, "run the network with inplace activations switched off"
+        self.relu_inputs.append((x, out))
+        return self.u * self._abs(out)  # the negative side is one rounded product
+
     def _rule_adaptive_avg_pool2d(self, out, x, output_size):
-        assert output_size in (1, (1, 1)), "global average pooling only"
-        return gamma(x.shape[-2] * x.shape[-1], self.dtype) * self._abs(x).mean(dim=(-2, -1), keepdim=True)
+        if output_size in (1, (1, 1)):
+            return gamma(x.shape[-2] * x.shape[-1], self.dtype) * self._abs(x).mean(
+                dim=(-2, -1), keepdim=True
+            )
+        # any output size: each bin spans at most ceil(H / h) + 1 rows (and columns) and is their mean
+        h, w = (output_size, output_size) if isinstance(output_size, int) else output_size
+        largest = (-(-x.shape[-2] // h) + 1) * (-(-x.shape[-1] // w) + 1)
+        return gamma(largest, self.dtype) * F.adaptive_avg_pool2d(self._abs(x), output_size)
 
     def _rule_dropout(self, out, x, p=0.5, training=True, inplace=False):
         return self.u * self._abs(out) if training and p > 0 else None

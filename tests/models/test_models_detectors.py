@@ -39,10 +39,15 @@ SMALL = {
 }
 
 
+#: per family (name prefix): options that differ from SMALL (RefineDet has four levels)
+FAMILY_SMALL = {"refinedet": {"anchor_sizes": (16, 32, 64, 128)}}
+
+
 def small_detector(name: str, **overrides) -> Detector:
     accepted = inspect.signature(get_model_builder(name)).parameters
     torch.manual_seed(0)
-    options = {key: value for key, value in {**SMALL, **overrides}.items() if key in accepted}
+    family = next((v for k, v in FAMILY_SMALL.items() if name.startswith(k)), {})
+    options = {key: value for key, value in {**SMALL, **family, **overrides}.items() if key in accepted}
     return create_model(name, num_classes=3, **options)
 
 
@@ -58,9 +63,11 @@ TARGETS = [
 
 def test_every_detector_family_is_registered_per_backbone() -> None:
     names = detector_names()
-    for family in ("retinanet", "fasterrcnn"):
+    for family in ("retinanet", "fasterrcnn", "cascadercnn"):
         for backbone in ("resnet50", "mobilenet_v2", "vgg16", "plain"):
             assert f"{family}_{backbone}_fpn" in names
+    for backbone in ("resnet50", "mobilenet_v2", "vgg16", "plain"):
+        assert f"refinedet_{backbone}" in names
 
 
 @pytest.mark.parametrize("name", detector_names())

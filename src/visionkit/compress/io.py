@@ -19,7 +19,7 @@ Example:
     >>> model = nn.Sequential(nn.Linear(4, 4))
     >>> payload = compressed_payload(model, {"task": "test"}, [])
     >>> sorted(payload)
-    ['base', 'edits', 'packed', 'sparse', 'state_dict']
+    ['base', 'edits', 'kind', 'packed', 'sparse', 'state_dict']
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ The rank of each layer is the smallest that keeps a fraction ``energy`` of ``Σ 
 Example:
     >>> import torch
     >>> from torch import nn
-    >>> torch.manual_seed(0); fc = nn.Linear(64, 64)
+    >>> _ = torch.manual_seed(0)
+    >>> fc = nn.Linear(64, 64)
     >>> small = factorize_linear(fc, rank=8)
     >>> [layer.weight.shape for layer in small]
     [torch.Size([8, 64]), torch.Size([64, 8])]

@@ -13,7 +13,8 @@ size in compressed-sparse-row form, which is what shrinks.
 Example:
     >>> import torch
     >>> from torch import nn
-    >>> torch.manual_seed(0); net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
     >>> masks = magnitude_prune(net, 0.75)
     >>> [round(s, 2) for s in layer_sparsity(net).values()]
     [0.75, 0.75]

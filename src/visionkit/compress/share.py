@@ -10,7 +10,8 @@ the indices (:func:`huffman_code_lengths`) shrinks the storage further.
 Example:
     >>> import torch
     >>> from torch import nn
-    >>> torch.manual_seed(0); layer = nn.Linear(64, 32)
+    >>> _ = torch.manual_seed(0)
+    >>> layer = nn.Linear(64, 32)
     >>> shared = share_weights(nn.Sequential(layer), bits=4)
     >>> layer.weight.unique().numel() <= 16, shared["0"].indices.dtype
     (True, torch.uint8)
@@ -79,7 +80,7 @@ def kmeans_1d(values: Tensor, clusters: int, *, iterations: int = 50) -> tuple[T
         ``(centroids (K,) float64, assignment (N,) int64)``.
 
     Example:
-        >>> kmeans_1d(torch.tensor([0.0, 0.1, 1.0, 1.2]), 2)[0].tolist()
+        >>> kmeans_1d(torch.tensor([0.0, 0.1, 1.0, 1.2], dtype=torch.float64), 2)[0].tolist()
         [0.05, 1.1]
     """
     if values.numel() == 0:

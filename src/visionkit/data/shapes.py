@@ -272,7 +272,9 @@ def export_shapes(
         ``out/coco/annotations.json`` for COCO).
 
     Example:
-        >>> paths = export_shapes(ShapesDataset(4), "/tmp/shapes", ("coco", "voc", "yolo"))  # doctest: +SKIP
+        >>> paths = export_shapes(ShapesDataset(4), "shapes", ("coco", "voc", "yolo"))
+        >>> paths["coco"].as_posix(), sorted(p.name for p in paths["yolo"].iterdir())
+        ('shapes/coco/annotations.json', ['classes.txt', 'images', 'label_map.json', 'labels'])
     """
     annotations = dataset.to_annotations()
     out_dir = Path(out_dir)

@@ -138,7 +138,10 @@ def apply_config_file(recipe: RecipeT, path: str | os.PathLike[str]) -> RecipeT:
         if key not in annotations:
             raise ConfigError(f"cfg={str(path)!r}: unknown key {key!r}; valid keys: {', '.join(annotations)}")
         if isinstance(value, str) and annotations[key] is not str:
-            value = cast_value(key, value, annotations[key])
+            try:
+                value = cast_value(key, value, annotations[key])
+            except ConfigError as error:
+                raise ConfigError(f"cfg={str(path)!r}: {error}") from None
         changes[key] = tuple(value) if isinstance(value, list) else value
     try:
         return dataclasses.replace(recipe, **changes)  # type: ignore[type-var]

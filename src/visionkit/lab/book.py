@@ -9,9 +9,9 @@ page that refers to a missing image.
 Example:
     >>> from visionkit.lab.registry import select
     >>> from visionkit.lab.runner import run_experiments
-    >>> results = run_experiments(select("§13"), "/tmp/lab", quick=True)  # doctest: +SKIP
-    >>> write_book(results, "/tmp/lab")  # doctest: +SKIP
-    PosixPath('/tmp/lab/index.html')
+    >>> results = run_experiments(select("§13"), "lab", quick=True)
+    >>> write_book(results, "lab")
+    PosixPath('lab/index.html')
 """
 
 from __future__ import annotations

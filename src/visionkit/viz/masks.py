@@ -4,7 +4,7 @@
 Example:
     >>> import torch
     >>> picture = overlay_mask(torch.zeros(3, 2, 2), torch.tensor([[0, 1], [255, 1]]), alpha=1.0)
-    >>> list(picture.getdata())
+    >>> [picture.getpixel((x, y)) for y in range(2) for x in range(2)]
     [(0, 0, 0), (128, 0, 0), (0, 0, 0), (128, 0, 0)]
 """
 

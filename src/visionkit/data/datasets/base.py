@@ -33,9 +33,11 @@ def read_image(path: str | Path, index: int | None = None) -> Tensor:
         DatasetError: the file is missing, not an image, or truncated; names the path (and index).
 
     Example:
-        >>> image = read_image("photo.jpg")  # doctest: +SKIP
-        >>> image.shape, image.dtype  # doctest: +SKIP
-        (torch.Size([3, 480, 640]), torch.float32)
+        >>> from PIL import Image
+        >>> Image.new("RGB", (640, 480), (255, 51, 0)).save("photo.png")
+        >>> image = read_image("photo.png")
+        >>> image.shape, image.dtype, image[:, 0, 0].tolist()
+        (torch.Size([3, 480, 640]), torch.float32, [1.0, 0.20000000298023224, 0.0])
     """
     try:
         with Image.open(path) as image:
@@ -78,8 +80,13 @@ class DetectionDataset(Dataset[tuple[Tensor, Target]]):
             them in :attr:`skipped` (one warning).
 
     Example:
-        >>> dataset = CocoDetection("images/", "instances.json")  # doctest: +SKIP
-        >>> image, target = dataset[0]  # doctest: +SKIP
+        >>> from visionkit.data.datasets import CocoDetection
+        >>> from visionkit.data.shapes import ShapesDataset, export_shapes
+        >>> instances = export_shapes(ShapesDataset(2), "shapes", ("coco",))["coco"]  # + images/ beside it
+        >>> dataset = CocoDetection(instances.parent / "images", instances)
+        >>> image, target = dataset[0]
+        >>> image.shape, target["boxes"].shape[1], target["labels"].dtype
+        (torch.Size([3, 128, 128]), 4, torch.int64)
     """
 
     def __init__(

@@ -63,9 +63,11 @@ def read_coco(annotation_file: str | Path, image_root: str | Path | None = None)
             unknown image or category ids; a missing or malformed ``bbox`` (each names the ids).
 
     Example:
-        >>> annotations = read_coco("instances.json", "images/")  # doctest: +SKIP
-        >>> annotations.label_map.num_classes  # doctest: +SKIP
-        80
+        >>> from visionkit.data.shapes import ShapesDataset, export_shapes
+        >>> instances = export_shapes(ShapesDataset(3), "shapes", ("coco",))["coco"]  # a small COCO file
+        >>> annotations = read_coco(instances, instances.parent / "images")
+        >>> annotations.label_map.names, len(annotations.records)
+        (('circle', 'square', 'triangle'), 3)
     """
     path = Path(annotation_file)
     data = _load_json(path)
@@ -127,7 +129,11 @@ def write_coco(annotations: AnnotationSet, annotation_file: str | Path) -> Path:
     ``difficult`` key is added to every annotation when any object is difficult (VOC data).
 
     Example:
-        >>> write_coco(read_voc("VOC2007", image_set="val"), "val.json")  # doctest: +SKIP
+        >>> from visionkit.data.datasets import read_voc
+        >>> from visionkit.data.shapes import ShapesDataset, export_shapes
+        >>> voc = export_shapes(ShapesDataset(2), "shapes", ("voc",))["voc"]  # a small VOC folder
+        >>> write_coco(read_voc(voc, classes=["circle", "square", "triangle"]), "val.json")
+        PosixPath('val.json')
     """
     label_map = annotations.label_map
     any_difficult = any(bool(r.difficult.any()) for r in annotations.records)
@@ -168,10 +174,12 @@ class CocoDetection(DetectionDataset):
         transforms, out_of_bounds, on_corrupt: as in :class:`DetectionDataset`.
 
     Example:
-        >>> dataset = CocoDetection("images/train2017", "annotations/instances.json")  # doctest: +SKIP
-        >>> image, target = dataset[0]  # doctest: +SKIP
-        >>> target["boxes"].shape, target["labels"].dtype  # doctest: +SKIP
-        (torch.Size([8, 4]), torch.int64)
+        >>> from visionkit.data.shapes import ShapesDataset, export_shapes
+        >>> instances = export_shapes(ShapesDataset(2), "shapes", ("coco",))["coco"]
+        >>> dataset = CocoDetection(instances.parent / "images", instances)
+        >>> image, target = dataset[0]
+        >>> target["boxes"].shape, target["labels"].dtype
+        (torch.Size([2, 4]), torch.int64)
     """
 
     def __init__(

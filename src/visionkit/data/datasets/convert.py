@@ -139,8 +139,11 @@ def convert_dataset(
     cannot express them. ``images_mode``: ``"copy"``, ``"symlink"`` or ``"none"`` (annotations only).
 
     Example:
-        >>> convert_dataset("coco128/annotations/instances.json", "coco", "yolo", "out/",
-        ...                 images="coco128/images/train2017")  # doctest: +SKIP
+        >>> from visionkit.data.shapes import ShapesDataset, export_shapes
+        >>> instances = export_shapes(ShapesDataset(2), "shapes", ("coco",))["coco"]
+        >>> converted = convert_dataset(instances, "coco", "yolo", "out/", images=instances.parent / "images")
+        >>> sorted(p.name for p in Path("out/labels").iterdir())
+        ['000000.txt', '000001.txt']
     """
     _check_format("from_format", from_format)
     _check_format("to_format", to_format)

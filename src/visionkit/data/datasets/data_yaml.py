@@ -15,9 +15,14 @@ file's folder. ``download`` (an ultralytics download script) is accepted and ign
 missing folder or file, or names that are not contiguous from 0 are errors naming the yaml and the key.
 
 Example:
-    >>> annotations = read_data_yaml("coco128.yaml", "train")  # doctest: +SKIP
-    >>> annotations.label_map.names[:2]  # doctest: +SKIP
-    ('person', 'bicycle')
+    >>> from pathlib import Path
+    >>> from visionkit.data.shapes import ShapesDataset, export_shapes
+    >>> root = export_shapes(ShapesDataset(3), "shapes", ("yolo",))["yolo"]  # images/ and labels/
+    >>> _ = Path("data.yaml").write_text(
+    ...     "path: shapes/yolo\\ntrain: images\\nval: images\\nnames: {0: circle, 1: square, 2: triangle}\\n")
+    >>> annotations = read_data_yaml("data.yaml", "train")
+    >>> annotations.label_map.names[:2], len(annotations.records)
+    (('circle', 'square'), 3)
 """
 
 from __future__ import annotations

@@ -113,7 +113,11 @@ def read_voc(
             class not in ``classes`` (each names the file); a listed id without its XML file.
 
     Example:
-        >>> annotations = read_voc("VOCdevkit/VOC2007", image_set="test")  # doctest: +SKIP
+        >>> from visionkit.data.shapes import ShapesDataset, export_shapes
+        >>> root = export_shapes(ShapesDataset(2), "shapes", ("voc",))["voc"]  # Annotations/, JPEGImages/
+        >>> annotations = read_voc(root, classes=["circle", "square", "triangle"])
+        >>> [record.num_objects for record in annotations.records]
+        [2, 4]
     """
     root = Path(root)
     label_map = _label_map(classes)
@@ -194,10 +198,12 @@ class VocDetection(DetectionDataset):
     """Pascal VOC folder as a detection dataset (see :func:`read_voc`, :class:`DetectionDataset`).
 
     Example:
-        >>> dataset = VocDetection("VOCdevkit/VOC2007", image_set="val")  # doctest: +SKIP
-        >>> image, target = dataset[0]  # doctest: +SKIP
-        >>> target["difficult"]  # doctest: +SKIP
-        tensor([0, 1])
+        >>> from visionkit.data.shapes import ShapesDataset, export_shapes
+        >>> root = export_shapes(ShapesDataset(2), "shapes", ("voc",))["voc"]
+        >>> dataset = VocDetection(root, classes=["circle", "square", "triangle"])
+        >>> image, target = dataset[0]
+        >>> target["difficult"]  # VOC's "difficult" flags, one per object
+        tensor([0, 0])
     """
 
     def __init__(

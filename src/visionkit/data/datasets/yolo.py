@@ -135,7 +135,11 @@ def read_yolo(
             (names file and line); an unreadable image with ``on_corrupt="raise"`` (names path, index).
 
     Example:
-        >>> annotations = read_yolo("images/train2017", classes="classes.txt")  # doctest: +SKIP
+        >>> from visionkit.data.shapes import ShapesDataset, export_shapes
+        >>> root = export_shapes(ShapesDataset(2), "shapes", ("yolo",))["yolo"]  # images/, labels/, classes
+        >>> annotations = read_yolo(root / "images", classes=root / "classes.txt")
+        >>> annotations.label_map.names, [record.num_objects for record in annotations.records]
+        (('circle', 'square', 'triangle'), [2, 4])
     """
     if on_corrupt not in ("raise", "skip"):
         raise ValueError(f"on_corrupt must be 'raise' or 'skip', got {on_corrupt!r}")
@@ -237,9 +241,11 @@ class YoloDetection(DetectionDataset):
     """YOLO txt folder as a detection dataset (see :func:`read_yolo`, :class:`DetectionDataset`).
 
     Example:
-        >>> dataset = YoloDetection("images/train2017", classes="classes.txt")  # doctest: +SKIP
-        >>> len(dataset)  # doctest: +SKIP
-        128
+        >>> from visionkit.data.shapes import ShapesDataset, export_shapes
+        >>> root = export_shapes(ShapesDataset(2), "shapes", ("yolo",))["yolo"]
+        >>> dataset = YoloDetection(root / "images", classes=root / "classes.txt")
+        >>> len(dataset)
+        2
     """
 
     def __init__(

@@ -88,7 +88,9 @@ def export_shapes_segmentation(
     ``classes.txt``. Returns ``out_dir``.
 
     Example:
-        >>> export_shapes_segmentation(ShapesSegmentation(4), "/tmp/shapes-voc")  # doctest: +SKIP
+        >>> root = export_shapes_segmentation(ShapesSegmentation(4), "shapes-voc")
+        >>> sorted(p.name for p in (root / "SegmentationClass").iterdir())[:2]
+        ['000000.png', '000001.png']
     """
     root = Path(out_dir)
     for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):

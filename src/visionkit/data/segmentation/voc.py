@@ -5,10 +5,12 @@ Classes: ``classes.txt`` in the root (one name per line, background first) when 
 (``background`` and the 20 object classes).
 
 Example:
-    >>> dataset = VocSegmentation("VOCdevkit/VOC2012", image_set="val")  # doctest: +SKIP
-    >>> image, mask = dataset[0]  # doctest: +SKIP
-    >>> mask.dtype, dataset.num_classes  # doctest: +SKIP
-    (torch.int64, 21)
+    >>> from visionkit.data.segmentation import ShapesSegmentation, export_shapes_segmentation
+    >>> root = export_shapes_segmentation(ShapesSegmentation(2), "VOC2012", image_set="val")
+    >>> dataset = VocSegmentation(root, image_set="val")
+    >>> image, mask = dataset[0]
+    >>> mask.dtype, dataset.num_classes  # classes.txt of the shapes export: background + 3
+    (torch.int64, 4)
 """
 
 from __future__ import annotations

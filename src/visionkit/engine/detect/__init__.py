@@ -23,8 +23,10 @@ set), ``model.pt`` (= ``best.pt``: what ``predict`` and ``eval detect`` load), `
 
 Example:
     >>> recipe = DetectRecipe(epochs=1, num_train=8, num_val=4, batch_size=4, progress=False)
-    >>> metrics = train_detector(recipe, "runs/doc-detect")  # doctest: +SKIP
-    >>> detector, label_map = load_detector("runs/doc-detect/model.pt")  # doctest: +SKIP
+    >>> metrics = train_detector(recipe, "runs/doc-detect", log=lambda line: None)  # a few seconds
+    >>> detector, label_map = load_detector("runs/doc-detect/model.pt")
+    >>> type(detector).__name__, label_map.names
+    ('RetinaNet', ('circle', 'square', 'triangle'))
 """
 
 from visionkit.engine.detect.data import DetectionData, build_datasets, detect_format

@@ -5,7 +5,7 @@ Example:
     >>> from visionkit.engine.detect.recipe import DetectRecipe
     >>> data = build_datasets(DetectRecipe(num_train=4, num_val=2))
     >>> len(data.train), len(data.val), data.label_map.names
-    (4, 2, ['circle', 'square', 'triangle'])
+    (4, 2, ('circle', 'square', 'triangle'))
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from torch import nn
 
 from visionkit.data.datasets import LabelMap
 from visionkit.engine.checkpoint import save_checkpoint
+from visionkit.engine.detect.anchors import anchor_pairs
 from visionkit.engine.detect.recipe import MODEL_OPTIONS, DetectRecipe
 from visionkit.engine.runs import resolve_device
 from visionkit.errors import CheckpointError, ConfigError
@@ -54,6 +55,8 @@ def detector_arguments(recipe: DetectRecipe, num_classes: int) -> dict[str, Any]
         value = getattr(recipe, name)
         if value is not None and value != ():
             arguments[name] = tuple(value) if isinstance(value, tuple) else value
+    if recipe.anchors:
+        arguments["anchors"] = anchor_pairs(recipe.anchors)
     return arguments
 
 
@@ -67,11 +70,16 @@ def with_input_scale(detector: nn.Module, scale: list[int] | None) -> nn.Module:
     return ResizedInput(detector, scale[0], scale[1] or None) if scale else detector
 
 
-def build_detector(recipe: DetectRecipe, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
+def build_detector(
+    recipe: DetectRecipe, num_classes: int, anchors: tuple[tuple[float, float], ...] | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
     """The registered detector of ``recipe.model`` with the recipe's options, pretrained backbone weights,
     frozen stages and working scale applied; and every builder argument, defaults included (saved in
-    ``model.pt``, so that a file still loads after a builder's defaults change)."""
+    ``model.pt``, so that a file still loads after a builder's defaults change). ``anchors``: the run's
+    k-means anchors (:mod:`visionkit.engine.detect.anchors`) for a builder that takes them."""
     arguments = detector_arguments(recipe, num_classes)
+    if anchors is not None:
+        arguments["anchors"] = anchors
     bound = inspect.signature(get_model_builder(recipe.model)).bind(**arguments)
     bound.apply_defaults()
     arguments = dict(bound.arguments)

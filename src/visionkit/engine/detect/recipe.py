@@ -33,6 +33,13 @@ MODEL_OPTIONS = (
     "anchor_sizes",
     "box_loss",
     "roi_op",
+    "fusion",
+    "ignore_threshold",
+    "objectness_prior",
+    "xy_loss",
+    "class_activation",
+    "refine_anchors",
+    "negative_filtering",
 )
 #: Keys that may differ between a run and its resumption (they do not change what is computed).
 RESUME_FREE_KEYS = frozenset({"resume", "progress", "workers", "threads", "device", "tensorboard"})
@@ -76,8 +83,18 @@ class DetectRecipe:
     head_convs: int | None = None
     representation_size: int | None = None
     anchor_sizes: tuple[float, ...] = ()  # one per level; empty: the model's default
+    anchors: tuple[float, ...] = ()  # YOLO: w1,h1,w2,h2,... pixels; empty: k-means or the model's default
+    anchor_kmeans: bool = True  # YOLO without anchors=: 1-IoU k-means of the training boxes at run start
+    anchor_count: int = 0  # YOLO k-means: this many anchors (0: the model's own number; v3 3 per scale)
+    fusion: Literal["concat", "sum"] | None = None  # YOLOv3: upsampled map concatenated (paper) or summed
+    ignore_threshold: float | None = None  # YOLO: no objectness negative above this IoU (v3 0.5, v2 0.6)
+    objectness_prior: float | None = None  # YOLO: initial objectness probability (0: the papers' bias 0)
+    xy_loss: Literal["sse", "bce"] | None = None  # YOLOv3 box centre: the paper's SSE or darknet's BCE
+    class_activation: Literal["sigmoid", "softmax"] | None = None  # YOLOv3 classes: the paper's or v2's
     box_loss: Literal["l1", "smooth_l1", "giou"] | None = None  # RetinaNet: on the deltas or GIoU of boxes
     roi_op: Literal["align", "pool"] | None = None  # two-stage detectors: RoI Align or RoI Pool (§24)
+    refine_anchors: bool | None = None  # RefineDet: ODM from the ARM-refined anchors (false: the originals)
+    negative_filtering: bool | None = None  # RefineDet: anchors with ARM background > 0.99 leave the ODM
     score_threshold: float = 0.05
     nms_method: NMSMethod = "hard"
     nms_threshold: float = 0.5
@@ -136,6 +153,29 @@ def _check_model(r: DetectRecipe) -> None:
         "anchor_sizes",
         r.anchor_sizes,
         "positive sizes in pixels, one per level",
+    )
+    require(
+        not r.anchors or (len(r.anchors) % 2 == 0 and all(is_number(v, 0, open_low=True) for v in r.anchors)),
+        "anchors",
+        r.anchors,
+        "(width, height) pairs of positive pixel sizes: w1,h1,w2,h2,...",
+    )
+    require(is_integer(r.anchor_count, 0), "anchor_count", r.anchor_count, "an integer >= 0 (0: the model's)")
+    if r.anchor_count and "anchors" not in accepted:
+        raise ConfigError(f"anchor_count={r.anchor_count!r}: model {r.model!r} takes no anchors")
+    if r.anchors and "anchors" not in accepted:
+        raise ConfigError(f"anchors={r.anchors!r}: model {r.model!r} has no such option")
+    require(
+        r.ignore_threshold is None or is_number(r.ignore_threshold, 0, 1),
+        "ignore_threshold",
+        r.ignore_threshold,
+        "a number in [0, 1]",
+    )
+    require(
+        r.objectness_prior is None or (is_number(r.objectness_prior, 0, 1) and r.objectness_prior < 1),
+        "objectness_prior",
+        r.objectness_prior,
+        "0 (off) or a probability in (0, 1)",
     )
     require(
         is_integer(r.freeze_at, -1) and r.freeze_at <= 4,

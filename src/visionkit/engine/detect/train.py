@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from visionkit.data.datasets import LabelMap
 from visionkit.data.transforms import collate_detection
 from visionkit.engine.config import save_recipe
+from visionkit.engine.detect.anchors import kmeans_anchor_argument, takes_anchors
 from visionkit.engine.detect.data import DetectionData, build_datasets
 from visionkit.engine.detect.evaluate import evaluate_detector, predict
 from visionkit.engine.detect.model import build_detector, input_scale, save_detector
@@ -185,7 +186,10 @@ class DetectionRun:
         recipe = self.recipe
         self.data = data = self.prepare()
         self.label_map: LabelMap = data.label_map
-        detector, self.arguments = build_detector(recipe, data.label_map.num_classes)
+        anchors = None
+        if recipe.anchor_kmeans and not recipe.anchors and takes_anchors(recipe.model):
+            anchors = kmeans_anchor_argument(recipe, data.train, self.log)
+        detector, self.arguments = build_detector(recipe, data.label_map.num_classes, anchors)
         detector = detector.to(self.context.device)
         if recipe.channels_last:
             detector = detector.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

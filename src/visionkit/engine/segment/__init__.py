@@ -19,8 +19,10 @@ load), ``metrics.json``, ``tensorboard/`` (when installed, with prediction overl
 
 Example:
     >>> recipe = SegmentRecipe(epochs=1, num_train=8, num_val=4, batch_size=4, progress=False)
-    >>> metrics = train_segmenter(recipe, "runs/doc-segment")  # doctest: +SKIP
-    >>> model, label_map = load_segmenter("runs/doc-segment/model.pt")  # doctest: +SKIP
+    >>> metrics = train_segmenter(recipe, "runs/doc-segment", log=lambda line: None)
+    >>> model, label_map = load_segmenter("runs/doc-segment/model.pt")
+    >>> label_map.names
+    ('background', 'circle', 'square', 'triangle')
 """
 
 from visionkit.engine.segment.data import SegmentationData, build_datasets

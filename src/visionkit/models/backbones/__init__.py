@@ -22,7 +22,7 @@ Example:
 
 from visionkit.models.backbones.alexnet import AlexNet
 from visionkit.models.backbones.base import FEATURE_NAMES, FEATURE_STRIDES, Backbone
-from visionkit.models.backbones.darknet import Darknet53
+from visionkit.models.backbones.darknet import Darknet19, Darknet53
 from visionkit.models.backbones.googlenet import GoogLeNet, GoogLeNetOutputs
 from visionkit.models.backbones.mobilenet import MobileNetV1, MobileNetV2, mobilenet_v1_input_size
 from visionkit.models.backbones.resnet import PreActResNet, ResNet
@@ -34,6 +34,7 @@ __all__ = [
     "VGG",
     "AlexNet",
     "Backbone",
+    "Darknet19",
     "Darknet53",
     "GoogLeNet",
     "GoogLeNetOutputs",

@@ -1,4 +1,5 @@
-"""Darknet-53 (Redmon & Farhadi 2018, "YOLOv3: An Incremental Improvement"; handbook §18).
+"""Darknet-53 (Redmon & Farhadi 2018, "YOLOv3: An Incremental Improvement"; handbook §18) and Darknet-19
+(Redmon & Farhadi 2017, "YOLO9000: Better, Faster, Stronger", Table 6).
 
 A 3×3 stem then five stages, each a 3×3/2 downsampling conv followed by 1, 2, 8, 8, 4
 :class:`~visionkit.nn.DarknetResidual` blocks; batch norm and leaky ReLU (0.1) everywhere; no pooling
@@ -15,7 +16,7 @@ from visionkit.models.registry import register_model
 from visionkit.nn.blocks import ConvNormAct, DarknetResidual
 from visionkit.nn.init import constant_, kaiming_normal_
 
-__all__ = ["Darknet53"]
+__all__ = ["Darknet19", "Darknet53"]
 
 #: (output channels, residual blocks) per stage
 STAGES = [(64, 1), (128, 2), (256, 8), (512, 8), (1024, 4)]
@@ -81,3 +82,70 @@ class Darknet53(Backbone):
 def darknet53(*, num_classes: int = 1000, features_only: bool = False) -> Darknet53:
     """Darknet-53 (41.6 M parameters at 1000 classes)."""
     return finish(Darknet53(num_classes), features_only)  # type: ignore[return-value]
+
+
+#: Darknet-19 stages after the 3×3/32 stem: a 2×2 max-pool, then (channels, kernel) convolutions
+DARKNET19_STAGES = [
+    [(64, 3)],
+    [(128, 3), (64, 1), (128, 3)],
+    [(256, 3), (128, 1), (256, 3)],
+    [(512, 3), (256, 1), (512, 3), (256, 1), (512, 3)],
+    [(1024, 3), (512, 1), (1024, 3), (512, 1), (1024, 3)],
+]
+
+
+class Darknet19(Backbone):
+    """Darknet-19 (YOLOv2's backbone): 19 convolutions (3×3 and 1×1 bottlenecks, BN, leaky ReLU 0.1) and
+    5 max-pools; classifier = 1×1 conv to ``num_classes``, global average pool.
+
+    Features: ``c2`` = stage2 (128, stride 4), ``c3`` (256, 8), ``c4`` (512, 16: YOLOv2's passthrough
+    source), ``c5`` (1024, 32).
+
+    Example:
+        >>> Darknet19(num_classes=10)(torch.randn(1, 3, 64, 64)).shape
+        torch.Size([1, 10])
+    """
+
+    stage1: nn.Sequential
+    stage2: nn.Sequential
+    stage3: nn.Sequential
+    stage4: nn.Sequential
+    stage5: nn.Sequential
+    head_names = ("classifier",)
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.stem = ConvNormAct(3, 32, 3, activation_layer=_leaky)
+        in_channels = 32
+        for index, convs in enumerate(DARKNET19_STAGES, start=1):
+            layers: list[nn.Module] = [nn.MaxPool2d(2, 2)]
+            for channels, kernel in convs:
+                layers.append(ConvNormAct(in_channels, channels, kernel, activation_layer=_leaky))
+                in_channels = channels
+            self.add_module(f"stage{index}", nn.Sequential(*layers))
+        self.out_channels = {"c2": 128, "c3": 256, "c4": 512, "c5": 1024}
+        self.classifier = nn.Sequential(nn.Conv2d(1024, num_classes, 1), nn.AdaptiveAvgPool2d((1, 1)))
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                kaiming_normal_(module.weight, mode="fan_out", nonlinearity="leaky_relu", negative_slope=0.1)
+            elif isinstance(module, nn.BatchNorm2d):
+                constant_(module.weight, 1.0)
+                constant_(module.bias, 0.0)
+
+    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
+        c2 = self.stage2(self.stage1(self.stem(x)))
+        c3 = self.stage3(c2)
+        c4 = self.stage4(c3)
+        return {"c2": c2, "c3": c3, "c4": c4, "c5": self.stage5(c4)}
+
+    def stages(self) -> list[nn.Module]:
+        return [nn.ModuleList([self.stem, self.stage1]), self.stage2, self.stage3, self.stage4, self.stage5]
+
+    def forward_head(self, c5: Tensor) -> Tensor:
+        return torch.flatten(self.classifier(c5), 1)
+
+
+@register_model()
+def darknet19(*, num_classes: int = 1000, features_only: bool = False) -> Darknet19:
+    """Darknet-19 (20.8 M parameters at 1000 classes)."""
+    return finish(Darknet19(num_classes), features_only)  # type: ignore[return-value]

@@ -10,8 +10,8 @@ Example:
     >>> path = tempfile.mkdtemp() + "/resnet18.pth"
     >>> torch.save(create_model("resnet18").state_dict(), path)
     >>> backbone = create_model("resnet18", features_only=True)
-    >>> load_backbone_weights(backbone, path)
-    62
+    >>> load_backbone_weights(backbone, path)  # 20 conv weights + 20 BatchNorm layers x 5 tensors
+    120
     >>> freeze_stages(backbone, 2)  # the stem, layer1 and layer2
     ['stem', 'c2', 'c3']
 """

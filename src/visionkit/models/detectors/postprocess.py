@@ -7,12 +7,12 @@ checked once, here, and switching NMS for an experiment is
 
 Example:
     >>> import torch
-    >>> settings = PostProcess(score_threshold=0.3, detections_per_image=10)
-    >>> boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]])
+    >>> settings = PostProcess(nms_threshold=0.5, detections_per_image=10)
+    >>> boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 70]])
     >>> result = postprocess_detections(boxes, torch.tensor([0.9, 0.8, 0.2]), torch.tensor([0, 0, 1]),
-    ...                                 (64, 64), settings)
-    >>> result["boxes"].tolist(), result["scores"].tolist()
-    ([[0.0, 0.0, 10.0, 10.0]], [0.8999999761581543])
+    ...                                 (64, 64), settings)  # candidates already above score_threshold
+    >>> result["boxes"].tolist(), [round(s, 2) for s in result["scores"].tolist()]
+    ([[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 64.0]], [0.9, 0.2])
 """
 
 from __future__ import annotations

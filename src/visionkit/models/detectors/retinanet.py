@@ -96,7 +96,7 @@ class RetinaNet(Detector):
         fg_iou_threshold, bg_iou_threshold: anchor matching (0.5 / 0.4); focal_alpha, focal_gamma: the
         focal loss; box_loss: ``"l1"`` or ``"smooth_l1"`` of the deltas, or ``"giou"`` of the boxes.
         postprocess: :class:`~visionkit.models.detectors.postprocess.PostProcess` (``topk_candidates`` per
-        level before suppression).
+            level before suppression).
         **options: ``image_mean``, ``image_std``, ``size_divisible`` (:class:`Detector`).
 
     Forward:

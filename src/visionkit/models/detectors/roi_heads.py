@@ -27,7 +27,53 @@ from visionkit.ops.multiscale_roi_align import MultiScaleRoIAlign
 from visionkit.ops.sampler import sample_balanced
 from visionkit.structures import Detections, Target
 
-__all__ = ["RoIHeads"]
+__all__ = ["RoIHeads", "class_detections", "label_boxes"]
+
+
+def label_boxes(
+    boxes: Tensor, matches: Tensor, gt_boxes: Tensor, gt_labels: Tensor, weights: Sequence[float]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Class labels and regression targets of ``boxes`` ``Tensor[R, 4]`` from their matcher output.
+
+    Args:
+        matches: ``Tensor[R]`` matched gt index, or negative (background); gt_boxes ``[M, 4]``,
+            gt_labels ``[M]`` (``0..K-1``); weights: the box coder's ``(wx, wy, ww, wh)``.
+
+    Returns:
+        labels ``[R]`` (0 = background, ``k + 1`` = class k), targets ``[R, 4]`` (zero rows for background)
+        and the positive mask ``[R]``.
+
+    Example:
+        >>> boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0]])
+        >>> labels, targets, positive = label_boxes(boxes, torch.tensor([0, -1]),
+        ...     torch.tensor([[0.0, 0.0, 10.0, 20.0]]), torch.tensor([2]), (10.0, 10.0, 5.0, 5.0))
+        >>> labels.tolist(), positive.tolist(), targets[1].tolist()
+        ([3, 0], [True, False], [0.0, 0.0, 0.0, 0.0])
+    """
+    is_positive = matches >= 0
+    labels = torch.zeros_like(matches)
+    labels[is_positive] = gt_labels[matches[is_positive]] + 1
+    targets = torch.zeros(boxes.shape[0], 4, dtype=boxes.dtype, device=boxes.device)
+    if bool(is_positive.any()):
+        matched = gt_boxes[matches[is_positive]].to(boxes.dtype)
+        targets[is_positive] = encode_boxes(matched, boxes[is_positive], weights)
+    return labels, targets, is_positive
+
+
+def class_detections(
+    scores: Tensor, boxes: Tensor, image_size: tuple[int, int], settings: PostProcess
+) -> Detections:
+    """Detections of one image from per-class scores ``[R, K]`` (background dropped) and boxes, either
+    per class ``[R, K, 4]`` or one per RoI ``[R, 4]`` (class-agnostic regression): every (RoI, class)
+    pair scoring above the threshold is a candidate for :func:`postprocess_detections`."""
+    num_classes = scores.shape[1]
+    if boxes.dim() == 2:
+        boxes = boxes[:, None, :].expand(-1, num_classes, 4)
+    labels = torch.arange(num_classes, device=scores.device).expand_as(scores)
+    keep = scores.flatten() > settings.score_threshold
+    return postprocess_detections(
+        boxes.reshape(-1, 4)[keep], scores.flatten()[keep], labels.flatten()[keep], image_size, settings
+    )
 
 
 class RoIHeads(nn.Module):
@@ -82,18 +128,9 @@ class RoIHeads(nn.Module):
             matches = self.matcher(box_iou(gt_boxes, candidates))
             positive, negative = sample_balanced(matches, self.batch_size_per_image, self.positive_fraction)
             chosen = torch.nonzero(positive | negative).flatten()
-            chosen_matches = matches[chosen]
-            is_positive = chosen_matches >= 0
-            image_labels = torch.zeros_like(chosen_matches)
-            image_labels[is_positive] = gt_labels[chosen_matches[is_positive]] + 1
-            matched = gt_boxes[chosen_matches.clamp(min=0)] if gt_boxes.numel() else candidates[chosen]
-            targets_rows = torch.zeros(chosen.numel(), 4, dtype=candidates.dtype, device=candidates.device)
-            if bool(is_positive.any()):
-                targets_rows[is_positive] = encode_boxes(
-                    matched[is_positive].to(candidates.dtype),
-                    candidates[chosen][is_positive],
-                    self.box_coder_weights,
-                )
+            image_labels, targets_rows, is_positive = label_boxes(
+                candidates[chosen], matches[chosen], gt_boxes, gt_labels, self.box_coder_weights
+            )
             kept.append(candidates[chosen])
             labels.append(image_labels)
             box_targets.append(targets_rows)
@@ -129,11 +166,16 @@ class RoIHeads(nn.Module):
     def loss(
         class_logits: Tensor, box_deltas: Tensor, labels: Tensor, box_targets: Tensor, positive: Tensor
     ) -> dict[str, Tensor]:
-        """Cross-entropy over the sample; smooth L1 (β = 1/9) of the true class's deltas on positives,
-        summed and divided by the sample size. No positives (negative images) → box loss exactly 0."""
+        """Cross-entropy over the sample; smooth L1 (β = 1/9) of the true class's deltas on positives (the
+        one box of class-agnostic deltas ``[R, 4]``), summed and divided by the sample size. No positives
+        (negative images) → box loss exactly 0."""
         classification = F.cross_entropy(class_logits, labels) if labels.numel() else class_logits.sum() * 0.0
         rows = torch.nonzero(positive).flatten()
-        deltas = box_deltas.view(box_deltas.shape[0], -1, 4)[rows, labels[rows]]
+        per_class = box_deltas.view(box_deltas.shape[0], -1, 4)
+        columns = (
+            labels[rows] if per_class.shape[1] > 1 else torch.zeros_like(rows)
+        )  # class-agnostic: one box
+        deltas = per_class[rows, columns]
         regression = smooth_l1_loss(deltas, box_targets[rows].to(deltas.dtype), beta=1 / 9, reduction="sum")
         return {"classification": classification, "box_regression": regression / max(1, labels.numel())}
 
@@ -150,8 +192,4 @@ class RoIHeads(nn.Module):
         scores = F.softmax(logits.float(), dim=-1)[:, 1:]
         boxes = decode_boxes(deltas.float(), proposals.float(), self.box_coder_weights, math.log(1000.0 / 16))
         boxes = boxes.view(-1, self.num_classes + 1, 4)[:, 1:]
-        labels = torch.arange(self.num_classes, device=logits.device).expand_as(scores)
-        keep = scores.flatten() > settings.score_threshold
-        return postprocess_detections(
-            boxes.reshape(-1, 4)[keep], scores.flatten()[keep], labels.flatten()[keep], image_size, settings
-        )
+        return class_detections(scores, boxes, image_size, settings)

@@ -33,19 +33,22 @@ class TwoMLPHead(nn.Module):
 
 class FastRCNNPredictor(nn.Module):
     """``Tensor[R, D]`` → ``(class_logits [R, K + 1], box_deltas [R, 4 (K + 1)])``; index 0 is background.
+    With ``class_agnostic=True`` one box per RoI, ``box_deltas [R, 4]`` (the stages of Cascade R-CNN).
 
     Example:
         >>> import torch
         >>> logits, deltas = FastRCNNPredictor(32, num_classes=3)(torch.zeros(5, 32))
         >>> logits.shape, deltas.shape
         (torch.Size([5, 4]), torch.Size([5, 16]))
+        >>> FastRCNNPredictor(32, num_classes=3, class_agnostic=True)(torch.zeros(5, 32))[1].shape
+        torch.Size([5, 4])
     """
 
-    def __init__(self, in_features: int, num_classes: int) -> None:
+    def __init__(self, in_features: int, num_classes: int, *, class_agnostic: bool = False) -> None:
         super().__init__()
-        self.num_classes = num_classes
+        self.num_classes, self.class_agnostic = num_classes, class_agnostic
         self.cls_score = nn.Linear(in_features, num_classes + 1)
-        self.bbox_pred = nn.Linear(in_features, 4 * (num_classes + 1))
+        self.bbox_pred = nn.Linear(in_features, 4 if class_agnostic else 4 * (num_classes + 1))
         nn.init.normal_(self.cls_score.weight, std=0.01)
         nn.init.normal_(self.bbox_pred.weight, std=0.001)
         nn.init.zeros_(self.cls_score.bias)

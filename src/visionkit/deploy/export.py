@@ -1,0 +1,240 @@
+"""``visionkit export``: a run's ``model.pt`` → ONNX graphs (float, fused, or int8 with our calibration).
+
+The output folder holds the graphs of :func:`visionkit.deploy.onnx.export_onnx` and ``export.json`` (what was
+exported and, for int8, the calibrator, the number of calibrated tensors and the accuracy gate's numbers).
+
+int8, classifiers: the model is fused, exported in float, calibrated on ``calib_count`` images
+(``calib_images=train``: the run's training split; or a folder of image files of the model's input size and
+channels), quantized (:mod:`visionkit.deploy.quantize`) and checked on the test split: test accuracy of the
+float graph and of the int8 graph, both in ONNX Runtime, and their top-1 agreement. If the accuracy drops by
+more than ``max_drop`` nothing is written and :class:`~visionkit.errors.ExportError` says by how much.
+int8, detectors: :mod:`visionkit.deploy.detect_int8` (trunk and heads in int8, gated by COCO AP on the
+run's validation images; calibrated on its training images or a folder).
+
+Example::
+
+    visionkit export weights=runs/digits/model.pt format=onnx int8=true calib=entropy --out runs/digits-int8
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from visionkit.deploy.fuse import fuse_model
+from visionkit.deploy.onnx import MANIFEST, export_onnx, model_kind, ort_session
+from visionkit.deploy.quantize import CALIBRATORS, calibrate_onnx, quantize_onnx
+from visionkit.engine.config import check_types, require
+from visionkit.errors import ConfigError, ExportError, InputShapeError
+
+__all__ = ["ExportRecipe", "calibration_images", "export_run", "load_run_model"]
+
+
+@dataclass(frozen=True)
+class ExportRecipe:
+    """Settings of ``visionkit export``; every field can be overridden as ``key=value``."""
+
+    weights: str = ""  # a run's model.pt (classify or detect)
+    format: Literal["onnx"] = "onnx"
+    fuse: bool = False  # fold batch norms and merge sibling 1×1 convolutions before exporting
+    int8: bool = False  # post-training quantization (classifiers: accuracy gate; detectors: COCO AP gate)
+    calib: Literal["minmax", "percentile", "entropy"] = "entropy"
+    percentile: float = 99.99  # calib=percentile only
+    calib_images: str = "train"  # "train" (the run's training split) or a folder of images
+    calib_count: int = 256
+    max_drop: float = 0.01  # int8: largest accepted test-accuracy drop against the float graph
+    image_size: int = 0  # example size for the export (0: the run's own, 224 for detectors' padded batch)
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        require(bool(self.weights), "weights", self.weights, "a run's model.pt (weights=RUN/model.pt)")
+        require(self.calib in CALIBRATORS, "calib", self.calib, f"one of {list(CALIBRATORS)}")
+        require(50 < self.percentile <= 100, "percentile", self.percentile, "a number in (50, 100]")
+        require(self.calib_count >= 1, "calib_count", self.calib_count, "an integer >= 1")
+        require(0 <= self.max_drop <= 1, "max_drop", self.max_drop, "a number in [0, 1]")
+        require(self.image_size >= 0, "image_size", self.image_size, "an integer >= 0")
+
+
+def load_run_model(weights: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The model of a run's ``model.pt`` (classifier or detector) in eval mode, and what is known about it
+    (``task``, ``input_size``, ``channels`` and, for classifiers, the recipe)."""
+    path = Path(weights)
+    from visionkit.engine.detect import load_detector
+    from visionkit.engine.segment import FORMAT as SEGMENTER
+    from visionkit.engine.segment import model_format
+
+    if model_format(path) == SEGMENTER:
+        raise ExportError(f"{path}: segmenter export is not supported (classifiers and detectors)")
+    saved = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+    if isinstance(saved, dict) and saved.get("task") == "classify":
+        from visionkit.data.digits import Digits
+        from visionkit.engine.classify import load_classifier
+
+        model, recipe = load_classifier(path)
+        channels, height, _ = Digits("train", seed=recipe.seed)[0][0].shape  # the images the run reads
+        return model, {"task": "classify", "recipe": recipe, "input_size": height, "channels": channels}
+    detector, label_map = load_detector(path)
+    return detector, {"task": "detect", "label_map": label_map}
+
+
+def calibration_images(source: str, count: int, info: dict[str, Any]) -> Tensor:
+    """``[N, C, H, W]`` calibration images: the run's training split (``"train"``) or a folder of images,
+    each of the model's input channels and size.
+
+    Raises:
+        InputShapeError: an image of other channels or size (names the file, expected and given shape).
+        ConfigError: no such folder, or no images in it.
+    """
+    channels, size = info["channels"], info["input_size"]
+    if source == "train":
+        from visionkit.data.digits import Digits
+
+        data = Digits("train", seed=info["recipe"].seed)
+        return torch.stack([data[i][0] for i in range(min(count, len(data)))])
+    folder = Path(source)
+    if not folder.is_dir():
+        raise ConfigError(f"calib_images={source}: expected 'train' or a folder of images")
+    from PIL import Image
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))[
+        :count
+    ]
+    if not files:
+        raise ConfigError(f"calib_images={source}: the folder has no .png/.jpg/.bmp images")
+    images = []
+    for file in files:
+        with Image.open(file) as picture:
+            array = torch.from_numpy(np.array(picture, dtype=np.float32)) / 255
+            shape = (len(picture.getbands()), picture.height, picture.width)
+        if shape != (channels, size, size):
+            raise InputShapeError(
+                f"calibration image {file}: expected {channels} channel(s) of {size}×{size}, got "
+                f"{shape[0]} channel(s) of {shape[1]}×{shape[2]}"
+            )
+        images.append(array.reshape(shape[1], shape[2], shape[0]).permute(2, 0, 1))
+    return torch.stack(images)
+
+
+def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
+    """Export per ``recipe`` into ``out`` (module docstring); returns the manifest written there."""
+    out = Path(out)
+    model, info = load_run_model(recipe.weights)
+    inner = getattr(model, "detector", model)  # a detector behind ResizedInput
+    kind = model_kind(inner)
+    images = (
+        calibration_images(recipe.calib_images, recipe.calib_count, info)
+        if recipe.int8 and kind == "classifier"
+        else None
+    )
+    if recipe.fuse or recipe.int8:
+        inner = fuse_model(inner)
+    extra: dict[str, Any] = {
+        "weights": str(recipe.weights),
+        "fused": recipe.fuse or recipe.int8,
+        "int8": recipe.int8,
+    }
+    if kind != "classifier":
+        size = recipe.image_size or 224
+        if recipe.int8:
+            return _int8_detector(recipe, model, inner, out, extra, size)
+        export_onnx(inner, out, example_size=(size, size), extra=extra)
+        return json.loads((out / MANIFEST).read_text())
+    size = recipe.image_size or info["input_size"]
+    if not recipe.int8:
+        export_onnx(inner, out, example_size=(size, size), extra=extra)
+        return json.loads((out / MANIFEST).read_text())
+    with tempfile.TemporaryDirectory() as scratch:
+        float_folder = Path(scratch) / "float"
+        export_onnx(inner, float_folder, example_size=(size, size))
+        assert images is not None
+        batches = [(chunk,) for chunk in images.split(64)]
+        ranges = calibrate_onnx(float_folder / "model.onnx", batches, recipe.calib, recipe.percentile)
+        quantized = quantize_onnx(float_folder / "model.onnx", ranges, Path(scratch) / "int8.onnx")
+        gate = accuracy_gate(float_folder / "model.onnx", quantized, info, recipe.max_drop)
+        extra |= {"calibrator": recipe.calib, "calibrated_tensors": len(ranges),
+                  "calibration_images": len(images), **gate}  # fmt: skip
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(quantized, out / "model.onnx")
+    manifest = {"kind": kind, "parts": {"model": "model.onnx"}, **extra}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def accuracy_gate(
+    float_graph: Path, int8_graph: Path, info: dict[str, Any], max_drop: float
+) -> dict[str, Any]:
+    """Test accuracy of both graphs (ONNX Runtime) and their top-1 agreement; raises
+    :class:`ExportError` when the int8 accuracy is lower by more than ``max_drop``."""
+    from visionkit.data.digits import Digits
+
+    data = Digits("test", seed=info["recipe"].seed)
+    images = torch.stack([data[i][0] for i in range(len(data))])
+    labels = torch.tensor([int(data[i][1]) for i in range(len(data))])
+    predictions = {}
+    for name, graph in (("float", float_graph), ("int8", int8_graph)):
+        session = ort_session(graph)
+        feed_name = session.get_inputs()[0].name
+        logits = [
+            torch.from_numpy(session.run(None, {feed_name: chunk.numpy()})[0]) for chunk in images.split(256)
+        ]
+        predictions[name] = torch.cat(logits).argmax(1)
+    accuracy = {name: float((p == labels).float().mean()) for name, p in predictions.items()}
+    report = {
+        "test_images": len(labels),
+        "accuracy_float": accuracy["float"],
+        "accuracy_int8": accuracy["int8"],
+        "top1_agreement": float((predictions["float"] == predictions["int8"]).float().mean()),
+        "max_drop": max_drop,
+    }
+    drop = accuracy["float"] - accuracy["int8"]
+    if drop > max_drop:
+        raise ExportError(
+            f"int8 accuracy {accuracy['int8']:.4f} is {drop:.4f} below the float graph's "
+            f"{accuracy['float']:.4f} (max_drop={max_drop}): the int8 model was not written"
+        )
+    return report
+
+
+def _int8_detector(
+    recipe: ExportRecipe, model: nn.Module, inner: nn.Module, out: Path, extra: dict[str, Any], size: int
+) -> dict[str, Any]:
+    """int8 graphs of a detector (:mod:`visionkit.deploy.detect_int8`), calibrated on the run's training
+    images (or a folder) and gated by COCO AP on its validation images."""
+    from visionkit.data.datasets import read_image
+    from visionkit.deploy.detect_int8 import quantize_detector
+    from visionkit.engine.config import load_recipe
+    from visionkit.engine.detect import DetectRecipe, build_datasets
+
+    resize = None
+    if hasattr(model, "detector"):  # ResizedInput: images resized in PyTorch before the detector
+        resize = copy.copy(model)
+        resize.detector = inner
+    config = Path(recipe.weights).parent / "config.json"
+    if not config.is_file():
+        raise ConfigError(f"int8=true needs the run's {config} (its data: calibration and validation images)")
+    data = build_datasets(load_recipe(DetectRecipe, config))
+    if recipe.calib_images in ("train", "shapes"):
+        images = [data.train[i][0] for i in range(min(recipe.calib_count, len(data.train)))]
+    else:
+        folder = Path(recipe.calib_images)
+        if not folder.is_dir():
+            raise ConfigError(f"calib_images={recipe.calib_images}: expected 'train' or a folder of images")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
+        images = [read_image(path, index) for index, path in enumerate(files[: recipe.calib_count])]
+    if not images:
+        raise ConfigError(f"calib_images={recipe.calib_images}: no images")
+    with tempfile.TemporaryDirectory() as scratch:
+        return quantize_detector(
+            inner, out, calibration=images, validation=data.val, calibrator=recipe.calib,
+            percentile=recipe.percentile, max_drop=recipe.max_drop, example_size=(size, size),
+            scratch=scratch, extra=extra, resize=resize,
+        )  # fmt: skip

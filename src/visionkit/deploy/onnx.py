@@ -1,0 +1,434 @@
+"""ONNX export and ONNX Runtime inference of classifiers and detectors (handbook §37).
+
+What goes into a graph: the dense, shape-static parts — a classifier whole; a detector's **trunk**
+(backbone + neck: the padded, normalized batch → every neck level), its dense **head** (RetinaNet's class
+and box subnets over the levels; Faster R-CNN's RPN head) and, for Faster R-CNN, the **box head** (pooled
+RoI features ``[R, C, 7, 7]`` → class logits and box deltas). Every graph has dynamic batch and image size
+(levels of any height and width; ``R`` proposals, also 0).
+
+What stays outside, in PyTorch with our own ops: input checks, normalization and padding, anchors, box
+decoding, proposal selection, multi-scale RoI Align and NMS. :class:`OnnxRuntimeDetector` is the eager
+detector with its trunk and heads swapped for ONNX Runtime sessions, so the decoding and suppression are
+literally the same code as in eager mode. Our NMS suppresses a box when ``IoU > nms_threshold`` (strictly;
+a pair exactly at the threshold survives, :mod:`visionkit.ops.nms`); ONNX's ``NonMaxSuppression`` also
+suppresses only when ``IoU > iou_threshold`` (the ONNX Runtime kernel compares ``iou > threshold``), but it
+returns ``(batch, class, box)`` index triples per class up to ``max_output_boxes_per_class`` and breaks
+score ties in an unspecified order — one reason the suppression stays outside the graph here.
+
+An op the exporter cannot translate raises :class:`~visionkit.errors.ExportError` naming the ATen op and the
+module path where the model calls it (from ``torch.export``'s ``nn_module_stack``).
+
+Example:
+    >>> import torch
+    >>> from visionkit.models import create_model
+    >>> model = create_model("resnet_digits", num_classes=10).eval()
+    >>> paths = export_onnx(model, "exported", example_size=(28, 28))
+    >>> runtime = load_onnx_runtime(model, "exported")
+    >>> runtime(torch.rand(3, 1, 32, 40)).shape
+    torch.Size([3, 10])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from visionkit.errors import ExportError
+from visionkit.models.detectors.base import Detector
+from visionkit.models.detectors.faster_rcnn import FasterRCNN
+from visionkit.models.detectors.retinanet import RetinaNet
+
+__all__ = [
+    "OnnxRuntimeDetector",
+    "OrtModule",
+    "export_module",
+    "export_onnx",
+    "load_onnx_runtime",
+    "model_kind",
+    "onnx_parts",
+    "ort_session",
+]
+
+MANIFEST = "export.json"
+
+
+def model_kind(model: nn.Module) -> str:
+    """``"retinanet"``, ``"faster_rcnn"`` or ``"classifier"`` (anything else that maps images to logits).
+
+    Detector families are matched by their exact class: a subclass (Cascade R-CNN is a ``FasterRCNN``
+    with more stages) has its own heads and glue, which these graphs do not cover.
+
+    Raises:
+        ExportError: another detector family (YOLO, RefineDet, Cascade R-CNN, ...).
+    """
+    if type(model) is RetinaNet:
+        return "retinanet"
+    if type(model) is FasterRCNN:
+        return "faster_rcnn"
+    if isinstance(model, Detector):
+        raise ExportError(
+            f"export: detector family {type(model).__name__} is not supported yet (RetinaNet, FasterRCNN)"
+        )
+    return "classifier"
+
+
+# ----------------------------------------------------------------------------------------- the parts
+class _Trunk(nn.Module):
+    """backbone + neck: ``batch [B, 3, H, W]`` → the neck levels as a tuple in ``names`` order."""
+
+    def __init__(self, detector: Detector) -> None:
+        super().__init__()
+        self.backbone, self.neck = detector.backbone, detector.neck
+        self.names = list(detector.neck.out_names)
+
+    def forward(self, batch: Tensor) -> tuple[Tensor, ...]:
+        features = self.neck(self.backbone(batch))
+        return tuple(features[name] for name in self.names)
+
+
+class _LevelHead(nn.Module):
+    """A head over pyramid levels as positional inputs: ``*levels`` → a flat tuple of its outputs."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, *levels: Tensor) -> tuple[Tensor, ...]:
+        outputs = self.head(list(levels))
+        flat: list[Tensor] = []
+        for output in outputs:
+            flat += list(output) if isinstance(output, (list, tuple)) else [output]
+        return tuple(flat)
+
+
+class _BoxHead(nn.Module):
+    """Faster R-CNN's box head and predictor: pooled ``[R, C, h, w]`` → ``(class_logits, box_deltas)``."""
+
+    def __init__(self, detector: FasterRCNN) -> None:
+        super().__init__()
+        self.box_head, self.box_predictor = detector.roi_heads.box_head, detector.roi_heads.box_predictor
+
+    def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
+        return self.box_predictor(self.box_head(pooled))
+
+
+def onnx_parts(
+    model: nn.Module, example_size: tuple[int, int]
+) -> dict[str, tuple[nn.Module, tuple[Tensor, ...], Any]]:
+    """The graphs of ``model`` (module docstring): ``name → (module, example inputs, dynamic_shapes)``.
+
+    ``example_size``: ``(H, W)`` of the example image (a classifier's input, a detector's padded batch
+    is rounded up to ``size_divisible``). Examples have batch 2, so the batch dimension stays symbolic.
+    """
+    kind = model_kind(model)
+    model = model.eval()
+    dim = torch.export.Dim
+    batch = dim("batch", min=1, max=4096)
+    if kind == "classifier":
+        channels = _input_channels(model)
+        example = torch.rand(2, channels, *example_size)
+        shapes = ({0: batch, 2: dim.AUTO, 3: dim.AUTO},)  # the sizes the network accepts (guards inferred)
+        return {"model": (model, (example,), shapes)}
+    divisor = model.size_divisible
+    # every level at least 2×2 in the example, or the exporter fixes a 1-pixel level's size to 1
+    smallest = 2 * max(spec.stride for spec in model.feature_shapes.values())
+    h, w = (-(-max(s, smallest) // divisor) * divisor for s in example_size)
+    example = torch.rand(2, len(model.image_mean), h, w)
+    rows, cols = dim("rows", min=1, max=256), dim("cols", min=1, max=256)
+    parts: dict[str, tuple[nn.Module, tuple[Tensor, ...], Any]] = {
+        "trunk": (_Trunk(model), (example,), ({0: batch, 2: divisor * rows, 3: divisor * cols},))
+    }
+    with torch.no_grad():
+        levels = dict(zip(parts["trunk"][0].names, parts["trunk"][0](example), strict=True))
+    head_names = model.feature_names if kind == "retinanet" else model.rpn_feature_names
+    inputs = tuple(levels[name] for name in head_names)
+    level_shapes = tuple(
+        {0: batch, 2: dim(f"{name}_h", min=1, max=8192), 3: dim(f"{name}_w", min=1, max=8192)}
+        for name in head_names
+    )
+    head = model.head if kind == "retinanet" else model.rpn.head
+    parts["head"] = (_LevelHead(head), inputs, (level_shapes,))  # one entry: the *levels tuple
+    if kind == "faster_rcnn":
+        pooler = model.roi_heads.pooler
+        proposals = [torch.tensor([[0.0, 0.0, 16.0, 16.0], [4.0, 4.0, 40.0, 30.0]])] * 2
+        with torch.no_grad():
+            pooled = pooler(levels, proposals, [(h, w)] * 2)
+        parts["box_head"] = (_BoxHead(model), (pooled,), ({0: dim("rois", min=0, max=1 << 20)},))
+    return parts
+
+
+def _input_channels(model: nn.Module) -> int:
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.in_channels
+    raise ExportError(f"export: {type(model).__name__} has no Conv2d, cannot tell its input channels")
+
+
+# ----------------------------------------------------------------------------------------- exporting
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter logs and warns about things that are not ours (torchvision ops, deprecations)."""
+    names = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript")
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def export_module(
+    module: nn.Module, inputs: tuple[Tensor, ...], dynamic_shapes: Any, path: str | Path
+) -> Path:
+    """Export one module to ``path`` (ONNX, opset of the installed exporter) via ``torch.export``.
+
+    Inputs are named ``input_<i>``, outputs ``output_<i>``.
+
+    Raises:
+        ExportError: the model cannot be captured, or calls an op that has no ONNX translation; the message
+            names the op and the module path that calls it.
+    """
+    path = Path(path)
+    with _quiet_exporter():
+        try:
+            program = torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes, strict=False)
+        except Exception as error:
+            raise ExportError(f"export of {type(module).__name__}: torch.export failed: {error}") from error
+        try:
+            onnx_program = torch.onnx.export(
+                program,
+                inputs,
+                dynamo=True,
+                input_names=[f"input_{i}" for i in range(len(inputs))],
+                verbose=False,
+                optimize=True,
+            )
+        except Exception as error:
+            raise _unsupported(error, program) from error
+    names = [f"output_{i}" for i in range(len(onnx_program.model.graph.outputs))]
+    for value, name in zip(onnx_program.model.graph.outputs, names, strict=True):
+        value.name = name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx_program.save(str(path))
+    return path
+
+
+def _unsupported(error: BaseException, program: torch.export.ExportedProgram) -> ExportError:
+    """An :class:`ExportError` naming the op and its module path, from the exporter's error chain."""
+    messages = []
+    cause: BaseException | None = error
+    while cause is not None:
+        messages.append(str(cause))
+        cause = cause.__cause__
+    text = "\n".join(messages)
+    found = re.search(r"Error when translating node %(\w+) .*?target=([\w.:]+)", text)
+    if found is None:
+        return ExportError(f"ONNX export failed: {messages[-1][:500]}")
+    node_name, op = found.groups()
+    path = "<model>"
+    for node in program.graph.nodes:
+        if node.name == node_name or str(node.target) == op:
+            stack = node.meta.get("nn_module_stack") or {}
+            if stack:
+                path = list(stack.values())[-1][0] or "<model>"
+            break
+    reason = messages[-1].splitlines()[0][:300]
+    return ExportError(f"ONNX export: op {op} (called in module {path!r}) has no ONNX translation: {reason}")
+
+
+def export_onnx(
+    model: nn.Module,
+    folder: str | Path,
+    *,
+    example_size: tuple[int, int] = (224, 224),
+    extra: dict | None = None,
+) -> dict[str, Path]:
+    """Export ``model`` (a classifier, RetinaNet or Faster R-CNN) into ``folder``: one ``<part>.onnx`` per
+    graph of :func:`onnx_parts` and ``export.json`` (kind, parts, inputs; ``extra`` merged in).
+
+    Returns:
+        ``part name → path``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, (module, inputs, shapes) in onnx_parts(model, example_size).items():
+        paths[name] = export_module(module, inputs, shapes, folder / f"{name}.onnx")
+    manifest = {"kind": model_kind(model), "parts": {k: p.name for k, p in paths.items()}, **(extra or {})}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return paths
+
+
+# ----------------------------------------------------------------------------------------- running
+def ort_session(path: str | Path, threads: int = 1) -> Any:
+    """An ONNX Runtime CPU session of ``path`` with ``threads`` intra-op threads (all graph optimizations)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OrtModule(nn.Module):
+    """An ONNX Runtime session as a module: float32 tensors in, float32 tensors out.
+
+    ``structure`` says how the flat outputs are returned: ``None`` (one tensor), ``"tuple"``, or a list of
+    group sizes (``[5, 5]``: two lists of five, as a head over five levels returns them).
+    """
+
+    def __init__(self, session: Any, structure: str | list[int] | None = None) -> None:
+        super().__init__()
+        self.session, self.structure = session, structure
+        self.input_names = [i.name for i in session.get_inputs()]
+
+    def forward(self, *inputs: Tensor) -> Any:
+        if len(inputs) == 1 and isinstance(inputs[0], (list, tuple)):
+            inputs = tuple(inputs[0])
+        feed = {
+            n: t.detach().float().contiguous().cpu().numpy()
+            for n, t in zip(self.input_names, inputs, strict=True)
+        }
+        outputs = [torch.from_numpy(o) for o in self.session.run(None, feed)]
+        if self.structure is None:
+            return outputs[0]
+        if self.structure == "tuple":
+            return tuple(outputs)
+        grouped, start = [], 0
+        for size in self.structure:
+            grouped.append(outputs[start : start + size])
+            start += size
+        return tuple(grouped)
+
+
+class _TrunkSession(nn.Module):
+    """The trunk session in the backbone's place: the batch → ``{level name: level}`` (the neck's output)."""
+
+    def __init__(self, inner: OrtModule, names: Sequence[str]) -> None:
+        super().__init__()
+        self.inner, self.names = inner, list(names)
+
+    def forward(self, batch: Tensor) -> dict[str, Tensor]:
+        return dict(zip(self.names, self.inner(batch), strict=True))
+
+
+class _PassThrough(nn.Module):
+    """Stands in for the neck once the trunk session returns its levels."""
+
+    def forward(self, levels: dict[str, Tensor]) -> dict[str, Tensor]:
+        return dict(levels)
+
+
+class _EmptyAware(nn.Module):
+    """The box-head session, with ``R = 0`` proposals answered without running it."""
+
+    def __init__(self, session_module: OrtModule, num_classes: int, box_outputs: int) -> None:
+        super().__init__()
+        self.inner, self.num_classes, self.box_outputs = session_module, num_classes, box_outputs
+
+    def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
+        if pooled.shape[0] == 0:
+            return pooled.new_zeros(0, self.num_classes), pooled.new_zeros(0, self.box_outputs)
+        return self.inner(pooled)
+
+
+class OnnxRuntimeDetector(nn.Module):
+    """The eager detector with trunk and heads run by ONNX Runtime (module docstring): same call, same
+    :class:`~visionkit.structures.Detections`; anchors, decoding, RoI Align and NMS are the detector's own."""
+
+    def __init__(self, detector: Detector, folder: Path, parts: dict[str, str], threads: int = 1) -> None:
+        super().__init__()
+        model = copy.deepcopy(detector).eval()
+        names = list(model.neck.out_names)
+        model.backbone = _TrunkSession(
+            OrtModule(ort_session(folder / parts["trunk"], threads), "tuple"), names
+        )
+        model.neck = _PassThrough()
+        if isinstance(model, RetinaNet):
+            model.head = _Levels(OrtModule(ort_session(folder / parts["head"], threads), "tuple"))
+        else:
+            levels = len(model.rpn_feature_names)
+            model.rpn.head = _ListPair(
+                OrtModule(ort_session(folder / parts["head"], threads), [levels, levels])
+            )
+            predictor = detector.roi_heads.box_predictor
+            session = OrtModule(ort_session(folder / parts["box_head"], threads), "tuple")
+            model.roi_heads.box_predictor = _EmptyAware(session, predictor.cls_score.out_features,
+                                                        predictor.bbox_pred.out_features)  # fmt: skip
+            model.roi_heads.box_head = nn.Identity()
+        self.model = model
+
+    def forward(self, images: Sequence[Tensor]) -> Any:
+        with torch.no_grad():
+            return self.model(images)
+
+
+class _Levels(nn.Module):
+    """RetinaNet head session: the list of levels as positional inputs → ``(class_logits, box_deltas)``."""
+
+    def __init__(self, inner: OrtModule) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, levels: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        return self.inner(*levels)
+
+
+class _ListPair(nn.Module):
+    """RPN head session: returns ``(objectness maps, delta maps)`` as lists, as the eager head does."""
+
+    def __init__(self, inner: OrtModule) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, levels: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        objectness, deltas = self.inner(*levels)
+        return list(objectness), list(deltas)
+
+
+class OnnxRuntimeClassifier(nn.Module):
+    """A classifier graph run by ONNX Runtime: ``[B, C, H, W]`` → logits ``[B, K]``."""
+
+    def __init__(self, folder: Path, parts: dict[str, str], threads: int = 1) -> None:
+        super().__init__()
+        self.session = OrtModule(ort_session(folder / parts["model"], threads))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.session(images)
+
+
+def load_onnx_runtime(model: nn.Module, folder: str | Path, threads: int = 1) -> nn.Module:
+    """The exported graphs in ``folder`` (from :func:`export_onnx`) as a runnable module; ``model`` is the
+    eager model they were exported from (a detector's glue — anchors, decoding, NMS — is taken from it)."""
+    folder = Path(folder)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise ExportError(
+            f"{manifest_path}: no export manifest (export the model with visionkit export first)"
+        )
+    manifest = json.loads(manifest_path.read_text())
+    if hasattr(model, "detector"):  # ResizedInput: resize in PyTorch, then the detector in ONNX Runtime
+        wrapper = copy.copy(model)
+        wrapper.detector = load_onnx_runtime(model.detector, folder, threads)
+        return wrapper
+    if manifest["kind"] != model_kind(model):
+        raise ExportError(
+            f"{manifest_path}: exported a {manifest['kind']}, but the model is a {model_kind(model)}"
+        )
+    if manifest["kind"] == "classifier":
+        return OnnxRuntimeClassifier(folder, manifest["parts"], threads)
+    return OnnxRuntimeDetector(model, folder, manifest["parts"], threads)

@@ -1,0 +1,228 @@
+"""ONNX export and ONNX Runtime parity (visionkit.deploy.onnx).
+
+The bound. Eager PyTorch and ONNX Runtime evaluate the same network; each is within the first-order
+rounding bound of tests/models/network_error.py of the exact network (any summation order: MLAS's
+blocked NCHWc / im2col-GEMM kernels like oneDNN's; fused epilogues such as Conv+Add+ReLU only drop
+roundings). One thing ONNX Runtime changes: its graph optimizer folds Conv + BatchNormalization in float32,
+so its folded parameters are within ``γ₃₂(8)`` of the exact fold (tests/deploy/fold_bounds.py). If it does
+not fold, it evaluates the batch norm as the eager model does. So
+``|ort − eager| <= B(unfused) + max(B(unfused), B(folded, γ₃₂(8) parameter errors))``.
+
+Detections: the graphs end at the raw head outputs; decoding, top-k, RoI Align and NMS are the detector's
+own code in both runtimes (module docstring of visionkit.deploy.onnx). Given raw outputs that differ by at
+most δ (measured over all of them; at sampled positions they are checked against the derived bound), a
+score ``σ(z)`` moves by at most ``δ/4`` plus two ulps (the sigmoid's slope is at most 1/4; one libm ``exp``
+and a division), and a decoded coordinate ``c ± w/2`` with ``c = dx·w_a + c_a``, ``w = e^{dw}·w_a`` by at most
+``w_a·δ + (w/2)·expm1(δ)`` plus ``γ₃₂(8)`` of the magnitudes it combines; clipping to the image is
+1-Lipschitz. The tests use images without near-ties (random weights), and check that both runtimes keep
+the same detections in the same order.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from fold_bounds import fold_errors, randomize_norms
+from network_error import first_order_output_bound, without_inplace
+from torch import nn
+
+from running_error import assert_bounded
+from tolerances import eps, gamma
+from visionkit.deploy.fuse import fuse_model
+from visionkit.deploy.onnx import export_module, export_onnx, load_onnx_runtime, onnx_parts
+from visionkit.errors import ExportError
+from visionkit.models import create_model
+
+F32_FOLD = gamma(8, torch.float32)
+
+
+def _ort_bound(model: nn.Module, x: torch.Tensor, outputs: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eager output and the bound of ``|ort − eager|`` at ``outputs`` (module docstring)."""
+    model = without_inplace(copy.deepcopy(model).eval())
+    expected, unfused = first_order_output_bound(copy.deepcopy(model), x, outputs, torch.float32)
+    fused = without_inplace(fuse_model(model, horizontal=False))
+    _, folded = first_order_output_bound(
+        copy.deepcopy(fused), x, outputs, torch.float32, fold_errors(model, fused, F32_FOLD)
+    )
+    return expected, unfused + torch.maximum(unfused, folded)
+
+
+def test_classifier_parity_two_sizes_and_batches(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = create_model("resnet_digits", num_classes=10).eval()
+    with torch.no_grad():
+        randomize_norms(model, torch.Generator().manual_seed(1))
+    paths = export_onnx(model, tmp_path, example_size=(28, 28))
+    assert set(paths) == {"model"} and (tmp_path / "export.json").is_file()
+    runtime = load_onnx_runtime(model, tmp_path)
+    for shape in [(2, 1, 28, 28), (1, 1, 36, 44)]:  # the export size, then another size and batch
+        x = torch.rand(*shape)
+        outputs = [(s, k) for s in range(shape[0]) for k in range(10)]
+        expected, bound = _ort_bound(model, x, outputs)
+        got = runtime(x)
+        assert got.shape == expected.shape
+        pick = [(got[i], expected[i].detach()) for i in outputs]
+        assert_bounded(torch.stack([a for a, _ in pick]), torch.stack([b for _, b in pick]), bound)
+
+
+class _Raw(nn.Module):
+    """A detector's raw dense outputs (trunk + head) as one flat tensor per image, for the bound."""
+
+    def __init__(self, parts) -> None:
+        super().__init__()
+        self.trunk, self.head = parts["trunk"][0], parts["head"][0]
+        self.head_names = [self.trunk.names.index(n) for n in parts["head_names"]]
+
+    def forward(self, batch):
+        levels = self.trunk(batch)
+        return torch.cat([o.flatten(1) for o in self.head(*(levels[i] for i in self.head_names))], 1)
+
+
+def _raw_parity(model, runtime, images, count: int = 12) -> float:
+    """Raw outputs of eager and ORT at ``count`` positions within the derived bound; returns δ, the largest
+    difference over all raw outputs."""
+    batch, _ = model.preprocess(images)
+    parts = onnx_parts(model, (64, 64))
+    names = model.feature_names if hasattr(model, "feature_names") else model.rpn_feature_names
+    raw = _Raw({**parts, "head_names": names}).eval()
+    inner = runtime.model
+    levels = inner.backbone(batch)
+    head = inner.head if hasattr(inner, "head") else inner.rpn.head
+    ort_out = head([levels[n] for n in names])
+    flat = [t for group in ort_out for t in (group if isinstance(group, list) else [group])]
+    got = torch.cat([o.flatten(1) for o in flat], 1)
+    with torch.no_grad():
+        expected_all = raw(batch)
+    generator = torch.Generator().manual_seed(0)
+    positions = [(s, int(torch.randint(got.shape[1], (1,), generator=generator))) for s in range(2)
+                 for _ in range(count // 2)]  # fmt: skip
+    expected, bound = _ort_bound(raw, batch, positions)
+    pick = lambda t: torch.stack([t[i] for i in positions])  # noqa: E731
+    assert_bounded(pick(got), pick(expected.detach()), bound)
+    return float((got - expected_all).abs().max())
+
+
+def _assert_same_detections(eager, ort, delta: float, largest_anchor: float) -> None:
+    for e, o in zip(eager, ort, strict=True):
+        assert torch.equal(e["labels"], o["labels"])
+        score_bound = delta / 4 + 2 * eps(torch.float32)
+        assert_bounded(o["scores"], e["scores"], score_bound)
+        widths = torch.cat([e["boxes"][:, 2:] - e["boxes"][:, :2]] * 2, 1).abs()
+        box_bound = (
+            largest_anchor * delta
+            + widths / 2 * math.expm1(delta) * 1.01
+            + gamma(8, torch.float32) * (e["boxes"].abs() + 2 * largest_anchor)
+        )
+        assert_bounded(o["boxes"], e["boxes"], box_bound)
+
+
+@pytest.mark.parametrize("name", ["retinanet_plain_fpn", "fasterrcnn_plain_fpn"])
+def test_detector_parity_second_size_and_no_detections(name: str, tmp_path) -> None:
+    """RetinaNet (without GroupNorm in the head: torch's and ONNX Runtime's group statistics use
+    different algorithms, not covered by this bound) and Faster R-CNN."""
+    torch.manual_seed(0)
+    kwargs = {"head_norm": None} if name.startswith("retinanet") else {}
+    model = create_model(name, num_classes=3, score_threshold=0.001, detections_per_image=10, **kwargs).eval()
+    with torch.no_grad():
+        randomize_norms(model, torch.Generator().manual_seed(1))
+        for module in getattr(model, "head", nn.Identity()).modules():  # spread the scores: no near-ties
+            if isinstance(module, nn.Conv2d):
+                module.weight.normal_(0, 0.05)
+    paths = export_onnx(model, tmp_path, example_size=(64, 64))
+    expected_parts = {"trunk", "head"} | ({"box_head"} if name.startswith("faster") else set())
+    assert set(paths) == expected_parts
+    runtime = load_onnx_runtime(model, tmp_path)
+    largest_anchor = 256 * math.sqrt(2) * 2  # anchor sides: size·√ratio, ratios up to 2 (x2 for proposals)
+    images = [torch.rand(3, 100, 80), torch.rand(3, 70, 150)]  # padded to 160×160, not the export size
+    delta = _raw_parity(model, runtime, images)
+    with torch.no_grad():
+        eager, ort = model(images), runtime(images)
+    assert sum(len(d["scores"]) for d in eager) > 0
+    _assert_same_detections(eager, ort, delta, largest_anchor)
+    # an image with no detections: a threshold above its best score (the best candidate always survives
+    # NMS) by more than the scores can differ between the runtimes
+    top = float(eager[0]["scores"].max())
+    assert top + 1e-4 < 1 and delta / 4 + 2 * eps(torch.float32) < 1e-4
+    model.postprocess = model.postprocess.replace(score_threshold=top + 1e-4)
+    runtime.model.postprocess = model.postprocess
+    with torch.no_grad():
+        eager, ort = model([images[0]]), runtime([images[0]])
+    assert eager[0]["boxes"].shape == ort[0]["boxes"].shape == (0, 4)
+
+
+def test_unsupported_op_names_the_op_and_the_module(tmp_path) -> None:
+    class Odd(nn.Module):
+        def forward(self, x):
+            return torch.kthvalue(x, 2, dim=-1).values
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.block = nn.Conv2d(3, 3, 1), nn.Sequential(nn.ReLU(), Odd())
+
+        def forward(self, x):
+            return self.block(self.conv(x))
+
+    with pytest.raises(ExportError, match=r"aten\.kthvalue.*'block\.1'"):
+        export_module(Net(), (torch.rand(2, 3, 8, 8),), None, tmp_path / "odd.onnx")
+    assert not (tmp_path / "odd.onnx").exists()
+
+
+@pytest.mark.parametrize("name", ["cascadercnn_plain_fpn", "yolov3_plain", "refinedet_plain"])
+def test_other_detector_families_are_refused(name: str, tmp_path) -> None:
+    """Families with their own heads and glue (a Cascade R-CNN is a FasterRCNN subclass) are not exported
+    as if they were RetinaNet or Faster R-CNN."""
+    with torch.device("meta"):
+        model = create_model(name)
+    with pytest.raises(ExportError, match=f"{type(model).__name__} is not supported"):
+        export_onnx(model, tmp_path)
+
+
+def test_load_errors(tmp_path) -> None:
+    model = create_model("resnet_digits")
+    with pytest.raises(ExportError, match=r"export\.json"):
+        load_onnx_runtime(model, tmp_path)
+    (tmp_path / "export.json").write_text('{"kind": "retinanet", "parts": {}}')
+    with pytest.raises(ExportError, match="exported a retinanet, but the model is a classifier"):
+        load_onnx_runtime(model, tmp_path)
+
+
+def test_iou_at_the_threshold_convention_matches_onnx_nonmaxsuppression(tmp_path) -> None:
+    """The convention documented in visionkit.deploy.onnx: a pair exactly at the IoU threshold survives,
+    in our NMS and in ONNX Runtime's NonMaxSuppression (IoU 100/200 = 0.5 exactly in float32), and a pair
+    just above it is suppressed by both."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from visionkit.deploy.onnx import ort_session
+    from visionkit.ops import batched_nms
+
+    node = helper.make_node("NonMaxSuppression", ["boxes", "scores", "max", "iou", "score"], ["keep"])
+    graph = helper.make_graph(
+        [node],
+        "nms",
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, None, 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, None]),
+        ],
+        [helper.make_tensor_value_info("keep", TensorProto.INT64, [None, 3])],
+        [
+            helper.make_tensor("max", TensorProto.INT64, [1], [10]),
+            helper.make_tensor("iou", TensorProto.FLOAT, [1], [0.5]),
+            helper.make_tensor("score", TensorProto.FLOAT, [1], [0.0]),
+        ],
+    )
+    path = tmp_path / "nms.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    session = ort_session(path)
+    for second, kept in (([0.0, 0.0, 20.0, 10.0], 2), ([0.0, 0.0, 19.0, 10.0], 1)):  # IoU 0.5, then 10/19
+        boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], second])  # ONNX default: [y1, x1, y2, x2] corners
+        scores = torch.tensor([0.9, 0.8])
+        ours = batched_nms(boxes, scores, torch.zeros(2, dtype=torch.int64), 0.5)
+        theirs = session.run(None, {"boxes": boxes[None].numpy(), "scores": scores[None, None].numpy()})[0]
+        assert len(ours) == len(theirs) == kept
+        assert np.array_equal(theirs[:, 2], ours.numpy())
