@@ -1,10 +1,14 @@
 """Issue 15: Cascade R-CNN and RefineDet against Faster R-CNN on ``shapes``, refinement made visible.
 
 Reads run folders written by ``visionkit train detect`` (same recipe and wall-clock budget for every model,
-see RESULTS.md for the commands) and prints Markdown tables:
+see RESULTS.md for the commands; ``--train SECONDS`` trains the missing ones through
+:func:`~visionkit.engine.detect.train_detector` with that recipe) and prints Markdown tables:
 
-* every model: COCO AP, AP50, AP75, AP85, AP90 on the validation images, median ms per image (batch 1),
-  parameters; paired-bootstrap 95 % intervals of the AP and AP75 gains over the images;
+* every model (RetinaNet, Faster R-CNN, Cascade R-CNN, YOLOv3, RefineDet and its ablations): COCO AP, AP50,
+  AP75, AP85, AP90 on the validation images, median ms per image (batch 1), parameters, and the foreground
+  : background ratio of what its classifier is trained on (RetinaNet: all anchors; the two-stage models:
+  the RPN's proposals at IoU 0.5; RefineDet: the anchors negative filtering passes to the ODM);
+  paired-bootstrap 95 % intervals of the AP and AP75 gains over the images;
 * Cascade R-CNN per stage: AP with stage 1 only, 1+2, 1+2+3 (boxes of the last stage run, scores averaged
   over the stages run), and the IoU with its ground truth of every RPN proposal with IoU >= 0.5 after 0, 1,
   2, 3 refinements (mean, median, share >= 0.7 / 0.8 / 0.9; a histogram figure with ``--figure``);
@@ -13,7 +17,7 @@ see RESULTS.md for the commands) and prints Markdown tables:
 
 Usage:
     python benchmarks/bench_cascade_refinedet.py --runs /tmp/cascade_runs --resamples 300 \
-        --figure docs/images/cascade_stage_iou.png
+        --figure docs/images/cascade_stage_iou.png [--train 280]
 """
 
 from __future__ import annotations
@@ -26,21 +30,34 @@ from typing import Any
 import numpy as np
 import torch
 
-from visionkit.engine.detect import DetectRecipe, build_datasets, evaluate_predictions, load_detector, predict
+from visionkit.engine.detect import (
+    DetectRecipe,
+    build_datasets,
+    evaluate_predictions,
+    load_detector,
+    predict,
+    train_detector,
+)
 from visionkit.lab.demo import bootstrap_ap_gain, time_inference
 from visionkit.models.detectors import ResizedInput
 from visionkit.models.detectors.refinedet import filtered, refine
 from visionkit.ops import Matcher, box_iou
 
-RUNS = {
-    "Faster R-CNN": "fasterrcnn_plain_fpn",
-    "Cascade R-CNN": "cascadercnn_plain_fpn",
-    "RefineDet": "refinedet_plain",
-    "RefineDet, ODM from the original anchors": "refinedet_plain_norefine",
-    "RefineDet, no negative anchor filtering": "refinedet_plain_nofilter",
-}
+#: title -> (run folder, model, recipe options)
+RUNS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "RetinaNet": ("retinanet_plain_fpn", "retinanet_plain_fpn", {}),
+    "Faster R-CNN": ("fasterrcnn_plain_fpn", "fasterrcnn_plain_fpn", {}),
+    "Cascade R-CNN": ("cascadercnn_plain_fpn", "cascadercnn_plain_fpn", {}),
+    "YOLOv3": ("yolov3_plain", "yolov3_plain", {}),
+    "RefineDet": ("refinedet_plain", "refinedet_plain", {}),
+    "RefineDet, ODM from the original anchors": ("refinedet_plain_norefine", "refinedet_plain",
+                                                 {"refine_anchors": False}),
+    "RefineDet, no negative anchor filtering": ("refinedet_plain_nofilter", "refinedet_plain",
+                                                {"negative_filtering": False}),
+}  # fmt: skip
 GAINS = [("Cascade R-CNN", "Faster R-CNN"), ("RefineDet", "RefineDet, ODM from the original anchors"),
-         ("RefineDet", "RefineDet, no negative anchor filtering"), ("RefineDet", "Faster R-CNN")]  # fmt: skip
+         ("RefineDet", "RefineDet, no negative anchor filtering"), ("RefineDet", "Faster R-CNN"),
+         ("RefineDet", "RetinaNet"), ("Cascade R-CNN", "RetinaNet")]  # fmt: skip
 
 
 def ap_at(result: Any, iou: float) -> float:
@@ -56,6 +73,41 @@ def scores(predictions: list, targets: list, num_classes: int) -> dict[str, floa
     numbers = coco.as_dict()
     return {"AP": numbers["AP"], "AP50": numbers["AP50"], "AP75": numbers["AP75"], "AP85": ap_at(coco, 0.85),
             "AP90": ap_at(coco, 0.9)}  # fmt: skip
+
+
+def train_missing(runs: Path, seconds: float) -> None:
+    """Train each run of :data:`RUNS` without a ``model.pt``: one recipe, ``seconds`` of training."""
+    for folder, model, options in RUNS.values():
+        if not (runs / folder / "model.pt").is_file():
+            recipe = DetectRecipe(model=model, epochs=100, time_limit=seconds, eval_every=1000, threads=1,
+                                  seed=0, progress=False, **options)  # fmt: skip
+            train_detector(recipe, runs / folder)
+
+
+@torch.no_grad()
+def foreground_background(model: Any, images: list, targets: list) -> str:
+    """``fg : bg`` of what the model's classifier learns from, summed over ``images`` (module docstring)."""
+    if hasattr(model, "filter_threshold"):
+        counts = refinedet_anchors(model, images, targets)
+        fg, bg = ("fg_kept", "bg_kept") if model.negative_filtering else ("fg", "bg")
+        return f"1 : {counts[bg] / max(counts[fg], 1):.1f}"
+    dense = all(hasattr(model, name) for name in ("anchor_generator", "matcher", "feature_names"))
+    if not hasattr(model, "roi_heads") and not dense:
+        return "—"  # YOLO: its own assignment, not counted here
+    fg = bg = 0
+    for image, target in zip(images, targets, strict=True):
+        batch, sizes = model.preprocess([image])
+        features = model.extract_features(batch)
+        if hasattr(model, "roi_heads"):
+            boxes = model.proposals(batch, sizes, features)[0][0]
+            best = box_iou(target["boxes"], boxes).max(dim=0).values if len(target["boxes"]) else None
+            positive = best >= 0.5 if best is not None else torch.zeros(len(boxes), dtype=torch.bool)
+            fg, bg = fg + int(positive.sum()), bg + int((~positive).sum())
+        else:
+            levels = [features[name] for name in model.feature_names]
+            matches = model.matcher(box_iou(target["boxes"], model.anchor_generator(batch, levels)[0]))
+            fg, bg = fg + int((matches >= 0).sum()), bg + int((matches == Matcher.BELOW_LOW_THRESHOLD).sum())
+    return f"1 : {bg / max(fg, 1):.1f}"
 
 
 def plain(detector: Any) -> Any:
@@ -81,8 +133,9 @@ def stage_ious(model: Any, images: list, targets: list) -> list[np.ndarray]:
 
 @torch.no_grad()
 def refinedet_anchors(model: Any, images: list, targets: list) -> dict[str, float]:
-    """What the ODM sees: foreground / background anchors (IoU 0.5 on the refined anchors) among all and
-    among those kept by negative filtering; mean IoU of positive anchors before and after the ARM."""
+    """What the ODM sees: foreground / background anchors (IoU 0.5 on the anchors the ODM regresses from)
+    among all and among those negative filtering keeps (counted also for a model trained without it); mean
+    IoU of positive anchors (IoU 0.5 on the original anchors) before and after the ARM's offsets."""
     matcher, counts = Matcher(0.5, 0.5, True), dict.fromkeys(("fg", "bg", "fg_kept", "bg_kept"), 0)
     before, after = [], []
     for image, target in zip(images, targets, strict=True):
@@ -90,7 +143,8 @@ def refinedet_anchors(model: Any, images: list, targets: list) -> dict[str, floa
         objectness, deltas, _, _, anchors = model.outputs(batch, model.extract_features(batch))
         refined = refine(deltas[0], anchors[0])
         keep = ~filtered(objectness[0], model.filter_threshold)
-        matches = matcher(box_iou(target["boxes"], refined))
+        odm_anchors = refined if model.refine_anchors else anchors[0]  # what this model's ODM regresses from
+        matches = matcher(box_iou(target["boxes"], odm_anchors))
         positive = matches >= 0
         counts["fg"] += int(positive.sum())
         counts["bg"] += int((~positive).sum())
@@ -120,13 +174,16 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=300)
     parser.add_argument("--timed-images", type=int, default=30)
     parser.add_argument("--figure", type=Path, default=None, help="PNG of the per-stage IoU histograms")
+    parser.add_argument("--train", type=float, default=0.0, help="train missing runs for this many seconds")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.train > 0:
+        train_missing(args.runs, args.train)
     dataset = build_datasets(DetectRecipe(num_train=1)).val  # the validation split every run used
     images = [dataset[i][0] for i in range(len(dataset))]
     targets = [dataset[i][1] for i in range(len(dataset))]
     rows, predictions, models = [], {}, {}
-    for title, folder in RUNS.items():
+    for title, (folder, _, _) in RUNS.items():
         path = args.runs / folder / "model.pt"
         if not path.is_file():
             continue
@@ -136,10 +193,22 @@ def main() -> None:
         numbers = scores(predictions[title], targets, len(label_map.names))
         rows.append([title, metrics["steps"], round(metrics["train_seconds"]), *numbers.values(),
                      round(time_inference(detector, dataset, args.timed_images), 1),
-                     f"{metrics['parameters'] / 1e6:.2f} M"])  # fmt: skip
-    print(
-        table(["model", "steps", "train s", "AP", "AP50", "AP75", "AP85", "AP90", "ms/image", "params"], rows)
-    )
+                     f"{metrics['parameters'] / 1e6:.2f} M",
+                     foreground_background(models[title], images, targets)])  # fmt: skip
+    header = [
+        "model",
+        "steps",
+        "train s",
+        "AP",
+        "AP50",
+        "AP75",
+        "AP85",
+        "AP90",
+        "ms/image",
+        "params",
+        "fg : bg",
+    ]
+    print(table(header, rows))
     gains = []
     for candidate, baseline in GAINS:
         if candidate in predictions and baseline in predictions:
@@ -175,8 +244,8 @@ def cascade_report(model: Any, images: list, targets: list, figure: Path | None)
 def refinedet_line(n: dict[str, float]) -> str:
     ratio, kept = n["bg"] / max(n["fg"], 1), n["bg_kept"] / max(n["fg_kept"], 1)
     return (
-        f"ODM anchors fg:bg {n['fg']}:{n['bg']} (1:{ratio:.0f}); after negative filtering "
-        f"{n['fg_kept']}:{n['bg_kept']} (1:{kept:.0f}); mean IoU of positive anchors with their object "
+        f"ODM anchors fg:bg {n['fg']}:{n['bg']} (1:{ratio:.1f}); kept by negative filtering "
+        f"{n['fg_kept']}:{n['bg_kept']} (1:{kept:.2f}); mean IoU of positive anchors with their object "
         f"{n['iou_before']:.3f}, refined by the ARM {n['iou_after']:.3f}"
     )
 

@@ -150,17 +150,29 @@ def test_alpha_zero_distillation_trains_exactly_as_the_student_alone(
     )
 
 
+def test_tiny_student_parameter_count_by_hand() -> None:
+    """stem 1·4·9 + BN 8; blocks 4→4 (2·144 + 2·8), 4→8/2 (288 + 576 + 2·16 + 1×1 4·8 + 16),
+    8→16/2 (1152 + 2304 + 2·32 + 8·16 + 32); fc 16·10 + 10."""
+    from visionkit.models.small import resnet_tiny_digits
+
+    by_hand = (
+        (36 + 8) + (2 * 144 + 2 * 8) + (288 + 576 + 2 * 16 + 32 + 16) + (1152 + 2304 + 2 * 32 + 128 + 32)
+    )
+    assert sum(p.numel() for p in resnet_tiny_digits().parameters()) == by_hand + 170 == 5142
+
+
 def test_train_classify_with_teacher_and_hint_saves_the_student_alone(
     teacher_file: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "student"
     result = CliRunner().invoke(main, ["train", "classify", f"teacher={teacher_file}", "alpha=0.5",
-                                       "temperature=2", "hint=1.stages.1:1.stages.1", "hint_weight=0.5",
-                                       *FAST, "--out", str(out)])  # fmt: skip
+                                       "model=resnet_tiny_digits", "temperature=2", "hint_weight=0.5",
+                                       "hint=1.stages.1:1.stages.1", *FAST, "--out", str(out)])  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = (out / "log.csv").read_text().splitlines()
     assert len(rows) == 2 and "train_loss" in rows[0].split(",")  # one epoch of the classify trainer
     model, recipe = load_classifier(out / "model.pt")  # the student alone: no adapter, no teacher
+    assert recipe.model == "resnet_tiny_digits" and model[1].fc.in_features == 16  # adapter was 8 -> 32
     assert recipe.teacher == str(teacher_file) and recipe.hint == "1.stages.1:1.stages.1"
     assert json.loads((out / "metrics.json").read_text())["parameters"] == sum(
         p.numel() for p in model.parameters()

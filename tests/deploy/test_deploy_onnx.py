@@ -171,6 +171,16 @@ def test_unsupported_op_names_the_op_and_the_module(tmp_path) -> None:
     assert not (tmp_path / "odd.onnx").exists()
 
 
+@pytest.mark.parametrize("name", ["cascadercnn_plain_fpn", "yolov3_plain", "refinedet_plain"])
+def test_other_detector_families_are_refused(name: str, tmp_path) -> None:
+    """Families with their own heads and glue (a Cascade R-CNN is a FasterRCNN subclass) are not exported
+    as if they were RetinaNet or Faster R-CNN."""
+    with torch.device("meta"):
+        model = create_model(name)
+    with pytest.raises(ExportError, match=f"{type(model).__name__} is not supported"):
+        export_onnx(model, tmp_path)
+
+
 def test_load_errors(tmp_path) -> None:
     model = create_model("resnet_digits")
     with pytest.raises(ExportError, match=r"export\.json"):
@@ -178,3 +188,41 @@ def test_load_errors(tmp_path) -> None:
     (tmp_path / "export.json").write_text('{"kind": "retinanet", "parts": {}}')
     with pytest.raises(ExportError, match="exported a retinanet, but the model is a classifier"):
         load_onnx_runtime(model, tmp_path)
+
+
+def test_iou_at_the_threshold_convention_matches_onnx_nonmaxsuppression(tmp_path) -> None:
+    """The convention documented in visionkit.deploy.onnx: a pair exactly at the IoU threshold survives,
+    in our NMS and in ONNX Runtime's NonMaxSuppression (IoU 100/200 = 0.5 exactly in float32), and a pair
+    just above it is suppressed by both."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from visionkit.deploy.onnx import ort_session
+    from visionkit.ops import batched_nms
+
+    node = helper.make_node("NonMaxSuppression", ["boxes", "scores", "max", "iou", "score"], ["keep"])
+    graph = helper.make_graph(
+        [node],
+        "nms",
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, None, 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, None]),
+        ],
+        [helper.make_tensor_value_info("keep", TensorProto.INT64, [None, 3])],
+        [
+            helper.make_tensor("max", TensorProto.INT64, [1], [10]),
+            helper.make_tensor("iou", TensorProto.FLOAT, [1], [0.5]),
+            helper.make_tensor("score", TensorProto.FLOAT, [1], [0.0]),
+        ],
+    )
+    path = tmp_path / "nms.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    session = ort_session(path)
+    for second, kept in (([0.0, 0.0, 20.0, 10.0], 2), ([0.0, 0.0, 19.0, 10.0], 1)):  # IoU 0.5, then 10/19
+        boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], second])  # ONNX default: [y1, x1, y2, x2] corners
+        scores = torch.tensor([0.9, 0.8])
+        ours = batched_nms(boxes, scores, torch.zeros(2, dtype=torch.int64), 0.5)
+        theirs = session.run(None, {"boxes": boxes[None].numpy(), "scores": scores[None, None].numpy()})[0]
+        assert len(ours) == len(theirs) == kept
+        assert np.array_equal(theirs[:, 2], ours.numpy())

@@ -109,7 +109,7 @@ class _Net(nn.Module):
         self.fc = nn.Linear(8, 4)
 
     def forward(self, x):
-        y = torch.relu(self.conv1(x))
+        y = nn.functional.relu6(self.conv1(x))
         y = torch.relu(self.conv2(y) + y)
         return self.fc(y.mean((2, 3)))
 
@@ -149,7 +149,8 @@ def test_qdq_graph_carries_our_numbers_and_runs(float_graph, tmp_path) -> None:
         assert np.array_equal(init[f"{name}__int8"], (q.T if transposed else q).numpy())
         assert np.array_equal(init[f"{name}__scale"], s.numpy())
     ops = {n.op_type for n in model.graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "Relu" not in ops  # ReLUs folded into Q
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert "Relu" not in ops and "Clip" not in ops  # ReLU and ReLU6 are the quantizers' saturation
     # it runs, and the logits stay float
     x = torch.rand(2, 3, 16, 20)
     got = ort_session(out).run(None, {"input_0": x.numpy()})[0]
@@ -212,3 +213,38 @@ def test_calibration_images_of_the_wrong_size_or_channels(digits_run, tmp_path) 
         calibration_images(str(tmp_path / "missing"), 4, info)
     with pytest.raises(ConfigError, match="calib"):
         ExportRecipe(weights="x", calib="kl")
+
+
+def test_docstring_examples_run(tmp_path, monkeypatch) -> None:
+    """(Also run by tests/docs for every module; here with the deploy tests, in an empty folder: the
+    examples write files.)"""
+    import doctest
+
+    monkeypatch.chdir(tmp_path)
+    from visionkit.deploy import export, onnx, quantize
+
+    for module in (quantize, onnx, export):
+        assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def test_int8_detector_gate_refuses_and_writes_nothing(tmp_path) -> None:
+    """The detector path end to end (trunk and head calibrated on their recorded inputs, QDQ graphs run
+    through the detector's own glue, COCO AP of both): with a gate no model can pass (a negative
+    ``max_drop``) it raises and the output folder gets no graph."""
+    from visionkit.data.shapes import ShapesDataset
+    from visionkit.deploy.detect_int8 import part_inputs, quantize_detector
+    from visionkit.deploy.fuse import fuse_model
+    from visionkit.models import create_model
+
+    torch.manual_seed(0)
+    detector = fuse_model(create_model("retinanet_plain_fpn", num_classes=3, head_convs=1))
+    data = ShapesDataset(3, seed=0)
+    images = [data[i][0] for i in range(2)]
+    seen = part_inputs(detector, images)
+    assert len(seen["trunk"]) == len(seen["head"]) == 2 and len(seen["head"][0]) == 5  # P3–P7
+    with pytest.raises(ExportError, match="was not written"):
+        quantize_detector(
+            detector, tmp_path / "out", calibration=images, validation=data, calibrator="minmax",
+            max_drop=-1.0, example_size=(64, 64), scratch=tmp_path / "scratch",
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()

@@ -16,6 +16,7 @@ import pytest
 
 from visionkit.cli import main
 from visionkit.compress.run import CompressRecipe
+from visionkit.deploy.export import ExportRecipe
 from visionkit.engine.classify import ClassifyRecipe
 from visionkit.engine.config import _field_types, cast_value
 from visionkit.engine.detect import DetectRecipe
@@ -30,6 +31,7 @@ RECIPES = {
     "eval detect": DetectRecipe,
     "eval segment": SegmentRecipe,
     "compress": CompressRecipe,
+    "export": ExportRecipe,
 }
 PREDICT_KEYS = {"weights", "nms", "score_threshold", "out"}
 

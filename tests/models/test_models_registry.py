@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from torch import nn
 
-from visionkit.models import create_model, get_model_builder, list_models, register_model
+from visionkit.models import create_model, get_model_builder, list_models, register_model, registry
 
 
-@register_model("test_registry_linear")
 def _linear(*, in_features: int = 2, out_features: int = 3) -> nn.Module:
     return nn.Linear(in_features, out_features)
+
+
+@pytest.fixture(autouse=True)
+def _registered() -> Iterator[None]:
+    """Register the test model for these tests only: registered at import, it leaked into every test that
+    is parametrised over ``list_models()`` and collected after this file (e.g. the fusion test)."""
+    register_model("test_registry_linear")(_linear)
+    yield
+    registry._REGISTRY.pop("test_registry_linear", None)
 
 
 def test_register_create_and_list() -> None:

@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Prune, share or factorise a trained classifier, measured.",
     ),
     "train": ("visionkit.cli.train", "train", "Train a classifier, detector or segmenter from a recipe."),
+    "export": ("visionkit.cli.export", "export", "Export a trained model to ONNX (fused, int8 calibrated)."),
 }
 
 

@@ -128,6 +128,14 @@ PREDICT_KEYS = ("weights", "nms", "score_threshold", "out")
 )
 @click.option("--nms", type=click.Choice(["hard", "soft_linear", "soft_gaussian"]), help="Override the NMS.")
 @click.option("--scale", type=click.IntRange(1, 8), default=2, show_default=True, help="Enlarge drawings.")
+@click.option(
+    "--backend",
+    type=click.Choice(["torch", "onnxruntime"]),
+    default="torch",
+    show_default=True,
+    help="onnxruntime: run the graphs of `visionkit export` (RUN/export, or --onnx) with ONNX Runtime.",
+)
+@click.option("--onnx", "onnx_folder", type=click.Path(path_type=Path), default=None, help="Exported folder.")
 def predict(
     items: tuple[str, ...],
     weights: Path | None,
@@ -135,6 +143,8 @@ def predict(
     score_threshold: float,
     nms: str | None,
     scale: int,
+    backend: str = "torch",
+    onnx_folder: Path | None = None,
 ) -> None:
     """Detect objects in images: PNG drawings and detections.json (COCO results format) in --out.
     With a segmenter's model.pt (train segment): overlays NAME.png and class maps NAME_mask.png.
@@ -162,12 +172,18 @@ def predict(
     from visionkit.engine.segment import FORMAT as SEGMENTER
     from visionkit.engine.segment import model_format
 
+    if model_format(weights) == SEGMENTER and backend == "onnxruntime":
+        raise ConfigError("--backend onnxruntime runs detectors (visionkit export); segmenters run in torch")
     if model_format(weights) == SEGMENTER:  # a segmenter's model.pt: overlays and class maps
         from visionkit.cli.predict_segment import predict_masks
 
         predict_masks(images, weights, out)
         return
     detector, label_map = load_detector(weights, **({"nms_method": nms} if nms else {}))
+    if backend == "onnxruntime":
+        from visionkit.deploy.onnx import load_onnx_runtime
+
+        detector = load_onnx_runtime(detector, onnx_folder or Path(weights).parent / "export")
     results: list[dict[str, Any]] = []
     image_ids = image_ids_from_names([path.name for path in images])
     stems = [path.stem for path in images]

@@ -3,11 +3,13 @@
 The output folder holds the graphs of :func:`visionkit.deploy.onnx.export_onnx` and ``export.json`` (what was
 exported and, for int8, the calibrator, the number of calibrated tensors and the accuracy gate's numbers).
 
-int8 (classifiers): the model is fused, exported in float, calibrated on ``calib_count`` images
+int8, classifiers: the model is fused, exported in float, calibrated on ``calib_count`` images
 (``calib_images=train``: the run's training split; or a folder of image files of the model's input size and
 channels), quantized (:mod:`visionkit.deploy.quantize`) and checked on the test split: test accuracy of the
 float graph and of the int8 graph, both in ONNX Runtime, and their top-1 agreement. If the accuracy drops by
 more than ``max_drop`` nothing is written and :class:`~visionkit.errors.ExportError` says by how much.
+int8, detectors: :mod:`visionkit.deploy.detect_int8` (trunk and heads in int8, gated by COCO AP on the
+run's validation images; calibrated on its training images or a folder).
 
 Example::
 
@@ -16,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import tempfile
@@ -43,7 +46,7 @@ class ExportRecipe:
     weights: str = ""  # a run's model.pt (classify or detect)
     format: Literal["onnx"] = "onnx"
     fuse: bool = False  # fold batch norms and merge sibling 1×1 convolutions before exporting
-    int8: bool = False  # post-training quantization (classifiers)
+    int8: bool = False  # post-training quantization (classifiers: accuracy gate; detectors: COCO AP gate)
     calib: Literal["minmax", "percentile", "entropy"] = "entropy"
     percentile: float = 99.99  # calib=percentile only
     calib_images: str = "train"  # "train" (the run's training split) or a folder of images
@@ -127,6 +130,11 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
     model, info = load_run_model(recipe.weights)
     inner = getattr(model, "detector", model)  # a detector behind ResizedInput
     kind = model_kind(inner)
+    images = (
+        calibration_images(recipe.calib_images, recipe.calib_count, info)
+        if recipe.int8 and kind == "classifier"
+        else None
+    )
     if recipe.fuse or recipe.int8:
         inner = fuse_model(inner)
     extra: dict[str, Any] = {
@@ -135,9 +143,9 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
         "int8": recipe.int8,
     }
     if kind != "classifier":
-        if recipe.int8:
-            raise ConfigError("int8=true: int8 export is implemented for classifiers only (detectors: float)")
         size = recipe.image_size or 224
+        if recipe.int8:
+            return _int8_detector(recipe, model, inner, out, extra, size)
         export_onnx(inner, out, example_size=(size, size), extra=extra)
         return json.loads((out / MANIFEST).read_text())
     size = recipe.image_size or info["input_size"]
@@ -147,7 +155,7 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         float_folder = Path(scratch) / "float"
         export_onnx(inner, float_folder, example_size=(size, size))
-        images = calibration_images(recipe.calib_images, recipe.calib_count, info)
+        assert images is not None
         batches = [(chunk,) for chunk in images.split(64)]
         ranges = calibrate_onnx(float_folder / "model.onnx", batches, recipe.calib, recipe.percentile)
         quantized = quantize_onnx(float_folder / "model.onnx", ranges, Path(scratch) / "int8.onnx")
@@ -194,3 +202,39 @@ def accuracy_gate(
             f"{accuracy['float']:.4f} (max_drop={max_drop}): the int8 model was not written"
         )
     return report
+
+
+def _int8_detector(
+    recipe: ExportRecipe, model: nn.Module, inner: nn.Module, out: Path, extra: dict[str, Any], size: int
+) -> dict[str, Any]:
+    """int8 graphs of a detector (:mod:`visionkit.deploy.detect_int8`), calibrated on the run's training
+    images (or a folder) and gated by COCO AP on its validation images."""
+    from visionkit.data.datasets import read_image
+    from visionkit.deploy.detect_int8 import quantize_detector
+    from visionkit.engine.config import load_recipe
+    from visionkit.engine.detect import DetectRecipe, build_datasets
+
+    resize = None
+    if hasattr(model, "detector"):  # ResizedInput: images resized in PyTorch before the detector
+        resize = copy.copy(model)
+        resize.detector = inner
+    config = Path(recipe.weights).parent / "config.json"
+    if not config.is_file():
+        raise ConfigError(f"int8=true needs the run's {config} (its data: calibration and validation images)")
+    data = build_datasets(load_recipe(DetectRecipe, config))
+    if recipe.calib_images in ("train", "shapes"):
+        images = [data.train[i][0] for i in range(min(recipe.calib_count, len(data.train)))]
+    else:
+        folder = Path(recipe.calib_images)
+        if not folder.is_dir():
+            raise ConfigError(f"calib_images={recipe.calib_images}: expected 'train' or a folder of images")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
+        images = [read_image(path, index) for index, path in enumerate(files[: recipe.calib_count])]
+    if not images:
+        raise ConfigError(f"calib_images={recipe.calib_images}: no images")
+    with tempfile.TemporaryDirectory() as scratch:
+        return quantize_detector(
+            inner, out, calibration=images, validation=data.val, calibrator=recipe.calib,
+            percentile=recipe.percentile, max_drop=recipe.max_drop, example_size=(size, size),
+            scratch=scratch, extra=extra, resize=resize,
+        )  # fmt: skip

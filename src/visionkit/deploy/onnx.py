@@ -63,14 +63,21 @@ MANIFEST = "export.json"
 
 
 def model_kind(model: nn.Module) -> str:
-    """``"retinanet"``, ``"faster_rcnn"`` or ``"classifier"`` (anything else that maps images to logits)."""
-    if isinstance(model, RetinaNet):
+    """``"retinanet"``, ``"faster_rcnn"`` or ``"classifier"`` (anything else that maps images to logits).
+
+    Detector families are matched by their exact class: a subclass (Cascade R-CNN is a ``FasterRCNN``
+    with more stages) has its own heads and glue, which these graphs do not cover.
+
+    Raises:
+        ExportError: another detector family (YOLO, RefineDet, Cascade R-CNN, ...).
+    """
+    if type(model) is RetinaNet:
         return "retinanet"
-    if isinstance(model, FasterRCNN):
+    if type(model) is FasterRCNN:
         return "faster_rcnn"
     if isinstance(model, Detector):
         raise ExportError(
-            f"export: detector family {type(model).__name__} is not supported (RetinaNet, FasterRCNN)"
+            f"export: detector family {type(model).__name__} is not supported yet (RetinaNet, FasterRCNN)"
         )
     return "classifier"
 

@@ -24,10 +24,11 @@ The graph: the float model is fused (:func:`visionkit.deploy.fuse.fuse_model`) a
 (:mod:`visionkit.deploy.onnx`); every activation tensor read or written by a Conv / Gemm / MatMul / Add /
 Concat / pooling node, except the graph's outputs (logits and raw head outputs stay float), gets a
 ``QuantizeLinear → DequantizeLinear`` pair with our scale and zero point; the weights of Conv / Gemm are
-stored as ``int8`` behind a per-channel ``DequantizeLinear``; a ReLU right after such a node is dropped,
-its output range (``lo = 0``, so ``z = 0``) given to the node's output — the quantizer's saturation at
-``q = 0`` is the ReLU. ONNX Runtime fuses these patterns into its integer kernels
-(``QLinearConv``, ``QLinearAdd``, ...). Box decoding and NMS of detectors stay in float (outside the graph).
+stored as ``int8`` behind a per-channel ``DequantizeLinear``; a ReLU (or ReLU6: a ``Clip`` at 0) right
+after such a node is dropped, its output range (``lo = 0``, so ``z = 0``) given to the node's output —
+the quantizer's saturation at ``q = 0`` is the ReLU. ONNX Runtime fuses these patterns into its integer
+kernels (``QLinearConv``, ``QLinearAdd``, ...). Box decoding and NMS of detectors stay in float (outside
+the graph).
 
 Example:
     >>> import torch
@@ -230,14 +231,22 @@ def weight_qparams(weight: Tensor) -> tuple[Tensor, Tensor]:
 # ----------------------------------------------------------------------------------------- calibration
 def _activation_tensors(model: Any) -> list[str]:
     """Names of the activation tensors to quantize (module docstring), in graph order."""
+    import onnx
+
     initializers = {i.name for i in model.graph.initializer}
     initializers |= {o.name for o in model.graph.output}  # the model's outputs stay float (logits, boxes)
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    floats = {
+        value.name
+        for value in [*inferred.value_info, *inferred.input, *inferred.output]
+        if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    }  # only float tensors: shape arithmetic (int64 Concat of sizes) stays as it is
     names: list[str] = []
     for node in model.graph.node:
         if node.op_type in QUANTIZED_OPS:
             inputs = node.input[:1] if node.op_type in WEIGHTED_OPS else node.input
             for name in [*inputs, *node.output]:
-                if name and name not in initializers and name not in names:
+                if name and name in floats and name not in initializers and name not in names:
                     names.append(name)
     return names
 
@@ -297,15 +306,32 @@ def _relu_outputs(model: Any) -> dict[str, str]:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     graph_outputs = {o.name for o in model.graph.output}
+    from onnx import numpy_helper
+
+    zeros = {i.name for i in model.graph.initializer if list(i.dims) in ([], [1])}
+    zeros = {
+        i.name
+        for i in model.graph.initializer
+        if i.name in zeros and numpy_helper.to_array(i).ravel()[0] == 0
+    }
     found = {}
     for node in model.graph.node:
         if node.op_type not in QUANTIZED_OPS:
             continue
         for name in node.output:
             users = consumers.get(name, [])
-            if len(users) == 1 and users[0].op_type == "Relu" and name not in graph_outputs:
+            if len(users) == 1 and _is_relu(users[0], zeros) and name not in graph_outputs:
                 found[name] = users[0].output[0]
     return found
+
+
+def _is_relu(node: Any, zeros: set[str]) -> bool:
+    """A ``Relu``, or a ``Clip`` whose lower bound is 0 (ReLU6): both are dropped into the next quantizer,
+    which saturates at ``q = 0`` (the value 0) and at the calibrated ``hi`` of the clipped output (≤ its
+    upper bound), so quantizing the unclipped tensor with the clipped tensor's range gives the same codes."""
+    if node.op_type == "Relu":
+        return True
+    return node.op_type == "Clip" and len(node.input) > 1 and node.input[1] in zeros
 
 
 # ----------------------------------------------------------------------------------------- the QDQ graph
@@ -357,9 +383,10 @@ def quantize_onnx(path: str | Path, ranges: dict[str, tuple[float, float]] | Non
             for k, value in enumerate(node.input):
                 if value == name:
                     node.input[k] = f"{name}__dq"
+    done: set[str] = set()
     for node in graph.node:
         if node.op_type in WEIGHTED_OPS and len(node.input) > 1 and node.input[1] in initializers:
-            nodes, weights = _quantize_weights(node, initializers, scales)
+            nodes, weights = _quantize_weights(node, initializers, scales, done)
             new_nodes += nodes
             graph.initializer.extend(weights)
     _insert_topologically(graph, new_nodes)
@@ -377,16 +404,18 @@ def quantize_onnx(path: str | Path, ranges: dict[str, tuple[float, float]] | Non
 def _drop_relus(model: Any) -> None:
     """Remove each ReLU that is the only consumer of a quantized node's output (module docstring)."""
     for produced, relu_output in _relu_outputs(model).items():
-        relu = next(n for n in model.graph.node if n.op_type == "Relu" and n.input[0] == produced)
+        relu = next(n for n in model.graph.node if n.op_type in ("Relu", "Clip") and n.input[0] == produced)
         producer = next(n for n in model.graph.node if produced in n.output)
         producer.output[list(producer.output).index(produced)] = relu_output
         model.graph.node.remove(relu)
 
 
 def _quantize_weights(
-    node: Any, initializers: dict[str, Any], scales: dict[str, float]
+    node: Any, initializers: dict[str, Any], scales: dict[str, float], done: set[str]
 ) -> tuple[list[Any], list[Any]]:
-    """int8 per-channel weights (and int32 bias) of a Conv / Gemm behind DequantizeLinear nodes."""
+    """int8 per-channel weights (and int32 bias) of a Conv / Gemm behind DequantizeLinear nodes. A weight
+    shared by several nodes (a head applied to every pyramid level) is stored once (``done``: the weights
+    already stored); each node gets its own bias, whose scale depends on that node's input scale."""
     from onnx import helper, numpy_helper
 
     weight_init = initializers[node.input[1]]
@@ -396,18 +425,22 @@ def _quantize_weights(
     q = q.T if transposed else q
     name = node.input[1]
     axis = 1 if transposed else 0
-    graph_inits = [
-        numpy_helper.from_array(q.contiguous().numpy(), f"{name}__int8"),
-        numpy_helper.from_array(scale.numpy(), f"{name}__scale"),
-        numpy_helper.from_array(np.zeros(len(scale), dtype=np.int8), f"{name}__zero_point"),
-    ]
-    nodes = [helper.make_node("DequantizeLinear", [f"{name}__int8", f"{name}__scale", f"{name}__zero_point"],
-                              [f"{name}__dq"], axis=axis)]  # fmt: skip
+    graph_inits, nodes = [], []
+    if name not in done:
+        done.add(name)
+        graph_inits += [
+            numpy_helper.from_array(q.contiguous().numpy(), f"{name}__int8"),
+            numpy_helper.from_array(scale.numpy(), f"{name}__scale"),
+            numpy_helper.from_array(np.zeros(len(scale), dtype=np.int8), f"{name}__zero_point"),
+        ]
+        nodes.append(helper.make_node("DequantizeLinear", [f"{name}__int8", f"{name}__scale",
+                                      f"{name}__zero_point"], [f"{name}__dq"], axis=axis))  # fmt: skip
     node.input[1] = f"{name}__dq"
     x_name = node.input[0][: -len("__dq")] if node.input[0].endswith("__dq") else None
     if len(node.input) > 2 and node.input[2] in initializers and x_name in scales:
-        bias_name = node.input[2]
-        bias = numpy_helper.to_array(initializers[bias_name]).astype(np.float64)
+        bias_name = f"{node.input[2]}__for_{x_name}"
+        bias_init = initializers[node.input[2]]
+        bias = numpy_helper.to_array(bias_init).astype(np.float64)
         bias_scale = (np.float64(scales[x_name]) * scale.double().numpy()).astype(np.float32)
         bias_q = np.clip(np.round(bias / bias_scale.astype(np.float64)), -(2**31), 2**31 - 1).astype(np.int32)
         graph_inits += [

@@ -1,7 +1,8 @@
 """Small ResNets for tiny images (8x8 digits, 32x32): a 3x3 stride-1 stem (no max-pool, which would
 leave nothing of an 8x8 image) and three stages of basic residual blocks (handbook §21).
 
-Importing this module registers ``resnet_digits`` (174,970 parameters at 10 classes).
+Importing this module registers ``resnet_digits`` (174,970 parameters at 10 classes) and
+``resnet_tiny_digits`` (widths 4/8/16, one block per stage: 5,142 parameters; a distillation student).
 """
 
 from __future__ import annotations
@@ -68,4 +69,10 @@ def resnet_digits(*, num_classes: int = 10, in_channels: int = 1, blocks: int = 
     return SmallResNet(in_channels, num_classes, (16, 32, 64), blocks)
 
 
-__all__ = ["SmallResNet", "resnet_digits"]
+@register_model()
+def resnet_tiny_digits(*, num_classes: int = 10, in_channels: int = 1) -> SmallResNet:
+    """A tiny ResNet for 8x8 digits: widths 4/8/16, one block per stage (a student for distillation)."""
+    return SmallResNet(in_channels, num_classes, (4, 8, 16), 1)
+
+
+__all__ = ["SmallResNet", "resnet_digits", "resnet_tiny_digits"]

@@ -1,0 +1,199 @@
+"""Deployment paths side by side (issue 18): eager, fused, channels_last, ONNX Runtime fp32 and int8.
+
+Speed: ``resnet18`` (ImageNet shape, random weights) and ``mobilenet_v2``, batch 8, 224², every variant in
+one process, timed round-robin (one call of each per round, so they share the machine's noise), medians::
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/bench_deploy.py --threads 1 --repeats 7
+
+Accuracy (``--digits RUN/model.pt``, a trained digits classifier; trained here for 4 epochs without it):
+test accuracy and top-1 agreement with the float graph for each calibrator — ours (min–max, percentile
+99.9 / 99.99, entropy with 2048 bins) and ONNX Runtime's own ``quantize_static`` (MinMax, Entropy with its
+default 128 bins, Percentile), all calibrated on the same 256 training images, all QDQ per-channel int8
+weights / uint8 activations.
+
+The int8 speed rows are calibrated on random images (speed does not depend on the ranges).
+
+Detector (``--retina RUN/model.pt``, a shapes RetinaNet run): COCO AP on the run's validation images and
+median ms per image (batch 1) of the eager model, the fused float graphs in ONNX Runtime and the int8
+graphs (``visionkit export int8=true``, min–max and percentile calibration on 64 training images; the gate
+is opened, ``max_drop=1``, to see the numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from timing import median_ms
+
+from visionkit.deploy.fuse import fuse_model
+from visionkit.deploy.onnx import export_onnx, ort_session
+from visionkit.deploy.quantize import calibrate_onnx, quantize_onnx
+from visionkit.models import create_model
+
+
+def _speed(name: str, threads: int, repeats: int, scratch: Path) -> list[tuple[str, float]]:
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=1000).eval()
+    x = torch.rand(8, 3, 224, 224)
+    fused = fuse_model(model)
+    fused_cl = copy.deepcopy(fused).to(memory_format=torch.channels_last)
+    plain_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    folder = scratch / name
+    export_onnx(model, folder / "fp32", example_size=(224, 224))
+    export_onnx(fused, folder / "fused", example_size=(224, 224))
+    calib = [(torch.rand(8, 3, 224, 224),) for _ in range(2)]
+    ranges = calibrate_onnx(folder / "fused" / "model.onnx", calib, "minmax")
+    int8 = quantize_onnx(folder / "fused" / "model.onnx", ranges, folder / "int8.onnx")
+    sessions = {
+        "fp32": ort_session(folder / "fp32" / "model.onnx", threads),
+        "int8": ort_session(int8, threads),
+    }
+    feed = {"input_0": x.numpy()}
+    variants = {
+        "eager fp32": lambda: model(x),
+        "eager channels_last": lambda: plain_cl(x_cl),
+        "eager fused (ours)": lambda: fused(x),
+        "eager fused + channels_last": lambda: fused_cl(x_cl),
+        "ONNX Runtime fp32": lambda: sessions["fp32"].run(None, feed),
+        "ONNX Runtime int8 (our QDQ)": lambda: sessions["int8"].run(None, feed),
+    }
+    samples: dict[str, list[float]] = {key: [] for key in variants}
+    with torch.no_grad():
+        for function in variants.values():
+            function()  # warm-up
+        for _ in range(repeats):
+            for key, function in variants.items():
+                samples[key].append(median_ms(function, 1, warmup=False))
+    return [(key, float(np.median(values))) for key, values in samples.items()]
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader over our calibration images."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.batches = iter([{"input_0": chunk.numpy()} for chunk in images.split(64)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def _accuracy(weights: str | None, scratch: Path) -> list[tuple[str, float, float]]:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from visionkit.deploy.export import calibration_images, load_run_model
+    from visionkit.engine.classify import ClassifyRecipe, train_classifier
+
+    if weights is None:
+        train_classifier(ClassifyRecipe(epochs=4, progress=False, threads=1), scratch / "digits")
+        weights = str(scratch / "digits" / "model.pt")
+    model, info = load_run_model(weights)
+    float_graph = export_onnx(fuse_model(model), scratch / "digits_fp32", example_size=(8, 8))["model"]
+    images = calibration_images("train", 256, info)
+    from visionkit.data.digits import Digits
+
+    test = Digits("test", seed=info["recipe"].seed)
+    x = torch.stack([test[i][0] for i in range(len(test))]).numpy()
+    labels = np.array([int(test[i][1]) for i in range(len(test))])
+    reference = ort_session(float_graph).run(None, {"input_0": x})[0].argmax(1)
+    rows = [("float (fp32 graph)", float((reference == labels).mean()), 1.0)]
+    graphs = {}
+    ours = [
+        ("ours minmax", "minmax", 0),
+        ("ours percentile 99.9", "percentile", 99.9),
+        ("ours percentile 99.99", "percentile", 99.99),
+        ("ours entropy (2048 bins)", "entropy", 0),
+    ]
+    for name, calibrator, percentile in ours:
+        ranges = calibrate_onnx(float_graph, [(images,)], calibrator, percentile or 99.99)
+        graphs[name] = quantize_onnx(float_graph, ranges, scratch / f"{name.replace(' ', '_')}.onnx")
+    theirs = [("ORT minmax", CalibrationMethod.MinMax, {}),
+              ("ORT entropy (128 bins, default)", CalibrationMethod.Entropy, {}),
+              ("ORT percentile 99.999 (default)", CalibrationMethod.Percentile, {})]  # fmt: skip
+    for name, method, options in theirs:
+        out = scratch / f"ort_{method.name}.onnx"
+        quantize_static(str(float_graph), str(out), _Reader(images), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=method, extra_options=options)  # fmt: skip
+        graphs[name] = out
+    for name, graph in graphs.items():
+        predicted = ort_session(graph).run(None, {"input_0": x})[0].argmax(1)
+        rows.append((name, float((predicted == labels).mean()), float((predicted == reference).mean())))
+    return rows
+
+
+def _detector(weights: str, threads: int, scratch: Path) -> list[tuple[str, float, float]]:
+    from visionkit.deploy.detect_int8 import _coco_ap
+    from visionkit.deploy.export import ExportRecipe, export_run, load_run_model
+    from visionkit.deploy.onnx import load_onnx_runtime
+    from visionkit.engine.config import load_recipe
+    from visionkit.engine.detect import DetectRecipe, build_datasets
+
+    model, _ = load_run_model(weights)
+    val = build_datasets(load_recipe(DetectRecipe, Path(weights).parent / "config.json")).val
+    inner = getattr(model, "detector", model)
+    runs = {"eager fp32": model}
+    variants = [
+        ("ORT fp32 (fused)", {"fuse": True}),
+        ("ORT int8 minmax", {"int8": True, "calib": "minmax"}),
+        ("ORT int8 percentile 99.99", {"int8": True, "calib": "percentile"}),
+    ]
+    for name, keys in variants:
+        folder = scratch / name.replace(" ", "_")
+        export_run(
+            ExportRecipe(weights=weights, calib_count=64, max_drop=1.0, image_size=128, **keys), folder
+        )
+        runs[name] = load_onnx_runtime(model, folder, threads)
+    images = [val[i][0] for i in range(min(32, len(val)))]
+    rows = []
+    for name, runtime in runs.items():
+        ap = _coco_ap(runtime, val, inner.num_classes)
+        with torch.no_grad():
+            ms = float(np.median([median_ms(lambda i=image, r=runtime: r([i]), 1) for image in images]))
+        rows.append((name, ap, ms))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--models", default="resnet18,mobilenet_v2")
+    parser.add_argument("--digits", default=None, help="a trained digits classifier's model.pt")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-digits", action="store_true")
+    parser.add_argument("--retina", default=None, help="a shapes RetinaNet run's model.pt")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    import onnxruntime
+
+    print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {args.threads} thread(s)")
+    with tempfile.TemporaryDirectory() as scratch:
+        if not args.skip_speed:
+            for name in args.models.split(","):
+                rows = _speed(name, args.threads, args.repeats, Path(scratch))
+                base = rows[0][1]
+                print(f"\n{name}, batch 8, 224x224 (median ms of {args.repeats} round-robin repeats)")
+                print("| variant | ms | speed-up vs eager fp32 |\n|---|---:|---:|")
+                for key, ms in rows:
+                    print(f"| {key} | {ms:.1f} | {base / ms:.2f}x |")
+        if not args.skip_digits:
+            rows = _accuracy(args.digits, Path(scratch))
+            print("\ndigits classifier, int8 by calibrator (256 calibration images, test split)")
+            print("| calibration | test accuracy | top-1 agreement with fp32 |\n|---|---:|---:|")
+            for name, accuracy, agreement in rows:
+                print(f"| {name} | {accuracy:.4f} | {agreement:.4f} |")
+        if args.retina:
+            print("\nshapes RetinaNet: COCO AP (validation images) and median ms per image, batch 1")
+            print("| runtime | COCO AP | ms / image |\n|---|---:|---:|")
+            for name, ap, ms in _detector(args.retina, args.threads, Path(scratch)):
+                print(f"| {name} | {ap:.4f} | {ms:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""``visionkit export weights=RUN/model.pt format=onnx [key=value ...]``: ONNX graphs of a trained model.
+
+Example::
+
+    visionkit export weights=runs/digits/model.pt format=onnx int8=true calib=entropy --out runs/digits-onnx
+    visionkit export weights=runs/retina/model.pt format=onnx fuse=true --out runs/retina/export
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("overrides", nargs=-1)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder [default: RUN/export, beside model.pt].",
+)
+def export(overrides: tuple[str, ...], out: Path | None) -> None:
+    """Export a trained classifier or detector to ONNX (float, fused, or int8 with our calibration).
+
+    OVERRIDES are key=value pairs: weights= (required), format=onnx, fuse=true, int8=true,
+    calib=minmax|percentile|entropy, percentile=99.99, calib_images=train|FOLDER, calib_count=256,
+    max_drop=0.01 (int8: largest accepted test-accuracy drop; a model over it is not written),
+    image_size=... The folder gets the .onnx graphs and export.json; run it with
+    `visionkit predict --backend onnxruntime` (detectors).
+    """
+    from visionkit.cli.paths import output_folder
+    from visionkit.deploy.export import ExportRecipe, export_run
+    from visionkit.engine.config import apply_overrides
+    from visionkit.errors import ConfigError
+
+    if not any(item.startswith("weights=") for item in overrides):
+        raise ConfigError("weights=: expected a run's model.pt (weights=RUN/model.pt)")
+    recipe = apply_overrides(ExportRecipe(weights="?"), list(overrides))
+    folder = output_folder(out or Path(recipe.weights).parent / "export", "--out")
+    manifest = export_run(recipe, folder)
+    click.echo(json.dumps(manifest, indent=2))
+    click.echo(f"exported to {folder}")

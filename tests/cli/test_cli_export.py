@@ -1,0 +1,112 @@
+"""``visionkit export`` and ``visionkit predict --backend onnxruntime`` end to end, and their errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from visionkit.cli import main
+from visionkit.engine.classify import ClassifyRecipe, build_model, save_classifier
+
+TINY_DETECT = [
+    *("model=retinanet_plain_fpn", "head_convs=1", "num_train=8", "num_val=4", "image_size=64", "epochs=1"),
+    *("batch_size=4", "fpn_channels=16", "warmup_steps=1", "tensorboard=false"),
+]
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    recipe = ClassifyRecipe()
+    path = tmp_path_factory.mktemp("classifier") / "model.pt"
+    return save_classifier(build_model(recipe, num_classes=10), recipe, path)
+
+
+def test_export_classifier_float_and_fused(classifier: Path, tmp_path: Path) -> None:
+    out = tmp_path / "onnx"
+    result = CliRunner().invoke(main, ["export", f"weights={classifier}", "format=onnx", "fuse=true",
+                                       "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["kind"] == "classifier" and manifest["fused"] and (out / "model.onnx").is_file()
+    from visionkit.deploy.onnx import load_onnx_runtime
+    from visionkit.engine.classify import load_classifier
+
+    model, _ = load_classifier(classifier)
+    assert load_onnx_runtime(model, out)(torch.rand(3, 1, 8, 8)).shape == (3, 10)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "code", "message"),
+    [
+        (["format=onnx"], 2, "weights="),
+        (["weights=W", "format=tflite"], 2, "format"),
+        (["weights=W", "calib=kl", "int8=true"], 2, "calib"),
+        (["weights=W", "max_drop=2"], 2, "max_drop"),
+        (["weights=W", "int8=true", "calib_images=/no/such/folder"], 2, "calib_images"),
+    ],
+)
+def test_export_usage_errors(classifier: Path, arguments: list[str], code: int, message: str) -> None:
+    arguments = [a.replace("weights=W", f"weights={classifier}") for a in arguments]
+    result = CliRunner().invoke(main, ["export", *arguments, "--out", "/tmp/visionkit-export-never"])
+    assert result.exit_code == code, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_export_missing_weights_is_an_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["export", f"weights={tmp_path / 'none.pt'}", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 1 and "none.pt" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_export_detector_and_predict_with_onnxruntime(tmp_path: Path) -> None:
+    runner = CliRunner()
+    run = tmp_path / "run"
+    result = runner.invoke(main, ["train", "detect", *TINY_DETECT, "--out", str(run), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    weights = run / "model.pt"
+    # int8: trunk and head quantized, calibrated on 4 training images, gated by COCO AP on the val images
+    int8 = tmp_path / "int8"
+    keys = ["int8=true", "calib=minmax", "calib_count=4", "max_drop=1", "image_size=64"]
+    result = runner.invoke(main, ["export", f"weights={weights}", *keys, "--out", str(int8)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((int8 / "export.json").read_text())
+    assert manifest["int8"] and set(manifest["parts"]) == {"trunk", "head"} and "AP_int8" in manifest
+    import onnx
+
+    for part in manifest["parts"].values():
+        ops = {node.op_type for node in onnx.load(str(int8 / part)).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    result = runner.invoke(main, ["export", f"weights={weights}", "fuse=true", "image_size=64"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "export" / "export.json").read_text())["kind"] == "retinanet"
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.effect_noise((64, 48), 60).convert("RGB").save(images / "a.png")
+    outputs = {}
+    for backend in ("torch", "onnxruntime", "int8"):
+        out = tmp_path / backend
+        engine = (
+            ["--backend", "onnxruntime", "--onnx", str(int8)] if backend == "int8" else ["--backend", backend]
+        )
+        result = runner.invoke(
+            main, ["predict", str(images), f"weights={weights}", *engine, "--out", str(out)]
+        )
+        assert result.exit_code == 0, result.output
+        outputs[backend] = json.loads((out / "detections.json").read_text())
+    # the same detections (the numbers agree within the derived bound of tests/deploy/test_deploy_onnx.py)
+    assert [(d["image_id"], d["category_id"]) for d in outputs["torch"]] == [
+        (d["image_id"], d["category_id"]) for d in outputs["onnxruntime"]
+    ]
+    nowhere = ["--onnx", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]
+    result = runner.invoke(
+        main, ["predict", str(images), f"weights={weights}", "--backend", "onnxruntime", *nowhere]
+    )
+    assert result.exit_code == 1 and "export.json" in result.output
