@@ -220,3 +220,11 @@ def test_a_compress_run_whose_source_is_gone_is_a_config_error(pruned_detector: 
         run_recipe(moved / "model.pt")
     assert is_compressed(torch.load(moved / "model.pt", weights_only=True))
     assert len(dense_state_dict(torch.load(moved / "model.pt", weights_only=True))) > 0
+
+
+def test_a_compressed_classifier_teaches(classifier: Path, tmp_path: Path) -> None:
+    teacher = _compress(classifier, "prune", tmp_path / "pruned")
+    keys = ["epochs=1", "threads=1", "progress=false", "model=resnet_tiny_digits", f"teacher={teacher}"]
+    result = CliRunner().invoke(main, ["train", "classify", *keys, "--out", str(tmp_path / "student")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "student" / "model.pt").is_file()
