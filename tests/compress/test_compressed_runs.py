@@ -104,7 +104,7 @@ def test_predict_on_a_compressed_classifier_says_it_is_not_a_detector(
     assert str(path) in result.output and "compressed 'classify' model" in result.output
 
 
-@pytest.mark.parametrize("name", ["prune", "share", "sparse"])
+@pytest.mark.parametrize("name", sorted(METHODS))
 def test_load_detector_reads_a_compressed_detector(detector_run: Path, tmp_path: Path, name: str) -> None:
     path = _compress(detector_run / "model.pt", name, tmp_path / "run")
     detector, label_map = load_detector(path)
