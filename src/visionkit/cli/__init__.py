@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "compress": (
         "visionkit.cli.compress",
         "compress",
-        "Prune, share or factorise a trained classifier, measured.",
+        "Prune, share or factorise a trained classifier or detector backbone, measured.",
     ),
     "train": ("visionkit.cli.train", "train", "Train a classifier, detector or segmenter from a recipe."),
     "export": ("visionkit.cli.export", "export", "Export a trained model to ONNX (fused, int8 calibrated)."),
