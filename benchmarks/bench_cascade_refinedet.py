@@ -47,7 +47,7 @@ from visionkit.ops import Matcher, box_iou
 RUNS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "RetinaNet": ("retinanet_plain_fpn", "retinanet_plain_fpn", {}),
     "Faster R-CNN": ("fasterrcnn_plain_fpn", "fasterrcnn_plain_fpn", {}),
-    "Cascade R-CNN": ("cascadercnn_plain_fpn", "cascadercnn_plain_fpn", {}),
+    "Cascade R-CNN": ("cascade_rcnn_plain_fpn", "cascade_rcnn_plain_fpn", {}),
     "YOLOv3": ("yolov3_plain", "yolov3_plain", {}),
     "RefineDet": ("refinedet_plain", "refinedet_plain", {}),
     "RefineDet, ODM from the original anchors": ("refinedet_plain_norefine", "refinedet_plain",

@@ -171,7 +171,7 @@ def test_unsupported_op_names_the_op_and_the_module(tmp_path) -> None:
     assert not (tmp_path / "odd.onnx").exists()
 
 
-@pytest.mark.parametrize("name", ["cascadercnn_plain_fpn", "yolov3_plain", "refinedet_plain"])
+@pytest.mark.parametrize("name", ["cascade_rcnn_plain_fpn", "yolov3_plain", "refinedet_plain"])
 def test_other_detector_families_are_refused(name: str, tmp_path) -> None:
     """Families with their own heads and glue (a Cascade R-CNN is a FasterRCNN subclass) are not exported
     as if they were RetinaNet or Faster R-CNN."""

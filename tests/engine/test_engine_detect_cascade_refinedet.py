@@ -25,7 +25,7 @@ TINY = dict(num_train=8, num_val=4, image_size=64, batch_size=4, warmup_steps=1,
 @pytest.mark.parametrize(
     ("model", "options"),
     [
-        ("cascadercnn_plain_fpn", {}),
+        ("cascade_rcnn_plain_fpn", {}),
         ("refinedet_plain", {"refine_anchors": False, "negative_filtering": False}),
     ],
 )
@@ -47,5 +47,5 @@ def test_the_ablation_switches_are_recipe_keys_of_refinedet_only() -> None:
         ["model=refinedet_plain", "refine_anchors=false", "negative_filtering=true"]
     )
     assert recipe.refine_anchors is False and recipe.negative_filtering is True
-    with pytest.raises(ConfigError, match="refine_anchors=False: model 'cascadercnn_plain_fpn' has no such"):
-        DetectRecipe(model="cascadercnn_plain_fpn", refine_anchors=False)
+    with pytest.raises(ConfigError, match="refine_anchors=False: model 'cascade_rcnn_plain_fpn' has no such"):
+        DetectRecipe(model="cascade_rcnn_plain_fpn", refine_anchors=False)

@@ -268,11 +268,11 @@ def test_inference_boxes_from_the_last_stage_scores_averaged(test_stages: int) -
 
 def test_bad_configuration_is_named() -> None:
     with pytest.raises(ConfigError, match=r"stage_iou_thresholds=\(0.5, 1.2\)"):
-        create_model("cascadercnn_plain_fpn", stage_iou_thresholds=(0.5, 1.2))
+        create_model("cascade_rcnn_plain_fpn", stage_iou_thresholds=(0.5, 1.2))
     with pytest.raises(ConfigError, match="one entry per stage"):
-        create_model("cascadercnn_plain_fpn", stage_iou_thresholds=(0.5, 0.6))
+        create_model("cascade_rcnn_plain_fpn", stage_iou_thresholds=(0.5, 0.6))
     with pytest.raises(ConfigError, match="test_stages=4"):
-        create_model("cascadercnn_plain_fpn", test_stages=4)
+        create_model("cascade_rcnn_plain_fpn", test_stages=4)
     with pytest.raises(ConfigError, match="stage_loss_weights"):
         _cascade(stage_loss_weights=(1.0, -1.0, 1.0))
     pooler = MultiScaleRoIAlign(("p2",), 3, 1, strides=(4,))
@@ -285,7 +285,7 @@ def test_bad_configuration_is_named() -> None:
 
 
 def test_builders_reuse_the_faster_rcnn_parts() -> None:
-    model = create_model("cascadercnn_mobilenet_v2_fpn", **SMALL)
+    model = create_model("cascade_rcnn_mobilenet_v2_fpn", **SMALL)
     assert isinstance(model, CascadeRCNN)
     stages = model.roi_heads.stages
     assert [s.matcher.high_threshold for s in stages] == list(THRESHOLDS)
@@ -297,7 +297,7 @@ def test_builders_reuse_the_faster_rcnn_parts() -> None:
 
 def test_negative_images_train_with_zero_box_loss() -> None:
     torch.manual_seed(0)
-    model = create_model("cascadercnn_mobilenet_v2_fpn", **SMALL).train()
+    model = create_model("cascade_rcnn_mobilenet_v2_fpn", **SMALL).train()
     losses = model([torch.rand(3, 64, 64), torch.rand(3, 48, 64)], [dict(EMPTY), dict(EMPTY)])
     for stage in (1, 2, 3):
         assert losses[f"box_regression_stage{stage}"].item() == 0.0
@@ -341,7 +341,7 @@ def stage_ious(model: CascadeRCNN, images, targets) -> list[torch.Tensor]:
 @pytest.mark.slow
 def test_tiny_overfit_reaches_near_perfect_ap_and_refines_boxes_stage_by_stage() -> None:
     torch.manual_seed(0)
-    model = create_model("cascadercnn_mobilenet_v2_fpn", **SMALL)
+    model = create_model("cascade_rcnn_mobilenet_v2_fpn", **SMALL)
     images, targets = _shapes(2)
     steps, history = steps_to_near_perfect(model, images, targets, num_classes=3)
     assert steps is not None, f"AP50 < 0.99 after {len(history)} steps"

@@ -63,7 +63,7 @@ TARGETS = [
 
 def test_every_detector_family_is_registered_per_backbone() -> None:
     names = detector_names()
-    for family in ("retinanet", "fasterrcnn", "cascadercnn"):
+    for family in ("retinanet", "fasterrcnn", "cascade_rcnn"):
         for backbone in ("resnet50", "mobilenet_v2", "vgg16", "plain"):
             assert f"{family}_{backbone}_fpn" in names
     for backbone in ("resnet50", "mobilenet_v2", "vgg16", "plain"):

@@ -252,7 +252,7 @@ class CascadeRCNN(FasterRCNN):
     Example:
         >>> import torch
         >>> from visionkit.models import create_model
-        >>> model = create_model("cascadercnn_plain_fpn", num_classes=3).eval()
+        >>> model = create_model("cascade_rcnn_plain_fpn", num_classes=3).eval()
         >>> sorted(model([torch.rand(3, 96, 128)])[0]), len(model.roi_heads.stages)
         (['boxes', 'labels', 'scores'], 3)
     """
@@ -330,4 +330,4 @@ def build_cascade_rcnn(
     )  # fmt: skip
 
 
-register_detector_family("cascadercnn", build_cascade_rcnn, {"plain": _SMALL_FASTER_RCNN})
+register_detector_family("cascade_rcnn", build_cascade_rcnn, {"plain": _SMALL_FASTER_RCNN})
