@@ -43,6 +43,13 @@ def test_quick_demo_writes_a_complete_run_folder(tmp_path: Path) -> None:
         assert gain["low"] <= gain["high"] and 0 <= gain["below_zero"] <= 1
     soft_verdicts = [v for v in metrics["verdicts"] if v["claim"].startswith("Soft-NMS")]
     assert len(soft_verdicts) == 2 and all("95% CI" in v["measured"] for v in soft_verdicts)
+    two_stage = metrics["two_stage_gain"]  # §16 with its paired interval over the validation images
+    retina_ap, faster_ap = (metrics["models"][k]["coco"]["AP"] for k in ("retinanet", "faster_rcnn"))
+    assert two_stage["AP"] == faster_ap - retina_ap and two_stage["low"] <= two_stage["high"]
+    (verdict,) = [v for v in metrics["verdicts"] if "(§16)" in v["claim"]]
+    assert "95% CI" in verdict["measured"] and verdict["passed"] == (
+        two_stage["AP"] >= -0.03 and two_stage["low"] >= -0.03
+    )
     retina_all = metrics["anchors"][0]
     assert retina_all["anchors / image"] == 9 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1)  # P3..P7 at 128 px
     assert retina_all["foreground"] + retina_all["background"] + retina_all["ignored"] == 3069
