@@ -44,3 +44,14 @@ def test_fusion_error_is_rounding_against_a_manual_fold() -> None:
     assert manual < 1e-12  # 27 products per output: γ₂₈ · max|term| ≈ 28 · 1.1e-16 · O(10)
     errors = s37_deploy.fusion_errors(model.float(), x.float())
     assert errors["float64"] <= s37_deploy.FUSED_EQUAL and errors["float32"] > errors["float64"]
+
+
+def test_deploy_without_onnxruntime_skips_int8_with_a_reason(tmp_path, monkeypatch) -> None:
+    from visionkit.lab.registry import experiment
+    from visionkit.lab.runner import run_experiment
+
+    monkeypatch.setattr(s37_deploy, "onnxruntime_available", lambda: False)
+    result = run_experiment(experiment("deploy-fusion-int8"), tmp_path, quick=True, use_cache=False)
+    assert [v.claim for v in result.verdicts] == [s37_deploy.FUSION] and result.verdicts[0].holds
+    assert any("skipped: onnxruntime" in note for note in result.notes)
+    assert not any(key.startswith("ms_") for key in result.numbers)

@@ -69,6 +69,11 @@ def judge_deploy(fused_error64: float, milliseconds: dict[str, float] | None) ->
     return verdicts
 
 
+def onnxruntime_available() -> bool:
+    """Whether ``onnx`` and ``onnxruntime`` (the ``visionkit[onnx]`` extra) can be imported."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
+
+
 def randomize_batch_norms(model: nn.Module, generator: torch.Generator) -> None:
     """Give every BatchNorm random running statistics and affine parameters (seeded)."""
     for module in model.modules():
@@ -95,7 +100,11 @@ def fusion_errors(model: nn.Module, images: torch.Tensor) -> dict[str, float]:
     return errors
 
 
-def _onnx_times(fused: nn.Module, model: nn.Module, size: int, batch: int, repeats: int, gen) -> dict:
+def _onnx_times(
+    fused: nn.Module, model: nn.Module, size: int, batch: int, repeats: int, gen: torch.Generator
+) -> dict[str, float]:
+    """Median ms of eager float32, eager fused, ONNX Runtime float32 and int8 (QDQ, min–max calibrated)
+    on one random batch, calls interleaved."""
     from visionkit.deploy.onnx import export_onnx, ort_session
     from visionkit.deploy.quantize import calibrate_onnx, quantize_onnx
 
@@ -134,8 +143,9 @@ def deploy(ctx: LabContext) -> Findings:
     fused = fuse_model(model)
     size, batch = ctx.pick(32, 112), ctx.pick(2, 8)
     errors = fusion_errors(model, torch.rand(2, 3, size, size, generator=generator))
-    have_ort = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx")
-    times = _onnx_times(fused, model, size, batch, ctx.pick(3, 9), generator) if have_ort else None
+    times = (
+        _onnx_times(fused, model, size, batch, ctx.pick(3, 9), generator) if onnxruntime_available() else None
+    )
     notes = [f"{len(fused.fusion_report.folded)} convolution + BatchNorm (+ ReLU) groups folded."]
     tables = [Table.of("Fused vs unfused ResNet-18 (random BN statistics): max relative difference",
                        [{"dtype": k, "max |Δ| / max |y|": v} for k, v in errors.items()])]  # fmt: skip
