@@ -149,8 +149,8 @@ def train_both(ctx: LabContext, folder: Path) -> dict[str, Any]:
     trained = {}
     for title, model in MODELS.items():
         recipe = DetectRecipe(
-            model=model, num_train=ctx.pick(8, 512), num_val=ctx.pick(4, 64), batch_size=ctx.pick(4, 8),
-            epochs=ctx.pick(1, 1000), time_limit=ctx.pick(0.0, 40.0), eval_every=1000, seed=ctx.seed,
+            model=model, num_train=ctx.pick(8, 512), num_val=ctx.pick(4, 16), batch_size=ctx.pick(4, 8),
+            epochs=ctx.pick(1, 1000), time_limit=ctx.pick(0.0, 35.0), eval_every=1000, seed=ctx.seed,
             threads=1, progress=False, tensorboard=False, warmup_steps=ctx.pick(1, 50),
             objectness_prior=0.01,
         )  # fmt: skip

@@ -105,7 +105,7 @@ def fcn(ctx: LabContext) -> Findings:
         for title, model in MODELS.items():
             recipe = SegmentRecipe(
                 model=model, num_train=ctx.pick(8, 512), num_val=ctx.pick(4, 64), batch_size=ctx.pick(4, 8),
-                epochs=ctx.pick(1, 1000), time_limit=ctx.pick(0.0, 40.0), eval_every=1000, seed=ctx.seed,
+                epochs=ctx.pick(1, 1000), time_limit=ctx.pick(0.0, 35.0), eval_every=1000, seed=ctx.seed,
                 threads=1, progress=False, tensorboard=False, warmup_steps=ctx.pick(1, 50),
             )  # fmt: skip
             metrics = train_segmenter(recipe, Path(folder) / model, log=lambda _: None)
