@@ -54,3 +54,26 @@ def test_verdicts_fail_when_they_do_not() -> None:
     )  # fmt: skip
     assert [v.holds for v in verdicts] == [False, False, False, False]
     assert not any(v.is_erratum for v in verdicts)
+
+
+def test_stage_ious_match_a_slow_loop() -> None:
+    torch.manual_seed(0)
+    model = create_model("cascadercnn_plain_fpn", num_classes=3).eval()
+    image, _ = ShapesDataset(1, seed=5)[0]
+    with torch.no_grad():
+        stages = model.stage_boxes([image])
+    objects = stages[0][0][:3] + 2.0  # objects near three proposals, so some start at IoU >= 0.5
+    target = {"boxes": objects, "labels": torch.zeros(3, dtype=torch.int64)}
+    found = experiment.stage_ious(model, [image], [target])
+    expected: list[list[float]] = [[] for _ in stages]
+    for r, proposal in enumerate(stages[0][0].tolist()):
+        ious = [_slow_iou(box, proposal) for box in objects.tolist()]
+        best = max(range(len(ious)), key=ious.__getitem__)
+        if ious[best] >= 0.5:
+            for s, boxes in enumerate(stages):
+                expected[s].append(_slow_iou(objects[best].tolist(), boxes[0][r].tolist()))
+    assert len(found) == len(stages) == 4 and len(found[0]) == len(expected[0]) >= 3
+    for got, want in zip(found, expected, strict=True):
+        assert (
+            max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-6
+        )  # float32 IoU: ~10 rounded ops of ≤ 2⁻²⁴ relative each, IoU ≤ 1
