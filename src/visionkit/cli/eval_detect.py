@@ -2,7 +2,8 @@
 
 The run folder next to ``model.pt`` holds the training recipe (``config.json``); its data settings are the
 defaults, and ``key=value`` overrides change them (e.g. ``num_val=256`` or
-``val_data=path/to/instances.json``).
+``val_data=path/to/instances.json``). A compressed detector (``visionkit compress``'s run folder) is
+evaluated with the recipe of the run it was compressed from.
 Prints COCO AP/AP50/AP75 (and by size) and VOC07 (11-point) / VOC12 (all-point) mAP@0.5.
 """
 
@@ -14,8 +15,8 @@ from pathlib import Path
 import click
 
 from visionkit.cli.paths import output_file
-from visionkit.engine.config import apply_overrides, load_recipe
-from visionkit.engine.detect import DetectRecipe, build_datasets, evaluate_detector, load_detector
+from visionkit.engine.config import apply_overrides
+from visionkit.engine.detect import DetectRecipe, build_datasets, evaluate_detector, load_detector, run_recipe
 from visionkit.errors import ConfigError, DatasetError
 
 __all__ = ["detect", "report_metrics", "split_weights"]
@@ -43,8 +44,7 @@ def detect(overrides: tuple[str, ...], json_path: str | None) -> None:
     """
     weights, rest = split_weights(overrides)
     target = output_file(json_path, "--json")
-    config = weights.parent / "config.json"
-    recipe = apply_overrides(load_recipe(DetectRecipe, config) if config.exists() else DetectRecipe(), rest)
+    recipe = apply_overrides(run_recipe(weights) or DetectRecipe(), rest)  # compressed: its source run
     postprocess = {
         k: getattr(recipe, k)
         for k in ("nms_method", "nms_threshold", "soft_nms_sigma", "score_threshold", "detections_per_image")

@@ -4,7 +4,7 @@ A compressed ``model.pt`` holds the *base* (what rebuilds the original architect
 recipe), the list of *edits* applied to it, in order, and the state dict of the compressed model:
 
 * ``{"kind": "channels", "shapes": {layer: {"kind", "in", "out"}}}`` — structured pruning
-  (:func:`~visionkit.compress.structured.resize_layers` re-creates the smaller layers);
+  (:func:`~visionkit.engine.compressed.resize_layers` re-creates the smaller layers);
 * ``{"kind": "lowrank", "method": "svd" | "separable" | "tucker2", "ranks": {layer: rank}}``;
 * ``{"kind": "share", "bits": b, "layers": [...]}`` — the codebooks are in the state dict, the indices are
   stored bit-packed (``b`` bits each) under ``"packed"``;
@@ -12,6 +12,9 @@ recipe), the list of *edits* applied to it, in order, and the state dict of the 
   ``"sparse"`` (float32 values, int32 column indices and row pointers) instead of densely.
 
 Replaying the edits on the base gives the compressed architecture; the state dict then loads strictly.
+The engine's task loaders (``load_detector``, ``load_classifier``) read these files too, as ordinary
+modules with dense weights (:mod:`visionkit.engine.compressed`): ``eval detect``, ``predict`` and ``export``
+take a compressed run's ``model.pt`` as they take a trained one.
 
 Example:
     >>> import io, torch
@@ -24,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,40 +35,26 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from visionkit.compress.lowrank import factorized_structure
-from visionkit.compress.share import CodebookWeight, pack_indices, unpack_indices
-from visionkit.compress.structured import resize_layers
+from visionkit.compress.share import CodebookWeight, pack_indices
 from visionkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from visionkit.engine.compressed import KIND, replay_structure, stored_state_dict
 from visionkit.errors import CheckpointError
 
 __all__ = ["apply_edits", "compressed_payload", "load_compressed", "read_compressed", "save_compressed"]
 
-KIND = "visionkit.compressed"
-
-
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
-
 
 def apply_edits(model: nn.Module, edits: list[dict[str, Any]]) -> nn.Module:
-    """Re-create, in place, the architecture the ``edits`` produced (weights are loaded afterwards)."""
+    """Re-create, in place, the architecture the ``edits`` produced (weights are loaded afterwards): the
+    layers of :func:`~visionkit.engine.compressed.replay_structure`, and the codebook parametrization of
+    every shared layer (so that its codebook can be fine-tuned)."""
+    replay_structure(model, edits)
     for edit in edits:
-        kind = edit["kind"]
-        if kind == "channels":
-            resize_layers(model, edit["shapes"])
-        elif kind == "lowrank":
-            for name, rank in edit["ranks"].items():
-                _replace(model, name, factorized_structure(model.get_submodule(name), edit["method"], rank))
-        elif kind == "share":
-            for name in edit["layers"]:
-                module = model.get_submodule(name)
-                indices = torch.zeros(module.weight.shape, dtype=torch.uint8)
-                parametrize.register_parametrization(
-                    module, "weight", CodebookWeight(indices, 2 ** edit["bits"]), unsafe=True
-                )
-        elif kind != "sparse":
-            raise CheckpointError(f"unknown compression edit {kind!r}")
+        for name in edit["layers"] if edit["kind"] == "share" else []:
+            module = model.get_submodule(name)
+            indices = torch.zeros(module.weight.shape, dtype=torch.uint8)
+            parametrize.register_parametrization(
+                module, "weight", CodebookWeight(indices, 2 ** edit["bits"]), unsafe=True
+            )
     return model
 
 
@@ -90,14 +78,6 @@ def _to_csr(weight: Tensor) -> dict[str, Any]:
         "col": nonzero.nonzero()[:, 1].to(torch.int32),  # row-major order, as the values
         "values": matrix[nonzero].clone(),
     }
-
-
-def _from_csr(stored: dict[str, Any]) -> Tensor:
-    shape = stored["shape"]
-    dense = torch.zeros(shape[0], math.prod(shape[1:]), dtype=stored["values"].dtype)
-    rows = torch.repeat_interleave(torch.arange(shape[0]), torch.diff(stored["crow"].long()))
-    dense[rows, stored["col"].long()] = stored["values"]
-    return dense.reshape(shape)
 
 
 def compressed_payload(model: nn.Module, base: dict[str, Any], edits: list[dict[str, Any]]) -> dict[str, Any]:
@@ -140,13 +120,7 @@ def read_compressed(path: str | Path) -> dict[str, Any]:
     saved = load_checkpoint(path)
     if saved.get("kind") != KIND:
         raise CheckpointError(f"{path} is not a compressed model (written by visionkit compress)")
-    state = dict(saved["state_dict"])
-    for key, stored in saved["packed"].items():
-        count = math.prod(stored["shape"])
-        state[key] = unpack_indices(stored["data"], stored["bits"], count).reshape(stored["shape"])
-    for key, stored in saved["sparse"].items():
-        state[key] = _from_csr(stored)
-    saved["state_dict"] = state
+    saved["state_dict"] = stored_state_dict(saved)
     return saved
 
 

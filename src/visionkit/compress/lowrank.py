@@ -33,7 +33,11 @@ import torch
 from torch import Tensor, nn
 
 from visionkit.compress.prune import prunable_layers
-from visionkit.errors import ConfigError, ExportError
+from visionkit.engine.compressed import factorized_structure
+from visionkit.engine.compressed import linear_structure as _structure_linear
+from visionkit.engine.compressed import separable_structure as _structure_separable
+from visionkit.engine.compressed import tucker2_structure as _structure_tucker2
+from visionkit.errors import ConfigError
 
 __all__ = [
     "factorize_conv_separable",
@@ -102,28 +106,6 @@ def factorize_linear(
     return nn.Sequential(first, second)
 
 
-def _structure_linear(linear: nn.Linear, rank: int) -> tuple[nn.Linear, nn.Linear]:
-    factory = {"dtype": linear.weight.dtype, "device": linear.weight.device}
-    first = nn.Linear(linear.in_features, rank, bias=False, **factory)
-    second = nn.Linear(rank, linear.out_features, bias=linear.bias is not None, **factory)
-    return first, second
-
-
-def _check_conv(conv: nn.Conv2d) -> None:
-    if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-        raise ExportError(f"cannot factorise {conv}: only groups=1 convolutions with numeric zero padding")
-
-
-def _structure_separable(conv: nn.Conv2d, rank: int) -> nn.Sequential:
-    _check_conv(conv)
-    factory = {"dtype": conv.weight.dtype, "device": conv.weight.device}
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = conv.kernel_size, conv.stride, conv.padding, conv.dilation
-    vertical = nn.Conv2d(conv.in_channels, rank, (kh, 1), (sh, 1), (ph, 0), (dh, 1), bias=False, **factory)
-    horizontal = nn.Conv2d(rank, conv.out_channels, (1, kw), (1, sw), (0, pw), (1, dw),
-                           bias=conv.bias is not None, **factory)  # fmt: skip
-    return nn.Sequential(vertical, horizontal)
-
-
 @torch.no_grad()
 def factorize_conv_separable(conv: nn.Conv2d, rank: int) -> nn.Sequential:
     """``k_h×1`` then ``1×k_w`` convolutions with ``rank`` channels between (Jaderberg scheme 2)."""
@@ -136,26 +118,6 @@ def factorize_conv_separable(conv: nn.Conv2d, rank: int) -> nn.Sequential:
     if conv.bias is not None:
         layers[1].bias.copy_(conv.bias)
     return layers
-
-
-def _structure_tucker2(conv: nn.Conv2d, ranks: tuple[int, int]) -> nn.Sequential:
-    _check_conv(conv)
-    rank_in, rank_out = ranks
-    factory = {"dtype": conv.weight.dtype, "device": conv.weight.device}
-    return nn.Sequential(
-        nn.Conv2d(conv.in_channels, rank_in, 1, bias=False, **factory),
-        nn.Conv2d(
-            rank_in,
-            rank_out,
-            conv.kernel_size,
-            conv.stride,
-            conv.padding,
-            conv.dilation,
-            bias=False,
-            **factory,
-        ),
-        nn.Conv2d(rank_out, conv.out_channels, 1, bias=conv.bias is not None, **factory),
-    )
 
 
 def _mode_basis(weight: Tensor, mode: int, rank: int) -> Tensor:
@@ -220,15 +182,6 @@ def _choose(module: nn.Module, method: Method, energy: float | None, size: float
         else rank_for_size(rows, columns, size or 1.0)
     )
     return rank if rank * (rows + columns) < params else None
-
-
-def factorized_structure(module: nn.Module, method: Method, rank: Any) -> nn.Sequential:
-    """The factorised layers for ``module`` (uninitialised), as used when loading a saved model."""
-    if method == "svd":
-        return nn.Sequential(*_structure_linear(module, int(rank)))
-    if method == "separable":
-        return _structure_separable(module, int(rank))
-    return _structure_tucker2(module, (int(rank[0]), int(rank[1])))
 
 
 def _factorize_svd(module: nn.Linear, energy: float | None, size: float | None, dtype: torch.dtype) -> Any:

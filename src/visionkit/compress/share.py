@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from visionkit.compress.prune import prunable_layers
+from visionkit.engine.compressed import unpack_indices
 from visionkit.errors import ConfigError
 
 __all__ = [
@@ -214,13 +215,6 @@ def pack_indices(indices: Tensor, bits: int) -> Tensor:
     stream = ((flat[:, None] >> positions) & 1).flatten()  # bit j of index i at i * bits + j
     stream = torch.cat([stream, stream.new_zeros(-stream.numel() % 8)])
     return (stream.view(-1, 8) << torch.arange(8)).sum(1).to(torch.uint8)
-
-
-def unpack_indices(packed: Tensor, bits: int, count: int) -> Tensor:
-    """Inverse of :func:`pack_indices`: the first ``count`` indices as uint8."""
-    _check_bits(bits)
-    stream = ((packed.long()[:, None] >> torch.arange(8)) & 1).flatten()[: count * bits]
-    return (stream.view(count, bits) << torch.arange(bits)).sum(1).to(torch.uint8)
 
 
 def huffman_code_lengths(frequencies: dict[int, int]) -> dict[int, int]:

@@ -28,6 +28,8 @@ import torch
 from torch import nn
 
 from visionkit.compress.graph import ChannelGraph, PruneGroup, _tensors, trace_channels
+from visionkit.engine.compressed import resize_layers
+from visionkit.engine.compressed import resized_layer as _new_layer
 from visionkit.errors import ConfigError, ExportError
 
 __all__ = [
@@ -148,22 +150,6 @@ def _kept(graph: ChannelGraph, atoms: list[int], removed: set[int]) -> list[int]
     return [index for index, atom in enumerate(atoms) if graph.find(atom) not in removed]
 
 
-def _new_layer(old: nn.Module, kind: str, inputs: int, outputs: int) -> nn.Module:
-    """An uninitialised layer like ``old`` with ``inputs``/``outputs`` channels (same dtype and device)."""
-    factory = {"dtype": next(old.parameters()).dtype, "device": next(old.parameters()).device}
-    if isinstance(old, nn.Conv2d):
-        return nn.Conv2d(
-            inputs, outputs, old.kernel_size, old.stride, old.padding, old.dilation,
-            groups=outputs if kind == "depthwise" else 1, bias=old.bias is not None,
-            padding_mode=old.padding_mode, **factory,
-        )  # fmt: skip
-    if isinstance(old, nn.Linear):
-        return nn.Linear(inputs, outputs, bias=old.bias is not None, **factory)
-    if isinstance(old, nn.BatchNorm2d | nn.BatchNorm1d):
-        return type(old)(outputs, old.eps, old.momentum, old.affine, old.track_running_stats, **factory)
-    raise ExportError(f"cannot rebuild layer of type {type(old).__name__}")
-
-
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
@@ -202,21 +188,6 @@ def rebuild_layers(model: nn.Module, graph: ChannelGraph, removed: set[int]) -> 
         _set_module(model, record.name, _rebuild(old, record.kind, kept_in, kept_out))
         shapes[record.name] = {"kind": record.kind, "in": len(kept_in), "out": len(kept_out)}
     return shapes
-
-
-def resize_layers(model: nn.Module, shapes: dict[str, dict[str, Any]]) -> nn.Module:
-    """Re-create the architecture of a pruned model (uninitialised layers of the saved sizes), in place.
-
-    Raises:
-        ExportError: a layer in ``shapes`` does not exist in ``model``.
-    """
-    for name, shape in shapes.items():
-        try:
-            old = model.get_submodule(name)
-        except AttributeError:
-            raise ExportError(f"pruned layer {name!r} does not exist in this model") from None
-        _set_module(model, name, _new_layer(old, shape["kind"], int(shape["in"]), int(shape["out"])))
-    return model
 
 
 def _shapes_of(value: Any) -> list[tuple[int, ...]]:

@@ -200,7 +200,9 @@ class MinMaxScale(Preprocessor):
             data_range > 10 * torch.finfo(torch.float64).eps, data_range, torch.ones_like(data_range)
         )
         low, high = self.feature_range
-        self.scale = (high - low) / data_range
+        # a tensor numerator: torch evaluates `float / tensor` as reciprocal(tensor) · float (two roundings),
+        # while tensor / tensor is one correctly rounded division, as numpy's (sklearn's) is
+        self.scale = torch.full_like(data_range, high - low) / data_range
         self.offset = low - data_min * self.scale
 
     def _transform(self, x: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from visionkit.deploy.fuse import fuse_model
 from visionkit.deploy.onnx import MANIFEST, export_onnx, model_kind, ort_session
 from visionkit.deploy.quantize import CALIBRATORS, calibrate_onnx, quantize_onnx
+from visionkit.engine.compressed import compressed_task
 from visionkit.engine.config import check_types, require
 from visionkit.errors import ConfigError, ExportError, InputShapeError
 
@@ -65,8 +66,9 @@ class ExportRecipe:
 
 
 def load_run_model(weights: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The model of a run's ``model.pt`` (classifier or detector) in eval mode, and what is known about it
-    (``task``, ``input_size``, ``channels`` and, for classifiers, the recipe)."""
+    """The model of a run's ``model.pt`` (classifier or detector, trained or compressed by ``visionkit
+    compress``) in eval mode, and what is known about it (``task``, ``input_size``, ``channels`` and, for
+    classifiers, the recipe)."""
     path = Path(weights)
     from visionkit.engine.detect import load_detector
     from visionkit.engine.segment import FORMAT as SEGMENTER
@@ -74,8 +76,11 @@ def load_run_model(weights: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
     if model_format(path) == SEGMENTER:
         raise ExportError(f"{path}: segmenter export is not supported (classifiers and detectors)")
-    saved = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
-    if isinstance(saved, dict) and saved.get("task") == "classify":
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+    except Exception:  # torch raises several types for a corrupt file: load_detector below names it
+        saved = None
+    if isinstance(saved, dict) and "classify" in (saved.get("task"), compressed_task(saved)):
         from visionkit.data.digits import Digits
         from visionkit.engine.classify import load_classifier
 
@@ -211,17 +216,17 @@ def _int8_detector(
     images (or a folder) and gated by COCO AP on its validation images."""
     from visionkit.data.datasets import read_image
     from visionkit.deploy.detect_int8 import quantize_detector
-    from visionkit.engine.config import load_recipe
-    from visionkit.engine.detect import DetectRecipe, build_datasets
+    from visionkit.engine.detect import build_datasets, run_recipe
 
     resize = None
     if hasattr(model, "detector"):  # ResizedInput: images resized in PyTorch before the detector
         resize = copy.copy(model)
         resize.detector = inner
-    config = Path(recipe.weights).parent / "config.json"
-    if not config.is_file():
+    run = run_recipe(recipe.weights)  # a compressed detector: the recipe of the run it comes from
+    if run is None:
+        config = Path(recipe.weights).parent / "config.json"
         raise ConfigError(f"int8=true needs the run's {config} (its data: calibration and validation images)")
-    data = build_datasets(load_recipe(DetectRecipe, config))
+    data = build_datasets(run)
     if recipe.calib_images in ("train", "shapes"):
         images = [data.train[i][0] for i in range(min(recipe.calib_count, len(data.train)))]
     else:

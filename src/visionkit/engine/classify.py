@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from visionkit.data.digits import Digits
 from visionkit.engine import optim as optimizers
 from visionkit.engine import schedules
+from visionkit.engine.compressed import compressed_task, is_compressed, load_compressed_model
 from visionkit.engine.config import check_types, is_integer, is_number, recipe_to_dict, require, save_recipe
 from visionkit.engine.diagnostics import (
     GradientFlowHook,
@@ -217,7 +218,9 @@ def save_classifier(model: nn.Module, recipe: ClassifyRecipe, path: str | Path) 
 
 
 def load_classifier(path: str | Path) -> tuple[nn.Module, ClassifyRecipe]:
-    """The model saved by :func:`save_classifier` (in eval mode) and its recipe.
+    """The model saved by :func:`save_classifier` (in eval mode) and its recipe; also a compressed
+    classifier (``visionkit compress``), rebuilt from the description in its file
+    (:mod:`visionkit.engine.compressed`), with the recipe of the run it was compressed from.
 
     Raises:
         CheckpointError: the file is missing, unreadable or not a classify ``model.pt`` (names the file).
@@ -227,11 +230,18 @@ def load_classifier(path: str | Path) -> tuple[nn.Module, ClassifyRecipe]:
         raise CheckpointError(f"classifier weights {path} do not exist")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        recipe = ClassifyRecipe(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in saved["recipe"].items()}
-        )
-        model = build_model(recipe, num_classes=int(saved["num_classes"]))
+        if is_compressed(saved):  # `visionkit compress` on a classifier: the base holds the run's recipe
+            task = compressed_task(saved)
+            if task != "classify":
+                raise CheckpointError(f"{path}: a compressed {task!r} model, not a classifier")
+            recipe = _saved_recipe(saved["base"])
+            model = load_compressed_model(path, saved, "classify", lambda base: _saved_model(base, recipe))
+            return model, recipe
+        recipe = _saved_recipe(saved)
+        model = _saved_model(saved, recipe)
         model.load_state_dict(saved["state_dict"])
+    except CheckpointError:
+        raise
     except (
         OSError,
         RuntimeError,
@@ -245,6 +255,14 @@ def load_classifier(path: str | Path) -> tuple[nn.Module, ClassifyRecipe]:
             f"{path} is not a classify model.pt ({type(error).__name__}: {error})"
         ) from error
     return model.eval(), recipe
+
+
+def _saved_recipe(saved: dict[str, Any]) -> ClassifyRecipe:
+    return ClassifyRecipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["recipe"].items()})
+
+
+def _saved_model(saved: dict[str, Any], recipe: ClassifyRecipe) -> nn.Module:
+    return build_model(recipe, num_classes=int(saved["num_classes"]))
 
 
 def _loaders(recipe: ClassifyRecipe, context: DistributedContext) -> dict[str, DataLoader]:

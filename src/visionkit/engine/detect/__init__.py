@@ -41,6 +41,7 @@ from visionkit.engine.detect.model import (
     detector_arguments,
     load_detector,
     resolve_device,
+    run_recipe,
     save_detector,
 )
 from visionkit.engine.detect.recipe import RESUME_FREE_KEYS, DetectRecipe
@@ -60,6 +61,7 @@ __all__ = [
     "load_detector",
     "predict",
     "resolve_device",
+    "run_recipe",
     "save_detector",
     "train_detector",
 ]

@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import pickle
 from pathlib import Path
@@ -21,6 +22,8 @@ from torch import nn
 
 from visionkit.data.datasets import LabelMap
 from visionkit.engine.checkpoint import save_checkpoint
+from visionkit.engine.compressed import is_compressed, load_compressed_model
+from visionkit.engine.config import load_recipe
 from visionkit.engine.detect.anchors import anchor_pairs
 from visionkit.engine.detect.recipe import MODEL_OPTIONS, DetectRecipe
 from visionkit.engine.runs import resolve_device
@@ -37,6 +40,7 @@ __all__ = [
     "input_scale",
     "load_detector",
     "resolve_device",
+    "run_recipe",
     "save_detector",
 ]
 
@@ -121,6 +125,8 @@ def save_detector(
 def load_detector(weights: str | os.PathLike[str], **overrides: Any) -> tuple[nn.Module, LabelMap]:
     """A detector saved by :func:`save_detector` (a run's ``model.pt``, ``best.pt`` or ``last.pt``) in eval
     mode on the CPU, and its label map. ``overrides`` replace builder arguments (e.g. ``nms_method``).
+    A compressed detector (``visionkit compress`` on a detector run) loads the same way: its file describes
+    the base detector and the edits made to it (:mod:`visionkit.engine.compressed`).
 
     Raises:
         CheckpointError: missing, truncated or foreign file — the message names it.
@@ -133,17 +139,60 @@ def load_detector(weights: str | os.PathLike[str], **overrides: Any) -> tuple[nn
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as error:
         raise CheckpointError(f"weights {str(path)!r}: not a readable visionkit detector ({error})") from None
-    if not isinstance(saved, dict) or not {"model", "arguments", "state_dict", "label_map"} <= set(saved):
+    if is_compressed(saved):  # `visionkit compress` on a detector run: the base holds what a run's file does
+        detector = load_compressed_model(path, saved, "detect", lambda base: _build(base, overrides))
+        saved = saved["base"]
+    elif isinstance(saved, dict) and {"model", "arguments", "state_dict", "label_map"} <= set(saved):
+        detector = _build(saved, overrides)
+        try:
+            detector.load_state_dict(saved["state_dict"])
+        except RuntimeError as error:
+            raise CheckpointError(
+                f"weights {str(path)!r}: the weights do not fit {saved['model']}: {error}"
+            ) from None
+    else:
         raise CheckpointError(f"weights {str(path)!r}: not a visionkit detector file (from train detect)")
+    if not isinstance(saved.get("label_map"), dict):
+        raise CheckpointError(f"weights {str(path)!r}: the detector's label map is missing")
+    return with_input_scale(detector, saved.get("input_scale")).eval(), LabelMap.from_dict(saved["label_map"])
+
+
+def _build(saved: dict[str, Any], overrides: dict[str, Any]) -> nn.Module:
+    """The registered detector ``saved["model"]`` built with the saved arguments and ``overrides``."""
     accepted = inspect.signature(get_model_builder(saved["model"])).parameters
     unknown = sorted(set(overrides) - set(accepted))
     if unknown:
         raise ConfigError(f"{', '.join(unknown)}: model {saved['model']!r} has no such option")
-    detector = create_model(saved["model"], **{**saved["arguments"], **overrides})
+    return create_model(saved["model"], **{**saved["arguments"], **overrides})
+
+
+def run_recipe(weights: str | os.PathLike[str]) -> DetectRecipe | None:
+    """The recipe of the detection run that ``weights`` comes from: its ``config.json``, or ``None`` when
+    there is none. In a folder written by ``visionkit compress`` (its ``config.json`` is the compress recipe,
+    which names the detector it compressed as ``weights=``), the recipe of that detector's run — the data,
+    classes and post-processing the compressed detector keeps.
+
+    Raises:
+        ConfigError: a compress run whose source run (``weights=``) has no ``config.json`` any more, or a
+            ``config.json`` that is not valid JSON (the message names the file).
+    """
+    config = Path(weights).parent / "config.json"
+    if not config.is_file():
+        return None
     try:
-        detector.load_state_dict(saved["state_dict"])
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"weights {str(path)!r}: the weights do not fit {saved['model']}: {error}"
-        ) from None
-    return with_input_scale(detector, saved.get("input_scale")).eval(), LabelMap.from_dict(saved["label_map"])
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{config}: not a readable run recipe ({error})") from None
+    if (
+        isinstance(data, dict)
+        and data.get("recipe") == "CompressRecipe"
+        and isinstance(data.get("weights"), str)
+    ):
+        source = Path(data["weights"]).parent / "config.json"
+        if not source.is_file() or source.resolve() == config.resolve():
+            raise ConfigError(
+                f"{config}: a compressed detector of weights={data['weights']!r}, whose run folder has no "
+                "config.json here (run from where it was compressed, or give the data as key=value)"
+            )
+        return run_recipe(data["weights"])
+    return load_recipe(DetectRecipe, config)
