@@ -34,7 +34,7 @@ SCALES = Claim(
     "v2 has one detection output, v3 three: one downsampled to a 13×13 feature map (and 26×26, 52×52)",
     kind="fact",
 )
-EltwiseSum = Claim(
+ELTWISE_SUM = Claim(
     "§18",
     "还有2个上采样的eltwise sum",
     "and two upsampled ones joined by an element-wise sum",
@@ -112,7 +112,7 @@ def judge_architecture(v2: dict[str, Any], v3: dict[str, Any], fusion: dict[str,
             correction=f"the built models give v2: {text['v2']}; v3: {text['v3']}",
         ),
         judge(
-            EltwiseSum,
+            ELTWISE_SUM,
             "the input of the convolution set after each upsampling equals upsampled + finer map",
             f"{fusion['kind']}: {fusion['upsampled']} upsampled + {fusion['finer']} finer channels → "
             f"{fusion['joined']}",
