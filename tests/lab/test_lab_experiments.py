@@ -22,7 +22,11 @@ HANDBOOK = SHARED / "seed" / "000_9867e0abe0a080e7.txt"
 needs_handbook = pytest.mark.skipif(not HANDBOOK.is_file(), reason=f"handbook not present at {HANDBOOK}")
 
 NAMES = [entry.name for entry in experiments()]
-TIMED = {"separable-conv-cost"}  # reports CPU times: its numbers differ from run to run
+TIMED = {
+    "separable-conv-cost",
+    "compression-speed-storage",
+    "deploy-fusion-int8",
+}  # CPU times differ run to run
 
 
 def _claims() -> list[Claim]:

@@ -75,12 +75,24 @@ def test_roi_pool_coverage(found) -> None:
 def test_schedules_anchors_and_resnet(found) -> None:
     assert "power-law" in _with(found["§29"], r"\sqrt{e p o c h").correction
     assert "compounds" in _with(found["§29"], r"\frac{\alpha}{1+").correction
-    assert "YOLOv3 has 9 anchors" in _with(found["§18"], "由5个变为3个").correction
+    assert "YOLOv3 has 9 anchors" in _with(found["§18"], "由5个变为3个，提高了IOU").correction
     assert "20 of 20" in _with(found["§25"], "Batch Normalization").correction
+
+
+def test_yolo_architecture(found) -> None:
+    from visionkit.models import create_model
+
+    v3 = create_model("yolov3_plain", num_classes=3)
+    (anchors,) = [v for _, v in found["§18"] if v.claim.quote == "anchor的数量由5个变为3个"]
+    assert f"YOLOv3 has {v3.anchors.shape[0]} anchors, 3 per scale" in anchors.correction
+    c4 = v3.backbone.output_shape()["c4"].channels
+    lateral = v3.neck.laterals[0][0].out_channels  # the 1×1 conv before the upsampling
+    fused = _with(found["§18"], "eltwise sum")
+    assert fused.measured == f"concatenation: {lateral} upsampled + {c4} finer channels → {lateral + c4}"
 
 
 def test_no_unexpected_errata(found) -> None:
     """Each erratum is one of those above: a new one must be looked at (and added here)."""
-    expected = {"§7": 2, "§18": 1, "§23": 1, "§24": 1, "§25": 1, "§26": 4, "§29": 2, "§33": 3, "§36": 2}
+    expected = {"§7": 2, "§18": 3, "§23": 1, "§24": 1, "§25": 1, "§26": 4, "§29": 2, "§33": 3, "§36": 2}
     assert {section: len(entries) for section, entries in found.items()} == expected
     assert all(verdict.correction for entries in found.values() for _, verdict in entries)
