@@ -12,8 +12,10 @@ PYTEST_ARGS ?=
 # `make test-kernels` reruns the suite under torch's portable CPU kernels (ATEN_CPU_CAPABILITY=default:
 # scalar libm; =avx2: SLEEF / AVX2) besides the native run of `make test` (AVX-512 where the CPU has it),
 # so a float comparison or a training outcome that holds on one kind of CPU only fails here (~1.5 min each).
-# The site build and browser check do no float arithmetic: they run once, in `make test`.
-KERNEL_TESTS ?= tests --ignore=tests/docs/test_site.py
+# The site build and browser check do no float arithmetic: they run once, in `make test`; so do the
+# multi-process tests (xdist_group "ddp"/"site"): their arithmetic is exact by construction, and a gloo
+# teardown abort they show now and then (see the session note) should not be rolled three times per CI.
+KERNEL_TESTS ?= tests --ignore=tests/docs/test_site.py -m 'not xdist_group'
 
 $(STAMP): pyproject.toml setup.py constraints.txt $(wildcard src/visionkit/ops/_native/*)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)

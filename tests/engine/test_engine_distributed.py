@@ -5,7 +5,6 @@ traceback is shown; single-process helpers."""
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import textwrap
 import time
@@ -20,10 +19,11 @@ from visionkit.engine import distributed as D
 from visionkit.engine.trainer import Trainer
 
 
-def _free_port() -> int:
-    with socket.socket() as handle:
-        handle.bind(("127.0.0.1", 0))
-        return handle.getsockname()[1]
+def _store() -> torch.distributed.TCPStore:
+    """The rendezvous store, hosted by the test process on a port the OS assigns while binding it (as
+    torchrun's agent does). Picking a free port first and letting rank 0 bind it later left a window in
+    which another process (xdist's other worker) could take it; rank 1 then aborted in gloo's set-up."""
+    return torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
 
 
 # Exact by construction: small-integer inputs and targets, weights on a 1/8 grid, a mean-squared error over
@@ -49,30 +49,41 @@ def _model() -> nn.Module:
 
 def _rank_worker(rank: int, world_size: int, port: int, output: str) -> None:
     os.environ.update(
-        {"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
-         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    )  # fmt: skip
+        {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "TORCHELASTIC_USE_AGENT_STORE": "True",
+        }
+    )  # fmt: skip  (the agent store: every rank connects to the test process's store as a client)
     torch.set_num_threads(1)
     context = D.init_distributed(timeout_s=60)
     try:
-        dataset = _dataset()
-        sampler = DistributedSampler(dataset, world_size, rank, shuffle=False)
-        loader = DataLoader(dataset, batch_size=16 // world_size, sampler=sampler)
-        model = D.wrap_model(_model(), context)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.5)
-        Trainer(model, optimizer, loader, loss_fn=nn.functional.mse_loss, max_steps=2).train()
-        total = D.all_reduce_sum([float(len(D.shard_indices(7, context)))], context)
-        if context.is_main:
-            torch.save({"weights": D.unwrap_model(model).state_dict(), "total": total}, output)
+        _train_and_save(context, world_size, rank, output)  # returns: the DDP model is freed here
         D.barrier(context)
     finally:
         D.cleanup()
 
 
+def _train_and_save(context: D.DistributedContext, world_size: int, rank: int, output: str) -> None:
+    dataset = _dataset()
+    sampler = DistributedSampler(dataset, world_size, rank, shuffle=False)
+    loader = DataLoader(dataset, batch_size=16 // world_size, sampler=sampler)
+    model = D.wrap_model(_model(), context)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.5)
+    Trainer(model, optimizer, loader, loss_fn=nn.functional.mse_loss, max_steps=2).train()
+    total = D.all_reduce_sum([float(len(D.shard_indices(7, context)))], context)
+    if context.is_main:
+        torch.save({"weights": D.unwrap_model(model).state_dict(), "total": total}, output)
+
+
 @pytest.mark.xdist_group("ddp")  # one multi-process run at a time: they share ports and cores
 def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
     output = tmp_path / "two.pt"
-    torch.multiprocessing.spawn(_rank_worker, args=(2, _free_port(), str(output)), nprocs=2, join=True)
+    store = _store()
+    torch.multiprocessing.spawn(_rank_worker, args=(2, store.port, str(output)), nprocs=2, join=True)
     two = torch.load(output, weights_only=True)
     assert two["total"] == [7.0]  # evaluation shards cover each sample once
 
