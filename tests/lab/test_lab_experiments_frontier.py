@@ -58,7 +58,7 @@ def test_verdicts_fail_when_they_do_not() -> None:
 
 def test_stage_ious_match_a_slow_loop() -> None:
     torch.manual_seed(0)
-    model = create_model("cascadercnn_plain_fpn", num_classes=3).eval()
+    model = create_model("cascade_rcnn_plain_fpn", num_classes=3).eval()
     image, _ = ShapesDataset(1, seed=5)[0]
     with torch.no_grad():
         stages = model.stage_boxes([image])

@@ -146,7 +146,7 @@ def cascade_refinedet(ctx: LabContext) -> Findings:
     val = ShapesDataset(ctx.pick(4, 48), seed=ctx.seed + 1000)
     images, targets = [val[i][0] for i in range(len(val))], [val[i][1] for i in range(len(val))]
     with tempfile.TemporaryDirectory() as folder:
-        cascade = train(ctx, Path(folder), "cascadercnn_plain_fpn", 32.0)
+        cascade = train(ctx, Path(folder), "cascade_rcnn_plain_fpn", 32.0)
         refined = train(ctx, Path(folder), "refinedet_plain", 20.0)
         original = train(ctx, Path(folder), "refinedet_plain", 20.0, refine_anchors=False)
     model = cascade["detector"]
