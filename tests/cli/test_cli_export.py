@@ -58,6 +58,39 @@ def test_export_usage_errors(classifier: Path, arguments: list[str], code: int, 
     assert message in result.output and "Traceback" not in result.output
 
 
+def test_broken_calibration_image_is_named_and_nothing_is_written(classifier: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    Image.new("L", (8, 8), 128).save(folder / "a.png")
+    (folder / "b.png").write_bytes(b"not a png")
+    out = tmp_path / "o"
+    result = CliRunner().invoke(
+        main, ["export", f"weights={classifier}", "int8=true", f"calib_images={folder}", "--out", str(out)]
+    )
+    assert result.exit_code == 1 and "b.png" in result.output and "Traceback" not in result.output
+    assert not (out / "model.onnx").exists()
+
+
+def test_detector_calibration_folder_is_checked_before_any_work(tmp_path: Path) -> None:
+    """A detector file without its run folder: the missing calib_images folder is what the error names."""
+    from visionkit.data.datasets import LabelMap
+    from visionkit.engine.detect import save_detector
+    from visionkit.models import create_model
+
+    arguments = {"num_classes": 2, "fpn_channels": 16, "head_convs": 1}
+    detector = create_model("retinanet_plain_fpn", **arguments)
+    weights = save_detector(
+        tmp_path / "model.pt", detector, model="retinanet_plain_fpn", arguments=arguments,
+        label_map=LabelMap((0, 1), ("a", "b")),
+    )  # fmt: skip
+    out = tmp_path / "o"
+    result = CliRunner().invoke(
+        main, ["export", f"weights={weights}", "int8=true", "calib_images=/no/such/folder", "--out", str(out)]
+    )
+    assert result.exit_code == 2 and "calib_images=/no/such/folder" in result.output, result.output
+    assert "Traceback" not in result.output and not (out / "model.onnx").exists()
+
+
 def test_export_missing_weights_is_an_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         main, ["export", f"weights={tmp_path / 'none.pt'}", "--out", str(tmp_path / "o")]

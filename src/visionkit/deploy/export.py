@@ -35,7 +35,7 @@ from visionkit.deploy.onnx import MANIFEST, export_onnx, model_kind, ort_session
 from visionkit.deploy.quantize import CALIBRATORS, calibrate_onnx, quantize_onnx
 from visionkit.engine.compressed import compressed_task
 from visionkit.engine.config import check_types, require
-from visionkit.errors import ConfigError, ExportError, InputShapeError
+from visionkit.errors import ConfigError, DatasetError, ExportError, InputShapeError
 
 __all__ = ["ExportRecipe", "calibration_images", "export_run", "load_run_model"]
 
@@ -91,12 +91,26 @@ def load_run_model(weights: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return detector, {"task": "detect", "label_map": label_map}
 
 
+def image_files(source: str, count: int) -> list[Path]:
+    """The first ``count`` image files (``.png/.jpg/.jpeg/.bmp``, sorted) of the folder
+    ``calib_images=source``; a :class:`~visionkit.errors.ConfigError` naming it when it is not a folder or
+    holds no image."""
+    folder = Path(source)
+    if not folder.is_dir():
+        raise ConfigError(f"calib_images={source}: expected 'train' or a folder of images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
+    if not files:
+        raise ConfigError(f"calib_images={source}: the folder has no .png/.jpg/.bmp images")
+    return files[:count]
+
+
 def calibration_images(source: str, count: int, info: dict[str, Any]) -> Tensor:
     """``[N, C, H, W]`` calibration images: the run's training split (``"train"``) or a folder of images,
     each of the model's input channels and size.
 
     Raises:
         InputShapeError: an image of other channels or size (names the file, expected and given shape).
+        DatasetError: an image file that cannot be read (names it).
         ConfigError: no such folder, or no images in it.
     """
     channels, size = info["channels"], info["input_size"]
@@ -105,21 +119,16 @@ def calibration_images(source: str, count: int, info: dict[str, Any]) -> Tensor:
 
         data = Digits("train", seed=info["recipe"].seed)
         return torch.stack([data[i][0] for i in range(min(count, len(data)))])
-    folder = Path(source)
-    if not folder.is_dir():
-        raise ConfigError(f"calib_images={source}: expected 'train' or a folder of images")
     from PIL import Image
 
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))[
-        :count
-    ]
-    if not files:
-        raise ConfigError(f"calib_images={source}: the folder has no .png/.jpg/.bmp images")
     images = []
-    for file in files:
-        with Image.open(file) as picture:
-            array = torch.from_numpy(np.array(picture, dtype=np.float32)) / 255
-            shape = (len(picture.getbands()), picture.height, picture.width)
+    for file in image_files(source, count):
+        try:
+            with Image.open(file) as picture:
+                array = torch.from_numpy(np.array(picture, dtype=np.float32)) / 255
+                shape = (len(picture.getbands()), picture.height, picture.width)
+        except (OSError, SyntaxError, ValueError) as error:  # what Pillow raises for a broken file
+            raise DatasetError(f"calibration image {file}: cannot read it ({error})") from error
         if shape != (channels, size, size):
             raise InputShapeError(
                 f"calibration image {file}: expected {channels} channel(s) of {size}×{size}, got "
@@ -222,19 +231,17 @@ def _int8_detector(
     if hasattr(model, "detector"):  # ResizedInput: images resized in PyTorch before the detector
         resize = copy.copy(model)
         resize.detector = inner
+    from_run = recipe.calib_images in ("train", "shapes")
+    files = [] if from_run else image_files(recipe.calib_images, recipe.calib_count)  # checked before work
     run = run_recipe(recipe.weights)  # a compressed detector: the recipe of the run it comes from
     if run is None:
         config = Path(recipe.weights).parent / "config.json"
         raise ConfigError(f"int8=true needs the run's {config} (its data: calibration and validation images)")
     data = build_datasets(run)
-    if recipe.calib_images in ("train", "shapes"):
+    if from_run:
         images = [data.train[i][0] for i in range(min(recipe.calib_count, len(data.train)))]
     else:
-        folder = Path(recipe.calib_images)
-        if not folder.is_dir():
-            raise ConfigError(f"calib_images={recipe.calib_images}: expected 'train' or a folder of images")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
-        images = [read_image(path, index) for index, path in enumerate(files[: recipe.calib_count])]
+        images = [read_image(path, index) for index, path in enumerate(files)]
     if not images:
         raise ConfigError(f"calib_images={recipe.calib_images}: no images")
     with tempfile.TemporaryDirectory() as scratch:
