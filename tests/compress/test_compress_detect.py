@@ -76,8 +76,14 @@ def test_sharing_a_detector_backbone_reloads(detector_run: Path, tmp_path: Path)
     load_compressed_detector(tmp_path / "s" / "model.pt")
 
 
-def test_detector_bad_input_names_what_is_wrong(detector_run: Path, tmp_path: Path) -> None:
+def test_detector_bad_input_names_what_is_wrong(
+    detector_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     weights = str(detector_run / "model.pt")
+    with monkeypatch.context() as patch:  # a bad layer name is refused before the run's data is read
+        patch.setattr("visionkit.compress.detect.build_datasets", lambda _: pytest.fail("data read first"))
+        with pytest.raises(ConfigError, match=r"'nope' is not in the detector's backbone"):
+            compress_model("prune", CompressRecipe(weights=weights, layers="nope"), tmp_path / "e")
     with pytest.raises(ConfigError, match=r"'head\.0' is not in the detector's backbone"):
         compress_model("prune", CompressRecipe(weights=weights, layers="head.0", **{"finetune_epochs": 0}),
                        tmp_path / "a")  # fmt: skip

@@ -179,10 +179,11 @@ def compress_detector(method: str, recipe: Any, run_dir: str | Path) -> dict[str
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     torch.manual_seed(recipe.seed)
-    data = build_datasets(run)
     size = run.min_size or run.image_size
     compressed = copy.deepcopy(detector)
+    # the compression first: it checks the layer names and ratios, in seconds, before the data is read
     edits, details = _apply(method, _inner(compressed), recipe, torch.zeros(2, 3, size, size))
+    data = build_datasets(run)
 
     def average_precision(model: nn.Module) -> float:
         return evaluate_detector(model, data.val, label_map.num_classes, batch_size=run.batch_size).metrics[
