@@ -350,3 +350,11 @@ def test_tiny_overfit_reaches_near_perfect_ap_and_refines_boxes_stage_by_stage()
     ious = stage_ious(model, images, targets)
     means = [float(v.mean()) for v in ious]
     assert ious[0].numel() > 0 and means[3] > means[0], means
+
+
+def test_builder_forwards_every_rpn_option_to_faster_rcnn_parts() -> None:
+    """The RPN sampler settings reach the RPN (the builder once dropped them, as issue 13 warned)."""
+    model = create_model(
+        "cascade_rcnn_plain_fpn", num_classes=3, rpn_batch_size_per_image=64, rpn_positive_fraction=0.25
+    )
+    assert (model.rpn.batch_size_per_image, model.rpn.positive_fraction) == (64, 0.25)

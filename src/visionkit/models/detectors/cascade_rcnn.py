@@ -283,6 +283,8 @@ def build_cascade_rcnn(
     rpn_pre_nms_top_n: tuple[int, int] = (2000, 1000),
     rpn_post_nms_top_n: tuple[int, int] = (2000, 1000),
     rpn_nms_threshold: float = 0.7,
+    rpn_batch_size_per_image: int = 256,
+    rpn_positive_fraction: float = 0.5,
     box_batch_size_per_image: int = 512,
     box_positive_fraction: float = 0.25,
     stage_iou_thresholds: Sequence[float] = (0.5, 0.6, 0.7),
@@ -308,7 +310,8 @@ def build_cascade_rcnn(
         backbone, num_classes=num_classes, fpn_channels=fpn_channels, representation_size=representation_size,
         anchor_sizes=anchor_sizes, anchor_ratios=anchor_ratios, roi_op=roi_op,
         rpn_pre_nms_top_n=rpn_pre_nms_top_n, rpn_post_nms_top_n=rpn_post_nms_top_n,
-        rpn_nms_threshold=rpn_nms_threshold,
+        rpn_nms_threshold=rpn_nms_threshold, rpn_batch_size_per_image=rpn_batch_size_per_image,
+        rpn_positive_fraction=rpn_positive_fraction,
     )  # fmt: skip
     pooler, first_head = base.roi_heads.pooler, base.roi_heads.box_head
     stages = []
