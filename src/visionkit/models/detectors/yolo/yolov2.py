@@ -222,10 +222,7 @@ class YOLOv2(YOLOv3):
         features: dict[str, Tensor],
         targets: Sequence[Target],
     ) -> dict[str, Tensor]:
-        outputs, priors, _ = self._outputs(features)
-        if outputs.dtype in (torch.float16, torch.bfloat16):  # AMP: the loss in float32, as the targets
-            outputs = outputs.float()
-        hw = (int(batch.shape[-2]), int(batch.shape[-1]))
+        outputs, priors, hw = self._loss_inputs(batch, features)
         return yolov2_loss(
             outputs,
             priors,

@@ -223,13 +223,19 @@ class YOLOv3(Detector):
         features: dict[str, Tensor],
         targets: Sequence[Target],
     ) -> dict[str, Tensor]:
-        outputs, priors, _ = self._outputs(features)
-        if outputs.dtype in (torch.float16, torch.bfloat16):  # AMP: the loss in float32, as the targets
-            outputs = outputs.float()
-        hw = (int(batch.shape[-2]), int(batch.shape[-1]))
+        outputs, priors, hw = self._loss_inputs(batch, features)
         return yolov3_loss(
             outputs, priors, self.anchors, self.anchor_levels, targets, hw, self.ignore_threshold
         )
+
+    def _loss_inputs(
+        self, batch: Tensor, features: dict[str, Tensor]
+    ) -> tuple[Tensor, GridPriors, tuple[int, int]]:
+        """Raw outputs (float32 under AMP, as the targets), their grid priors and the padded batch size."""
+        outputs, priors, _ = self._outputs(features)
+        if outputs.dtype in (torch.float16, torch.bfloat16):
+            outputs = outputs.float()
+        return outputs, priors, (int(batch.shape[-2]), int(batch.shape[-1]))
 
     def scores(self, outputs: Tensor) -> Tensor:
         """``Tensor[..., N, K]`` class-specific confidences ``σ(t_o)·σ(class)`` (``softmax`` with
