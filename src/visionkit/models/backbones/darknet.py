@@ -26,7 +26,36 @@ def _leaky(inplace: bool = True) -> nn.Module:
     return nn.LeakyReLU(0.1, inplace=inplace)
 
 
-class Darknet53(Backbone):
+class _Darknet(Backbone):
+    """What Darknet-53 and Darknet-19 share: ``stem`` then ``stage1``..``stage5``, features ``c2``..``c5``
+    from stages 2–5, darknet's initialisation (He for leaky ReLU 0.1, BN at identity)."""
+
+    stem: nn.Module
+    stage1: nn.Sequential
+    stage2: nn.Sequential
+    stage3: nn.Sequential
+    stage4: nn.Sequential
+    stage5: nn.Sequential
+
+    def init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                kaiming_normal_(module.weight, mode="fan_out", nonlinearity="leaky_relu", negative_slope=0.1)
+            elif isinstance(module, nn.BatchNorm2d):
+                constant_(module.weight, 1.0)
+                constant_(module.bias, 0.0)
+
+    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
+        c2 = self.stage2(self.stage1(self.stem(x)))
+        c3 = self.stage3(c2)
+        c4 = self.stage4(c3)
+        return {"c2": c2, "c3": c3, "c4": c4, "c5": self.stage5(c4)}
+
+    def stages(self) -> list[nn.Module]:
+        return [nn.ModuleList([self.stem, self.stage1]), self.stage2, self.stage3, self.stage4, self.stage5]
+
+
+class Darknet53(_Darknet):
     """Darknet-53 classifier/backbone: ``stem``, ``stage1``..``stage5``, GAP, ``fc``.
 
     Features: ``c2`` = stage2 (128, stride 4), ``c3`` = stage3 (256, 8), ``c4`` = stage4 (512, 16),
@@ -37,11 +66,6 @@ class Darknet53(Backbone):
         torch.Size([1, 10])
     """
 
-    stage1: nn.Sequential
-    stage2: nn.Sequential
-    stage3: nn.Sequential
-    stage4: nn.Sequential
-    stage5: nn.Sequential
     head_names = ("avgpool", "fc")
 
     def __init__(self, num_classes: int = 1000) -> None:
@@ -58,21 +82,7 @@ class Darknet53(Backbone):
         self.out_channels = {"c2": 128, "c3": 256, "c4": 512, "c5": 1024}
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(1024, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                kaiming_normal_(module.weight, mode="fan_out", nonlinearity="leaky_relu", negative_slope=0.1)
-            elif isinstance(module, nn.BatchNorm2d):
-                constant_(module.weight, 1.0)
-                constant_(module.bias, 0.0)
-
-    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
-        c2 = self.stage2(self.stage1(self.stem(x)))
-        c3 = self.stage3(c2)
-        c4 = self.stage4(c3)
-        return {"c2": c2, "c3": c3, "c4": c4, "c5": self.stage5(c4)}
-
-    def stages(self) -> list[nn.Module]:
-        return [nn.ModuleList([self.stem, self.stage1]), self.stage2, self.stage3, self.stage4, self.stage5]
+        self.init_weights()
 
     def forward_head(self, c5: Tensor) -> Tensor:
         return self.fc(torch.flatten(self.avgpool(c5), 1))
@@ -94,7 +104,7 @@ DARKNET19_STAGES = [
 ]
 
 
-class Darknet19(Backbone):
+class Darknet19(_Darknet):
     """Darknet-19 (YOLOv2's backbone): 19 convolutions (3×3 and 1×1 bottlenecks, BN, leaky ReLU 0.1) and
     5 max-pools; classifier = 1×1 conv to ``num_classes``, global average pool.
 
@@ -106,11 +116,6 @@ class Darknet19(Backbone):
         torch.Size([1, 10])
     """
 
-    stage1: nn.Sequential
-    stage2: nn.Sequential
-    stage3: nn.Sequential
-    stage4: nn.Sequential
-    stage5: nn.Sequential
     head_names = ("classifier",)
 
     def __init__(self, num_classes: int = 1000) -> None:
@@ -125,21 +130,7 @@ class Darknet19(Backbone):
             self.add_module(f"stage{index}", nn.Sequential(*layers))
         self.out_channels = {"c2": 128, "c3": 256, "c4": 512, "c5": 1024}
         self.classifier = nn.Sequential(nn.Conv2d(1024, num_classes, 1), nn.AdaptiveAvgPool2d((1, 1)))
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                kaiming_normal_(module.weight, mode="fan_out", nonlinearity="leaky_relu", negative_slope=0.1)
-            elif isinstance(module, nn.BatchNorm2d):
-                constant_(module.weight, 1.0)
-                constant_(module.bias, 0.0)
-
-    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
-        c2 = self.stage2(self.stage1(self.stem(x)))
-        c3 = self.stage3(c2)
-        c4 = self.stage4(c3)
-        return {"c2": c2, "c3": c3, "c4": c4, "c5": self.stage5(c4)}
-
-    def stages(self) -> list[nn.Module]:
-        return [nn.ModuleList([self.stem, self.stage1]), self.stage2, self.stage3, self.stage4, self.stage5]
+        self.init_weights()
 
     def forward_head(self, c5: Tensor) -> Tensor:
         return torch.flatten(self.classifier(c5), 1)
