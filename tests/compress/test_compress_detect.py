@@ -87,6 +87,8 @@ def test_detector_bad_input_names_what_is_wrong(
     with pytest.raises(ConfigError, match=r"'head\.0' is not in the detector's backbone"):
         compress_model("prune", CompressRecipe(weights=weights, layers="head.0", **{"finetune_epochs": 0}),
                        tmp_path / "a")  # fmt: skip
+    with pytest.raises(ConfigError, match="rounds=3"):
+        compress_model("prune", CompressRecipe(weights=weights, structured=False, rounds=3), tmp_path / "f")
     with pytest.raises(ConfigError, match="factorization=svd"):
         compress_model("lowrank", CompressRecipe(weights=weights, factorization="svd"), tmp_path / "b")
     lonely = tmp_path / "lonely"

@@ -99,6 +99,8 @@ def _apply_to_backbone(
     method: str, detector: nn.Module, recipe: Any, example: torch.Tensor
 ) -> tuple[list, dict]:
     backbone = detector.backbone
+    if method == "prune" and not recipe.structured and recipe.rounds > 1:  # not silently one-shot
+        raise ConfigError(f"rounds={recipe.rounds}: iterative pruning is for classifiers; use rounds=1")
     layers = _backbone_layers(recipe.layer_names())
     if method == "prune" and recipe.structured:
         result = prune_channels(backbone, example, recipe.ratio, criterion=recipe.criterion,
