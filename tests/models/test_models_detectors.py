@@ -39,8 +39,9 @@ SMALL = {
 }
 
 
-#: per family (name prefix): options that differ from SMALL (RefineDet has four levels)
-FAMILY_SMALL = {"refinedet": {"anchor_sizes": (16, 32, 64, 128)}}
+#: per family (name prefix): options that differ from SMALL (RefineDet has four levels; its images warped to
+#: 64² inside the model instead of the VGG16 builders' 320² / 512²)
+FAMILY_SMALL = {"refinedet": {"anchor_sizes": (16, 32, 64, 128), "input_size": 64}}
 
 
 def small_detector(name: str, **overrides) -> Detector:
@@ -68,6 +69,7 @@ def test_every_detector_family_is_registered_per_backbone() -> None:
             assert f"{family}_{backbone}_fpn" in names
     for backbone in ("resnet50", "mobilenet_v2", "vgg16", "plain"):
         assert f"refinedet_{backbone}" in names
+    assert {"refinedet320_vgg16", "refinedet512_vgg16"} <= set(names)
 
 
 @pytest.mark.parametrize("name", detector_names())
