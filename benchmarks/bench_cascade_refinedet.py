@@ -19,7 +19,9 @@ see RESULTS.md for the commands; ``--train SECONDS`` trains the missing ones thr
   folders ``refinedet_plain[_nofilter|_norefine]_s<seed>``, ``--ablation-epochs`` trains the missing ones):
   AP, AP50, AP75 and ms/image per run; per seed the paired-bootstrap 95 % interval of the gain of the full
   model over each ablation (all runs scored on the same image draws); pooled over the seeds, the mean gain
-  with its bootstrap interval (image sampling) and a t interval over the seeds' gains (training noise).
+  with its bootstrap interval (image sampling) and a t interval over the seeds' gains (training noise);
+  ms/image of the same full models with negative filtering switched on and off at inference
+  (``--resamples 0``: no intervals).
 
 Usage:
     python benchmarks/bench_cascade_refinedet.py --runs /tmp/cascade_runs --resamples 300 \
@@ -204,6 +206,33 @@ def paired_draws(predictions: dict[str, list], targets: list, resamples: int, se
     return {t: {k: np.asarray(v) for k, v in d.items()} for t, d in drawn.items()}
 
 
+@torch.no_grad()
+def filtering_cost(detectors: list, dataset: Any, args: argparse.Namespace) -> list[list[Any]]:
+    """ms/image of the same models with negative filtering on and off at inference (timed alternately,
+    ``--timing-rounds`` rounds), and the (class, anchor) candidates above the score threshold per image."""
+    times: dict[bool, list[float]] = {True: [], False: []}
+    counts: dict[bool, list[int]] = {True: [], False: []}
+    for _ in range(args.timing_rounds):
+        for detector in detectors:
+            for switch in (True, False):
+                plain(detector).negative_filtering = switch
+                times[switch].append(time_inference(detector, dataset, args.timed_images))
+    for detector in detectors:
+        model = plain(detector)
+        for switch in (True, False):
+            model.negative_filtering = switch
+            for index in range(args.timed_images):
+                batch, _ = model.preprocess([dataset[index][0]])
+                objectness, _, logits, _, _ = model.outputs(batch, model.extract_features(batch))
+                scores = torch.softmax(logits[0].float(), dim=-1)[:, 1:]
+                if switch:
+                    scores = scores.masked_fill(filtered(objectness[0], model.filter_threshold)[:, None], 0.0)
+                counts[switch].append(int((scores > model.postprocess.score_threshold).sum()))
+        model.negative_filtering = True
+    return [[("on" if s else "off"), f"{np.median(times[s]):.1f}", f"{np.mean(counts[s]):.0f}"]
+            for s in (True, False) if times[s]]  # fmt: skip
+
+
 def ablation_report(args: argparse.Namespace) -> None:
     """RefineDet's ablations at equal steps, several seeds (module docstring)."""
     if args.ablation_epochs > 0:
@@ -231,6 +260,14 @@ def ablation_report(args: argparse.Namespace) -> None:
     for row, key in zip(rows, detectors, strict=True):
         row.append(f"{min(timings[key]):.1f} ({max(timings[key]):.1f})")
     print(table(["run", "seed", "steps", "train s", "AP", "AP50", "AP75", "ms/image (slowest round)"], rows))
+    switched = filtering_cost([detectors[k] for k in detectors if k[0] == "RefineDet"], dataset, args)
+    if switched:
+        print("\nSame weights (the full models), negative filtering switched at inference only:")
+        print(
+            table(["filtering", "ms/image (median over models and rounds)", "candidates / image"], switched)
+        )
+    if args.resamples < 1:
+        return
     draws = paired_draws({f"{t}|{s}": p for (t, s), p in predictions.items()}, targets, args.resamples)
     for title in list(ABLATIONS)[1:]:
         seeds = [s for s in args.seeds if (title, s) in predictions and ("RefineDet", s) in predictions]
