@@ -540,3 +540,29 @@ def test_five_anchors_per_scale() -> None:
     target = {"boxes": torch.tensor([[4.0, 4.0, 60.0, 50.0]]), "labels": torch.tensor([1])}
     losses = model.train()([torch.rand(3, 64, 64)], [target])
     assert all(bool(torch.isfinite(v)) for v in losses.values())
+
+
+@pytest.mark.parametrize(("xy_loss", "activation"), [("bce", "sigmoid"), ("sse", "softmax")])
+def test_the_model_trains_with_its_own_loss_options(xy_loss: str, activation: str) -> None:
+    """The model's training losses are ``yolov3_loss`` with the model's ``xy_loss`` and
+    ``class_activation`` (a model built with options must not train with the paper's defaults)."""
+    torch.manual_seed(0)
+    model = create_model(
+        "yolov3_plain",
+        num_classes=3,
+        widths=(8, 8, 16, 16, 32),
+        neck_widths=(8, 8, 8),
+        xy_loss=xy_loss,
+        class_activation=activation,
+    ).train()
+    images, targets = _shapes()
+    got = model(images, targets)
+    batch, _ = model.preprocess(images, targets)
+    outputs, priors, hw = model._loss_inputs(batch, model.extract_features(batch))
+    args = (outputs, priors, model.anchors, model.anchor_levels, targets, hw, model.ignore_threshold)
+    own = yolov3_loss(*args, xy_loss=xy_loss, class_activation=activation)
+    paper = yolov3_loss(*args)
+    for name in own:  # the same computation on the same tensors: equal to the bit
+        assert torch.equal(got[name], own[name]), name
+    changed = "box" if xy_loss == "bce" else "classification"
+    assert not torch.equal(got[changed], paper[changed])

@@ -225,7 +225,15 @@ class YOLOv3(Detector):
     ) -> dict[str, Tensor]:
         outputs, priors, hw = self._loss_inputs(batch, features)
         return yolov3_loss(
-            outputs, priors, self.anchors, self.anchor_levels, targets, hw, self.ignore_threshold
+            outputs,
+            priors,
+            self.anchors,
+            self.anchor_levels,
+            targets,
+            hw,
+            self.ignore_threshold,
+            xy_loss=self.xy_loss,
+            class_activation=self.class_activation,
         )
 
     def _loss_inputs(
