@@ -46,9 +46,10 @@ def _priors():
     return grid_priors(SIZES, STRIDES, torch.tensor(ANCHORS, dtype=F64), LEVELS)
 
 
-def slow_assign(boxes, anchors=ANCHORS, levels=LEVELS, sizes=SIZES, strides=STRIDES):
+def slow_assign(boxes, anchors=ANCHORS, levels=LEVELS, sizes=SIZES, strides=STRIDES, iou_threshold=1.0):
     """Literal darknet loop: best shape IoU over all anchors (strict > keeps the first on ties), the
-    centre's cell (clamped into the grid), later ground truths overwrite a shared slot."""
+    centre's cell (clamped into the grid), later ground truths overwrite a shared slot; with
+    ``iou_threshold`` < 1 (darknet's later ``iou_thresh``) then every other anchor of IoU > threshold."""
     offsets, start = [], 0
     for level, (h, w) in enumerate(sizes):
         offsets.append(start)
@@ -57,20 +58,23 @@ def slow_assign(boxes, anchors=ANCHORS, levels=LEVELS, sizes=SIZES, strides=STRI
     for m, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
         w, h = x2 - x1, y2 - y1
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        best, best_iou = -1, -1.0
+        best, best_iou, ious = -1, -1.0, []
         for t, (aw, ah) in enumerate(anchors):
             inter = min(w, aw) * min(h, ah)
             iou = inter / (w * h + aw * ah - inter)
+            ious.append(iou)
             if iou > best_iou:
                 best, best_iou = t, iou
-        level = levels[best]
-        stride, (rows, cols) = strides[level], sizes[level]
-        i = min(max(math.floor(cx / stride), 0), cols - 1)
-        j = min(max(math.floor(cy / stride), 0), rows - 1)
-        local = [t for t in range(len(anchors)) if levels[t] == level].index(best)
-        index = offsets[level] + (j * cols + i) * levels.count(level) + local
-        aw, ah = anchors[best]
-        slots[index] = (m, [cx / stride - i, cy / stride - j, math.log(w / aw), math.log(h / ah)])
+        chosen = [best] + [t for t in range(len(anchors)) if t != best and ious[t] > iou_threshold]
+        for anchor in chosen:
+            level = levels[anchor]
+            stride, (rows, cols) = strides[level], sizes[level]
+            i = min(max(math.floor(cx / stride), 0), cols - 1)
+            j = min(max(math.floor(cy / stride), 0), rows - 1)
+            local = [t for t in range(len(anchors)) if levels[t] == level].index(anchor)
+            index = offsets[level] + (j * cols + i) * levels.count(level) + local
+            aw, ah = anchors[anchor]
+            slots[index] = (m, [cx / stride - i, cy / stride - j, math.log(w / aw), math.log(h / ah)])
     return slots
 
 
@@ -80,9 +84,9 @@ def _random_boxes(generator, count, size=32.0):
     return torch.cat([centres - wh / 2, centres + wh / 2], dim=1)
 
 
-def _check_assignment(boxes):
-    assigned = assign_targets(boxes, _priors(), torch.tensor(ANCHORS, dtype=F64), LEVELS)
-    expected = slow_assign(boxes)
+def _check_assignment(boxes, iou_threshold=1.0):
+    assigned = assign_targets(boxes, _priors(), torch.tensor(ANCHORS, dtype=F64), LEVELS, iou_threshold)
+    expected = slow_assign(boxes, iou_threshold=iou_threshold)
     got = {int(i): (int(g), o) for i, g, o in zip(assigned.index, assigned.gt, assigned.offsets, strict=True)}
     assert sorted(got) == sorted(expected)
     for index, (gt, offsets) in expected.items():
@@ -98,6 +102,20 @@ def test_assignment_matches_the_literal_loop_on_random_boxes() -> None:
     generator = torch.Generator().manual_seed(0)
     for count in (1, 3, 8, 20):  # 20 boxes on 21 cells: collisions happen
         _check_assignment(_random_boxes(generator, count))
+
+
+@pytest.mark.parametrize("iou_threshold", [0.0, 0.213, 0.5, 0.75])
+def test_several_anchors_per_ground_truth_match_the_literal_loop(iou_threshold: float) -> None:
+    generator = torch.Generator().manual_seed(1)
+    for count in (1, 3, 8, 20):
+        _check_assignment(_random_boxes(generator, count), iou_threshold)
+    # 8×8 against 6×8 (IoU exactly 0.75, not above) and 12×12 (64/144): at 0.75 only the best anchor
+    boxes = torch.tensor([[0.0, 0.0, 8.0, 8.0]], dtype=F64)
+    _check_assignment(boxes, iou_threshold)
+    one = assign_targets(boxes, _priors(), torch.tensor(ANCHORS, dtype=F64), LEVELS, 0.75)
+    assert one.index.numel() == 1
+    all_anchors = assign_targets(boxes, _priors(), torch.tensor(ANCHORS, dtype=F64), LEVELS, 0.0)
+    assert all_anchors.index.numel() == len(ANCHORS) and set(all_anchors.gt.tolist()) == {0}
 
 
 def test_assignment_ties_collisions_borders_and_empty_images() -> None:
@@ -358,6 +376,8 @@ def test_bad_options_are_named() -> None:
         create_model("yolov3_plain", num_classes=3, xy_loss="l2")
     with pytest.raises(ConfigError, match="neck_widths"):
         create_model("yolov3_plain", num_classes=3, neck_widths=(8, 8))
+    with pytest.raises(ConfigError, match=r"assign_threshold=-0\.1"):
+        create_model("yolov3_plain", num_classes=3, assign_threshold=-0.1)
 
 
 def test_softmax_scores_sum_to_the_objectness() -> None:

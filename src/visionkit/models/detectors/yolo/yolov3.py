@@ -95,6 +95,7 @@ def yolov3_loss(
     ignore_threshold: float = 0.5,
     xy_loss: str = "sse",
     class_activation: str = "sigmoid",
+    assign_threshold: float = 1.0,
 ) -> dict[str, Tensor]:
     """YOLOv3 losses of a batch (module docstring).
 
@@ -106,6 +107,9 @@ def yolov3_loss(
         xy_loss: ``"sse"`` (the paper) or ``"bce"`` (darknet's gradient), module docstring.
         class_activation: ``"sigmoid"`` (the paper: a binary cross-entropy per class) or ``"softmax"``
             (YOLOv2's softmax cross-entropy, for the §18 comparison).
+        assign_threshold: also assign every other anchor whose shape IoU with a ground truth exceeds
+            this (darknet's later ``iou_thresh``; 1.0: the paper's one anchor per ground truth),
+            :func:`~visionkit.models.detectors.yolo.common.assign_targets`.
 
     Returns:
         ``{"box", "objectness", "classification"}`` scalars; an image without objects contributes only
@@ -114,7 +118,7 @@ def yolov3_loss(
     box_terms, object_terms, class_terms = [], [], []
     for raw, target in zip(outputs, targets, strict=True):
         boxes, labels = training_boxes(target)
-        assigned = assign_targets(boxes, priors, anchors, anchor_levels)
+        assigned = assign_targets(boxes, priors, anchors, anchor_levels, assign_threshold)
         with torch.no_grad():
             ignored = ignore_mask(decode_predictions(raw[:, :4].detach(), priors), boxes, ignore_threshold)
         objectness = torch.zeros_like(raw[:, 4])
@@ -156,6 +160,8 @@ class YOLOv3(Detector):
         xy_loss: ``"sse"`` (the paper) or ``"bce"`` (darknet's gradient) for the box centre.
         class_activation: ``"sigmoid"`` (the paper) or ``"softmax"`` (YOLOv2's, for the comparison):
             the class loss and the class probabilities of the scores.
+        assign_threshold: 1.0 (the paper): one anchor per ground truth; below 1 also every other anchor
+            whose shape IoU exceeds it (darknet's later ``iou_thresh``, 0.213 in ``yolov4.cfg``).
         postprocess: :class:`~visionkit.models.detectors.postprocess.PostProcess` (``topk_candidates`` per
             level before class-aware NMS / Soft-NMS).
 
@@ -183,6 +189,7 @@ class YOLOv3(Detector):
         ignore_threshold: float = 0.5,
         xy_loss: str = "sse",
         class_activation: str = "sigmoid",
+        assign_threshold: float = 1.0,
         postprocess: PostProcess | None = None,
         **options: Any,
     ) -> None:
@@ -201,6 +208,12 @@ class YOLOv3(Detector):
             )
         if not 0.0 <= ignore_threshold <= 1.0:
             raise ConfigError(f"ignore_threshold={ignore_threshold!r}: expected a number in [0, 1]")
+        if not 0.0 <= assign_threshold <= 1.0:
+            raise ConfigError(
+                f"assign_threshold={assign_threshold!r}: expected a number in [0, 1] (1: the paper's one "
+                "anchor per ground truth)"
+            )
+        self.assign_threshold = assign_threshold
         table = check_anchors(anchors, sum(anchors_per_level))
         self.register_buffer("anchors", table.float(), persistent=False)
         self.anchor_levels = [lv for lv, n in enumerate(anchors_per_level) for _ in range(n)]
@@ -234,6 +247,7 @@ class YOLOv3(Detector):
             self.ignore_threshold,
             xy_loss=self.xy_loss,
             class_activation=self.class_activation,
+            assign_threshold=self.assign_threshold,
         )
 
     def _loss_inputs(
