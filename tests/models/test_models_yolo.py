@@ -203,12 +203,23 @@ def _class_terms(logits, label, activation):
     return sum(_bce(v, float(k == label)) for k, v in enumerate(logits))
 
 
-def slow_yolov3_loss(outputs, targets, hw, threshold, xy_loss="sse", activation="sigmoid"):
+def _slow_giou_loss(a, b):
+    """1 − GIoU from its definition: IoU − (C − U)/C, C the smallest enclosing box."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    enclosing = (max(a[2], b[2]) - min(a[0], b[0])) * (max(a[3], b[3]) - min(a[1], b[1]))
+    return 1 - (w * h / union - (enclosing - union) / enclosing)
+
+
+def slow_yolov3_loss(
+    outputs, targets, hw, threshold, xy_loss="sse", activation="sigmoid", assign=1.0, box_loss="sse"
+):
     """Literal loops over images and predictions: (box, objectness, classes), Σ|terms|, ignored count."""
     priors, totals, magnitude, ignored_count = _priors(), [0.0, 0.0, 0.0], 0.0, 0
     for raw_image, target in zip(outputs.tolist(), targets, strict=True):
         boxes, labels = target["boxes"].tolist(), target["labels"].tolist()
-        slots = slow_assign(target["boxes"])
+        slots = slow_assign(target["boxes"], iou_threshold=assign)
         for n, raw in enumerate(raw_image):
             decoded = _slow_decode(raw, priors, n)
             ignored = any(_slow_iou(decoded, g) > threshold for g in boxes)
@@ -216,8 +227,9 @@ def slow_yolov3_loss(outputs, targets, hw, threshold, xy_loss="sse", activation=
                 m, goal = slots[n]
                 w, h = boxes[m][2] - boxes[m][0], boxes[m][3] - boxes[m][1]
                 size = 0.5 * ((raw[2] - goal[2]) ** 2 + (raw[3] - goal[3]) ** 2)
+                sse = (2 - w * h / (hw[0] * hw[1])) * (_centre_terms(raw, goal, xy_loss) + size)
                 terms = [
-                    (2 - w * h / (hw[0] * hw[1])) * (_centre_terms(raw, goal, xy_loss) + size),
+                    sse if box_loss == "sse" else _slow_giou_loss(decoded, boxes[m]),
                     _bce(raw[4], 1.0),
                     _class_terms(raw[5:], labels[m], activation),
                 ]
@@ -227,6 +239,8 @@ def slow_yolov3_loss(outputs, targets, hw, threshold, xy_loss="sse", activation=
             for k in range(3):
                 totals[k] += terms[k]
             magnitude += sum(abs(t) for t in terms)
+            if n in slots and box_loss != "sse":  # 1 − GIoU: ≤ 30 rounded operations on values ≤ 2 (IoU,
+                magnitude += 2.0  # ratios, the 1 − …), so its error is ≤ 32ε·2 whatever its own size
             if (
                 n in slots and xy_loss == "bce"
             ):  # the rounding errors scale with BCE and entropy, not their gap
@@ -235,9 +249,18 @@ def slow_yolov3_loss(outputs, targets, hw, threshold, xy_loss="sse", activation=
 
 
 @pytest.mark.parametrize(
-    ("xy_loss", "activation"), [("sse", "sigmoid"), ("bce", "sigmoid"), ("sse", "softmax")]
+    ("xy_loss", "activation", "assign", "box_loss"),
+    [
+        ("sse", "sigmoid", 1.0, "sse"),
+        ("bce", "sigmoid", 1.0, "sse"),
+        ("sse", "softmax", 1.0, "sse"),
+        ("sse", "sigmoid", 0.213, "sse"),
+        ("sse", "sigmoid", 0.213, "giou"),
+    ],
 )
-def test_yolov3_loss_equals_the_literal_reference(xy_loss: str, activation: str) -> None:
+def test_yolov3_loss_equals_the_literal_reference(
+    xy_loss: str, activation: str, assign: float, box_loss: str
+) -> None:
     generator = torch.Generator().manual_seed(3)
     priors = _priors()
     outputs = torch.randn(2, priors.cells.shape[0], 5 + 3, generator=generator, dtype=F64)
@@ -247,8 +270,12 @@ def test_yolov3_loss_equals_the_literal_reference(xy_loss: str, activation: str)
         {"boxes": torch.zeros(0, 4, dtype=F64), "labels": torch.zeros(0, dtype=torch.int64)},
     ]
     anchors = torch.tensor(ANCHORS, dtype=F64)
-    got = yolov3_loss(outputs, priors, anchors, LEVELS, targets, (32, 32), 0.3, xy_loss, activation)
-    expected, magnitude, ignored = slow_yolov3_loss(outputs, targets, (32, 32), 0.3, xy_loss, activation)
+    got = yolov3_loss(
+        outputs, priors, anchors, LEVELS, targets, (32, 32), 0.3, xy_loss, activation, assign, box_loss
+    )
+    expected, magnitude, ignored = slow_yolov3_loss(
+        outputs, targets, (32, 32), 0.3, xy_loss, activation, assign, box_loss
+    )
     assert ignored > 0  # the ignore rule takes part
     # both sides: per term ≤ 8 libm calls (2ε apart each) and ≤ 16 rounded operations, then sums of
     # ≤ 2·21·3·8 terms in different orders
@@ -378,6 +405,10 @@ def test_bad_options_are_named() -> None:
         create_model("yolov3_plain", num_classes=3, neck_widths=(8, 8))
     with pytest.raises(ConfigError, match=r"assign_threshold=-0\.1"):
         create_model("yolov3_plain", num_classes=3, assign_threshold=-0.1)
+    with pytest.raises(ConfigError, match="box_loss='l1': expected one of .* for YOLOv3"):
+        create_model("yolov3_plain", num_classes=3, box_loss="l1")
+    with pytest.raises(ConfigError, match="box_loss='sse': expected one of .* for RetinaNet"):
+        create_model("retinanet_plain_fpn", num_classes=3, box_loss="sse")
 
 
 def test_softmax_scores_sum_to_the_objectness() -> None:

@@ -93,7 +93,8 @@ class DetectRecipe:
     xy_loss: Literal["sse", "bce"] | None = None  # YOLOv3 box centre: the paper's SSE or darknet's BCE
     class_activation: Literal["sigmoid", "softmax"] | None = None  # YOLOv3 classes: the paper's or v2's
     assign_threshold: float | None = None  # YOLOv3: also anchors of shape IoU > this (darknet iou_thresh)
-    box_loss: Literal["l1", "smooth_l1", "giou"] | None = None  # RetinaNet: on the deltas or GIoU of boxes
+    # RetinaNet: l1 | smooth_l1 | giou; YOLOv3: sse (the paper) | giou | diou | ciou (darknet's iou_loss)
+    box_loss: Literal["l1", "smooth_l1", "sse", "giou", "diou", "ciou"] | None = None
     roi_op: Literal["align", "pool"] | None = None  # two-stage detectors: RoI Align or RoI Pool (§24)
     refine_anchors: bool | None = None  # RefineDet: ODM from the ARM-refined anchors (false: the originals)
     negative_filtering: bool | None = None  # RefineDet: anchors with ARM background > 0.99 leave the ODM
