@@ -405,9 +405,9 @@ def test_bad_options_are_named() -> None:
         create_model("yolov3_plain", num_classes=3, neck_widths=(8, 8))
     with pytest.raises(ConfigError, match=r"assign_threshold=-0\.1"):
         create_model("yolov3_plain", num_classes=3, assign_threshold=-0.1)
-    with pytest.raises(ConfigError, match="box_loss='l1': expected one of .* for YOLOv3"):
+    with pytest.raises(ConfigError, match=r"box_loss='l1': expected one of .* for YOLOv3"):
         create_model("yolov3_plain", num_classes=3, box_loss="l1")
-    with pytest.raises(ConfigError, match="box_loss='sse': expected one of .* for RetinaNet"):
+    with pytest.raises(ConfigError, match=r"box_loss='sse': expected one of .* for RetinaNet"):
         create_model("retinanet_plain_fpn", num_classes=3, box_loss="sse")
 
 
@@ -617,3 +617,35 @@ def test_the_model_trains_with_its_own_loss_options(xy_loss: str, activation: st
         assert torch.equal(got[name], own[name]), name
     changed = "box" if xy_loss == "bce" else "classification"
     assert not torch.equal(got[changed], paper[changed])
+
+
+def test_one_scale_carries_every_anchor_on_stride_32() -> None:
+    model = create_model("yolov3_plain", num_classes=3, scales=1, widths=(8, 8, 16, 16, 32)).train()
+    assert model.anchors_per_level == [9] and model.feature_names == ["p5"]
+    assert [s.stride for s in model.feature_shapes.values()] == [32]
+    target = {"boxes": torch.tensor([[4.0, 4.0, 30.0, 40.0]]), "labels": torch.tensor([1])}
+    losses = model([torch.rand(3, 64, 96)], [target])
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    detections = model.eval()([torch.rand(3, 64, 96)])
+    assert detections[0]["boxes"].shape[1] == 4
+    with pytest.raises(ConfigError, match="scales=2: expected 3"):
+        create_model("yolov3_plain", num_classes=3, scales=2)
+
+
+def test_darknet_width_multiplier_keeps_the_papers_depth() -> None:
+    from visionkit.models.backbones.darknet import Darknet19, Darknet53
+
+    full, small = Darknet53(), Darknet53(width_multiplier=0.125)
+    convs = [sum(isinstance(m, torch.nn.Conv2d) for m in net.modules()) for net in (full, small)]
+    assert convs == [52, 52]  # 52 convolutions + the classifier's fc = "53" at any width
+    assert small.out_channels == {"c2": 16, "c3": 32, "c4": 64, "c5": 128}
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in Darknet19(width_multiplier=0.125).modules()) == 19
+    model = create_model(
+        "yolov3_darknet19", num_classes=3, width_multiplier=0.125, neck_widths=(16, 32, 64)
+    ).train()
+    target = {"boxes": torch.tensor([[4.0, 4.0, 30.0, 40.0]]), "labels": torch.tensor([1])}
+    sum(model([torch.rand(3, 64, 64)], [target]).values()).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    with pytest.raises(ValueError, match="width_multiplier must be > 0"):
+        Darknet53(width_multiplier=0.0)
