@@ -59,7 +59,7 @@ INVALID = {
     "seed": 1.5, "workers": -1, "threads": -1, "progress": "yes",
     "anchors": (10.0, 13.0, 16.0), "anchor_kmeans": "yes", "fusion": "add", "ignore_threshold": 1.5,
     "objectness_prior": 1.0, "xy_loss": "l2",
-    "class_activation": "tanh", "anchor_count": -1, "fpn": "yes",
+    "class_activation": "tanh", "anchor_count": -1, "assign_threshold": 1.5, "fpn": "yes",
 }  # fmt: skip
 
 

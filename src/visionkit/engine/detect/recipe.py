@@ -39,6 +39,7 @@ MODEL_OPTIONS = (
     "objectness_prior",
     "xy_loss",
     "class_activation",
+    "assign_threshold",
     "refine_anchors",
     "negative_filtering",
 )
@@ -93,7 +94,9 @@ class DetectRecipe:
     objectness_prior: float | None = None  # YOLO: initial objectness probability (0: the papers' bias 0)
     xy_loss: Literal["sse", "bce"] | None = None  # YOLOv3 box centre: the paper's SSE or darknet's BCE
     class_activation: Literal["sigmoid", "softmax"] | None = None  # YOLOv3 classes: the paper's or v2's
-    box_loss: Literal["l1", "smooth_l1", "giou"] | None = None  # RetinaNet: on the deltas or GIoU of boxes
+    assign_threshold: float | None = None  # YOLOv3: also anchors of shape IoU > this (darknet iou_thresh)
+    # RetinaNet: l1 | smooth_l1 | giou; YOLOv3: sse (the paper) | giou | diou | ciou (darknet's iou_loss)
+    box_loss: Literal["l1", "smooth_l1", "sse", "giou", "diou", "ciou"] | None = None
     roi_op: Literal["align", "pool"] | None = None  # two-stage detectors: RoI Align or RoI Pool (§24)
     refine_anchors: bool | None = None  # RefineDet: ODM from the ARM-refined anchors (false: the originals)
     negative_filtering: bool | None = None  # RefineDet: anchors with ARM background > 0.99 leave the ODM
@@ -172,6 +175,12 @@ def _check_model(r: DetectRecipe) -> None:
         "ignore_threshold",
         r.ignore_threshold,
         "a number in [0, 1]",
+    )
+    require(
+        r.assign_threshold is None or is_number(r.assign_threshold, 0, 1),
+        "assign_threshold",
+        r.assign_threshold,
+        "a number in [0, 1] (1: one anchor per ground truth, the paper)",
     )
     require(
         r.objectness_prior is None or (is_number(r.objectness_prior, 0, 1) and r.objectness_prior < 1),

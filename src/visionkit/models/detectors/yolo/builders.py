@@ -49,6 +49,8 @@ def build_yolov3(
     xy_loss: str = "sse",
     class_activation: str = "sigmoid",
     objectness_prior: float = 0.0,
+    assign_threshold: float = 1.0,
+    box_loss: str = "sse",
     image_mean: Sequence[float] = _NO_NORMALIZATION[0],
     image_std: Sequence[float] = _NO_NORMALIZATION[1],
     postprocess: PostProcess | None = None,
@@ -59,7 +61,9 @@ def build_yolov3(
     ``xy_loss``: ``"sse"`` (the paper) or ``"bce"`` (darknet's gradient,
     :mod:`~visionkit.models.detectors.yolo.yolov3`); ``class_activation``:
     ``"sigmoid"`` (the paper) or ``"softmax"`` (YOLOv2's, for the comparison); ``objectness_prior`` > 0: see
-    :class:`~visionkit.models.detectors.yolo.neck.YOLOv3Head` (0: the paper)."""
+    :class:`~visionkit.models.detectors.yolo.neck.YOLOv3Head` (0: the paper); ``assign_threshold`` < 1:
+    several anchors per ground truth (darknet's later ``iou_thresh``; 1: the paper's one); ``box_loss``:
+    ``"sse"`` (the paper) or ``"giou"`` / ``"diou"`` / ``"ciou"`` (darknet's later ``iou_loss``)."""
     shapes = backbone.output_shape()
     neck = YOLOv3Neck({name: shapes[name] for name in ("c3", "c4", "c5")}, tuple(neck_widths), fusion)
     count = len(anchors) if isinstance(anchors, Sequence) else 0
@@ -82,6 +86,8 @@ def build_yolov3(
         ignore_threshold=ignore_threshold,
         xy_loss=xy_loss,
         class_activation=class_activation,
+        assign_threshold=assign_threshold,
+        box_loss=box_loss,
         image_mean=image_mean,
         image_std=image_std,
         postprocess=postprocess,
