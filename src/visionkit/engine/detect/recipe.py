@@ -28,6 +28,7 @@ __all__ = ["MODEL_OPTIONS", "RESUME_FREE_KEYS", "DetectRecipe", "recipe_from_ove
 MODEL_OPTIONS = (
     "width_multiplier",
     "fpn_channels",
+    "fpn",
     "head_convs",
     "representation_size",
     "anchor_sizes",
@@ -83,6 +84,7 @@ class DetectRecipe:
     mosaic: float = 0.0  # probability of a 4-image mosaic
     width_multiplier: float | None = None
     fpn_channels: int | None = None
+    fpn: bool | None = None  # RetinaNet: false = one level from c5 with every anchor on it (§9)
     head_convs: int | None = None
     representation_size: int | None = None
     anchor_sizes: tuple[float, ...] = ()  # one per level; empty: the model's default
