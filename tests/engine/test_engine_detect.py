@@ -60,6 +60,7 @@ INVALID = {
     "anchors": (10.0, 13.0, 16.0), "anchor_kmeans": "yes", "fusion": "add", "ignore_threshold": 1.5,
     "objectness_prior": 1.0, "xy_loss": "l2",
     "class_activation": "tanh", "anchor_count": -1, "assign_threshold": 1.5,
+    "letterbox": "yes", "multiscale": (160, 96), "multiscale_every": 0,
 }  # fmt: skip
 
 
