@@ -103,3 +103,22 @@ def test_a_multiscale_run_resumes_exactly_and_its_model_loads(tmp_path: Path) ->
     assert saved["letterbox"] is True and saved["multiscale"] == [32, 96]
     model, _ = load_detector(run / "model.pt")
     assert isinstance(model, ResizedInput) and model.working_size() == 64
+
+
+def test_the_onnx_runtime_of_a_letterbox_model_letterboxes_and_maps_back(tmp_path: Path) -> None:
+    from visionkit.deploy.onnx import export_onnx, load_onnx_runtime
+    from visionkit.models.detectors.resize import letterbox, letterbox_to_original
+
+    torch.manual_seed(0)
+    detector = create_model("retinanet_plain_fpn", num_classes=3, head_norm=None, score_threshold=0.0)
+    scale = input_scale(DetectRecipe(min_size=64, letterbox=True, multiscale=(32, 96)))
+    model = with_input_scale(detector, scale).eval()
+    export_onnx(model.detector, tmp_path, example_size=(64, 64))
+    runtime = load_onnx_runtime(model, tmp_path)  # as `predict --backend onnxruntime` builds it
+    assert isinstance(runtime, ResizedInput) and runtime.letterbox and runtime.detector is not detector
+    image = torch.rand(3, 40, 90)
+    with torch.no_grad():
+        found = runtime([image])[0]
+        inner = runtime.detector([letterbox(image, {}, 64)[0]])[0]
+    assert found["boxes"].numel() > 0
+    assert torch.equal(found["boxes"], letterbox_to_original(inner["boxes"], 40, 90, 64))
