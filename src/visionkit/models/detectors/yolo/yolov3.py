@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from visionkit.errors import ConfigError
+from visionkit.losses.iou import ciou_loss, diou_loss, giou_loss
 from visionkit.models.detectors.base import Detector, training_boxes
 from visionkit.models.detectors.postprocess import PostProcess, postprocess_detections
 from visionkit.models.detectors.yolo.common import (
@@ -43,7 +44,7 @@ from visionkit.models.detectors.yolo.common import (
 )
 from visionkit.structures import Detections, Target
 
-__all__ = ["COCO_ANCHORS", "XY_LOSSES", "YOLOv3", "yolov3_loss"]
+__all__ = ["BOX_LOSSES", "COCO_ANCHORS", "XY_LOSSES", "YOLOv3", "yolov3_loss"]
 
 #: darknet's ``yolov3.cfg`` anchors (k-means on COCO at 416 × 416), pixels, sorted by area
 COCO_ANCHORS = (
@@ -61,6 +62,9 @@ COCO_ANCHORS = (
 
 XY_LOSSES = ("sse", "bce")
 CLASS_ACTIVATIONS = ("sigmoid", "softmax")
+#: the paper's sum of squared errors on the offsets, or darknet's later ``[yolo] iou_loss`` on the boxes
+BOX_LOSSES = ("sse", "giou", "diou", "ciou")
+_IOU_LOSSES = {"giou": giou_loss, "diou": diou_loss, "ciou": ciou_loss}
 
 
 def box_loss_terms(
@@ -85,6 +89,20 @@ def box_loss_terms(
     return (weight * (centre + size)).sum()
 
 
+def iou_box_loss_terms(raw: Tensor, priors: GridPriors, index: Tensor, boxes: Tensor, kind: str) -> Tensor:
+    """``Σ (1 − IoU-variant)(decoded prediction, ground truth)`` over the assigned predictions (darknet's
+    later ``iou_loss=giou|diou|ciou``; the gradient flows through the decoding).
+
+    Args:
+        raw: ``[P, ≥4]`` raw outputs of the predictions ``index`` ``[P]``; boxes: ``[P, 4]`` xyxy pixels.
+    """
+    centres = (torch.sigmoid(raw[:, :2]) + priors.cells[index]) * priors.strides[index, None]
+    # exp(t) of a diverging prediction must not overflow: darknet-size boxes stay far below e^{10} anchors
+    sizes = priors.anchors[index] * torch.exp(raw[:, 2:4].clamp(max=10.0))
+    predicted = torch.cat([centres - sizes / 2, centres + sizes / 2], dim=1)
+    return _IOU_LOSSES[kind](predicted, boxes.to(raw.dtype)).sum()
+
+
 def yolov3_loss(
     outputs: Tensor,
     priors: GridPriors,
@@ -96,6 +114,7 @@ def yolov3_loss(
     xy_loss: str = "sse",
     class_activation: str = "sigmoid",
     assign_threshold: float = 1.0,
+    box_loss: str = "sse",
 ) -> dict[str, Tensor]:
     """YOLOv3 losses of a batch (module docstring).
 
@@ -110,6 +129,8 @@ def yolov3_loss(
         assign_threshold: also assign every other anchor whose shape IoU with a ground truth exceeds
             this (darknet's later ``iou_thresh``; 1.0: the paper's one anchor per ground truth),
             :func:`~visionkit.models.detectors.yolo.common.assign_targets`.
+        box_loss: ``"sse"`` (the paper's offsets loss, weighted ``2 − w·h``) or ``"giou"`` / ``"diou"`` /
+            ``"ciou"`` (:func:`iou_box_loss_terms`; ``xy_loss`` then does not apply).
 
     Returns:
         ``{"box", "objectness", "classification"}`` scalars; an image without objects contributes only
@@ -130,7 +151,10 @@ def yolov3_loss(
         )
         chosen = raw[assigned.index]
         matched = boxes[assigned.gt].to(raw.dtype)
-        box_terms.append(box_loss_terms(chosen, assigned.offsets, matched, batch_hw, xy_loss))
+        if box_loss == "sse":
+            box_terms.append(box_loss_terms(chosen, assigned.offsets, matched, batch_hw, xy_loss))
+        else:
+            box_terms.append(iou_box_loss_terms(chosen, priors, assigned.index, matched, box_loss))
         if class_activation == "softmax":
             class_terms.append(F.cross_entropy(chosen[:, 5:], labels[assigned.gt], reduction="sum"))
         else:
@@ -162,6 +186,8 @@ class YOLOv3(Detector):
             the class loss and the class probabilities of the scores.
         assign_threshold: 1.0 (the paper): one anchor per ground truth; below 1 also every other anchor
             whose shape IoU exceeds it (darknet's later ``iou_thresh``, 0.213 in ``yolov4.cfg``).
+        box_loss: ``"sse"`` (the paper) or ``"giou"`` / ``"diou"`` / ``"ciou"`` of the decoded boxes
+            (darknet's later ``iou_loss``).
         postprocess: :class:`~visionkit.models.detectors.postprocess.PostProcess` (``topk_candidates`` per
             level before class-aware NMS / Soft-NMS).
 
@@ -190,6 +216,7 @@ class YOLOv3(Detector):
         xy_loss: str = "sse",
         class_activation: str = "sigmoid",
         assign_threshold: float = 1.0,
+        box_loss: str = "sse",
         postprocess: PostProcess | None = None,
         **options: Any,
     ) -> None:
@@ -213,7 +240,9 @@ class YOLOv3(Detector):
                 f"assign_threshold={assign_threshold!r}: expected a number in [0, 1] (1: the paper's one "
                 "anchor per ground truth)"
             )
-        self.assign_threshold = assign_threshold
+        if box_loss not in BOX_LOSSES:
+            raise ConfigError(f"box_loss={box_loss!r}: expected one of {list(BOX_LOSSES)} for YOLOv3")
+        self.assign_threshold, self.box_loss = assign_threshold, box_loss
         table = check_anchors(anchors, sum(anchors_per_level))
         self.register_buffer("anchors", table.float(), persistent=False)
         self.anchor_levels = [lv for lv, n in enumerate(anchors_per_level) for _ in range(n)]
@@ -248,6 +277,7 @@ class YOLOv3(Detector):
             xy_loss=self.xy_loss,
             class_activation=self.class_activation,
             assign_threshold=self.assign_threshold,
+            box_loss=self.box_loss,
         )
 
     def _loss_inputs(
