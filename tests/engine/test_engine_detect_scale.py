@@ -122,3 +122,18 @@ def test_the_onnx_runtime_of_a_letterbox_model_letterboxes_and_maps_back(tmp_pat
         inner = runtime.detector([letterbox(image, {}, 64)[0]])[0]
     assert found["boxes"].numel() > 0
     assert torch.equal(found["boxes"], letterbox_to_original(inner["boxes"], 40, 90, 64))
+
+
+def test_a_compressed_letterbox_detector_keeps_its_scale(tmp_path: Path) -> None:
+    from visionkit.compress.detect import load_compressed_detector
+    from visionkit.compress.run import CompressRecipe, compress_model
+
+    run = tmp_path / "run"
+    train_detector(DetectRecipe(**{**TINY, "multiscale": ()}, epochs=1), run, log=quiet)
+    recipe = CompressRecipe(weights=str(run / "model.pt"), bits=4, finetune_epochs=0, latency_repeats=1)
+    compress_model("share", recipe, tmp_path / "shared")
+    for model in (load_compressed_detector(tmp_path / "shared" / "model.pt"),
+                  load_detector(tmp_path / "shared" / "model.pt")[0]):  # fmt: skip
+        assert isinstance(model, ResizedInput) and model.letterbox and model.min_size == 64
+        found = model([torch.rand(3, 30, 80)])[0]
+        assert bool((found["boxes"][:, 3] <= 30).all())
