@@ -61,6 +61,7 @@ INVALID = {
     "objectness_prior": 1.0, "xy_loss": "l2",
     "class_activation": "tanh", "anchor_count": -1, "assign_threshold": 1.5, "fpn": "yes",
     "neck_widths": (8, 8), "scales": 2,
+    "letterbox": "yes", "multiscale": (160, 96), "multiscale_every": 0,
 }  # fmt: skip
 
 

@@ -69,6 +69,9 @@ class DetectRecipe:
     num_crowded: int = 0  # shapes only: crowded images added to the training set (the demo's mix)
     min_size: int = 0  # > 0: work at this shorter side (resized inside the model; boxes stay in pixels)
     max_size: int = 0  # with min_size: cap for the longer side (0: no cap)
+    letterbox: bool = False  # with min_size: darknet's centred letterbox on a min_size square (YOLO)
+    multiscale: tuple[int, ...] = ()  # low,high (multiples of 32): training size redrawn per period
+    multiscale_every: int = 10  # multiscale: batches per drawn size (darknet: 10)
     epochs: int = 12
     time_limit: float = 0.0  # seconds of training (0: no limit)
     batch_size: int = 8
@@ -244,6 +247,30 @@ def _check_data(r: DetectRecipe) -> None:
         jitter,
         "empty (off) or two factors low,high with 0 < low <= high <= 10",
     )
+    _check_input_scale(r)
+
+
+def _check_input_scale(r: DetectRecipe) -> None:
+    """letterbox / multiscale (darknet's YOLO input, :class:`~visionkit.models.detectors.ResizedInput`)."""
+    if r.letterbox:
+        require(r.min_size > 0, "letterbox", r.letterbox, "false unless min_size > 0 (the square's side)")
+        require(
+            not r.max_size, "letterbox", r.letterbox, "false with max_size (min_size is the square's side)"
+        )
+    low_high = r.multiscale
+    require(
+        low_high == ()
+        or (
+            len(low_high) == 2
+            and all(is_integer(v, 32) and v % 32 == 0 for v in low_high)
+            and low_high[0] <= low_high[1]
+            and r.min_size > 0
+        ),
+        "multiscale",
+        low_high,
+        "empty (off) or low,high: multiples of 32, 32 <= low <= high, with min_size > 0",
+    )
+    require(is_integer(r.multiscale_every, 1), "multiscale_every", r.multiscale_every, "an integer >= 1")
 
 
 def _check_postprocess(r: DetectRecipe) -> None:
