@@ -10,6 +10,10 @@ float graph and of the int8 graph, both in ONNX Runtime, and their top-1 agreeme
 more than ``max_drop`` nothing is written and :class:`~visionkit.errors.ExportError` says by how much.
 int8, detectors: :mod:`visionkit.deploy.detect_int8` (trunk and heads in int8, gated by COCO AP on the
 run's validation images; calibrated on its training images or a folder).
+``qat_epochs=N`` (classifiers): quantization-aware fine-tuning (:mod:`visionkit.deploy.qat`) of the fused
+model for ``N`` epochs at ``qat_lr`` through the classify engine, with the calibrated scales kept; the
+graph written carries those scales and the fine-tuned weights, gated the same way; ``out/qat/`` holds the
+fine-tuning's log and curves.
 
 Example::
 
@@ -53,6 +57,8 @@ class ExportRecipe:
     calib_images: str = "train"  # "train" (the run's training split) or a folder of images
     calib_count: int = 256
     max_drop: float = 0.01  # int8: largest accepted test-accuracy drop against the float graph
+    qat_epochs: int = 0  # int8 classifiers: quantization-aware fine-tuning epochs (0: post-training only)
+    qat_lr: float = 0.01  # learning rate of the QAT fine-tuning
     image_size: int = 0  # example size for the export (0: the run's own, 224 for detectors' padded batch)
 
     def __post_init__(self) -> None:
@@ -62,6 +68,9 @@ class ExportRecipe:
         require(50 < self.percentile <= 100, "percentile", self.percentile, "a number in (50, 100]")
         require(self.calib_count >= 1, "calib_count", self.calib_count, "an integer >= 1")
         require(0 <= self.max_drop <= 1, "max_drop", self.max_drop, "a number in [0, 1]")
+        require(self.qat_epochs >= 0, "qat_epochs", self.qat_epochs, "an integer >= 0")
+        require(self.qat_epochs == 0 or self.int8, "qat_epochs", self.qat_epochs, "0 unless int8=true")
+        require(0 < self.qat_lr <= 10, "qat_lr", self.qat_lr, "a learning rate in (0, 10]")
         require(self.image_size >= 0, "image_size", self.image_size, "an integer >= 0")
 
 
@@ -144,6 +153,8 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
     model, info = load_run_model(recipe.weights)
     inner = getattr(model, "detector", model)  # a detector behind ResizedInput
     kind = model_kind(inner)
+    if recipe.qat_epochs and kind != "classifier":
+        raise ConfigError(f"qat_epochs={recipe.qat_epochs}: quantization-aware training is for classifiers")
     images = (
         calibration_images(recipe.calib_images, recipe.calib_count, info)
         if recipe.int8 and kind == "classifier"
@@ -172,7 +183,18 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
         assert images is not None
         batches = [(chunk,) for chunk in images.split(64)]
         ranges = calibrate_onnx(float_folder / "model.onnx", batches, recipe.calib, recipe.percentile)
-        quantized = quantize_onnx(float_folder / "model.onnx", ranges, Path(scratch) / "int8.onnx")
+        if recipe.qat_epochs:
+            from visionkit.deploy.qat import export_qat, finetune_qat
+
+            tuned, metrics = finetune_qat(
+                model, info["recipe"], float_folder / "model.onnx", ranges, images[:64], out / "qat",
+                recipe.qat_epochs, recipe.qat_lr,
+            )  # fmt: skip
+            quantized = export_qat(tuned, ranges, Path(scratch) / "int8.onnx", size)
+            extra |= {"qat_epochs": recipe.qat_epochs, "qat_lr": recipe.qat_lr,
+                      "qat_test_accuracy_eager": metrics["test_accuracy"]}  # fmt: skip
+        else:
+            quantized = quantize_onnx(float_folder / "model.onnx", ranges, Path(scratch) / "int8.onnx")
         gate = accuracy_gate(float_folder / "model.onnx", quantized, info, recipe.max_drop)
         extra |= {"calibrator": recipe.calib, "calibrated_tensors": len(ranges),
                   "calibration_images": len(images), **gate}  # fmt: skip
