@@ -11,12 +11,16 @@ test accuracy and top-1 agreement with the float graph for each calibrator — o
 default 128 bins, Percentile), all calibrated on the same 256 training images, all QDQ per-channel int8
 weights / uint8 activations.
 
-The int8 speed rows are calibrated on random images (speed does not depend on the ranges).
+The int8 speed rows are calibrated on random images (speed does not depend on the ranges). ``torch.ao x86
+int8`` is PyTorch's own FX graph-mode post-training static quantization with the ``x86`` backend's default
+qconfig (``HistogramObserver`` activations with ``reduce_range``, per-channel symmetric int8 weights) run by
+the quantized CPU kernels (fbgemm / oneDNN); skipped with the reason printed where ``torch.ao.quantization``
+or the quantized engine is unavailable. It is also a row of the digits accuracy table.
 
 Detector (``--retina RUN/model.pt``, a shapes RetinaNet run): COCO AP on the run's validation images and
 median ms per image (batch 1) of the eager model, the fused float graphs in ONNX Runtime and the int8
-graphs (``visionkit export int8=true``, min–max and percentile calibration on 64 training images; the gate
-is opened, ``max_drop=1``, to see the numbers).
+graphs (``visionkit export int8=true``, min–max, percentile and entropy calibration on 64 training images
+without their augmentation; the gate is opened, ``max_drop=1``, to see the numbers).
 """
 
 from __future__ import annotations
@@ -34,6 +38,30 @@ from visionkit.deploy.fuse import fuse_model
 from visionkit.deploy.onnx import export_onnx, ort_session
 from visionkit.deploy.quantize import calibrate_onnx, quantize_onnx
 from visionkit.models import create_model
+
+
+def _torch_ao_int8(model: torch.nn.Module, calibration: list[torch.Tensor]) -> tuple[object, str]:
+    """``(quantized model, "")`` from torch.ao FX post-training static quantization (module docstring), or
+    ``(None, reason)`` where it is unavailable."""
+    try:
+        from torch.ao.quantization import get_default_qconfig_mapping
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+        engines = torch.backends.quantized.supported_engines
+        engine = "x86" if "x86" in engines else "fbgemm" if "fbgemm" in engines else None
+        if engine is None:
+            return None, f"no x86/fbgemm quantized engine (supported: {engines})"
+        torch.backends.quantized.engine = engine
+        prepared = prepare_fx(copy.deepcopy(model).eval(), get_default_qconfig_mapping(engine),
+                              (calibration[0],))  # fmt: skip
+        with torch.no_grad():
+            for batch in calibration:
+                prepared(batch)
+            quantized = convert_fx(prepared)
+            quantized(calibration[0])
+        return quantized, ""
+    except Exception as error:  # any failure of an optional backend is reported, not fatal
+        return None, f"{type(error).__name__}: {error}"
 
 
 def _speed(name: str, threads: int, repeats: int, scratch: Path) -> list[tuple[str, float]]:
@@ -55,6 +83,9 @@ def _speed(name: str, threads: int, repeats: int, scratch: Path) -> list[tuple[s
         "int8": ort_session(int8, threads),
     }
     feed = {"input_0": x.numpy()}
+    ao_model, reason = _torch_ao_int8(model, [c[0] for c in calib])
+    if ao_model is None:
+        print(f"torch.ao x86 int8 ({name}): skipped: {reason}")
     variants = {
         "eager fp32": lambda: model(x),
         "eager channels_last": lambda: plain_cl(x_cl),
@@ -63,6 +94,8 @@ def _speed(name: str, threads: int, repeats: int, scratch: Path) -> list[tuple[s
         "ONNX Runtime fp32": lambda: sessions["fp32"].run(None, feed),
         "ONNX Runtime int8 (our QDQ)": lambda: sessions["int8"].run(None, feed),
     }
+    if ao_model is not None:
+        variants["torch.ao x86 int8 (FX PTQ, per-channel)"] = lambda: ao_model(x)
     samples: dict[str, list[float]] = {key: [] for key in variants}
     with torch.no_grad():
         for function in variants.values():
@@ -124,6 +157,15 @@ def _accuracy(weights: str | None, scratch: Path) -> list[tuple[str, float, floa
     for name, graph in graphs.items():
         predicted = ort_session(graph).run(None, {"input_0": x})[0].argmax(1)
         rows.append((name, float((predicted == labels).mean()), float((predicted == reference).mean())))
+    adapter, net = model[0], model[1]  # the 8×8 digits adapter (an identity here) stays float, outside fx
+    ao_model, reason = _torch_ao_int8(net, [adapter(images)])
+    if ao_model is None:
+        print(f"torch.ao x86 int8 (digits): skipped: {reason}")
+    else:
+        with torch.no_grad():
+            predicted = ao_model(adapter(torch.from_numpy(x))).argmax(1).numpy()
+        name = "torch.ao x86 FX PTQ (HistogramObserver, per-channel)"
+        rows.append((name, float((predicted == labels).mean()), float((predicted == reference).mean())))
     return rows
 
 
@@ -142,6 +184,7 @@ def _detector(weights: str, threads: int, scratch: Path) -> list[tuple[str, floa
         ("ORT fp32 (fused)", {"fuse": True}),
         ("ORT int8 minmax", {"int8": True, "calib": "minmax"}),
         ("ORT int8 percentile 99.99", {"int8": True, "calib": "percentile"}),
+        ("ORT int8 entropy", {"int8": True, "calib": "entropy"}),
     ]
     for name, keys in variants:
         folder = scratch / name.replace(" ", "_")

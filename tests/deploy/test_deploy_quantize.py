@@ -297,3 +297,39 @@ def test_int8_detector_gate_refuses_and_writes_nothing(tmp_path) -> None:
             max_drop=-1.0, example_size=(64, 64), scratch=tmp_path / "scratch",
         )  # fmt: skip
     assert not (tmp_path / "out").exists()
+
+
+def test_calibrator_defaults_by_model_kind() -> None:
+    """``calib=auto`` (the default): entropy for classifiers, percentile 99.99 for every detector kind (the
+    calibrator that met the AP gate with the most room on the measured RetinaNet); a named one is kept."""
+    from visionkit.deploy.export import calibrator_for
+
+    assert ExportRecipe(weights="x").calib == "auto"
+    assert calibrator_for("auto", "classifier") == "entropy"
+    for kind in ("retinanet", "faster_rcnn", "yolo"):
+        assert calibrator_for("auto", kind) == "percentile"
+        for name in ("minmax", "percentile", "entropy"):
+            assert calibrator_for(name, kind) == name
+    with pytest.raises(ConfigError, match="calib"):
+        ExportRecipe(weights="x", calib="kl")
+
+
+def test_detector_calibration_images_are_the_plain_training_images() -> None:
+    """A detector is calibrated on its training images as inference sees them: with the run's augmentation
+    (here a flip of every image and scale jitter) left out, the same images on every call, whatever the
+    random state."""
+    from visionkit.data.shapes import ShapesDataset
+    from visionkit.deploy.export import detector_calibration_images
+    from visionkit.engine.detect import DetectRecipe, build_datasets
+
+    run = DetectRecipe(model="retinanet_plain_fpn", num_train=3, num_val=2, image_size=64, hflip=1.0,
+                       scale_jitter=(0.5, 1.5))  # fmt: skip
+    torch.manual_seed(0)
+    first = detector_calibration_images(run, 3)
+    torch.manual_seed(1)
+    second = detector_calibration_images(run, 3)
+    plain = build_datasets(run).train
+    raw = ShapesDataset(3, seed=run.seed, config=plain.config)
+    for a, b, k in zip(first, second, range(3), strict=True):
+        assert torch.equal(a, b) and torch.equal(a, raw[k][0])
+    assert not torch.equal(plain[0][0], raw[0][0])  # the training set itself flips (and rescales) them
