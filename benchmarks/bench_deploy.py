@@ -40,9 +40,23 @@ from visionkit.deploy.quantize import calibrate_onnx, quantize_onnx
 from visionkit.models import create_model
 
 
+class _Traceable(torch.nn.Module):
+    """A backbone's ``forward_features`` + ``forward_head`` (its ``forward`` checks the input shape, which
+    fx cannot trace)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner.forward_head(self.inner.forward_features(x)["c5"])
+
+
 def _torch_ao_int8(model: torch.nn.Module, calibration: list[torch.Tensor]) -> tuple[object, str]:
     """``(quantized model, "")`` from torch.ao FX post-training static quantization (module docstring), or
     ``(None, reason)`` where it is unavailable."""
+    if hasattr(model, "forward_features") and hasattr(model, "forward_head"):
+        model = _Traceable(model)
     try:
         from torch.ao.quantization import get_default_qconfig_mapping
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
