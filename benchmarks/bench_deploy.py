@@ -17,6 +17,10 @@ qconfig (``HistogramObserver`` activations with ``reduce_range``, per-channel sy
 the quantized CPU kernels (fbgemm / oneDNN); skipped with the reason printed where ``torch.ao.quantization``
 or the quantized engine is unavailable. It is also a row of the digits accuracy table.
 
+PTQ vs QAT (``--qat-epochs N`` with ``--digits RUN/model.pt``): ``visionkit export int8=true`` of the digits
+classifier with min–max, entropy, percentile 99 and percentile 95 calibration, each post-training and with
+``qat_epochs=N`` (``qat_lr=0.01``), test accuracy and agreement with the float graph (the gate opened).
+
 Detector (``--retina RUN/model.pt``, a shapes RetinaNet run): COCO AP on the run's validation images and
 median ms per image (batch 1) of the eager model, the fused float graphs in ONNX Runtime and the int8
 graphs (``visionkit export int8=true``, min–max, percentile and entropy calibration on 64 training images
@@ -183,6 +187,26 @@ def _accuracy(weights: str | None, scratch: Path) -> list[tuple[str, float, floa
     return rows
 
 
+def _qat(weights: str, epochs: int, scratch: Path) -> list[tuple[str, str, float, float, float]]:
+    from visionkit.deploy.export import ExportRecipe, export_run
+
+    rows = []
+    for calib, percentile in (
+        ("minmax", 99.99),
+        ("entropy", 99.99),
+        ("percentile", 99.0),
+        ("percentile", 95.0),
+    ):
+        name = f"percentile {percentile:g}" if calib == "percentile" else calib
+        for qat in (0, epochs):
+            keys = {"calib": calib, "percentile": percentile, "max_drop": 1.0, "qat_epochs": qat}
+            recipe = ExportRecipe(weights=weights, int8=True, **keys)
+            m = export_run(recipe, scratch / f"qat_{calib}{percentile}_{qat}")
+            rows.append((name, f"QAT, {qat} epochs" if qat else "PTQ", m["accuracy_float"],
+                         m["accuracy_int8"], m["top1_agreement"]))  # fmt: skip
+    return rows
+
+
 def _detector(weights: str, threads: int, scratch: Path) -> list[tuple[str, float, float]]:
     from visionkit.deploy.detect_int8 import _coco_ap
     from visionkit.deploy.export import ExportRecipe, export_run, load_run_model
@@ -225,6 +249,7 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-digits", action="store_true")
     parser.add_argument("--retina", default=None, help="a shapes RetinaNet run's model.pt")
+    parser.add_argument("--qat-epochs", type=int, default=0, help="with --digits: PTQ vs QAT table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import onnxruntime
@@ -245,6 +270,12 @@ def main() -> None:
             print("| calibration | test accuracy | top-1 agreement with fp32 |\n|---|---:|---:|")
             for name, accuracy, agreement in rows:
                 print(f"| {name} | {accuracy:.4f} | {agreement:.4f} |")
+        if args.qat_epochs and args.digits:
+            print("\ndigits classifier, PTQ vs QAT (256 calibration images, test split)")
+            print("| calibration | int8 by | float accuracy | int8 accuracy | agreement |")
+            print("|---|---|---:|---:|---:|")
+            for row in _qat(args.digits, args.qat_epochs, Path(scratch)):
+                print("| {} | {} | {:.4f} | {:.4f} | {:.4f} |".format(*row))
         if args.retina:
             print("\nshapes RetinaNet: COCO AP (validation images) and median ms per image, batch 1")
             print("| runtime | COCO AP | ms / image |\n|---|---:|---:|")

@@ -26,7 +26,7 @@ Calibrators (observers) of a tensor's range, from the calibration images:
   zeros lose nothing — but in the histogram they are a spike in bin 0 which the level merging smears over
   the ``i // L`` bins of level 0, a divergence that grows with ``i`` and with the tensor's sparsity alone;
   kept, it pulled every post-ReLU threshold of the digits classifier to a quarter of its range (10.3 → 2.6)
-  and cost 5.6 points of accuracy (benchmarks/RESULTS.md, "Entropy calibration: the cause"). With 128
+  and cost 5.6 points of accuracy (benchmarks/RESULTS.md, Deployment, "Entropy: the cause"). With 128
   levels on a non-negative tensor the search also clips twice as hard as the ``uint8`` grid requires.
   (ONNX Runtime's own entropy calibrator defaults to 128 bins over ``[−max|x|, max|x|]``.)
 
