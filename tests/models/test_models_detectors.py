@@ -43,6 +43,17 @@ SMALL = {
 FAMILY_SMALL = {"refinedet": {"anchor_sizes": (16, 32, 64, 128)}}
 
 
+#: builder options that change a family's architecture: the contract holds for them too
+VARIANTS = {"retinanet_plain_fpn-fpn=False": ("retinanet_plain_fpn", {"fpn": False})}
+
+
+def cases(names: list[str]) -> list:
+    """``(name, options)`` for every detector of ``names`` (no options) and every :data:`VARIANTS` entry."""
+    return [pytest.param(n, {}, id=n) for n in names] + [
+        pytest.param(name, options, id=key) for key, (name, options) in VARIANTS.items()
+    ]
+
+
 def small_detector(name: str, **overrides) -> Detector:
     accepted = inspect.signature(get_model_builder(name)).parameters
     torch.manual_seed(0)
@@ -70,9 +81,9 @@ def test_every_detector_family_is_registered_per_backbone() -> None:
         assert f"refinedet_{backbone}" in names
 
 
-@pytest.mark.parametrize("name", detector_names())
-def test_training_contract(name: str) -> None:
-    model = small_detector(name).train()
+@pytest.mark.parametrize(("name", "options"), cases(detector_names()))
+def test_training_contract(name: str, options: dict) -> None:
+    model = small_detector(name, **options).train()
     assert isinstance(model, Detector) and model.num_classes == 3
     losses = model(IMAGES, TARGETS)
     assert isinstance(losses, dict) and losses
@@ -85,9 +96,11 @@ def test_training_contract(name: str) -> None:
 
 # The heavy backbones (ResNet-50, VGG-16: 10–20 s each here) run the training contract only; evaluation is
 # the family's code on the backbone's features, checked on the light backbones of each family.
-@pytest.mark.parametrize("name", [n for n in detector_names() if "resnet50" not in n and "vgg16" not in n])
-def test_evaluation_contract(name: str) -> None:
-    model = small_detector(name, score_threshold=0.0, detections_per_image=7).eval()
+@pytest.mark.parametrize(
+    ("name", "options"), cases([n for n in detector_names() if "resnet50" not in n and "vgg16" not in n])
+)
+def test_evaluation_contract(name: str, options: dict) -> None:
+    model = small_detector(name, score_threshold=0.0, detections_per_image=7, **options).eval()
     with torch.no_grad():
         detections = model(IMAGES)
     assert len(detections) == len(IMAGES)

@@ -28,6 +28,7 @@ __all__ = ["MODEL_OPTIONS", "RESUME_FREE_KEYS", "DetectRecipe", "recipe_from_ove
 MODEL_OPTIONS = (
     "width_multiplier",
     "fpn_channels",
+    "fpn",
     "head_convs",
     "representation_size",
     "anchor_sizes",
@@ -38,6 +39,9 @@ MODEL_OPTIONS = (
     "objectness_prior",
     "xy_loss",
     "class_activation",
+    "assign_threshold",
+    "neck_widths",
+    "scales",
     "refine_anchors",
     "negative_filtering",
 )
@@ -80,6 +84,7 @@ class DetectRecipe:
     mosaic: float = 0.0  # probability of a 4-image mosaic
     width_multiplier: float | None = None
     fpn_channels: int | None = None
+    fpn: bool | None = None  # RetinaNet: false = one level from c5 with every anchor on it (§9)
     head_convs: int | None = None
     representation_size: int | None = None
     anchor_sizes: tuple[float, ...] = ()  # one per level; empty: the model's default
@@ -91,7 +96,11 @@ class DetectRecipe:
     objectness_prior: float | None = None  # YOLO: initial objectness probability (0: the papers' bias 0)
     xy_loss: Literal["sse", "bce"] | None = None  # YOLOv3 box centre: the paper's SSE or darknet's BCE
     class_activation: Literal["sigmoid", "softmax"] | None = None  # YOLOv3 classes: the paper's or v2's
-    box_loss: Literal["l1", "smooth_l1", "giou"] | None = None  # RetinaNet: on the deltas or GIoU of boxes
+    assign_threshold: float | None = None  # YOLOv3: also anchors of shape IoU > this (darknet iou_thresh)
+    neck_widths: tuple[int, ...] = ()  # YOLOv3: the neck's 1x1 widths at strides 8, 16, 32 (empty: model's)
+    scales: int | None = None  # YOLOv3: 3 detection scales (the paper) or 1 (stride 32 only, as YOLOv2)
+    # RetinaNet: l1 | smooth_l1 | giou; YOLOv3: sse (the paper) | giou | diou | ciou (darknet's iou_loss)
+    box_loss: Literal["l1", "smooth_l1", "sse", "giou", "diou", "ciou"] | None = None
     roi_op: Literal["align", "pool"] | None = None  # two-stage detectors: RoI Align or RoI Pool (§24)
     refine_anchors: bool | None = None  # RefineDet: ODM from the ARM-refined anchors (false: the originals)
     negative_filtering: bool | None = None  # RefineDet: anchors with ARM background > 0.99 leave the ODM
@@ -170,6 +179,19 @@ def _check_model(r: DetectRecipe) -> None:
         "ignore_threshold",
         r.ignore_threshold,
         "a number in [0, 1]",
+    )
+    require(
+        all(is_integer(w, 1) for w in r.neck_widths) and len(r.neck_widths) in (0, 3),
+        "neck_widths",
+        r.neck_widths,
+        "three integers >= 1 (strides 8, 16, 32)",
+    )
+    require(r.scales in (None, 1, 3), "scales", r.scales, "3 (the paper) or 1 (stride 32 only)")
+    require(
+        r.assign_threshold is None or is_number(r.assign_threshold, 0, 1),
+        "assign_threshold",
+        r.assign_threshold,
+        "a number in [0, 1] (1: one anchor per ground truth, the paper)",
     )
     require(
         r.objectness_prior is None or (is_number(r.objectness_prior, 0, 1) and r.objectness_prior < 1),
