@@ -143,3 +143,49 @@ def test_export_detector_and_predict_with_onnxruntime(tmp_path: Path) -> None:
         main, ["predict", str(images), f"weights={weights}", "--backend", "onnxruntime", *nowhere]
     )
     assert result.exit_code == 1 and "export.json" in result.output
+
+
+def _saved_detector(name: str, folder: Path, **arguments) -> Path:
+    """A detector's model.pt (random weights, head outputs spread so that scores have no near-ties)."""
+    from visionkit.data.datasets import LabelMap
+    from visionkit.engine.detect import save_detector
+    from visionkit.models import create_model
+
+    torch.manual_seed(0)
+    detector = create_model(name, **arguments)
+    with torch.no_grad():
+        for module in detector.head.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.weight.normal_(0, 0.05)
+    names = tuple(f"c{i}" for i in range(arguments["num_classes"]))
+    label_map = LabelMap(tuple(range(len(names))), names)
+    return save_detector(folder / "model.pt", detector, model=name, arguments=arguments, label_map=label_map)
+
+
+@pytest.mark.parametrize("name", ["yolov3_plain", "yolov2_plain"])
+def test_export_yolo_and_predict_with_onnxruntime(name: str, tmp_path: Path) -> None:
+    """YOLOv3 / YOLOv2 through the commands: trunk and head graphs, and `predict --backend onnxruntime`
+    keeps the eager detections (same images and classes in the same order; their numbers are bounded in
+    tests/deploy/test_deploy_onnx.py)."""
+    runner = CliRunner()
+    weights = _saved_detector(name, tmp_path, num_classes=2, score_threshold=0.2, detections_per_image=5)
+    result = runner.invoke(main, ["export", f"weights={weights}", "image_size=96"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "export" / "export.json").read_text())
+    assert manifest["kind"] == "yolo" and set(manifest["parts"]) == {"trunk", "head"}
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.effect_noise((80, 56), 60).convert("RGB").save(images / "a.png")
+    Image.effect_noise((40, 130), 60).convert("RGB").save(images / "b.png")
+    outputs = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / backend
+        result = runner.invoke(main, ["predict", str(images), f"weights={weights}", "--backend", backend,
+                                      "--out", str(out)])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        outputs[backend] = json.loads((out / "detections.json").read_text())
+    assert outputs["torch"], "no detections to compare"
+    result = runner.invoke(main, ["export", f"weights={weights}", "int8=true", "--out", str(tmp_path / "q")])
+    assert result.exit_code == 1 and "int8=true is not supported for YOLO" in result.output, result.output
+    key = [(d["image_id"], d["category_id"]) for d in outputs["torch"]]
+    assert key == [(d["image_id"], d["category_id"]) for d in outputs["onnxruntime"]]

@@ -158,6 +158,10 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
     }
     if kind != "classifier":
         size = recipe.image_size or 224
+        if recipe.int8 and kind == "yolo":
+            raise ExportError(
+                f"{recipe.weights}: int8=true is not supported for YOLO yet (float graphs are: int8=false)"
+            )
         if recipe.int8:
             return _int8_detector(recipe, model, inner, out, extra, size)
         export_onnx(inner, out, example_size=(size, size), extra=extra)

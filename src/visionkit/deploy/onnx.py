@@ -2,18 +2,20 @@
 
 What goes into a graph: the dense, shape-static parts — a classifier whole; a detector's **trunk**
 (backbone + neck: the padded, normalized batch → every neck level), its dense **head** (RetinaNet's class
-and box subnets over the levels; Faster R-CNN's RPN head) and, for Faster R-CNN, the **box head** (pooled
+and box subnets over the levels; YOLOv3's and YOLOv2's output convolutions, ``[B, A·(5+K), H, W]`` per
+level; Faster R-CNN's RPN head) and, for Faster R-CNN, the **box head** (pooled
 RoI features ``[R, C, 7, 7]`` → class logits and box deltas). Every graph has dynamic batch and image size
 (levels of any height and width; ``R`` proposals, also 0).
 
-What stays outside, in PyTorch with our own ops: input checks, normalization and padding, anchors, box
-decoding, proposal selection, multi-scale RoI Align and NMS. :class:`OnnxRuntimeDetector` is the eager
-detector with its trunk and heads swapped for ONNX Runtime sessions, so the decoding and suppression are
-literally the same code as in eager mode. Our NMS suppresses a box when ``IoU > nms_threshold`` (strictly;
-a pair exactly at the threshold survives, :mod:`visionkit.ops.nms`); ONNX's ``NonMaxSuppression`` also
-suppresses only when ``IoU > iou_threshold`` (the ONNX Runtime kernel compares ``iou > threshold``), but it
-returns ``(batch, class, box)`` index triples per class up to ``max_output_boxes_per_class`` and breaks
-score ties in an unspecified order — one reason the suppression stays outside the graph here.
+What stays outside, in PyTorch with our own ops: input checks, normalization and padding, anchors (YOLO's
+grid priors), box decoding, proposal selection, multi-scale RoI Align and NMS. :class:`OnnxRuntimeDetector`
+is the eager detector with its trunk and heads swapped for ONNX Runtime sessions, so the decoding and
+suppression are literally the same code as in eager mode. Our NMS suppresses a box when
+``IoU > nms_threshold`` (strictly; a pair exactly at the threshold survives, :mod:`visionkit.ops.nms`);
+ONNX's ``NonMaxSuppression`` also suppresses only when ``IoU > iou_threshold`` (the ONNX Runtime kernel
+compares ``iou > threshold``), but it returns ``(batch, class, box)`` index triples per class up to
+``max_output_boxes_per_class`` and breaks score ties in an unspecified order — one reason the suppression
+stays outside the graph here.
 
 An op the exporter cannot translate raises :class:`~visionkit.errors.ExportError` naming the ATen op and the
 module path where the model calls it (from ``torch.export``'s ``nn_module_stack``).
@@ -47,6 +49,8 @@ from visionkit.errors import ExportError
 from visionkit.models.detectors.base import Detector
 from visionkit.models.detectors.faster_rcnn import FasterRCNN
 from visionkit.models.detectors.retinanet import RetinaNet
+from visionkit.models.detectors.yolo.yolov2 import YOLOv2
+from visionkit.models.detectors.yolo.yolov3 import YOLOv3
 
 __all__ = [
     "OnnxRuntimeDetector",
@@ -63,23 +67,41 @@ MANIFEST = "export.json"
 
 
 def model_kind(model: nn.Module) -> str:
-    """``"retinanet"``, ``"faster_rcnn"`` or ``"classifier"`` (anything else that maps images to logits).
+    """``"retinanet"``, ``"faster_rcnn"``, ``"yolo"`` (YOLOv3, YOLOv2) or ``"classifier"`` (anything else
+    that maps images to logits).
 
     Detector families are matched by their exact class: a subclass (Cascade R-CNN is a ``FasterRCNN``
     with more stages) has its own heads and glue, which these graphs do not cover.
 
     Raises:
-        ExportError: another detector family (YOLO, RefineDet, Cascade R-CNN, ...).
+        ExportError: another detector family (Cascade R-CNN, RefineDet): names it and what is missing.
     """
     if type(model) is RetinaNet:
         return "retinanet"
     if type(model) is FasterRCNN:
         return "faster_rcnn"
+    if type(model) in (YOLOv3, YOLOv2):
+        return "yolo"
     if isinstance(model, Detector):
+        family = type(model).__name__
+        reason = _UNSUPPORTED.get(family, "its heads and glue have no ONNX graphs here")
         raise ExportError(
-            f"export: detector family {type(model).__name__} is not supported yet (RetinaNet, FasterRCNN)"
+            f"export: detector family {family} is not supported yet: {reason} "
+            f"(exported: {', '.join(SUPPORTED_DETECTORS)})"
         )
     return "classifier"
+
+
+#: the detector families :func:`export_onnx` writes graphs for
+SUPPORTED_DETECTORS = ("RetinaNet", "FasterRCNN", "YOLOv3", "YOLOv2")
+
+#: what is missing for the families that are refused, named in the error
+_UNSUPPORTED = {
+    "CascadeRCNN": "its cascade of box heads (one RoI Align + box head per stage, each on the previous "
+    "stage's refined boxes) is not split into graphs",
+    "RefineDet": "its two-step heads (ARM, transfer connection blocks, ODM on the ARM-refined anchors "
+    "with negative filtering) are not split into graphs",
+}
 
 
 # ----------------------------------------------------------------------------------------- the parts
@@ -139,10 +161,8 @@ def onnx_parts(
         example = torch.rand(2, channels, *example_size)
         shapes = ({0: batch, 2: dim.AUTO, 3: dim.AUTO},)  # the sizes the network accepts (guards inferred)
         return {"model": (model, (example,), shapes)}
+    h, w = _detector_example_size(model, example_size)
     divisor = model.size_divisible
-    # every level at least 2×2 in the example, or the exporter fixes a 1-pixel level's size to 1
-    smallest = 2 * max(spec.stride for spec in model.feature_shapes.values())
-    h, w = (-(-max(s, smallest) // divisor) * divisor for s in example_size)
     example = torch.rand(2, len(model.image_mean), h, w)
     rows, cols = dim("rows", min=1, max=256), dim("cols", min=1, max=256)
     parts: dict[str, tuple[nn.Module, tuple[Tensor, ...], Any]] = {
@@ -150,13 +170,13 @@ def onnx_parts(
     }
     with torch.no_grad():
         levels = dict(zip(parts["trunk"][0].names, parts["trunk"][0](example), strict=True))
-    head_names = model.feature_names if kind == "retinanet" else model.rpn_feature_names
+    head_names = _head_names(model)
     inputs = tuple(levels[name] for name in head_names)
     level_shapes = tuple(
         {0: batch, 2: dim(f"{name}_h", min=1, max=8192), 3: dim(f"{name}_w", min=1, max=8192)}
         for name in head_names
     )
-    head = model.head if kind == "retinanet" else model.rpn.head
+    head = model.rpn.head if kind == "faster_rcnn" else model.head
     parts["head"] = (_LevelHead(head), inputs, (level_shapes,))  # one entry: the *levels tuple
     if kind == "faster_rcnn":
         pooler = model.roi_heads.pooler
@@ -165,6 +185,27 @@ def onnx_parts(
             pooled = pooler(levels, proposals, [(h, w)] * 2)
         parts["box_head"] = (_BoxHead(model), (pooled,), ({0: dim("rois", min=0, max=1 << 20)},))
     return parts
+
+
+def _head_names(model: Detector) -> list[str]:
+    """The neck levels a detector's dense head reads (Faster R-CNN: its RPN's)."""
+    return list(model.rpn_feature_names if model_kind(model) == "faster_rcnn" else model.feature_names)
+
+
+def _detector_example_size(model: Detector, example_size: tuple[int, int]) -> tuple[int, int]:
+    """The padded example batch's ``(H, W)``: ``example_size`` rounded up to ``size_divisible``, every level
+    at least 3 cells high and wide, and ``W ≠ H``.
+
+    Why: ``torch.export`` may specialize a symbolic size whose example value coincides with a constant of
+    the graph (a 1-cell level is fixed to 1; YOLOv2's passthrough ``reorg`` on a 64² example — a 4×4
+    ``c4`` next to the constant 4 of its reshape — was fixed to 4 with only a runtime guard), and equal
+    example sides can tie the two symbols together. Distinct sizes of ≥ 3 cells avoid those cases;
+    :func:`export_onnx` then checks every graph at a second size.
+    """
+    divisor = model.size_divisible
+    smallest = 3 * max(spec.stride for spec in model.feature_shapes.values())
+    h, w = (-(-max(s, smallest) // divisor) * divisor for s in example_size)
+    return (h, w + divisor) if h == w else (h, w)
 
 
 def _input_channels(model: nn.Module) -> int:
@@ -257,8 +298,13 @@ def export_onnx(
     example_size: tuple[int, int] = (224, 224),
     extra: dict | None = None,
 ) -> dict[str, Path]:
-    """Export ``model`` (a classifier, RetinaNet or Faster R-CNN) into ``folder``: one ``<part>.onnx`` per
-    graph of :func:`onnx_parts` and ``export.json`` (kind, parts, inputs; ``extra`` merged in).
+    """Export ``model`` (a classifier, RetinaNet, Faster R-CNN, YOLOv3 or YOLOv2) into ``folder``: one
+    ``<part>.onnx`` per graph of :func:`onnx_parts` and ``export.json`` (kind, parts, inputs; ``extra``
+    merged in). A detector's graphs are run once more in ONNX Runtime at a second size
+    (:func:`_check_second_size`).
+
+    Raises:
+        ExportError: an unsupported detector family or op, or a graph that does not run at a second size.
 
     Returns:
         ``part name → path``.
@@ -266,11 +312,47 @@ def export_onnx(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, (module, inputs, shapes) in onnx_parts(model, example_size).items():
+    parts = onnx_parts(model, example_size)
+    for name, (module, inputs, shapes) in parts.items():
         paths[name] = export_module(module, inputs, shapes, folder / f"{name}.onnx")
+    if model_kind(model) != "classifier":
+        _check_second_size(parts, paths, _head_names(model), model.size_divisible)
     manifest = {"kind": model_kind(model), "parts": {k: p.name for k, p in paths.items()}, **(extra or {})}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return paths
+
+
+def _check_second_size(
+    parts: dict[str, Any], paths: dict[str, Path], head_names: list[str], divisor: int
+) -> None:
+    """Run every detector graph in ONNX Runtime at a second size (batch 1, the example batch grown by
+    ``divisor`` rows and ``2·divisor`` columns; 3 proposals for a box head) and compare the output shapes
+    with eager mode: a size the exporter fixed to the example's fails here, at export time, with an
+    :class:`ExportError` naming the graph, instead of at the user's first other image."""
+    trunk = parts["trunk"][0]
+    example = parts["trunk"][1][0]
+    batch = torch.rand(1, example.shape[1], example.shape[2] + divisor, example.shape[3] + 2 * divisor)
+    with torch.no_grad():
+        levels = dict(zip(trunk.names, trunk(batch), strict=True))
+    trials: dict[str, tuple[Tensor, ...]] = {"trunk": (batch,), "head": tuple(levels[n] for n in head_names)}
+    if "box_head" in parts:
+        trials["box_head"] = (torch.rand(3, *parts["box_head"][1][0].shape[1:]),)
+    for name, inputs in trials.items():
+        with torch.no_grad():
+            expected = parts[name][0](*inputs)
+        try:
+            got = OrtModule(ort_session(paths[name]), "tuple")(*inputs)
+            same = [tuple(g.shape) for g in got] == [tuple(e.shape) for e in expected]
+        except Exception as error:  # onnxruntime's own exception types
+            raise ExportError(
+                f"ONNX export: the {name} graph does not run at a second input size "
+                f"{[tuple(t.shape) for t in inputs]} (a dynamic size was fixed at export): {error}"
+            ) from error
+        if not same:
+            raise ExportError(
+                f"ONNX export: the {name} graph gives outputs {[tuple(g.shape) for g in got]} at input "
+                f"{[tuple(t.shape) for t in inputs]}, eager {[tuple(e.shape) for e in expected]}"
+            )
 
 
 # ----------------------------------------------------------------------------------------- running
@@ -327,7 +409,15 @@ class _TrunkSession(nn.Module):
 
 
 class _PassThrough(nn.Module):
-    """Stands in for the neck once the trunk session returns its levels."""
+    """Stands in for the neck once the trunk session returns its levels (and still describes them:
+    ``output_shape()``, which YOLO's glue reads for the strides)."""
+
+    def __init__(self, neck: nn.Module) -> None:
+        super().__init__()
+        self.shapes, self.out_names = dict(neck.output_shape()), list(neck.out_names)
+
+    def output_shape(self) -> dict[str, Any]:
+        return dict(self.shapes)
 
     def forward(self, levels: dict[str, Tensor]) -> dict[str, Tensor]:
         return dict(levels)
@@ -357,8 +447,8 @@ class OnnxRuntimeDetector(nn.Module):
         model.backbone = _TrunkSession(
             OrtModule(ort_session(folder / parts["trunk"], threads), "tuple"), names
         )
-        model.neck = _PassThrough()
-        if isinstance(model, RetinaNet):
+        model.neck = _PassThrough(detector.neck)
+        if isinstance(model, (RetinaNet, YOLOv3)):  # dense heads over the levels (YOLOv2 is a YOLOv3)
             model.head = _Levels(OrtModule(ort_session(folder / parts["head"], threads), "tuple"))
         else:
             levels = len(model.rpn_feature_names)
