@@ -33,7 +33,7 @@ from running_error import assert_bounded
 from tolerances import eps, gamma
 from visionkit.deploy.fuse import fuse_model
 from visionkit.deploy.onnx import export_module, export_onnx, load_onnx_runtime, onnx_parts
-from visionkit.errors import ExportError
+from visionkit.errors import ExportError, InputShapeError
 from visionkit.models import create_model
 
 F32_FOLD = gamma(8, torch.float32)
@@ -42,10 +42,13 @@ F32_FOLD = gamma(8, torch.float32)
 def _ort_bound(model: nn.Module, x: torch.Tensor, outputs: list) -> tuple[torch.Tensor, torch.Tensor]:
     """Eager output and the bound of ``|ort − eager|`` at ``outputs`` (module docstring)."""
     model = without_inplace(copy.deepcopy(model).eval())
-    expected, unfused = first_order_output_bound(copy.deepcopy(model), x, outputs, torch.float32)
+    exact = torch.zeros_like(x)  # the input is exact; given, it makes the ops on it (normalization) tracked
+    expected, unfused = first_order_output_bound(
+        copy.deepcopy(model), x, outputs, torch.float32, input_error=exact
+    )
     fused = without_inplace(fuse_model(model, horizontal=False))
     _, folded = first_order_output_bound(
-        copy.deepcopy(fused), x, outputs, torch.float32, fold_errors(model, fused, F32_FOLD)
+        copy.deepcopy(fused), x, outputs, torch.float32, fold_errors(model, fused, F32_FOLD), exact
     )
     return expected, unfused + torch.maximum(unfused, folded)
 
@@ -264,3 +267,34 @@ def test_iou_at_the_threshold_convention_matches_onnx_nonmaxsuppression(tmp_path
         theirs = session.run(None, {"boxes": boxes[None].numpy(), "scores": scores[None, None].numpy()})[0]
         assert len(ours) == len(theirs) == kept
         assert np.array_equal(theirs[:, 2], ours.numpy())
+
+
+@pytest.mark.parametrize("name", ["fcn8s_small", "fcn32s_small"])
+def test_segmenter_parity_two_sizes(name: str, tmp_path) -> None:
+    """FCN (images → per-pixel logits, one graph): ONNX Runtime within the derived bound of eager at
+    sampled pixels, at the export size and at another batch and size (odd sides: the crops and skips line
+    up per size); the normalization, skip scaling and additions are in the bound (network_error.py)."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=4).eval()
+    with torch.no_grad():
+        randomize_norms(model, torch.Generator().manual_seed(1))
+        for module in model.modules():  # score layers are zero-initialized: give them weights
+            if isinstance(module, nn.Conv2d) and module.out_channels == 4:
+                module.weight.normal_(0, 0.1)
+                module.bias.normal_(0, 0.1)
+    paths = export_onnx(model, tmp_path, example_size=(48, 64))
+    assert set(paths) == {"model"}
+    runtime = load_onnx_runtime(model, tmp_path)
+    generator = torch.Generator().manual_seed(2)
+    for shape in [(2, 3, 48, 64), (1, 3, 45, 71)]:
+        x = torch.rand(*shape, generator=generator)
+        got = runtime(x)
+        assert got.shape == (shape[0], 4, *shape[2:])
+        outputs = [tuple(int(torch.randint(n, (1,), generator=generator)) for n in got.shape)
+                   for _ in range(6)]  # fmt: skip
+        expected, bound = _ort_bound(model, x, outputs)
+        assert_bounded(
+            torch.stack([got[i] for i in outputs]), torch.stack([expected[i] for i in outputs]), bound
+        )
+    with pytest.raises(InputShapeError, match="FCN: expected an image batch"):
+        runtime(torch.rand(3, 8, 8))

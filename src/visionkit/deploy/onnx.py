@@ -13,9 +13,11 @@ is the eager detector with its trunk and heads swapped for ONNX Runtime sessions
 suppression are literally the same code as in eager mode. Our NMS suppresses a box when
 ``IoU > nms_threshold`` (strictly; a pair exactly at the threshold survives, :mod:`visionkit.ops.nms`);
 ONNX's ``NonMaxSuppression`` also suppresses only when ``IoU > iou_threshold`` (the ONNX Runtime kernel
-compares ``iou > threshold``), but it returns ``(batch, class, box)`` index triples per class up to
-``max_output_boxes_per_class`` and breaks score ties in an unspecified order — one reason the suppression
-stays outside the graph here.
+compares ``iou > threshold``), but it returns ``(batch, class, box)`` index triples grouped by class and
+breaks score ties in an unspecified order. By default the suppression stays outside the graphs; with
+``export_onnx(nms="graph")`` (``visionkit export nms=graph``) the final class-aware hard NMS runs as an
+ONNX graph around ``NonMaxSuppression``, written so that it returns what ours does, ties included
+(:mod:`visionkit.deploy.onnx_nms`).
 
 An op the exporter cannot translate raises :class:`~visionkit.errors.ExportError` naming the ATen op and the
 module path where the model calls it (from ``torch.export``'s ``nn_module_stack``).
@@ -45,15 +47,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from visionkit.deploy.onnx_nms import OnnxNms, write_nms_graph
 from visionkit.errors import ExportError
 from visionkit.models.detectors.base import Detector
 from visionkit.models.detectors.faster_rcnn import FasterRCNN
+from visionkit.models.detectors.postprocess import hard_nms_engine
 from visionkit.models.detectors.retinanet import RetinaNet
 from visionkit.models.detectors.yolo.yolov2 import YOLOv2
 from visionkit.models.detectors.yolo.yolov3 import YOLOv3
+from visionkit.models.segmentation.fcn import FCN, check_images
 
 __all__ = [
     "OnnxRuntimeDetector",
+    "OnnxRuntimeSegmenter",
     "OrtModule",
     "export_module",
     "export_onnx",
@@ -67,8 +73,8 @@ MANIFEST = "export.json"
 
 
 def model_kind(model: nn.Module) -> str:
-    """``"retinanet"``, ``"faster_rcnn"``, ``"yolo"`` (YOLOv3, YOLOv2) or ``"classifier"`` (anything else
-    that maps images to logits).
+    """``"retinanet"``, ``"faster_rcnn"``, ``"yolo"`` (YOLOv3, YOLOv2), ``"segmenter"`` (FCN: images →
+    per-pixel logits) or ``"classifier"`` (anything else that maps images to logits).
 
     Detector families are matched by their exact class: a subclass (Cascade R-CNN is a ``FasterRCNN``
     with more stages) has its own heads and glue, which these graphs do not cover.
@@ -82,6 +88,8 @@ def model_kind(model: nn.Module) -> str:
         return "faster_rcnn"
     if type(model) in (YOLOv3, YOLOv2):
         return "yolo"
+    if isinstance(model, FCN):
+        return "segmenter"
     if isinstance(model, Detector):
         family = type(model).__name__
         reason = _UNSUPPORTED.get(family, "its heads and glue have no ONNX graphs here")
@@ -156,7 +164,7 @@ def onnx_parts(
     model = model.eval()
     dim = torch.export.Dim
     batch = dim("batch", min=1, max=4096)
-    if kind == "classifier":
+    if kind in ("classifier", "segmenter"):
         channels = _input_channels(model)
         example = torch.rand(2, channels, *example_size)
         shapes = ({0: batch, 2: dim.AUTO, 3: dim.AUTO},)  # the sizes the network accepts (guards inferred)
@@ -297,29 +305,64 @@ def export_onnx(
     *,
     example_size: tuple[int, int] = (224, 224),
     extra: dict | None = None,
+    nms: str = "outside",
 ) -> dict[str, Path]:
     """Export ``model`` (a classifier, RetinaNet, Faster R-CNN, YOLOv3 or YOLOv2) into ``folder``: one
     ``<part>.onnx`` per graph of :func:`onnx_parts` and ``export.json`` (kind, parts, inputs; ``extra``
     merged in). A detector's graphs are run once more in ONNX Runtime at a second size
     (:func:`_check_second_size`).
 
+    ``nms="graph"`` (detectors): also ``nms.onnx``, the class-aware hard NMS as an ONNX graph around
+    ``NonMaxSuppression`` (:mod:`visionkit.deploy.onnx_nms`), which :func:`load_onnx_runtime` then runs in
+    place of our NMS for the final detections (hard NMS; Soft-NMS and the RPN's proposal NMS stay ours).
+
     Raises:
-        ExportError: an unsupported detector family or op, or a graph that does not run at a second size.
+        ExportError: an unsupported detector family or op, a graph that does not run at a second size, or
+            ``nms="graph"`` for a model without detections.
 
     Returns:
         ``part name → path``.
     """
+    if nms not in NMS_PLACES:
+        raise ExportError(f"nms={nms!r}: expected one of {list(NMS_PLACES)}")
+    kind = model_kind(model)
+    if nms == "graph" and kind in ("classifier", "segmenter"):
+        raise ExportError(f"nms=graph: a {kind} has no detections to suppress (detectors only)")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
     parts = onnx_parts(model, example_size)
     for name, (module, inputs, shapes) in parts.items():
         paths[name] = export_module(module, inputs, shapes, folder / f"{name}.onnx")
-    if model_kind(model) != "classifier":
+    if kind == "segmenter":  # any size: the example's grown by 13 rows and 7 columns
+        example = parts["model"][1][0]
+        second = torch.rand(1, example.shape[1], example.shape[2] + 13, example.shape[3] + 7)
+        _check_graph("model", model, paths["model"], (second,))
+    elif kind != "classifier":
         _check_second_size(parts, paths, _head_names(model), model.size_divisible)
-    manifest = {"kind": model_kind(model), "parts": {k: p.name for k, p in paths.items()}, **(extra or {})}
+    if nms == "graph":
+        paths["nms"] = write_nms_graph(model.num_classes, folder / "nms.onnx")
+    manifest = {"kind": kind, "parts": {k: p.name for k, p in paths.items()}, **(extra or {})}
+    if kind not in ("classifier", "segmenter"):
+        manifest["nms"] = nms
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return paths
+
+
+#: where ``export_onnx(nms=...)`` puts a detector's final NMS
+NMS_PLACES = ("outside", "graph")
+
+
+def add_nms_graph(folder: str | Path, num_classes: int) -> dict[str, Any]:
+    """Add ``nms.onnx`` (:func:`~visionkit.deploy.onnx_nms.write_nms_graph`) to an exported detector's
+    ``folder`` and to its manifest (``nms: graph``); returns the manifest. For folders written by other
+    exporters (the int8 detector graphs)."""
+    folder = Path(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    write_nms_graph(num_classes, folder / "nms.onnx")
+    manifest["parts"]["nms"], manifest["nms"] = "nms.onnx", "graph"
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
 
 
 def _check_second_size(
@@ -338,21 +381,27 @@ def _check_second_size(
     if "box_head" in parts:
         trials["box_head"] = (torch.rand(3, *parts["box_head"][1][0].shape[1:]),)
     for name, inputs in trials.items():
-        with torch.no_grad():
-            expected = parts[name][0](*inputs)
-        try:
-            got = OrtModule(ort_session(paths[name]), "tuple")(*inputs)
-            same = [tuple(g.shape) for g in got] == [tuple(e.shape) for e in expected]
-        except Exception as error:  # onnxruntime's own exception types
-            raise ExportError(
-                f"ONNX export: the {name} graph does not run at a second input size "
-                f"{[tuple(t.shape) for t in inputs]} (a dynamic size was fixed at export): {error}"
-            ) from error
-        if not same:
-            raise ExportError(
-                f"ONNX export: the {name} graph gives outputs {[tuple(g.shape) for g in got]} at input "
-                f"{[tuple(t.shape) for t in inputs]}, eager {[tuple(e.shape) for e in expected]}"
-            )
+        _check_graph(name, parts[name][0], paths[name], inputs)
+
+
+def _check_graph(name: str, module: nn.Module, path: Path, inputs: tuple[Tensor, ...]) -> None:
+    """:class:`ExportError` unless the graph at ``path`` runs on ``inputs`` in ONNX Runtime with the output
+    shapes of ``module`` in eager mode."""
+    with torch.no_grad():
+        expected = module(*inputs)
+    expected = expected if isinstance(expected, (tuple, list)) else (expected,)
+    try:
+        got = OrtModule(ort_session(path), "tuple")(*inputs)
+    except Exception as error:  # onnxruntime's own exception types
+        raise ExportError(
+            f"ONNX export: the {name} graph does not run at a second input size "
+            f"{[tuple(t.shape) for t in inputs]} (a dynamic size was fixed at export): {error}"
+        ) from error
+    if [tuple(g.shape) for g in got] != [tuple(e.shape) for e in expected]:
+        raise ExportError(
+            f"ONNX export: the {name} graph gives outputs {[tuple(g.shape) for g in got]} at input "
+            f"{[tuple(t.shape) for t in inputs]}, eager {[tuple(e.shape) for e in expected]}"
+        )
 
 
 # ----------------------------------------------------------------------------------------- running
@@ -438,7 +487,8 @@ class _EmptyAware(nn.Module):
 
 class OnnxRuntimeDetector(nn.Module):
     """The eager detector with trunk and heads run by ONNX Runtime (module docstring): same call, same
-    :class:`~visionkit.structures.Detections`; anchors, decoding, RoI Align and NMS are the detector's own."""
+    :class:`~visionkit.structures.Detections`; anchors, decoding, RoI Align and NMS are the detector's own,
+    except the final hard NMS when the folder has an ``nms`` graph (``export_onnx(nms="graph")``)."""
 
     def __init__(self, detector: Detector, folder: Path, parts: dict[str, str], threads: int = 1) -> None:
         super().__init__()
@@ -461,9 +511,10 @@ class OnnxRuntimeDetector(nn.Module):
                                                         predictor.bbox_pred.out_features)  # fmt: skip
             model.roi_heads.box_head = nn.Identity()
         self.model = model
+        self.nms = OnnxNms(folder / parts["nms"], threads) if "nms" in parts else None
 
     def forward(self, images: Sequence[Tensor]) -> Any:
-        with torch.no_grad():
+        with torch.no_grad(), hard_nms_engine(self.nms) if self.nms else contextlib.nullcontext():
             return self.model(images)
 
 
@@ -501,6 +552,21 @@ class OnnxRuntimeClassifier(nn.Module):
         return self.session(images)
 
 
+class OnnxRuntimeSegmenter(nn.Module):
+    """A segmenter graph (FCN) run by ONNX Runtime: ``[N, 3, H, W]`` images in ``[0, 1]`` → logits
+    ``[N, K, H, W]``, any ``N, H, W`` the eager model takes; inputs checked as the eager model checks them.
+    ``num_classes`` as the model's (what :mod:`visionkit.engine.segment` reads)."""
+
+    def __init__(self, model: nn.Module, folder: Path, parts: dict[str, str], threads: int = 1) -> None:
+        super().__init__()
+        self.session = OrtModule(ort_session(folder / parts["model"], threads))
+        self.num_classes, self.name = model.num_classes, type(model).__name__
+
+    def forward(self, images: Tensor) -> Tensor:
+        check_images(images, self.name)
+        return self.session(images)
+
+
 def load_onnx_runtime(model: nn.Module, folder: str | Path, threads: int = 1) -> nn.Module:
     """The exported graphs in ``folder`` (from :func:`export_onnx`) as a runnable module; ``model`` is the
     eager model they were exported from (a detector's glue — anchors, decoding, NMS — is taken from it)."""
@@ -521,4 +587,6 @@ def load_onnx_runtime(model: nn.Module, folder: str | Path, threads: int = 1) ->
         )
     if manifest["kind"] == "classifier":
         return OnnxRuntimeClassifier(folder, manifest["parts"], threads)
+    if manifest["kind"] == "segmenter":
+        return OnnxRuntimeSegmenter(model, folder, manifest["parts"], threads)
     return OnnxRuntimeDetector(model, folder, manifest["parts"], threads)
