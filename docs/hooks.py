@@ -88,7 +88,12 @@ SECTION_MODULES: dict[str, tuple[str, ...]] = {
     ),
     "§36": ("visionkit.nn.blocks", "visionkit.models.backbones.googlenet"),
     "frontier": ("visionkit.models.detectors.cascade_rcnn", "visionkit.models.detectors.refinedet"),
-    "§37": ("visionkit.deploy.fuse", "visionkit.deploy.onnx", "visionkit.deploy.quantize"),
+    "§37": (
+        "visionkit.deploy.fuse",
+        "visionkit.deploy.onnx",
+        "visionkit.deploy.onnx_nms",
+        "visionkit.deploy.quantize",
+    ),
 }
 
 

@@ -154,7 +154,7 @@ def _saved_detector(name: str, folder: Path, **arguments) -> Path:
     torch.manual_seed(0)
     detector = create_model(name, **arguments)
     with torch.no_grad():
-        for module in detector.head.modules():
+        for module in getattr(detector, "head", torch.nn.Identity()).modules():
             if isinstance(module, torch.nn.Conv2d):
                 module.weight.normal_(0, 0.05)
     names = tuple(f"c{i}" for i in range(arguments["num_classes"]))
@@ -237,3 +237,13 @@ def test_export_segmenter_and_predict_with_onnxruntime(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "not supported for segmenters" in result.output, result.output
     result = runner.invoke(main, ["export", f"weights={weights}", "nms=graph", "--out", str(tmp_path / "q")])
     assert result.exit_code == 2 and "nms=graph: a segmenter has no detections" in result.output
+
+
+def test_int8_cascade_rcnn_is_refused_by_name(tmp_path: Path) -> None:
+    """Cascade R-CNN exports in float (tests/deploy); int8=true names what is not supported, before any
+    work, and writes nothing."""
+    weights = _saved_detector("cascade_rcnn_plain_fpn", tmp_path, num_classes=2)
+    out = tmp_path / "q"
+    result = CliRunner().invoke(main, ["export", f"weights={weights}", "int8=true", "--out", str(out)])
+    assert result.exit_code == 1 and "not supported for Cascade R-CNN" in result.output, result.output
+    assert not (out / "export.json").exists()

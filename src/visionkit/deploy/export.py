@@ -174,9 +174,10 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
         return json.loads((out / MANIFEST).read_text())
     if kind != "classifier":
         size = recipe.image_size or 224
-        if recipe.int8 and kind == "yolo":
+        if recipe.int8 and kind in ("yolo", "cascade_rcnn"):
+            family = "YOLO" if kind == "yolo" else "Cascade R-CNN"
             raise ExportError(
-                f"{recipe.weights}: int8=true is not supported for YOLO yet (float graphs are: int8=false)"
+                f"{recipe.weights}: int8=true is not supported for {family} yet (float graphs: int8=false)"
             )
         if recipe.int8:
             manifest = _int8_detector(recipe, model, inner, out, extra, size)

@@ -1,10 +1,11 @@
-"""ONNX export and ONNX Runtime inference of classifiers and detectors (handbook §37).
+"""ONNX export and ONNX Runtime inference of classifiers, segmenters and detectors (handbook §37).
 
-What goes into a graph: the dense, shape-static parts — a classifier whole; a detector's **trunk**
-(backbone + neck: the padded, normalized batch → every neck level), its dense **head** (RetinaNet's class
-and box subnets over the levels; YOLOv3's and YOLOv2's output convolutions, ``[B, A·(5+K), H, W]`` per
-level; Faster R-CNN's RPN head) and, for Faster R-CNN, the **box head** (pooled
-RoI features ``[R, C, 7, 7]`` → class logits and box deltas). Every graph has dynamic batch and image size
+What goes into a graph: the dense, shape-static parts — a classifier or a segmenter (FCN) whole; a
+detector's **trunk** (backbone + neck: the padded, normalized batch → every neck level), its dense
+**head** (RetinaNet's class and box subnets over the levels; YOLOv3's and YOLOv2's output convolutions,
+``[B, A·(5+K), H, W]`` per level; Faster R-CNN's and Cascade R-CNN's RPN head) and, for Faster R-CNN, the
+**box head** (pooled RoI features ``[R, C, 7, 7]`` → class logits and box deltas; Cascade R-CNN has one
+per stage, ``box_head_1..3``, each on its stage's boxes). Every graph has dynamic batch and image size
 (levels of any height and width; ``R`` proposals, also 0).
 
 What stays outside, in PyTorch with our own ops: input checks, normalization and padding, anchors (YOLO's
@@ -50,6 +51,7 @@ from torch import Tensor, nn
 from visionkit.deploy.onnx_nms import OnnxNms, write_nms_graph
 from visionkit.errors import ExportError
 from visionkit.models.detectors.base import Detector
+from visionkit.models.detectors.cascade_rcnn import CascadeRCNN
 from visionkit.models.detectors.faster_rcnn import FasterRCNN
 from visionkit.models.detectors.postprocess import hard_nms_engine
 from visionkit.models.detectors.retinanet import RetinaNet
@@ -73,19 +75,21 @@ MANIFEST = "export.json"
 
 
 def model_kind(model: nn.Module) -> str:
-    """``"retinanet"``, ``"faster_rcnn"``, ``"yolo"`` (YOLOv3, YOLOv2), ``"segmenter"`` (FCN: images →
-    per-pixel logits) or ``"classifier"`` (anything else that maps images to logits).
+    """``"retinanet"``, ``"faster_rcnn"``, ``"cascade_rcnn"``, ``"yolo"`` (YOLOv3, YOLOv2), ``"segmenter"``
+    (FCN: images → per-pixel logits) or ``"classifier"`` (anything else that maps images to logits).
 
     Detector families are matched by their exact class: a subclass (Cascade R-CNN is a ``FasterRCNN``
     with more stages) has its own heads and glue, which these graphs do not cover.
 
     Raises:
-        ExportError: another detector family (Cascade R-CNN, RefineDet): names it and what is missing.
+        ExportError: another detector family (RefineDet): names it and what is missing.
     """
     if type(model) is RetinaNet:
         return "retinanet"
     if type(model) is FasterRCNN:
         return "faster_rcnn"
+    if type(model) is CascadeRCNN:
+        return "cascade_rcnn"
     if type(model) in (YOLOv3, YOLOv2):
         return "yolo"
     if isinstance(model, FCN):
@@ -101,12 +105,10 @@ def model_kind(model: nn.Module) -> str:
 
 
 #: the detector families :func:`export_onnx` writes graphs for
-SUPPORTED_DETECTORS = ("RetinaNet", "FasterRCNN", "YOLOv3", "YOLOv2")
+SUPPORTED_DETECTORS = ("RetinaNet", "FasterRCNN", "CascadeRCNN", "YOLOv3", "YOLOv2")
 
 #: what is missing for the families that are refused, named in the error
 _UNSUPPORTED = {
-    "CascadeRCNN": "its cascade of box heads (one RoI Align + box head per stage, each on the previous "
-    "stage's refined boxes) is not split into graphs",
     "RefineDet": "its two-step heads (ARM, transfer connection blocks, ODM on the ARM-refined anchors "
     "with negative filtering) are not split into graphs",
 }
@@ -142,11 +144,12 @@ class _LevelHead(nn.Module):
 
 
 class _BoxHead(nn.Module):
-    """Faster R-CNN's box head and predictor: pooled ``[R, C, h, w]`` → ``(class_logits, box_deltas)``."""
+    """Faster R-CNN's (or one Cascade R-CNN stage's) box head and predictor: pooled ``[R, C, h, w]`` →
+    ``(class_logits, box_deltas)``."""
 
-    def __init__(self, detector: FasterRCNN) -> None:
+    def __init__(self, roi_heads: nn.Module) -> None:
         super().__init__()
-        self.box_head, self.box_predictor = detector.roi_heads.box_head, detector.roi_heads.box_predictor
+        self.box_head, self.box_predictor = roi_heads.box_head, roi_heads.box_predictor
 
     def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
         return self.box_predictor(self.box_head(pooled))
@@ -184,20 +187,35 @@ def onnx_parts(
         {0: batch, 2: dim(f"{name}_h", min=1, max=8192), 3: dim(f"{name}_w", min=1, max=8192)}
         for name in head_names
     )
-    head = model.rpn.head if kind == "faster_rcnn" else model.head
+    head = model.rpn.head if kind in TWO_STAGE else model.head
     parts["head"] = (_LevelHead(head), inputs, (level_shapes,))  # one entry: the *levels tuple
-    if kind == "faster_rcnn":
-        pooler = model.roi_heads.pooler
+    for name, roi_heads in _box_heads(model).items():
         proposals = [torch.tensor([[0.0, 0.0, 16.0, 16.0], [4.0, 4.0, 40.0, 30.0]])] * 2
         with torch.no_grad():
-            pooled = pooler(levels, proposals, [(h, w)] * 2)
-        parts["box_head"] = (_BoxHead(model), (pooled,), ({0: dim("rois", min=0, max=1 << 20)},))
+            pooled = roi_heads.pooler(levels, proposals, [(h, w)] * 2)
+        rois = dim("rois", min=0, max=1 << 20)
+        parts[name] = (_BoxHead(roi_heads), (pooled,), ({0: rois},))
     return parts
+
+
+#: the two-stage kinds: RPN head over the levels, then box heads on pooled RoIs
+TWO_STAGE = ("faster_rcnn", "cascade_rcnn")
+
+
+def _box_heads(model: nn.Module) -> dict[str, nn.Module]:
+    """The RoI heads whose box head and predictor become graphs: Faster R-CNN's ``box_head``; Cascade
+    R-CNN's stages ``box_head_1``, ``box_head_2``, ... (each its own head on its stage's boxes)."""
+    kind = model_kind(model)
+    if kind == "faster_rcnn":
+        return {"box_head": model.roi_heads}
+    if kind == "cascade_rcnn":
+        return {f"box_head_{i + 1}": stage for i, stage in enumerate(model.roi_heads.stages)}
+    return {}
 
 
 def _head_names(model: Detector) -> list[str]:
     """The neck levels a detector's dense head reads (Faster R-CNN: its RPN's)."""
-    return list(model.rpn_feature_names if model_kind(model) == "faster_rcnn" else model.feature_names)
+    return list(model.rpn_feature_names if model_kind(model) in TWO_STAGE else model.feature_names)
 
 
 def _detector_example_size(model: Detector, example_size: tuple[int, int]) -> tuple[int, int]:
@@ -378,8 +396,8 @@ def _check_second_size(
     with torch.no_grad():
         levels = dict(zip(trunk.names, trunk(batch), strict=True))
     trials: dict[str, tuple[Tensor, ...]] = {"trunk": (batch,), "head": tuple(levels[n] for n in head_names)}
-    if "box_head" in parts:
-        trials["box_head"] = (torch.rand(3, *parts["box_head"][1][0].shape[1:]),)
+    for name in (n for n in parts if n.startswith("box_head")):
+        trials[name] = (torch.rand(3, *parts[name][1][0].shape[1:]),)
     for name, inputs in trials.items():
         _check_graph(name, parts[name][0], paths[name], inputs)
 
@@ -505,11 +523,12 @@ class OnnxRuntimeDetector(nn.Module):
             model.rpn.head = _ListPair(
                 OrtModule(ort_session(folder / parts["head"], threads), [levels, levels])
             )
-            predictor = detector.roi_heads.box_predictor
-            session = OrtModule(ort_session(folder / parts["box_head"], threads), "tuple")
-            model.roi_heads.box_predictor = _EmptyAware(session, predictor.cls_score.out_features,
-                                                        predictor.bbox_pred.out_features)  # fmt: skip
-            model.roi_heads.box_head = nn.Identity()
+            for name, roi_heads in _box_heads(model).items():
+                predictor = roi_heads.box_predictor
+                session = OrtModule(ort_session(folder / parts[name], threads), "tuple")
+                roi_heads.box_predictor = _EmptyAware(session, predictor.cls_score.out_features,
+                                                      predictor.bbox_pred.out_features)  # fmt: skip
+                roi_heads.box_head = nn.Identity()
         self.model = model
         self.nms = OnnxNms(folder / parts["nms"], threads) if "nms" in parts else None
 
