@@ -96,3 +96,24 @@ def test_the_graph_holds_onnx_nonmaxsuppression(tmp_path) -> None:
     assert "NonMaxSuppression" in ops and ops.count("TopK") == 2
     with pytest.raises(ValueError, match="num_classes"):
         write_nms_graph(0, tmp_path / "bad.onnx")
+
+
+def test_hard_nms_engine_swaps_the_suppression_inside_its_block_only() -> None:
+    from visionkit.models.detectors.postprocess import PostProcess, hard_nms_engine, suppress
+
+    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11]])
+    scores, labels, settings = torch.tensor([0.9, 0.8]), torch.zeros(2, dtype=torch.int64), PostProcess()
+    calls = []
+
+    def engine(b, s, lab, threshold):
+        calls.append(threshold)
+        return torch.tensor([1, 0])
+
+    with hard_nms_engine(engine):
+        assert suppress(boxes, scores, labels, settings)[0].tolist() == [1, 0]
+    assert calls == [0.5]
+    assert suppress(boxes, scores, labels, settings)[0].tolist() == [0]  # batched_nms again
+    soft = settings.replace(nms_method="soft_linear")
+    with hard_nms_engine(engine):
+        suppress(boxes, scores, labels, soft)  # Soft-NMS is not the hard engine's
+    assert calls == [0.5]
