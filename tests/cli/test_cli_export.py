@@ -239,11 +239,14 @@ def test_export_segmenter_and_predict_with_onnxruntime(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "nms=graph: a segmenter has no detections" in result.output
 
 
-def test_int8_cascade_rcnn_is_refused_by_name(tmp_path: Path) -> None:
-    """Cascade R-CNN exports in float (tests/deploy); int8=true names what is not supported, before any
-    work, and writes nothing."""
-    weights = _saved_detector("cascade_rcnn_plain_fpn", tmp_path, num_classes=2)
+@pytest.mark.parametrize(
+    ("name", "family"), [("cascade_rcnn_plain_fpn", "Cascade R-CNN"), ("refinedet_plain", "RefineDet")]
+)
+def test_int8_cascade_rcnn_and_refinedet_are_refused_by_name(name: str, family: str, tmp_path: Path) -> None:
+    """Cascade R-CNN and RefineDet export in float (tests/deploy); int8=true names what is not supported,
+    before any work, and writes nothing."""
+    weights = _saved_detector(name, tmp_path, num_classes=2)
     out = tmp_path / "q"
     result = CliRunner().invoke(main, ["export", f"weights={weights}", "int8=true", "--out", str(out)])
-    assert result.exit_code == 1 and "not supported for Cascade R-CNN" in result.output, result.output
+    assert result.exit_code == 1 and f"not supported for {family}" in result.output, result.output
     assert not (out / "export.json").exists()

@@ -198,15 +198,80 @@ def test_unsupported_op_names_the_op_and_the_module(tmp_path) -> None:
     assert not (tmp_path / "odd.onnx").exists()
 
 
-@pytest.mark.parametrize(("name", "missing"), [("refinedet_plain", "ARM")])
-def test_other_detector_families_are_refused(name: str, missing: str, tmp_path) -> None:
-    """Families with their own heads and glue (a Cascade R-CNN is a FasterRCNN subclass) are not exported
-    as if they were RetinaNet or Faster R-CNN: the error names the family and what is not exported."""
+def test_other_detector_families_are_refused(tmp_path) -> None:
+    """Families are matched by their exact class: a subclass has its own heads and glue, which the graphs
+    of its parent do not cover (as Cascade R-CNN is a FasterRCNN subclass); the error names the family."""
+    from visionkit.models.detectors.retinanet import RetinaNet
+
     with torch.device("meta"):
-        model = create_model(name)
-    with pytest.raises(ExportError, match=f"{type(model).__name__} is not supported yet: .*{missing}"):
+        model = create_model("retinanet_plain_fpn")
+    model.__class__ = type("MyRetinaNet", (RetinaNet,), {})
+    with pytest.raises(
+        ExportError, match=r"MyRetinaNet is not supported yet: its heads and glue .*RefineDet"
+    ):
         export_onnx(model, tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_refinedet_parity_second_size_and_no_detections(tmp_path) -> None:
+    """RefineDet: trunk graph and one head graph (ARM, transfer connections, ODM: its four raw outputs);
+    anchors, the ARM refinement, negative filtering, decoding and NMS stay in PyTorch.
+
+    Bounds from δ, the largest raw-output difference. Scores ``softmax(odm)[1:]``: ``δ/2`` (the softmax's
+    ∞-norm Lipschitz constant, see SCORE_BOUNDS) plus ``K + 3`` ulps; the filter (ARM background
+    probability > 0.99) is checked to take the same anchors in both runtimes. Boxes, two chained decodings
+    (weights 10, 10, 5, 5): refined centre ``c₁ = t·a/10 + c_a`` moves ≤ ``A·δ/10`` (``A`` the largest
+    anchor side), its side ``w₁ = a·e^{t/5}`` ≤ ``W₁·expm1(δ/5)`` (``W₁`` the largest refined side); the
+    final centre ``c₂ = t₂·w₁/10 + c₁`` ≤ ``T·Δw₁ + (W₁ + Δw₁)·δ/10 + Δc₁`` (``T`` = max ``|t₂|/10``), its
+    side ``w₂ = w₁·e^{t₂/5}`` ≤ ``(W₁ + Δw₁)·E·expm1(δ/5) + E·Δw₁`` (``E`` = max ``e^{t₂/5}``), a corner
+    ``c ± w/2``; plus each runtime's rounding of the chain, ``γ₃₂(16)`` of the magnitudes it combines
+    (``(1 + T + E)·(|box| + A + W₁·(1 + E))``), twice."""
+    from visionkit.models.detectors.refinedet import WEIGHTS, filtered, refine
+
+    torch.manual_seed(0)
+    model = create_model("refinedet_plain", num_classes=3, score_threshold=0.001, detections_per_image=10)
+    model = model.eval()
+    with torch.no_grad():
+        for convs in (model.arm_objectness, model.arm_deltas, model.odm_logits, model.odm_deltas):
+            for module in convs.modules():
+                if isinstance(module, nn.Conv2d):
+                    module.weight.normal_(0, 0.05)
+    paths = export_onnx(model, tmp_path, example_size=(64, 64))
+    assert set(paths) == {"trunk", "head"}
+    runtime = load_onnx_runtime(model, tmp_path)
+    images = [torch.rand(3, 100, 80), torch.rand(3, 70, 150)]
+    with torch.no_grad():
+        batch, _ = model.preprocess(images)
+        raw = model.outputs(batch, model.extract_features(batch))
+        got = runtime.model.outputs(batch, runtime.model.extract_features(batch))
+        delta = max(float((a - b).abs().max()) for a, b in zip(raw[:4], got[:4], strict=True))
+        eager, ort = model(images), runtime(images)
+    assert sum(len(d["scores"]) for d in eager) > 0
+    for image in range(2):
+        assert torch.equal(filtered(raw[0][image], 0.99), filtered(got[0][image], 0.99))
+    anchors = torch.cat(raw[4])
+    largest = float((anchors[:, 2:] - anchors[:, :2]).max())
+    refined = torch.cat([refine(d, a) for d, a in zip(raw[1], raw[4], strict=True)])
+    w1 = float((refined[:, 2:] - refined[:, :2]).max())
+    t2 = float(raw[3][..., :2].abs().max()) / WEIGHTS[0]
+    e2 = math.exp(min(float(raw[3][..., 2:].max()) / WEIGHTS[2], math.log(1000 / 16)))
+    dc1, dw1 = largest * delta / WEIGHTS[0], w1 * math.expm1(delta / WEIGHTS[2])
+    dc2 = t2 * dw1 + (w1 + dw1) * delta / WEIGHTS[0] + dc1
+    dw2 = (w1 + dw1) * e2 * math.expm1(delta / WEIGHTS[2]) + e2 * dw1
+    score_bound = delta / 2 + (model.num_classes + 3) * eps(torch.float32)
+    for e, o in zip(eager, ort, strict=True):
+        assert torch.equal(e["labels"], o["labels"])
+        assert_bounded(o["scores"], e["scores"], score_bound)
+        rounding = 2 * gamma(16, torch.float32) * (1 + t2 + e2) * (e["boxes"].abs() + largest + w1 * (1 + e2))
+        assert_bounded(o["boxes"], e["boxes"], dc2 + dw2 / 2 + rounding)
+    with torch.no_grad():
+        top = float(model([images[0]])[0]["scores"].max())
+    assert top + 1e-4 < 1 and score_bound < 1e-4
+    model.postprocess = model.postprocess.replace(score_threshold=top + 1e-4)
+    runtime.model.postprocess = model.postprocess
+    with torch.no_grad():
+        eager, ort = model([images[0]]), runtime([images[0]])
+    assert eager[0]["boxes"].shape == ort[0]["boxes"].shape == (0, 4)
 
 
 def test_a_graph_fixed_to_the_example_size_is_caught_at_export(tmp_path) -> None:

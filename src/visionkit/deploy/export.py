@@ -10,7 +10,7 @@ float graph and of the int8 graph, both in ONNX Runtime, and their top-1 agreeme
 more than ``max_drop`` nothing is written and :class:`~visionkit.errors.ExportError` says by how much.
 int8, detectors: :mod:`visionkit.deploy.detect_int8` (trunk and heads in int8, gated by COCO AP on the
 run's validation images; calibrated on its training images or a folder); YOLO and segmenters (FCN) are
-exported in float only (``int8=true`` is refused by name).
+exported in float only, as are Cascade R-CNN and RefineDet (``int8=true`` is refused by name).
 
 Example::
 
@@ -174,8 +174,8 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
         return json.loads((out / MANIFEST).read_text())
     if kind != "classifier":
         size = recipe.image_size or 224
-        if recipe.int8 and kind in ("yolo", "cascade_rcnn"):
-            family = "YOLO" if kind == "yolo" else "Cascade R-CNN"
+        if recipe.int8 and kind in ("yolo", "cascade_rcnn", "refinedet"):
+            family = {"yolo": "YOLO", "cascade_rcnn": "Cascade R-CNN", "refinedet": "RefineDet"}[kind]
             raise ExportError(
                 f"{recipe.weights}: int8=true is not supported for {family} yet (float graphs: int8=false)"
             )

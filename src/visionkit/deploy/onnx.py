@@ -3,15 +3,17 @@
 What goes into a graph: the dense, shape-static parts — a classifier or a segmenter (FCN) whole; a
 detector's **trunk** (backbone + neck: the padded, normalized batch → every neck level), its dense
 **head** (RetinaNet's class and box subnets over the levels; YOLOv3's and YOLOv2's output convolutions,
-``[B, A·(5+K), H, W]`` per level; Faster R-CNN's and Cascade R-CNN's RPN head) and, for Faster R-CNN, the
+``[B, A·(5+K), H, W]`` per level; RefineDet's ARM, transfer connections and ODM, its four raw outputs;
+Faster R-CNN's and Cascade R-CNN's RPN head) and, for Faster R-CNN, the
 **box head** (pooled RoI features ``[R, C, 7, 7]`` → class logits and box deltas; Cascade R-CNN has one
 per stage, ``box_head_1..3``, each on its stage's boxes). Every graph has dynamic batch and image size
 (levels of any height and width; ``R`` proposals, also 0).
 
 What stays outside, in PyTorch with our own ops: input checks, normalization and padding, anchors (YOLO's
-grid priors), box decoding, proposal selection, multi-scale RoI Align and NMS. :class:`OnnxRuntimeDetector`
-is the eager detector with its trunk and heads swapped for ONNX Runtime sessions, so the decoding and
-suppression are literally the same code as in eager mode. Our NMS suppresses a box when
+grid priors), RefineDet's anchor refinement and negative filtering, box decoding, proposal selection,
+multi-scale RoI Align and NMS. :class:`OnnxRuntimeDetector` is the eager detector with its trunk and heads
+swapped for ONNX Runtime sessions, so the decoding and suppression are literally the same code as in eager
+mode. Our NMS suppresses a box when
 ``IoU > nms_threshold`` (strictly; a pair exactly at the threshold survives, :mod:`visionkit.ops.nms`);
 ONNX's ``NonMaxSuppression`` also suppresses only when ``IoU > iou_threshold`` (the ONNX Runtime kernel
 compares ``iou > threshold``), but it returns ``(batch, class, box)`` index triples grouped by class and
@@ -54,6 +56,7 @@ from visionkit.models.detectors.base import Detector
 from visionkit.models.detectors.cascade_rcnn import CascadeRCNN
 from visionkit.models.detectors.faster_rcnn import FasterRCNN
 from visionkit.models.detectors.postprocess import hard_nms_engine
+from visionkit.models.detectors.refinedet import RefineDet
 from visionkit.models.detectors.retinanet import RetinaNet
 from visionkit.models.detectors.yolo.yolov2 import YOLOv2
 from visionkit.models.detectors.yolo.yolov3 import YOLOv3
@@ -75,14 +78,15 @@ MANIFEST = "export.json"
 
 
 def model_kind(model: nn.Module) -> str:
-    """``"retinanet"``, ``"faster_rcnn"``, ``"cascade_rcnn"``, ``"yolo"`` (YOLOv3, YOLOv2), ``"segmenter"``
-    (FCN: images → per-pixel logits) or ``"classifier"`` (anything else that maps images to logits).
+    """``"retinanet"``, ``"faster_rcnn"``, ``"cascade_rcnn"``, ``"yolo"`` (YOLOv3, YOLOv2), ``"refinedet"``,
+    ``"segmenter"`` (FCN: images → per-pixel logits) or ``"classifier"`` (anything else that maps images to
+    logits).
 
     Detector families are matched by their exact class: a subclass (Cascade R-CNN is a ``FasterRCNN``
     with more stages) has its own heads and glue, which these graphs do not cover.
 
     Raises:
-        ExportError: another detector family (RefineDet): names it and what is missing.
+        ExportError: another detector family (a subclass of one of these, say): names it.
     """
     if type(model) is RetinaNet:
         return "retinanet"
@@ -92,6 +96,8 @@ def model_kind(model: nn.Module) -> str:
         return "cascade_rcnn"
     if type(model) in (YOLOv3, YOLOv2):
         return "yolo"
+    if type(model) is RefineDet:
+        return "refinedet"
     if isinstance(model, FCN):
         return "segmenter"
     if isinstance(model, Detector):
@@ -105,23 +111,67 @@ def model_kind(model: nn.Module) -> str:
 
 
 #: the detector families :func:`export_onnx` writes graphs for
-SUPPORTED_DETECTORS = ("RetinaNet", "FasterRCNN", "CascadeRCNN", "YOLOv3", "YOLOv2")
+SUPPORTED_DETECTORS = ("RetinaNet", "FasterRCNN", "CascadeRCNN", "YOLOv3", "YOLOv2", "RefineDet")
 
 #: what is missing for the families that are refused, named in the error
-_UNSUPPORTED = {
-    "RefineDet": "its two-step heads (ARM, transfer connection blocks, ODM on the ARM-refined anchors "
-    "with negative filtering) are not split into graphs",
-}
+_UNSUPPORTED: dict[str, str] = {}
 
 
 # ----------------------------------------------------------------------------------------- the parts
+def _level_names(neck: nn.Module) -> list[str]:
+    """The neck's output levels in its order (``out_names``, else the keys of ``output_shape()``)."""
+    return list(getattr(neck, "out_names", None) or neck.output_shape())
+
+
+class _RefineDetHead(nn.Module):
+    """RefineDet's dense part over its levels: ``*levels`` → ``(arm_objectness [B, N], arm_deltas [B, N, 4],
+    odm_logits [B, N, K + 1], odm_deltas [B, N, 4])`` — :meth:`RefineDet.outputs` without the anchors."""
+
+    def __init__(self, detector: RefineDet) -> None:
+        super().__init__()
+        self.detector = _RefineDetParts(detector)
+
+    def forward(self, *levels: Tensor) -> tuple[Tensor, ...]:
+        features = dict(zip(self.detector.names, levels, strict=True))
+        return tuple(RefineDet.outputs(self.detector, levels[0], features)[:4])  # type: ignore[arg-type]
+
+
+class _RefineDetParts(nn.Module):
+    """What :meth:`RefineDet.outputs` reads, with no anchor generator (the anchors stay outside)."""
+
+    def __init__(self, detector: RefineDet) -> None:
+        super().__init__()
+        self.tcb, self.num_classes, self.names = (
+            detector.tcb,
+            detector.num_classes,
+            _level_names(detector.neck),
+        )
+        self.arm_objectness, self.arm_deltas = detector.arm_objectness, detector.arm_deltas
+        self.odm_logits, self.odm_deltas = detector.odm_logits, detector.odm_deltas
+
+    def anchor_generator(self, batch: Tensor, levels: Sequence[Tensor]) -> list[Tensor]:
+        return []
+
+
+class _RefineDetOutputs:
+    """In the ONNX Runtime detector, :meth:`RefineDet.outputs`: the head session's four outputs and the
+    detector's own anchors."""
+
+    def __init__(self, session: OrtModule, anchor_generator: nn.Module) -> None:
+        self.session, self.anchor_generator = session, anchor_generator
+
+    def __call__(self, batch: Tensor, features: dict[str, Tensor]) -> tuple[Any, ...]:
+        levels = list(features.values())
+        return (*self.session(*levels), self.anchor_generator(batch, levels))
+
+
 class _Trunk(nn.Module):
     """backbone + neck: ``batch [B, 3, H, W]`` → the neck levels as a tuple in ``names`` order."""
 
     def __init__(self, detector: Detector) -> None:
         super().__init__()
         self.backbone, self.neck = detector.backbone, detector.neck
-        self.names = list(detector.neck.out_names)
+        self.names = _level_names(detector.neck)
 
     def forward(self, batch: Tensor) -> tuple[Tensor, ...]:
         features = self.neck(self.backbone(batch))
@@ -185,10 +235,15 @@ def onnx_parts(
     inputs = tuple(levels[name] for name in head_names)
     level_shapes = tuple(
         {0: batch, 2: dim(f"{name}_h", min=1, max=8192), 3: dim(f"{name}_w", min=1, max=8192)}
+        if kind != "refinedet"  # its transfer connections tie each level's size to the next one's
+        else {0: batch, 2: dim.AUTO, 3: dim.AUTO}
         for name in head_names
     )
-    head = model.rpn.head if kind in TWO_STAGE else model.head
-    parts["head"] = (_LevelHead(head), inputs, (level_shapes,))  # one entry: the *levels tuple
+    if kind == "refinedet":
+        head: nn.Module = _RefineDetHead(model)
+    else:
+        head = _LevelHead(model.rpn.head if kind in TWO_STAGE else model.head)
+    parts["head"] = (head, inputs, (level_shapes,))  # one entry: the *levels tuple
     for name, roi_heads in _box_heads(model).items():
         proposals = [torch.tensor([[0.0, 0.0, 16.0, 16.0], [4.0, 4.0, 40.0, 30.0]])] * 2
         with torch.no_grad():
@@ -215,23 +270,30 @@ def _box_heads(model: nn.Module) -> dict[str, nn.Module]:
 
 def _head_names(model: Detector) -> list[str]:
     """The neck levels a detector's dense head reads (Faster R-CNN: its RPN's)."""
-    return list(model.rpn_feature_names if model_kind(model) in TWO_STAGE else model.feature_names)
+    kind = model_kind(model)
+    if kind == "refinedet":
+        return _level_names(model.neck)
+    return list(model.rpn_feature_names if kind in TWO_STAGE else model.feature_names)
 
 
 def _detector_example_size(model: Detector, example_size: tuple[int, int]) -> tuple[int, int]:
     """The padded example batch's ``(H, W)``: ``example_size`` rounded up to ``size_divisible``, every level
-    at least 3 cells high and wide, and ``W ≠ H``.
+    at least 3 cells high and wide, ``H / size_divisible`` and ``W / size_divisible`` odd and different.
 
     Why: ``torch.export`` may specialize a symbolic size whose example value coincides with a constant of
     the graph (a 1-cell level is fixed to 1; YOLOv2's passthrough ``reorg`` on a 64² example — a 4×4
-    ``c4`` next to the constant 4 of its reshape — was fixed to 4 with only a runtime guard), and equal
-    example sides can tie the two symbols together. Distinct sizes of ≥ 3 cells avoid those cases;
+    ``c4`` next to the constant 4 of its reshape — was fixed to 4 with only a runtime guard), equal sides
+    can tie the two symbols together, and a crop that is a no-op at the example size is dropped from the
+    graph (RefineDet's transfer connection crops its upsampled map to the level below, which is one cell
+    smaller only when that level is odd). Odd, distinct sizes of ≥ 3 cells avoid those cases;
     :func:`export_onnx` then checks every graph at a second size.
     """
     divisor = model.size_divisible
     smallest = 3 * max(spec.stride for spec in model.feature_shapes.values())
-    h, w = (-(-max(s, smallest) // divisor) * divisor for s in example_size)
-    return (h, w + divisor) if h == w else (h, w)
+    rows, cols = (-(-max(s, smallest) // divisor) for s in example_size)
+    rows, cols = rows + 1 - rows % 2, cols + 1 - cols % 2
+    cols = cols + 2 if cols == rows else cols
+    return rows * divisor, cols * divisor
 
 
 def _input_channels(model: nn.Module) -> int:
@@ -481,7 +543,7 @@ class _PassThrough(nn.Module):
 
     def __init__(self, neck: nn.Module) -> None:
         super().__init__()
-        self.shapes, self.out_names = dict(neck.output_shape()), list(neck.out_names)
+        self.shapes, self.out_names = dict(neck.output_shape()), _level_names(neck)
 
     def output_shape(self) -> dict[str, Any]:
         return dict(self.shapes)
@@ -511,12 +573,15 @@ class OnnxRuntimeDetector(nn.Module):
     def __init__(self, detector: Detector, folder: Path, parts: dict[str, str], threads: int = 1) -> None:
         super().__init__()
         model = copy.deepcopy(detector).eval()
-        names = list(model.neck.out_names)
+        names = _level_names(model.neck)
         model.backbone = _TrunkSession(
             OrtModule(ort_session(folder / parts["trunk"], threads), "tuple"), names
         )
         model.neck = _PassThrough(detector.neck)
-        if isinstance(model, (RetinaNet, YOLOv3)):  # dense heads over the levels (YOLOv2 is a YOLOv3)
+        if isinstance(model, RefineDet):  # its outputs method, with the head graph in it
+            session = OrtModule(ort_session(folder / parts["head"], threads), "tuple")
+            model.outputs = _RefineDetOutputs(session, model.anchor_generator)
+        elif isinstance(model, (RetinaNet, YOLOv3)):  # dense heads over the levels (YOLOv2 is a YOLOv3)
             model.head = _Levels(OrtModule(ort_session(folder / parts["head"], threads), "tuple"))
         else:
             levels = len(model.rpn_feature_names)
