@@ -15,9 +15,19 @@ see RESULTS.md for the commands; ``--train SECONDS`` trains the missing ones thr
 * RefineDet: anchors the ODM sees (foreground : background, with and without negative filtering) and the
   IoU of positive anchors before / after the ARM's refinement.
 
+* ``--ablation``: RefineDet's two ablations at an equal number of steps over several training seeds (run
+  folders ``refinedet_plain[_nofilter|_norefine]_s<seed>``, ``--ablation-epochs`` trains the missing ones):
+  AP, AP50, AP75 and ms/image per run; per seed the paired-bootstrap 95 % interval of the gain of the full
+  model over each ablation (all runs scored on the same image draws); pooled over the seeds, the mean gain
+  with its bootstrap interval (image sampling) and a t interval over the seeds' gains (training noise);
+  ms/image of the same full models with negative filtering switched on and off at inference
+  (``--resamples 0``: no intervals).
+
 Usage:
     python benchmarks/bench_cascade_refinedet.py --runs /tmp/cascade_runs --resamples 300 \
         --figure docs/images/cascade_stage_iou.png [--train 280]
+    python benchmarks/bench_cascade_refinedet.py --runs /tmp/steps --ablation --seeds 0 1 2 \
+        [--ablation-epochs 8] --num-val 512 --resamples 300
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from visionkit.engine.detect import (
 )
 from visionkit.lab.demo import bootstrap_ap_gain, time_inference
 from visionkit.lab.experiments.frontier_cascade_refinedet import stage_ious as lab_stage_ious
+from visionkit.metrics.detection.coco import evaluate_coco
 from visionkit.models.detectors import ResizedInput
 from visionkit.models.detectors.refinedet import filtered, refine
 from visionkit.ops import Matcher, box_iou
@@ -59,6 +70,16 @@ RUNS: dict[str, tuple[str, str, dict[str, Any]]] = {
 GAINS = [("Cascade R-CNN", "Faster R-CNN"), ("RefineDet", "RefineDet, ODM from the original anchors"),
          ("RefineDet", "RefineDet, no negative anchor filtering"), ("RefineDet", "Faster R-CNN"),
          ("RefineDet", "RetinaNet"), ("Cascade R-CNN", "RetinaNet")]  # fmt: skip
+
+
+#: RefineDet's step-matched ablation: title -> (run folder prefix, recipe options)
+ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "RefineDet": ("refinedet_plain", {}),
+    "no negative anchor filtering": ("refinedet_plain_nofilter", {"negative_filtering": False}),
+    "ODM from the original anchors": ("refinedet_plain_norefine", {"refine_anchors": False}),
+}
+#: t quantiles (0.975) for the interval over n seeds' gains, by n - 1
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}
 
 
 def ap_at(result: Any, iou: float) -> float:
@@ -158,6 +179,128 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
 
 
+def train_ablation(runs: Path, seeds: list[int], epochs: int) -> None:
+    """Train the missing runs of :data:`ABLATIONS` × ``seeds``: ``epochs`` epochs, no time limit."""
+    for seed in seeds:
+        for folder, options in ABLATIONS.values():
+            out = runs / f"{folder}_s{seed}"
+            if not (out / "model.pt").is_file():
+                recipe = DetectRecipe(model="refinedet_plain", epochs=epochs, eval_every=1000, threads=1,
+                                      seed=seed, progress=False, **options)  # fmt: skip
+                train_detector(recipe, out)
+
+
+def paired_draws(predictions: dict[str, list], targets: list, resamples: int, seed: int = 0) -> dict:
+    """COCO AP and AP75 of every prediction list on the same ``resamples`` bootstrap draws of the images
+    (the draw of :func:`~visionkit.lab.demo.bootstrap_ap_gain`, scored for all runs at once): ``{title:
+    {"AP": array[resamples], "AP75": array[resamples]}}``."""
+    generator = np.random.default_rng(seed)
+    drawn = {title: {"AP": [], "AP75": []} for title in predictions}
+    for _ in range(resamples):
+        draw = generator.integers(0, len(targets), len(targets))
+        chosen = [targets[i] for i in draw]
+        for title, values in predictions.items():
+            numbers = evaluate_coco([values[i] for i in draw], chosen, num_classes=3).as_dict()
+            drawn[title]["AP"].append(numbers["AP"])
+            drawn[title]["AP75"].append(numbers["AP75"])
+    return {t: {k: np.asarray(v) for k, v in d.items()} for t, d in drawn.items()}
+
+
+@torch.no_grad()
+def filtering_cost(detectors: list, dataset: Any, args: argparse.Namespace) -> list[list[Any]]:
+    """ms/image of the same models with negative filtering on and off at inference (timed alternately,
+    ``--timing-rounds`` rounds), and the (class, anchor) candidates above the score threshold per image."""
+    times: dict[bool, list[float]] = {True: [], False: []}
+    counts: dict[bool, list[int]] = {True: [], False: []}
+    for _ in range(args.timing_rounds):
+        for detector in detectors:
+            for switch in (True, False):
+                plain(detector).negative_filtering = switch
+                times[switch].append(time_inference(detector, dataset, args.timed_images))
+    for detector in detectors:
+        model = plain(detector)
+        for switch in (True, False):
+            model.negative_filtering = switch
+            for index in range(args.timed_images):
+                batch, _ = model.preprocess([dataset[index][0]])
+                objectness, _, logits, _, _ = model.outputs(batch, model.extract_features(batch))
+                scores = torch.softmax(logits[0].float(), dim=-1)[:, 1:]
+                if switch:
+                    scores = scores.masked_fill(filtered(objectness[0], model.filter_threshold)[:, None], 0.0)
+                counts[switch].append(int((scores > model.postprocess.score_threshold).sum()))
+        model.negative_filtering = True
+    return [[("on" if s else "off"), f"{np.median(times[s]):.1f}", f"{np.mean(counts[s]):.0f}"]
+            for s in (True, False) if times[s]]  # fmt: skip
+
+
+def ablation_report(args: argparse.Namespace) -> None:
+    """RefineDet's ablations at equal steps, several seeds (module docstring)."""
+    if args.ablation_epochs > 0:
+        train_ablation(args.runs, args.seeds, args.ablation_epochs)
+    dataset = build_datasets(DetectRecipe(num_train=1, num_val=args.num_val)).val  # seed 1000: no run's data
+    images = [dataset[i][0] for i in range(len(dataset))]
+    targets = [{k: v for k, v in dataset[i][1].items() if k != "image_id"} for i in range(len(dataset))]
+    predictions, detectors, rows = {}, {}, []
+    for seed in args.seeds:
+        for title, (folder, _) in ABLATIONS.items():
+            path = args.runs / f"{folder}_s{seed}"
+            if not (path / "model.pt").is_file():
+                continue
+            detectors[(title, seed)], _ = load_detector(path / "model.pt")
+            predictions[(title, seed)] = predict(detectors[(title, seed)], images)
+            metrics = json.loads((path / "metrics.json").read_text())
+            numbers = scores(predictions[(title, seed)], targets, 3)
+            rows.append([title, seed, metrics["steps"], round(metrics["train_seconds"]), numbers["AP"],
+                         numbers["AP50"], numbers["AP75"]])  # fmt: skip
+    # ms/image: every model timed in turn, ``--timing-rounds`` rounds; the lowest median (least load)
+    timings: dict[Any, list[float]] = {key: [] for key in detectors}
+    for _ in range(args.timing_rounds):
+        for key, detector in detectors.items():
+            timings[key].append(time_inference(detector, dataset, args.timed_images))
+    for row, key in zip(rows, detectors, strict=True):
+        row.append(f"{min(timings[key]):.1f} ({max(timings[key]):.1f})")
+    print(table(["run", "seed", "steps", "train s", "AP", "AP50", "AP75", "ms/image (slowest round)"], rows))
+    switched = filtering_cost([detectors[k] for k in detectors if k[0] == "RefineDet"], dataset, args)
+    if switched:
+        print("\nSame weights (the full models), negative filtering switched at inference only:")
+        print(
+            table(["filtering", "ms/image (median over models and rounds)", "candidates / image"], switched)
+        )
+    if args.resamples < 1:
+        return
+    draws = paired_draws({f"{t}|{s}": p for (t, s), p in predictions.items()}, targets, args.resamples)
+    for title in list(ABLATIONS)[1:]:
+        seeds = [s for s in args.seeds if (title, s) in predictions and ("RefineDet", s) in predictions]
+        if not seeds:
+            continue
+        lines, pooled = [], {"AP": [], "AP75": []}
+        for seed in seeds:
+            cells = [f"seed {seed}"]
+            for metric in ("AP", "AP75"):
+                gain = draws[f"RefineDet|{seed}"][metric] - draws[f"{title}|{seed}"][metric]
+                point = (
+                    scores(predictions[("RefineDet", seed)], targets, 3)[metric]
+                    - scores(predictions[(title, seed)], targets, 3)[metric]
+                )
+                pooled[metric].append((point, gain))
+                low, high = np.percentile(gain, [2.5, 97.5])
+                cells.append(f"{point:+.3f} ({low:+.3f} … {high:+.3f})")
+            lines.append(cells)
+        cells = [f"pooled, {len(seeds)} seeds"]
+        for metric in ("AP", "AP75"):
+            points = np.asarray([p for p, _ in pooled[metric]])
+            mean_draws = np.mean([g for _, g in pooled[metric]], axis=0)
+            low, high = np.percentile(mean_draws, [2.5, 97.5])
+            text = f"{points.mean():+.3f} ({low:+.3f} … {high:+.3f})"
+            if len(points) > 1:
+                half = T975.get(len(points) - 1, 1.96) * points.std(ddof=1) / np.sqrt(len(points))
+                text += f"; over seeds ±{half:.3f}"
+            cells.append(text)
+        lines.append(cells)
+        print(f"\nRefineDet − {title} (gain, paired-bootstrap 95 % interval, {args.resamples} resamples):")
+        print(table(["", "Δ AP", "Δ AP75"], lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, required=True, help="folder holding the run folders")
@@ -165,8 +308,18 @@ def main() -> None:
     parser.add_argument("--timed-images", type=int, default=30)
     parser.add_argument("--figure", type=Path, default=None, help="PNG of the per-stage IoU histograms")
     parser.add_argument("--train", type=float, default=0.0, help="train missing runs for this many seconds")
+    parser.add_argument(
+        "--ablation", action="store_true", help="RefineDet's step-matched, multi-seed ablation"
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--ablation-epochs", type=int, default=0, help="train missing ablation runs (epochs)")
+    parser.add_argument("--num-val", type=int, default=128, help="ablation: validation images (seed 1000)")
+    parser.add_argument("--timing-rounds", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.ablation:
+        ablation_report(args)
+        return
     if args.train > 0:
         train_missing(args.runs, args.train)
     dataset = build_datasets(DetectRecipe(num_train=1)).val  # the validation split every run used

@@ -11,12 +11,20 @@ test accuracy and top-1 agreement with the float graph for each calibrator — o
 default 128 bins, Percentile), all calibrated on the same 256 training images, all QDQ per-channel int8
 weights / uint8 activations.
 
-The int8 speed rows are calibrated on random images (speed does not depend on the ranges).
+The int8 speed rows are calibrated on random images (speed does not depend on the ranges). ``torch.ao x86
+int8`` is PyTorch's own FX graph-mode post-training static quantization with the ``x86`` backend's default
+qconfig (``HistogramObserver`` activations with ``reduce_range``, per-channel symmetric int8 weights) run by
+the quantized CPU kernels (fbgemm / oneDNN); skipped with the reason printed where ``torch.ao.quantization``
+or the quantized engine is unavailable. It is also a row of the digits accuracy table.
+
+PTQ vs QAT (``--qat-epochs N`` with ``--digits RUN/model.pt``): ``visionkit export int8=true`` of the digits
+classifier with min–max, entropy, percentile 99 and percentile 95 calibration, each post-training and with
+``qat_epochs=N`` (``qat_lr=0.01``), test accuracy and agreement with the float graph (the gate opened).
 
 Detector (``--retina RUN/model.pt``, a shapes RetinaNet run): COCO AP on the run's validation images and
 median ms per image (batch 1) of the eager model, the fused float graphs in ONNX Runtime and the int8
-graphs (``visionkit export int8=true``, min–max and percentile calibration on 64 training images; the gate
-is opened, ``max_drop=1``, to see the numbers).
+graphs (``visionkit export int8=true``, min–max, percentile and entropy calibration on 64 training images
+without their augmentation; the gate is opened, ``max_drop=1``, to see the numbers).
 """
 
 from __future__ import annotations
@@ -34,6 +42,44 @@ from visionkit.deploy.fuse import fuse_model
 from visionkit.deploy.onnx import export_onnx, ort_session
 from visionkit.deploy.quantize import calibrate_onnx, quantize_onnx
 from visionkit.models import create_model
+
+
+class _Traceable(torch.nn.Module):
+    """A backbone's ``forward_features`` + ``forward_head`` (its ``forward`` checks the input shape, which
+    fx cannot trace)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner.forward_head(self.inner.forward_features(x)["c5"])
+
+
+def _torch_ao_int8(model: torch.nn.Module, calibration: list[torch.Tensor]) -> tuple[object, str]:
+    """``(quantized model, "")`` from torch.ao FX post-training static quantization (module docstring), or
+    ``(None, reason)`` where it is unavailable."""
+    if hasattr(model, "forward_features") and hasattr(model, "forward_head"):
+        model = _Traceable(model)
+    try:
+        from torch.ao.quantization import get_default_qconfig_mapping
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+        engines = torch.backends.quantized.supported_engines
+        engine = "x86" if "x86" in engines else "fbgemm" if "fbgemm" in engines else None
+        if engine is None:
+            return None, f"no x86/fbgemm quantized engine (supported: {engines})"
+        torch.backends.quantized.engine = engine
+        prepared = prepare_fx(copy.deepcopy(model).eval(), get_default_qconfig_mapping(engine),
+                              (calibration[0],))  # fmt: skip
+        with torch.no_grad():
+            for batch in calibration:
+                prepared(batch)
+            quantized = convert_fx(prepared)
+            quantized(calibration[0])
+        return quantized, ""
+    except Exception as error:  # any failure of an optional backend is reported, not fatal
+        return None, f"{type(error).__name__}: {error}"
 
 
 def _speed(name: str, threads: int, repeats: int, scratch: Path) -> list[tuple[str, float]]:
@@ -55,6 +101,9 @@ def _speed(name: str, threads: int, repeats: int, scratch: Path) -> list[tuple[s
         "int8": ort_session(int8, threads),
     }
     feed = {"input_0": x.numpy()}
+    ao_model, reason = _torch_ao_int8(model, [c[0] for c in calib])
+    if ao_model is None:
+        print(f"torch.ao x86 int8 ({name}): skipped: {reason}")
     variants = {
         "eager fp32": lambda: model(x),
         "eager channels_last": lambda: plain_cl(x_cl),
@@ -63,6 +112,8 @@ def _speed(name: str, threads: int, repeats: int, scratch: Path) -> list[tuple[s
         "ONNX Runtime fp32": lambda: sessions["fp32"].run(None, feed),
         "ONNX Runtime int8 (our QDQ)": lambda: sessions["int8"].run(None, feed),
     }
+    if ao_model is not None:
+        variants["torch.ao x86 int8 (FX PTQ, per-channel)"] = lambda: ao_model(x)
     samples: dict[str, list[float]] = {key: [] for key in variants}
     with torch.no_grad():
         for function in variants.values():
@@ -124,6 +175,35 @@ def _accuracy(weights: str | None, scratch: Path) -> list[tuple[str, float, floa
     for name, graph in graphs.items():
         predicted = ort_session(graph).run(None, {"input_0": x})[0].argmax(1)
         rows.append((name, float((predicted == labels).mean()), float((predicted == reference).mean())))
+    adapter, net = model[0], model[1]  # the 8×8 digits adapter (an identity here) stays float, outside fx
+    ao_model, reason = _torch_ao_int8(net, [adapter(images)])
+    if ao_model is None:
+        print(f"torch.ao x86 int8 (digits): skipped: {reason}")
+    else:
+        with torch.no_grad():
+            predicted = ao_model(adapter(torch.from_numpy(x))).argmax(1).numpy()
+        name = "torch.ao x86 FX PTQ (HistogramObserver, per-channel)"
+        rows.append((name, float((predicted == labels).mean()), float((predicted == reference).mean())))
+    return rows
+
+
+def _qat(weights: str, epochs: int, scratch: Path) -> list[tuple[str, str, float, float, float]]:
+    from visionkit.deploy.export import ExportRecipe, export_run
+
+    rows = []
+    for calib, percentile in (
+        ("minmax", 99.99),
+        ("entropy", 99.99),
+        ("percentile", 99.0),
+        ("percentile", 95.0),
+    ):
+        name = f"percentile {percentile:g}" if calib == "percentile" else calib
+        for qat in (0, epochs):
+            keys = {"calib": calib, "percentile": percentile, "max_drop": 1.0, "qat_epochs": qat}
+            recipe = ExportRecipe(weights=weights, int8=True, **keys)
+            m = export_run(recipe, scratch / f"qat_{calib}{percentile}_{qat}")
+            rows.append((name, f"QAT, {qat} epochs" if qat else "PTQ", m["accuracy_float"],
+                         m["accuracy_int8"], m["top1_agreement"]))  # fmt: skip
     return rows
 
 
@@ -142,6 +222,7 @@ def _detector(weights: str, threads: int, scratch: Path) -> list[tuple[str, floa
         ("ORT fp32 (fused)", {"fuse": True}),
         ("ORT int8 minmax", {"int8": True, "calib": "minmax"}),
         ("ORT int8 percentile 99.99", {"int8": True, "calib": "percentile"}),
+        ("ORT int8 entropy", {"int8": True, "calib": "entropy"}),
     ]
     for name, keys in variants:
         folder = scratch / name.replace(" ", "_")
@@ -168,6 +249,7 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-digits", action="store_true")
     parser.add_argument("--retina", default=None, help="a shapes RetinaNet run's model.pt")
+    parser.add_argument("--qat-epochs", type=int, default=0, help="with --digits: PTQ vs QAT table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import onnxruntime
@@ -188,6 +270,12 @@ def main() -> None:
             print("| calibration | test accuracy | top-1 agreement with fp32 |\n|---|---:|---:|")
             for name, accuracy, agreement in rows:
                 print(f"| {name} | {accuracy:.4f} | {agreement:.4f} |")
+        if args.qat_epochs and args.digits:
+            print("\ndigits classifier, PTQ vs QAT (256 calibration images, test split)")
+            print("| calibration | int8 by | float accuracy | int8 accuracy | agreement |")
+            print("|---|---|---:|---:|---:|")
+            for row in _qat(args.digits, args.qat_epochs, Path(scratch)):
+                print("| {} | {} | {:.4f} | {:.4f} | {:.4f} |".format(*row))
         if args.retina:
             print("\nshapes RetinaNet: COCO AP (validation images) and median ms per image, batch 1")
             print("| runtime | COCO AP | ms / image |\n|---|---:|---:|")

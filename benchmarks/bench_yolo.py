@@ -1,13 +1,14 @@
 """YOLOv3 vs YOLOv2 (issue 14, handbook §18): accuracy of trained runs on the shapes validation split with a
 paired bootstrap, and speed beside RetinaNet and Faster R-CNN on the same images.
 
-    python benchmarks/bench_yolo.py accuracy RUN_A RUN_B [--resamples 1000]   # two `train detect` folders
+    python benchmarks/bench_yolo.py accuracy BASE RUN [RUN ...] [--resamples 1000]   # `train detect` folders
     python benchmarks/bench_yolo.py speed [--repeats 10]
 
-``accuracy``: both runs' ``model.pt`` predict the validation split of their recipe (shapes: the same
-images for both, ``num_val`` images of seed ``seed + 1000``); COCO AP, AP50, AP75, AP_small, AP_medium per
-run, and for AP and AP_small the paired-bootstrap 95% interval of ``B − A`` (each resample draws the
-images with replacement and scores both runs on the same draw: the image-sampling noise of the split).
+``accuracy``: every run's ``model.pt`` predicts the validation split of its recipe (shapes: the same
+images for all, ``num_val`` images of seed ``seed + 1000``); a table of COCO AP, AP50, AP75, AP_small,
+AP_medium per run, and for AP, AP75 and AP_small the paired-bootstrap 95% interval of ``RUN − BASE`` (each
+resample draws the images with replacement and scores every run on the same draw: the image-sampling
+noise of the split, not training-seed noise).
 
 ``speed``: the demo-size detectors (``*_plain``) with random weights on 8 shapes images of 128²: inference
 ms per image (batch 8, eval mode, score threshold 0.05) and training images/s (one forward + backward +
@@ -29,7 +30,15 @@ from visionkit.engine.detect import load_detector
 from visionkit.metrics.detection.coco import evaluate_coco
 from visionkit.models import create_model
 
-SPEED_MODELS = ("yolov3_plain", "yolov2_plain", "retinanet_plain_fpn", "fasterrcnn_plain_fpn")
+#: (row label, model, options): the papers' YOLOv3 and the shapes recipe (several anchors, GIoU) differ
+#: only in the loss, so only their training speed can differ
+SPEED_MODELS = (
+    ("yolov3_plain", "yolov3_plain", {}),
+    ("yolov3_plain (recipe)", "yolov3_plain", {"assign_threshold": 0.1, "box_loss": "giou"}),
+    ("yolov2_plain", "yolov2_plain", {}),
+    ("retinanet_plain_fpn", "retinanet_plain_fpn", {}),
+    ("fasterrcnn_plain_fpn", "fasterrcnn_plain_fpn", {}),
+)
 KEYS = ("AP", "AP50", "AP75", "APs", "APm")
 
 
@@ -57,32 +66,50 @@ def _scores(predictions: list[dict], targets: list[dict]) -> dict[str, float]:
     }
 
 
-def accuracy(run_a: Path, run_b: Path, resamples: int, seed: int = 0) -> None:
-    dataset, other = _validation(run_a), _validation(run_b)
-    if (len(other), other.seed, other.config) != (len(dataset), dataset.seed, dataset.config):
-        raise SystemExit("the two runs validate on different splits")
+def _steps(run: Path) -> int:
+    rows = (run / "log.csv").read_text(encoding="utf-8").splitlines()
+    return int(float(rows[-1].split(",")[1])) if len(rows) > 1 else 0
+
+
+def accuracy(base: Path, others: list[Path], resamples: int, seed: int = 0) -> None:
+    """A markdown table: each run's scores and, for every run after ``base``, the paired-bootstrap 95%
+    interval of its gain over ``base`` in AP, AP75 and AP_small (all runs scored on the same draws)."""
+    runs = [base, *others]
+    dataset = _validation(base)
+    for run in others:
+        other = _validation(run)
+        if (len(other), other.seed, other.config) != (len(dataset), dataset.seed, dataset.config):
+            raise SystemExit(f"{run} validates on another split than {base}")
     targets = [{k: v for k, v in dataset[i][1].items() if k != "image_id"} for i in range(len(dataset))]
-    predictions = [_predict(run, dataset) for run in (run_a, run_b)]
-    for run, found in zip((run_a, run_b), predictions, strict=True):
-        print(run.name, {k: round(v, 4) for k, v in _scores(found, targets).items()})
+    predictions = [_predict(run, dataset) for run in runs]
+    full = [_scores(found, targets) for found in predictions]
     generator = np.random.default_rng(seed)
-    gains: dict[str, list[float]] = {"AP": [], "APs": []}
+    gained = ("AP", "AP75", "APs")
+    gains = {(r, k): [] for r in range(1, len(runs)) for k in gained}
     for _ in range(resamples):
         draw = generator.integers(0, len(dataset), len(dataset))
         drawn = [targets[i] for i in draw]
-        a, b = (_scores([found[i] for i in draw], drawn) for found in predictions)
-        for key in gains:
-            gains[key].append(b[key] - a[key])
-    full = [_scores(found, targets) for found in predictions]
-    for key, values in gains.items():
-        low, high = np.percentile(values, [2.5, 97.5])
-        gain = full[1][key] - full[0][key]
-        print(f"{key}: {run_b.name} - {run_a.name} = {gain:+.4f} (95% CI {low:+.4f} … {high:+.4f})")
+        scored = [_scores([found[i] for i in draw], drawn) for found in predictions]
+        for (r, key), values in gains.items():
+            values.append(scored[r][key] - scored[0][key])
+    head = "| run | steps | AP | AP50 | AP75 | AP_small | AP_medium "
+    print(head + "| Δ AP (95% CI) | Δ AP75 (95% CI) | Δ AP_small (95% CI) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|---|")
+    for r, run in enumerate(runs):
+        cells = [f"{full[r][k]:.3f}" for k in KEYS]
+        deltas = []
+        for key in gained:
+            if r == 0:
+                deltas.append("(base)")
+                continue
+            low, high = np.percentile(gains[(r, key)], [2.5, 97.5])
+            deltas.append(f"{full[r][key] - full[0][key]:+.3f} ({low:+.3f} … {high:+.3f})")
+        print(f"| {run.name} | {_steps(run)} | " + " | ".join(cells + deltas) + " |")
 
 
-def _speed_row(name: str, images: list, targets: list, repeats: int) -> str:
+def _speed_row(label: str, name: str, options: dict, images: list, targets: list, repeats: int) -> str:
     torch.manual_seed(0)
-    model = create_model(name, num_classes=3)
+    model = create_model(name, num_classes=3, **options)
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
 
     def train_step() -> None:
@@ -100,7 +127,7 @@ def _speed_row(name: str, images: list, targets: list, repeats: int) -> str:
     train_ms = median_ms(train_step, repeats)
     infer_ms = median_ms(infer, repeats)
     count = sum(p.numel() for p in model.parameters())
-    return f"| {name} | {count:,} | {infer_ms / len(images):.1f} | {len(images) / (train_ms / 1000):.1f} |"
+    return f"| {label} | {count:,} | {infer_ms / len(images):.1f} | {len(images) / (train_ms / 1000):.1f} |"
 
 
 def speed(repeats: int) -> None:
@@ -109,8 +136,8 @@ def speed(repeats: int) -> None:
     images, targets = (list(x) for x in zip(*[dataset[i] for i in range(8)], strict=True))
     print("| model | parameters | inference ms / image | training images / s |")
     print("|---|---:|---:|---:|")
-    for name in SPEED_MODELS:
-        print(_speed_row(name, images, targets, repeats))
+    for label, name, options in SPEED_MODELS:
+        print(_speed_row(label, name, options, images, targets, repeats))
 
 
 def main() -> None:
@@ -119,14 +146,14 @@ def main() -> None:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     compare = commands.add_parser("accuracy")
-    compare.add_argument("run_a", type=Path)
-    compare.add_argument("run_b", type=Path)
+    compare.add_argument("base", type=Path)
+    compare.add_argument("runs", type=Path, nargs="+")
     compare.add_argument("--resamples", type=int, default=1000)
     timing = commands.add_parser("speed")
     timing.add_argument("--repeats", type=int, default=10)
     arguments = parser.parse_args()
     if arguments.command == "accuracy":
-        accuracy(arguments.run_a, arguments.run_b, arguments.resamples)
+        accuracy(arguments.base, arguments.runs, arguments.resamples)
     else:
         speed(arguments.repeats)
 

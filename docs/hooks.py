@@ -93,6 +93,7 @@ SECTION_MODULES: dict[str, tuple[str, ...]] = {
         "visionkit.deploy.onnx",
         "visionkit.deploy.onnx_nms",
         "visionkit.deploy.quantize",
+        "visionkit.deploy.qat",
     ),
 }
 

@@ -49,6 +49,8 @@ def test_export_classifier_float_and_fused(classifier: Path, tmp_path: Path) -> 
         (["weights=W", "calib=kl", "int8=true"], 2, "calib"),
         (["weights=W", "max_drop=2"], 2, "max_drop"),
         (["weights=W", "int8=true", "calib_images=/no/such/folder"], 2, "calib_images"),
+        (["weights=W", "qat_epochs=1"], 2, "qat_epochs"),  # QAT is an int8 export
+        (["weights=W", "int8=true", "qat_epochs=-1"], 2, "qat_epochs"),
     ],
 )
 def test_export_usage_errors(classifier: Path, arguments: list[str], code: int, message: str) -> None:
@@ -89,6 +91,41 @@ def test_detector_calibration_folder_is_checked_before_any_work(tmp_path: Path) 
     )
     assert result.exit_code == 2 and "calib_images=/no/such/folder" in result.output, result.output
     assert "Traceback" not in result.output and not (out / "model.onnx").exists()
+
+
+def test_export_int8_with_quantization_aware_training(classifier: Path, tmp_path: Path) -> None:
+    """``qat_epochs=1``: one epoch of fake-quantized fine-tuning through the classify engine (its log in
+    ``out/qat``), then the QDQ graph with the kept scales, gated as post-training int8 (opened here: the
+    fixture's weights are random)."""
+    out = tmp_path / "qat"
+    keys = ["int8=true", "calib=minmax", "calib_count=64", "qat_epochs=1", "max_drop=1"]
+    result = CliRunner().invoke(main, ["export", f"weights={classifier}", *keys, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["qat_epochs"] == 1 and manifest["int8"] and "accuracy_int8" in manifest
+    assert (out / "model.onnx").is_file() and (out / "qat" / "log.csv").is_file()
+    assert not (out / "qat" / "model.pt").exists()  # the fused state dict is not a loadable run model
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "Relu" not in ops
+
+
+def test_detector_refuses_quantization_aware_training(tmp_path: Path) -> None:
+    from visionkit.data.datasets import LabelMap
+    from visionkit.engine.detect import save_detector
+    from visionkit.models import create_model
+
+    arguments = {"num_classes": 2, "fpn_channels": 16, "head_convs": 1}
+    weights = save_detector(
+        tmp_path / "model.pt", create_model("retinanet_plain_fpn", **arguments), model="retinanet_plain_fpn",
+        arguments=arguments, label_map=LabelMap((0, 1), ("a", "b")),
+    )  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["export", f"weights={weights}", "int8=true", "qat_epochs=1", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2 and "qat_epochs=1" in result.output and "classifiers" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o" / "model.onnx").exists()
 
 
 def test_export_missing_weights_is_an_error(tmp_path: Path) -> None:

@@ -28,7 +28,9 @@ from visionkit.errors import ConfigError, ExportError, InputShapeError, NotFitte
 
 
 def _slow_kl(histogram: list[float], i: int, levels: int = 128) -> float:
-    """TensorRT's recipe for one candidate, bin by bin (the issue's wording, no vectorization)."""
+    """TensorRT's recipe for one candidate, bin by bin (the definition, no vectorization): ``P`` = bins
+    ``0..i−1`` with the outliers added to bin ``i − 1``; ``Q`` = bins ``0..i−1`` merged into ``levels``
+    levels, each level's count spread evenly over the level's bins where ``P`` is non-zero."""
     reference = [histogram[k] for k in range(i)]
     reference[i - 1] += sum(histogram[k] for k in range(i, len(histogram)))
     per_level = i // levels
@@ -37,9 +39,9 @@ def _slow_kl(histogram: list[float], i: int, levels: int = 128) -> float:
         start = level * per_level
         stop = i if level == levels - 1 else start + per_level
         total = sum(histogram[k] for k in range(start, stop))
-        nonzero = [k for k in range(start, stop) if histogram[k] != 0]
-        for k in nonzero:
-            candidate[k] = total / len(nonzero)
+        support = [k for k in range(start, stop) if reference[k] != 0]
+        for k in support:
+            candidate[k] = total / len(support)
     p_sum, q_sum = sum(reference), sum(candidate)
     divergence = 0.0
     for k in range(i):
@@ -51,24 +53,71 @@ def _slow_kl(histogram: list[float], i: int, levels: int = 128) -> float:
     return divergence
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_entropy_search_against_a_direct_loop(seed: int) -> None:
-    """Our vectorized search against the direct loop on every candidate 128..2047 (a histogram with empty
-    bins and a long tail). Both sum the same float64 terms in other orders, so the chosen candidate's
-    divergence is the direct loop's minimum up to rounding (Higham's γ over the ≤ 2048 terms, relative)."""
+@pytest.mark.parametrize(("seed", "levels"), [(0, 128), (1, 256)])
+def test_entropy_search_against_a_direct_loop(seed: int, levels: int) -> None:
+    """Our vectorized search against the direct loop on every candidate levels..2047 (a histogram with
+    empty bins — among them bins ``i − 1`` that only the folded outliers fill — and a long tail). Both sum
+    the same float64 terms in other orders, so the chosen candidate's divergence is the direct loop's
+    minimum up to rounding (Higham's γ over the ≤ 2048 terms, relative)."""
     rng = np.random.default_rng(seed)
     values = np.abs(rng.standard_t(3, size=20000))
     histogram, _ = np.histogram(values, bins=2048, range=(0, values.max()))
     histogram = histogram.astype(np.float64)
     histogram[rng.integers(0, 2048, 200)] = 0  # empty bins inside the range
     width = values.max() / 2048
-    threshold, index = entropy_threshold(histogram, width)
-    slow = [_slow_kl(histogram.tolist(), i) for i in range(128, 2048)]
+    threshold, index = entropy_threshold(histogram, width, start=levels, levels=levels)
+    slow = [_slow_kl(histogram.tolist(), i, levels) for i in range(levels, 2048)]
     best = min(slow)
     assert math.isfinite(best)
     relative = 4 * 2048 * np.finfo(np.float64).eps  # two sums of ≤ 2048 terms, logs within 1 ulp
-    assert slow[index - 128] <= best + relative * max(1.0, abs(best))
+    assert slow[index - levels] <= best + relative * max(1.0, abs(best))
     assert threshold == (index + 0.5) * width
+    with pytest.raises(ValueError, match="start"):
+        entropy_threshold(histogram, width, start=100, levels=128)
+
+
+def _entropy_range(observer: EntropyObserver, data: torch.Tensor) -> tuple[float, float]:
+    for pass_index in range(observer.passes):
+        for chunk in data.split(5000):
+            observer.observe(chunk, pass_index)
+    return observer.range()
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_entropy_observer_from_the_definition(signed: bool) -> None:
+    """The observer's range against the definition written out with numpy: the histogram of the non-zero
+    ``|x|`` over ``[0, max|x|]``, 256 levels for a non-negative tensor and 128 for a signed one (the codes
+    of the quantizer on ``[0, t]``), candidates from the level count, the searched (direct-loop-checked)
+    threshold clipped to ``[min, max]``."""
+    torch.manual_seed(2)
+    data = torch.randn(40000).double() ** 3
+    data = data if signed else torch.relu(data)  # ReLU: half the values exact zeros
+    observer = EntropyObserver()
+    low, high = _entropy_range(observer, data)
+    values = data.numpy()
+    magnitude = np.abs(values[values != 0])
+    histogram, _ = np.histogram(magnitude, bins=2048, range=(0, np.abs(values).max()))
+    levels = 128 if signed else 256
+    threshold, _ = entropy_threshold(
+        histogram.astype(np.float64), np.abs(values).max() / 2048, levels, levels
+    )
+    assert observer.levels == levels
+    assert (low, high) == (max(values.min(), -threshold), min(values.max(), threshold))
+    assert high < values.max()  # the heavy tail (x³ of a normal) is clipped
+
+
+def test_entropy_range_does_not_depend_on_the_relu_zeros() -> None:
+    """The cause of the old calibrator's clipping: the ReLU's exact zeros (quantized exactly, the zero point
+    is an integer) once formed a spike in bin 0 whose smearing over level 0 made every wider threshold
+    look worse. Now the threshold is the same with 0 %, 50 % or 95 % zeros."""
+    torch.manual_seed(3)
+    positive = torch.rand(20000).double() ** 2 * 6
+    ranges = []
+    for zeros in (0, 20000, 380000):
+        data = torch.cat([positive, torch.zeros(zeros, dtype=torch.float64)])
+        ranges.append(_entropy_range(EntropyObserver(), data[torch.randperm(len(data))]))
+    assert ranges[0][1] == ranges[1][1] == ranges[2][1]  # (the low ends are the minima: > 0, then 0)
+    assert ranges[0][1] > 0.9 * float(positive.max())  # this light-tailed density is barely clipped
 
 
 def test_minmax_and_percentile_observers() -> None:
@@ -248,3 +297,39 @@ def test_int8_detector_gate_refuses_and_writes_nothing(tmp_path) -> None:
             max_drop=-1.0, example_size=(64, 64), scratch=tmp_path / "scratch",
         )  # fmt: skip
     assert not (tmp_path / "out").exists()
+
+
+def test_calibrator_defaults_by_model_kind() -> None:
+    """``calib=auto`` (the default): entropy for classifiers, percentile 99.99 for every detector kind (the
+    calibrator that met the AP gate with the most room on the measured RetinaNet); a named one is kept."""
+    from visionkit.deploy.export import calibrator_for
+
+    assert ExportRecipe(weights="x").calib == "auto"
+    assert calibrator_for("auto", "classifier") == "entropy"
+    for kind in ("retinanet", "faster_rcnn", "yolo"):
+        assert calibrator_for("auto", kind) == "percentile"
+        for name in ("minmax", "percentile", "entropy"):
+            assert calibrator_for(name, kind) == name
+    with pytest.raises(ConfigError, match="calib"):
+        ExportRecipe(weights="x", calib="kl")
+
+
+def test_detector_calibration_images_are_the_plain_training_images() -> None:
+    """A detector is calibrated on its training images as inference sees them: with the run's augmentation
+    (here a flip of every image and scale jitter) left out, the same images on every call, whatever the
+    random state."""
+    from visionkit.data.shapes import ShapesDataset
+    from visionkit.deploy.export import detector_calibration_images
+    from visionkit.engine.detect import DetectRecipe, build_datasets
+
+    run = DetectRecipe(model="retinanet_plain_fpn", num_train=3, num_val=2, image_size=64, hflip=1.0,
+                       scale_jitter=(0.5, 1.5))  # fmt: skip
+    torch.manual_seed(0)
+    first = detector_calibration_images(run, 3)
+    torch.manual_seed(1)
+    second = detector_calibration_images(run, 3)
+    plain = build_datasets(run).train
+    raw = ShapesDataset(3, seed=run.seed, config=plain.config)
+    for a, b, k in zip(first, second, range(3), strict=True):
+        assert torch.equal(a, b) and torch.equal(a, raw[k][0])
+    assert not torch.equal(plain[0][0], raw[0][0])  # the training set itself flips (and rescales) them

@@ -59,7 +59,9 @@ INVALID = {
     "seed": 1.5, "workers": -1, "threads": -1, "progress": "yes",
     "anchors": (10.0, 13.0, 16.0), "anchor_kmeans": "yes", "fusion": "add", "ignore_threshold": 1.5,
     "objectness_prior": 1.0, "xy_loss": "l2",
-    "class_activation": "tanh", "anchor_count": -1,
+    "class_activation": "tanh", "anchor_count": -1, "assign_threshold": 1.5, "fpn": "yes",
+    "neck_widths": (8, 8), "scales": 2,
+    "letterbox": "yes", "multiscale": (160, 96), "multiscale_every": 0,
 }  # fmt: skip
 
 
@@ -326,3 +328,13 @@ def test_two_process_gloo_run_writes_one_folder_and_gathers_the_evaluation(tmp_p
     val = build_datasets(tiny()).val
     single = evaluate_detector(detector, val, label_map.num_classes, batch_size=2).metrics
     assert single["AP"] == metrics["AP"]
+
+
+def test_fpn_false_trains_a_single_level_retinanet_whose_file_reloads_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^fpn=False: model 'fasterrcnn_plain_fpn' has no such option"):
+        tiny(model="fasterrcnn_plain_fpn", fpn=False)
+    assert recipe_from_overrides(["fpn=false"]).fpn is False
+    metrics = train_detector(tiny(epochs=1, fpn=False), tmp_path / "single", log=quiet)
+    assert metrics["steps"] == 2
+    detector, _ = load_detector(tmp_path / "single" / "model.pt")
+    assert detector.feature_names == ["p5"] and detector.anchor_generator.strides == (32,)

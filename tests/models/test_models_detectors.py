@@ -39,8 +39,20 @@ SMALL = {
 }
 
 
-#: per family (name prefix): options that differ from SMALL (RefineDet has four levels)
-FAMILY_SMALL = {"refinedet": {"anchor_sizes": (16, 32, 64, 128)}}
+#: per family (name prefix): options that differ from SMALL (RefineDet has four levels; its images warped to
+#: 64² inside the model instead of the VGG16 builders' 320² / 512²)
+FAMILY_SMALL = {"refinedet": {"anchor_sizes": (16, 32, 64, 128), "input_size": 64}}
+
+
+#: builder options that change a family's architecture: the contract holds for them too
+VARIANTS = {"retinanet_plain_fpn-fpn=False": ("retinanet_plain_fpn", {"fpn": False})}
+
+
+def cases(names: list[str]) -> list:
+    """``(name, options)`` for every detector of ``names`` (no options) and every :data:`VARIANTS` entry."""
+    return [pytest.param(n, {}, id=n) for n in names] + [
+        pytest.param(name, options, id=key) for key, (name, options) in VARIANTS.items()
+    ]
 
 
 def small_detector(name: str, **overrides) -> Detector:
@@ -68,11 +80,12 @@ def test_every_detector_family_is_registered_per_backbone() -> None:
             assert f"{family}_{backbone}_fpn" in names
     for backbone in ("resnet50", "mobilenet_v2", "vgg16", "plain"):
         assert f"refinedet_{backbone}" in names
+    assert {"refinedet320_vgg16", "refinedet512_vgg16"} <= set(names)
 
 
-@pytest.mark.parametrize("name", detector_names())
-def test_training_contract(name: str) -> None:
-    model = small_detector(name).train()
+@pytest.mark.parametrize(("name", "options"), cases(detector_names()))
+def test_training_contract(name: str, options: dict) -> None:
+    model = small_detector(name, **options).train()
     assert isinstance(model, Detector) and model.num_classes == 3
     losses = model(IMAGES, TARGETS)
     assert isinstance(losses, dict) and losses
@@ -85,9 +98,11 @@ def test_training_contract(name: str) -> None:
 
 # The heavy backbones (ResNet-50, VGG-16: 10–20 s each here) run the training contract only; evaluation is
 # the family's code on the backbone's features, checked on the light backbones of each family.
-@pytest.mark.parametrize("name", [n for n in detector_names() if "resnet50" not in n and "vgg16" not in n])
-def test_evaluation_contract(name: str) -> None:
-    model = small_detector(name, score_threshold=0.0, detections_per_image=7).eval()
+@pytest.mark.parametrize(
+    ("name", "options"), cases([n for n in detector_names() if "resnet50" not in n and "vgg16" not in n])
+)
+def test_evaluation_contract(name: str, options: dict) -> None:
+    model = small_detector(name, score_threshold=0.0, detections_per_image=7, **options).eval()
     with torch.no_grad():
         detections = model(IMAGES)
     assert len(detections) == len(IMAGES)

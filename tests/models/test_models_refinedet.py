@@ -13,7 +13,7 @@ from overfit import steps_to_near_perfect
 
 from tolerances import gamma
 from visionkit.data.shapes import ShapesConfig, ShapesDataset
-from visionkit.errors import ConfigError
+from visionkit.errors import ConfigError, InputShapeError
 from visionkit.models import create_model
 from visionkit.models.detectors import RefineDet, refinedet_loss
 from visionkit.models.detectors.refinedet import hard_negatives, refine
@@ -214,12 +214,124 @@ def test_negative_images_give_zero_box_losses() -> None:
     assert losses["arm_classification"].item() > 0.0 and losses["odm_classification"].item() > 0.0
 
 
-def test_vgg16_variant_has_l2norm_and_fc_layers() -> None:
-    model = create_model("refinedet_vgg16", num_classes=2, fpn_channels=16, anchor_sizes=(32, 64, 128, 256))
-    shapes = model.neck.output_shape()
-    assert [s.stride for s in shapes.values()] == [8, 16, 32, 64] and shapes["s5"].channels == 1024
-    assert set(model.neck.norms) == {"s3", "s4"}
-    assert model.neck.norms["s3"].weight[0].item() == 10.0 and model.neck.norms["s4"].weight[0].item() == 8.0
+def _conv(inputs: int, outputs: int, kernel: int) -> int:
+    return inputs * outputs * kernel * kernel + outputs
+
+
+def _authors_parameters(num_classes: int) -> int:
+    """Parameters of the authors' RefineDet VGG16 (``VGG16_VOC2012_320.py`` / ``_512.py`` with
+    ``model_libs.py``: no batch norm), counted layer by layer from that layer list: VGG16's 13 convs, fc6
+    3×3 and fc7 1×1 of 1024, conv6_1 1×1 256, conv6_2 3×3 512, two L2Norm scale vectors, TCBs of 256 (two
+    3×3 convs, a 2×2 stride-2 deconvolution from the level above, a 3×3 conv), ARM 3×3 convs of 3 anchors ×
+    (4 offsets, 2 softmax scores), ODM 3×3 convs of 3 × (4, num_classes + 1)."""
+    vgg = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256), (256, 512)]
+    vgg += [(512, 512)] * 5
+    sources = [512, 512, 1024, 512]  # conv4_3, conv5_3, fc7, conv6_2
+    total = sum(_conv(i, o, 3) for i, o in vgg)
+    total += _conv(512, 1024, 3) + _conv(1024, 1024, 1) + _conv(1024, 256, 1) + _conv(256, 512, 3)
+    total += 512 + 512
+    total += sum(_conv(c, 256, 3) for c in sources) + 8 * _conv(256, 256, 3) + 3 * _conv(256, 256, 2)
+    total += sum(_conv(c, 3 * 4, 3) + _conv(c, 3 * 2, 3) for c in sources)
+    total += 4 * (_conv(256, 3 * 4, 3) + _conv(256, 3 * (num_classes + 1), 3))
+    return total
+
+
+PAPER_SIZES = [("refinedet320_vgg16", 320, [40, 20, 10, 5]), ("refinedet512_vgg16", 512, [64, 32, 16, 8])]
+
+
+@pytest.mark.parametrize(("name", "size", "grids"), PAPER_SIZES)
+def test_vgg16_builders_at_the_papers_two_sizes(name: str, size: int, grids: list[int]) -> None:
+    with torch.device("meta"):  # shapes only: no weights, no arithmetic
+        model = create_model(name, num_classes=20)
+        features = model.extract_features(torch.zeros(1, 3, size, size))
+    assert model.input_size == size
+    assert [tuple(f.shape[1:]) for f in features.values()] == [
+        (512, grids[0], grids[0]), (512, grids[1], grids[1]), (1024, grids[2], grids[2]),
+        (512, grids[3], grids[3]),
+    ]  # fmt: skip
+    levels = [torch.zeros(1, 1, g, g) for g in grids]
+    anchors = model.anchor_generator(torch.zeros(1, 3, size, size), levels)[0]
+    assert anchors.shape == (3 * sum(g * g for g in grids), 4)  # 6,375 at 320, 16,320 at 512
+    assert anchors.shape[0] == {320: 6375, 512: 16320}[size]
+    # anchors 32 / 64 / 128 / 256 (4 × the stride), ratios 1/2, 1, 2, centred at the cell centres
+    widths, heights = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
+    start = 0
+    for grid, stride in zip(grids, (8, 16, 32, 64), strict=True):
+        level = slice(start, start + 3 * grid * grid)
+        assert sorted(set((heights[level] / widths[level]).round(decimals=1).tolist())) == [0.5, 1.0, 2.0]
+        square = (heights[level] == widths[level]).nonzero().flatten()
+        assert bool((widths[level][square] == 4 * stride).all())
+        centres = (anchors[level][:, :2] + anchors[level][:, 2:]) / 2
+        assert centres[:, 0].min().item() == stride / 2 and centres[:, 1].max().item() == size - stride / 2
+        start += 3 * grid * grid
+    # the authors' layers: no batch norm in VGG16, fc6 dilated by 3, L2Norm 10 / 8, the extra 256 / 512
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert model.neck.fc[0].dilation == (3, 3) and model.neck.fc[0].out_channels == 1024
+    assert [model.neck.extra[0].out_channels, model.neck.extra[2].out_channels] == [256, 512]
+    assert set(model.neck.norms) == {"s3", "s4"} and model.tcb.upsample[0].kernel_size == (4, 4)
+
+
+def test_vgg16_parameters_equal_the_authors_model_but_for_the_documented_differences() -> None:
+    authors = _authors_parameters(20)  # VOC: 20 classes + background
+    assert authors == 34_440_884
+    sources = [512, 512, 1024, 512]
+    sigmoid = sum(_conv(c, 3, 3) - _conv(c, 6, 3) for c in sources)  # one ARM logit per anchor, not two
+    deconv = 3 * (_conv(256, 256, 4) - _conv(256, 256, 2))  # the paper's 4×4 deconvolution
+    for name in ("refinedet320_vgg16", "refinedet512_vgg16", "refinedet_vgg16"):
+        with torch.device("meta"):
+            model = create_model(name, num_classes=20)
+            released = create_model(name, num_classes=20, deconv_kernel=2)
+        assert sum(p.numel() for p in model.parameters()) == authors + sigmoid + deconv == 36_731_048
+        assert sum(p.numel() for p in released.parameters()) == authors + sigmoid == 34_371_752
+
+
+def test_vgg16_forward_and_gradients_to_every_parameter() -> None:
+    torch.manual_seed(0)
+    model = create_model("refinedet320_vgg16", num_classes=3, input_size=64).train()  # small: cheap
+    assert model.neck.norms["s3"].weight.unique().tolist() == [10.0]  # L2Norm scales of conv4_3, conv5_3
+    assert model.neck.norms["s4"].weight.unique().tolist() == [8.0]
+    image = torch.rand(3, 48, 80)
+    target = {"boxes": torch.tensor([[4.0, 6.0, 40.0, 30.0]]), "labels": torch.tensor([1])}
+    losses = model([image, torch.rand(3, 64, 64)], [target, dict(EMPTY)])
+    assert sorted(losses) == ["arm_box_regression", "arm_classification", "odm_box_regression",
+                              "odm_classification"]  # fmt: skip
+    assert all(bool(torch.isfinite(v)) and v.item() > 0 for v in losses.values())
+    sum(losses.values()).backward()
+    silent = [n for n, p in model.named_parameters() if p.grad is None]  # every parameter is in the graph
+    assert not silent, silent[:5]
+    assert bool(model.backbone.features[0].weight.grad.abs().sum() > 0)  # through VGG16 to its first conv
+    model.eval()
+    with torch.no_grad():
+        detections = model([image])[0]
+    boxes = detections["boxes"]
+    assert boxes.shape[0] > 0 and bool((boxes[:, 2] <= 80).all() and (boxes[:, 3] <= 48).all())
+
+
+def test_input_size_warps_images_targets_and_detections() -> None:
+    """The model with ``input_size`` equals the model without it on the warped image, targets scaled."""
+    torch.manual_seed(0)
+    model = create_model("refinedet_plain", num_classes=3, score_threshold=0.0, input_size=96)
+    image = torch.rand(3, 64, 128)
+    target = {"boxes": torch.tensor([[8.0, 4.0, 40.0, 36.0], [70.0, 20.0, 120.0, 60.0]]),
+              "labels": torch.tensor([0, 2])}  # fmt: skip
+    warped = torch.nn.functional.interpolate(image[None], size=(96, 96), mode="bilinear")[0]
+    scale = torch.tensor([96 / 128, 96 / 64, 96 / 128, 96 / 64])
+    scaled = {"boxes": target["boxes"] * scale, "labels": target["labels"]}
+    model.train()
+    with_size = model([image], [target])
+    model.input_size = 0
+    by_hand = model([warped], [scaled])
+    for name, value in with_size.items():
+        assert value.item() == by_hand[name].item(), name  # the same arithmetic on the same tensors
+    model.eval()
+    with torch.no_grad():
+        expected = model([warped])[0]
+        model.input_size = 96
+        detections = model([image])[0]
+    assert detections["boxes"].shape[0] > 0
+    torch.testing.assert_close(detections["scores"], expected["scores"], rtol=0, atol=0)
+    back = clip_boxes_to_image(expected["boxes"] / scale, (64, 128))
+    torch.testing.assert_close(detections["boxes"], back, rtol=0, atol=0)
 
 
 def test_bad_configuration_is_named() -> None:
@@ -231,6 +343,15 @@ def test_bad_configuration_is_named() -> None:
         create_model("refinedet_plain", iou_threshold=0)
     with pytest.raises(ConfigError, match="neg_pos_ratio=-1"):
         create_model("refinedet_plain", neg_pos_ratio=-1)
+    with pytest.raises(ConfigError, match=r"input_size=-1: expected an integer >= 0"):
+        create_model("refinedet_plain", input_size=-1)
+    with pytest.raises(ConfigError, match=r"deconv_kernel=3: expected an even integer >= 2"):
+        create_model("refinedet_plain", deconv_kernel=3)
+    with pytest.raises(ConfigError, match=r"anchor_offset=1\.5"):
+        create_model("refinedet_plain", anchor_offset=1.5)
+    model = create_model("refinedet_plain", input_size=64).eval()  # bad images are named before any warp
+    with pytest.raises(InputShapeError, match=r"images\[1\] must have shape \[3, H, W\].*got \[1, 32, 32\]"):
+        model([torch.rand(3, 32, 32), torch.rand(1, 32, 32)])
 
 
 def test_docstring_examples_run() -> None:

@@ -9,6 +9,7 @@ import torch
 from overfit import steps_to_near_perfect
 
 from visionkit.data.shapes import ShapesConfig, ShapesDataset
+from visionkit.errors import ConfigError
 from visionkit.metrics.detection.coco import evaluate_coco
 from visionkit.models import create_model, list_models
 from visionkit.models.detectors import RetinaNet, retinanet_loss
@@ -232,3 +233,52 @@ def test_post_processing_suppresses_or_decays_overlapping_same_class_boxes(metho
             sorted([0.9, 0.7, 0.6, decayed], reverse=True)
         )
     assert bool((result["scores"][:-1] >= result["scores"][1:]).all())
+
+
+# ------------------------------------------------------------------ fpn=False: the single-level baseline (§9)
+def _anchor_shapes(model: RetinaNet, image: torch.Tensor) -> set[tuple[float, float]]:
+    """The distinct (width, height) of every anchor the model lays on ``image``'s padded batch."""
+    batch, _ = model.preprocess([image])
+    anchors = model.anchor_generator(batch, model.levels(batch))[0]
+    return {(round(float(w), 3), round(float(h), 3)) for w, h in anchors[:, 2:] - anchors[:, :2]}
+
+
+def test_single_level_has_every_pyramid_anchor_on_c5_and_the_same_head() -> None:
+    pyramid, single = _small_model().eval(), _small_model(fpn=False).eval()
+    assert pyramid.feature_names == ["p3", "p4", "p5", "p6", "p7"]
+    assert single.feature_names == ["p5"] and single.neck.strides == {"p5": 32}
+    # independently of the builder: 5 sizes × 2^(i/3), i = 0..2, × 3 ratios on the one level
+    sizes = sorted(s * 2 ** (i / 3) for s in SMALL["anchor_sizes"] for i in range(3))
+    assert sorted(single.anchor_generator.sizes[0]) == pytest.approx(sizes)
+    assert single.anchor_generator.num_anchors_per_location() == [len(sizes) * 3]
+    image = torch.rand(3, 64, 64)
+    assert _anchor_shapes(single, image) == _anchor_shapes(pyramid, image)
+    # the same head but for its two output convolutions (45 anchors instead of 9 per location)
+    differ = {
+        name
+        for name, p in single.head.state_dict().items()
+        if p.shape != pyramid.head.state_dict()[name].shape
+    }
+    assert differ == {
+        "classification.output.weight", "classification.output.bias", "regression.output.weight",
+        "regression.output.bias",
+    }  # fmt: skip
+    assert single.head.classification.output.out_channels == 45 * SMALL["num_classes"]
+
+
+def test_single_level_neck_is_the_projection_and_smoothing_of_c5_only() -> None:
+    single = _small_model(fpn=False).eval()
+    batch, _ = single.preprocess([torch.rand(3, 64, 96)])
+    with torch.no_grad():
+        c5 = single.backbone(batch)["c5"]
+        expected = single.neck.output_convs[0](single.neck.lateral_convs[0](c5))
+        assert torch.equal(single.extract_features(batch)["p5"], expected)
+    assert len(single.neck.lateral_convs) == 1 and not hasattr(single.neck, "p6")
+
+
+def test_fpn_option_values_are_checked_by_name() -> None:
+    with pytest.raises(ConfigError, match=r"^fpn='no': expected true"):
+        _small_model(fpn="no")
+    with pytest.raises(ConfigError, match=r"^anchor_sizes=\(\)"):
+        _small_model(fpn=False, anchor_sizes=())
+    assert _small_model(fpn=False, anchor_sizes=(16, 32)).anchor_generator.num_anchors_per_location() == [18]

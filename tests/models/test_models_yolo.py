@@ -46,9 +46,10 @@ def _priors():
     return grid_priors(SIZES, STRIDES, torch.tensor(ANCHORS, dtype=F64), LEVELS)
 
 
-def slow_assign(boxes, anchors=ANCHORS, levels=LEVELS, sizes=SIZES, strides=STRIDES):
+def slow_assign(boxes, anchors=ANCHORS, levels=LEVELS, sizes=SIZES, strides=STRIDES, iou_threshold=1.0):
     """Literal darknet loop: best shape IoU over all anchors (strict > keeps the first on ties), the
-    centre's cell (clamped into the grid), later ground truths overwrite a shared slot."""
+    centre's cell (clamped into the grid), later ground truths overwrite a shared slot; with
+    ``iou_threshold`` < 1 (darknet's later ``iou_thresh``) then every other anchor of IoU > threshold."""
     offsets, start = [], 0
     for level, (h, w) in enumerate(sizes):
         offsets.append(start)
@@ -57,20 +58,23 @@ def slow_assign(boxes, anchors=ANCHORS, levels=LEVELS, sizes=SIZES, strides=STRI
     for m, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
         w, h = x2 - x1, y2 - y1
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        best, best_iou = -1, -1.0
+        best, best_iou, ious = -1, -1.0, []
         for t, (aw, ah) in enumerate(anchors):
             inter = min(w, aw) * min(h, ah)
             iou = inter / (w * h + aw * ah - inter)
+            ious.append(iou)
             if iou > best_iou:
                 best, best_iou = t, iou
-        level = levels[best]
-        stride, (rows, cols) = strides[level], sizes[level]
-        i = min(max(math.floor(cx / stride), 0), cols - 1)
-        j = min(max(math.floor(cy / stride), 0), rows - 1)
-        local = [t for t in range(len(anchors)) if levels[t] == level].index(best)
-        index = offsets[level] + (j * cols + i) * levels.count(level) + local
-        aw, ah = anchors[best]
-        slots[index] = (m, [cx / stride - i, cy / stride - j, math.log(w / aw), math.log(h / ah)])
+        chosen = [best] + [t for t in range(len(anchors)) if t != best and ious[t] > iou_threshold]
+        for anchor in chosen:
+            level = levels[anchor]
+            stride, (rows, cols) = strides[level], sizes[level]
+            i = min(max(math.floor(cx / stride), 0), cols - 1)
+            j = min(max(math.floor(cy / stride), 0), rows - 1)
+            local = [t for t in range(len(anchors)) if levels[t] == level].index(anchor)
+            index = offsets[level] + (j * cols + i) * levels.count(level) + local
+            aw, ah = anchors[anchor]
+            slots[index] = (m, [cx / stride - i, cy / stride - j, math.log(w / aw), math.log(h / ah)])
     return slots
 
 
@@ -80,9 +84,9 @@ def _random_boxes(generator, count, size=32.0):
     return torch.cat([centres - wh / 2, centres + wh / 2], dim=1)
 
 
-def _check_assignment(boxes):
-    assigned = assign_targets(boxes, _priors(), torch.tensor(ANCHORS, dtype=F64), LEVELS)
-    expected = slow_assign(boxes)
+def _check_assignment(boxes, iou_threshold=1.0):
+    assigned = assign_targets(boxes, _priors(), torch.tensor(ANCHORS, dtype=F64), LEVELS, iou_threshold)
+    expected = slow_assign(boxes, iou_threshold=iou_threshold)
     got = {int(i): (int(g), o) for i, g, o in zip(assigned.index, assigned.gt, assigned.offsets, strict=True)}
     assert sorted(got) == sorted(expected)
     for index, (gt, offsets) in expected.items():
@@ -98,6 +102,20 @@ def test_assignment_matches_the_literal_loop_on_random_boxes() -> None:
     generator = torch.Generator().manual_seed(0)
     for count in (1, 3, 8, 20):  # 20 boxes on 21 cells: collisions happen
         _check_assignment(_random_boxes(generator, count))
+
+
+@pytest.mark.parametrize("iou_threshold", [0.0, 0.213, 0.5, 0.75])
+def test_several_anchors_per_ground_truth_match_the_literal_loop(iou_threshold: float) -> None:
+    generator = torch.Generator().manual_seed(1)
+    for count in (1, 3, 8, 20):
+        _check_assignment(_random_boxes(generator, count), iou_threshold)
+    # 8×8 against 6×8 (IoU exactly 0.75, not above) and 12×12 (64/144): at 0.75 only the best anchor
+    boxes = torch.tensor([[0.0, 0.0, 8.0, 8.0]], dtype=F64)
+    _check_assignment(boxes, iou_threshold)
+    one = assign_targets(boxes, _priors(), torch.tensor(ANCHORS, dtype=F64), LEVELS, 0.75)
+    assert one.index.numel() == 1
+    all_anchors = assign_targets(boxes, _priors(), torch.tensor(ANCHORS, dtype=F64), LEVELS, 0.0)
+    assert all_anchors.index.numel() == len(ANCHORS) and set(all_anchors.gt.tolist()) == {0}
 
 
 def test_assignment_ties_collisions_borders_and_empty_images() -> None:
@@ -185,12 +203,23 @@ def _class_terms(logits, label, activation):
     return sum(_bce(v, float(k == label)) for k, v in enumerate(logits))
 
 
-def slow_yolov3_loss(outputs, targets, hw, threshold, xy_loss="sse", activation="sigmoid"):
+def _slow_giou_loss(a, b):
+    """1 − GIoU from its definition: IoU − (C − U)/C, C the smallest enclosing box."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    enclosing = (max(a[2], b[2]) - min(a[0], b[0])) * (max(a[3], b[3]) - min(a[1], b[1]))
+    return 1 - (w * h / union - (enclosing - union) / enclosing)
+
+
+def slow_yolov3_loss(
+    outputs, targets, hw, threshold, xy_loss="sse", activation="sigmoid", assign=1.0, box_loss="sse"
+):
     """Literal loops over images and predictions: (box, objectness, classes), Σ|terms|, ignored count."""
     priors, totals, magnitude, ignored_count = _priors(), [0.0, 0.0, 0.0], 0.0, 0
     for raw_image, target in zip(outputs.tolist(), targets, strict=True):
         boxes, labels = target["boxes"].tolist(), target["labels"].tolist()
-        slots = slow_assign(target["boxes"])
+        slots = slow_assign(target["boxes"], iou_threshold=assign)
         for n, raw in enumerate(raw_image):
             decoded = _slow_decode(raw, priors, n)
             ignored = any(_slow_iou(decoded, g) > threshold for g in boxes)
@@ -198,8 +227,9 @@ def slow_yolov3_loss(outputs, targets, hw, threshold, xy_loss="sse", activation=
                 m, goal = slots[n]
                 w, h = boxes[m][2] - boxes[m][0], boxes[m][3] - boxes[m][1]
                 size = 0.5 * ((raw[2] - goal[2]) ** 2 + (raw[3] - goal[3]) ** 2)
+                sse = (2 - w * h / (hw[0] * hw[1])) * (_centre_terms(raw, goal, xy_loss) + size)
                 terms = [
-                    (2 - w * h / (hw[0] * hw[1])) * (_centre_terms(raw, goal, xy_loss) + size),
+                    sse if box_loss == "sse" else _slow_giou_loss(decoded, boxes[m]),
                     _bce(raw[4], 1.0),
                     _class_terms(raw[5:], labels[m], activation),
                 ]
@@ -209,6 +239,8 @@ def slow_yolov3_loss(outputs, targets, hw, threshold, xy_loss="sse", activation=
             for k in range(3):
                 totals[k] += terms[k]
             magnitude += sum(abs(t) for t in terms)
+            if n in slots and box_loss != "sse":  # 1 − GIoU: ≤ 30 rounded operations on values ≤ 2 (IoU,
+                magnitude += 2.0  # ratios, the 1 − …), so its error is ≤ 32ε·2 whatever its own size
             if (
                 n in slots and xy_loss == "bce"
             ):  # the rounding errors scale with BCE and entropy, not their gap
@@ -217,9 +249,18 @@ def slow_yolov3_loss(outputs, targets, hw, threshold, xy_loss="sse", activation=
 
 
 @pytest.mark.parametrize(
-    ("xy_loss", "activation"), [("sse", "sigmoid"), ("bce", "sigmoid"), ("sse", "softmax")]
+    ("xy_loss", "activation", "assign", "box_loss"),
+    [
+        ("sse", "sigmoid", 1.0, "sse"),
+        ("bce", "sigmoid", 1.0, "sse"),
+        ("sse", "softmax", 1.0, "sse"),
+        ("sse", "sigmoid", 0.213, "sse"),
+        ("sse", "sigmoid", 0.213, "giou"),
+    ],
 )
-def test_yolov3_loss_equals_the_literal_reference(xy_loss: str, activation: str) -> None:
+def test_yolov3_loss_equals_the_literal_reference(
+    xy_loss: str, activation: str, assign: float, box_loss: str
+) -> None:
     generator = torch.Generator().manual_seed(3)
     priors = _priors()
     outputs = torch.randn(2, priors.cells.shape[0], 5 + 3, generator=generator, dtype=F64)
@@ -229,8 +270,12 @@ def test_yolov3_loss_equals_the_literal_reference(xy_loss: str, activation: str)
         {"boxes": torch.zeros(0, 4, dtype=F64), "labels": torch.zeros(0, dtype=torch.int64)},
     ]
     anchors = torch.tensor(ANCHORS, dtype=F64)
-    got = yolov3_loss(outputs, priors, anchors, LEVELS, targets, (32, 32), 0.3, xy_loss, activation)
-    expected, magnitude, ignored = slow_yolov3_loss(outputs, targets, (32, 32), 0.3, xy_loss, activation)
+    got = yolov3_loss(
+        outputs, priors, anchors, LEVELS, targets, (32, 32), 0.3, xy_loss, activation, assign, box_loss
+    )
+    expected, magnitude, ignored = slow_yolov3_loss(
+        outputs, targets, (32, 32), 0.3, xy_loss, activation, assign, box_loss
+    )
     assert ignored > 0  # the ignore rule takes part
     # both sides: per term ≤ 8 libm calls (2ε apart each) and ≤ 16 rounded operations, then sums of
     # ≤ 2·21·3·8 terms in different orders
@@ -358,6 +403,12 @@ def test_bad_options_are_named() -> None:
         create_model("yolov3_plain", num_classes=3, xy_loss="l2")
     with pytest.raises(ConfigError, match="neck_widths"):
         create_model("yolov3_plain", num_classes=3, neck_widths=(8, 8))
+    with pytest.raises(ConfigError, match=r"assign_threshold=-0\.1"):
+        create_model("yolov3_plain", num_classes=3, assign_threshold=-0.1)
+    with pytest.raises(ConfigError, match=r"box_loss='l1': expected one of .* for YOLOv3"):
+        create_model("yolov3_plain", num_classes=3, box_loss="l1")
+    with pytest.raises(ConfigError, match=r"box_loss='sse': expected one of .* for RetinaNet"):
+        create_model("retinanet_plain_fpn", num_classes=3, box_loss="sse")
 
 
 def test_softmax_scores_sum_to_the_objectness() -> None:
@@ -540,3 +591,61 @@ def test_five_anchors_per_scale() -> None:
     target = {"boxes": torch.tensor([[4.0, 4.0, 60.0, 50.0]]), "labels": torch.tensor([1])}
     losses = model.train()([torch.rand(3, 64, 64)], [target])
     assert all(bool(torch.isfinite(v)) for v in losses.values())
+
+
+@pytest.mark.parametrize(("xy_loss", "activation"), [("bce", "sigmoid"), ("sse", "softmax")])
+def test_the_model_trains_with_its_own_loss_options(xy_loss: str, activation: str) -> None:
+    """The model's training losses are ``yolov3_loss`` with the model's ``xy_loss`` and
+    ``class_activation`` (a model built with options must not train with the paper's defaults)."""
+    torch.manual_seed(0)
+    model = create_model(
+        "yolov3_plain",
+        num_classes=3,
+        widths=(8, 8, 16, 16, 32),
+        neck_widths=(8, 8, 8),
+        xy_loss=xy_loss,
+        class_activation=activation,
+    ).train()
+    images, targets = _shapes()
+    got = model(images, targets)
+    batch, _ = model.preprocess(images, targets)
+    outputs, priors, hw = model._loss_inputs(batch, model.extract_features(batch))
+    args = (outputs, priors, model.anchors, model.anchor_levels, targets, hw, model.ignore_threshold)
+    own = yolov3_loss(*args, xy_loss=xy_loss, class_activation=activation)
+    paper = yolov3_loss(*args)
+    for name in own:  # the same computation on the same tensors: equal to the bit
+        assert torch.equal(got[name], own[name]), name
+    changed = "box" if xy_loss == "bce" else "classification"
+    assert not torch.equal(got[changed], paper[changed])
+
+
+def test_one_scale_carries_every_anchor_on_stride_32() -> None:
+    model = create_model("yolov3_plain", num_classes=3, scales=1, widths=(8, 8, 16, 16, 32)).train()
+    assert model.anchors_per_level == [9] and model.feature_names == ["p5"]
+    assert [s.stride for s in model.feature_shapes.values()] == [32]
+    target = {"boxes": torch.tensor([[4.0, 4.0, 30.0, 40.0]]), "labels": torch.tensor([1])}
+    losses = model([torch.rand(3, 64, 96)], [target])
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    detections = model.eval()([torch.rand(3, 64, 96)])
+    assert detections[0]["boxes"].shape[1] == 4
+    with pytest.raises(ConfigError, match="scales=2: expected 3"):
+        create_model("yolov3_plain", num_classes=3, scales=2)
+
+
+def test_darknet_width_multiplier_keeps_the_papers_depth() -> None:
+    from visionkit.models.backbones.darknet import Darknet19, Darknet53
+
+    full, small = Darknet53(), Darknet53(width_multiplier=0.125)
+    convs = [sum(isinstance(m, torch.nn.Conv2d) for m in net.modules()) for net in (full, small)]
+    assert convs == [52, 52]  # 52 convolutions + the classifier's fc = "53" at any width
+    assert small.out_channels == {"c2": 16, "c3": 32, "c4": 64, "c5": 128}
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in Darknet19(width_multiplier=0.125).modules()) == 19
+    model = create_model(
+        "yolov3_darknet19", num_classes=3, width_multiplier=0.125, neck_widths=(16, 32, 64)
+    ).train()
+    target = {"boxes": torch.tensor([[4.0, 4.0, 30.0, 40.0]]), "labels": torch.tensor([1])}
+    sum(model([torch.rand(3, 64, 64)], [target]).values()).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    with pytest.raises(ValueError, match="width_multiplier must be > 0"):
+        Darknet53(width_multiplier=0.0)

@@ -37,6 +37,7 @@ from visionkit.compress.share import share_weights, storage_report
 from visionkit.compress.structured import prune_channels
 from visionkit.engine.config import load_recipe, save_recipe
 from visionkit.engine.detect import DetectRecipe, build_datasets, evaluate_detector, load_detector
+from visionkit.engine.detect.model import with_input_scale
 from visionkit.engine.detect.train import TrainStep, train_loader
 from visionkit.engine.distributed import DistributedContext
 from visionkit.engine.runs import budget_hooks, build_optimizer
@@ -64,8 +65,7 @@ def load_compressed_detector(path: str | Path) -> nn.Module:
     if saved["base"].get("task") != "detect":
         raise CheckpointError(f"{path}: a compressed {saved['base'].get('task')!r} model, not a detector")
     detector = compress_io.load_compressed(path, _build_base)
-    scale = saved["base"].get("input_scale")
-    return (ResizedInput(detector, scale[0], scale[1] or None) if scale else detector).eval()
+    return with_input_scale(detector, saved["base"].get("input_scale")).eval()  # letterbox / multiscale kept
 
 
 def _prefixed(names: Any) -> Any:

@@ -76,7 +76,7 @@ def quantize_detector(
     *,
     calibration: Sequence[Tensor],
     validation: Any,
-    calibrator: str = "entropy",
+    calibrator: str = "percentile",
     percentile: float = 99.99,
     max_drop: float = 0.01,
     example_size: tuple[int, int] = (224, 224),

@@ -12,13 +12,23 @@ Calibrators (observers) of a tensor's range, from the calibration images:
 * ``minmax``: the smallest and largest value seen;
 * ``percentile`` (99.9 or 99.99): the ``p``-th and ``(100 − p)``-th percentiles of the values, from a 2048-bin
   histogram over ``[min, max]`` (each within one bin width of the exact percentile);
-* ``entropy``: TensorRT's legacy entropy calibrator (Migacz, GTC 2017): a 2048-bin histogram of ``|x|`` over
-  ``[0, max|x|]``; for each candidate ``i`` from 128 to 2047 the reference ``P`` is bins ``0..i−1`` with
-  the outliers (bins ``i..``) added to bin ``i − 1``, the candidate ``Q`` is bins ``0..i−1`` merged into 128
-  levels (``i // 128`` bins per level, the last level takes the rest) and expanded back, each level's count
-  spread evenly over its non-empty bins; the ``i`` with the least ``KL(P‖Q)`` (both normalized) gives the
-  threshold ``t = (i + 0.5)·width``, and the range ``[max(min, −t), min(max, t)]``. (ONNX Runtime's own
-  entropy calibrator defaults to 128 bins.)
+* ``entropy``: TensorRT's legacy entropy calibrator (Migacz, GTC 2017), with the number of levels and the
+  zero bin following the quantizer we use: a 2048-bin histogram of the **non-zero** ``|x|`` over
+  ``[0, max|x|]``; ``L`` levels, ``L = 256`` for a non-negative tensor (asymmetric ``uint8`` over ``[0, t]``
+  has 256 codes there) and ``L = 128`` for a signed one (the range ``[−t, t]``: 128 codes on each side); for
+  each candidate ``i`` from ``L`` to 2047 the reference ``P`` is bins ``0..i−1`` with the outliers (bins
+  ``i..``) added to bin ``i − 1``, the candidate ``Q`` is bins ``0..i−1`` merged into ``L`` levels
+  (``i // L`` bins per level, the last level takes the rest) and expanded back, each level's count spread
+  evenly over the bins of the level where ``P`` is non-zero (MXNet's / TVM's ``_get_optimal_threshold``);
+  the ``i`` with the least ``KL(P‖Q)`` (both normalized; a candidate with ``Q = 0`` where ``P > 0`` has
+  ``KL = ∞``) gives the threshold ``t = (i + 0.5)·width``, and the range ``[max(min, −t), min(max, t)]``.
+  Why the exact zeros are left out: the zero point is an integer, so ``0`` is quantized exactly — the ReLU
+  zeros lose nothing — but in the histogram they are a spike in bin 0 which the level merging smears over
+  the ``i // L`` bins of level 0, a divergence that grows with ``i`` and with the tensor's sparsity alone;
+  kept, it pulled every post-ReLU threshold of the digits classifier to a quarter of its range (10.3 → 2.6)
+  and cost 5.6 points of accuracy (benchmarks/RESULTS.md, Deployment, "Entropy: the cause"). With 128
+  levels on a non-negative tensor the search also clips twice as hard as the ``uint8`` grid requires.
+  (ONNX Runtime's own entropy calibrator defaults to 128 bins over ``[−max|x|, max|x|]``.)
 
 The graph: the float model is fused (:func:`visionkit.deploy.fuse.fuse_model`) and exported
 (:mod:`visionkit.deploy.onnx`); every activation tensor read or written by a Conv / Gemm / MatMul / Add /
@@ -122,7 +132,17 @@ class PercentileObserver(MinMaxObserver):
 
 
 class EntropyObserver(MinMaxObserver):
-    """TensorRT's entropy (KL) calibration (module docstring): 2048-bin histogram of ``|x|``, two passes."""
+    """TensorRT's entropy (KL) calibration (module docstring): 2048-bin histogram of the non-zero ``|x|``,
+    ``256`` levels for a non-negative tensor and ``128`` for a signed one; two passes.
+
+    Example:
+        >>> observer = EntropyObserver()
+        >>> data = torch.relu(torch.linspace(-1.0, 1.0, 4001))  # half exact zeros, then uniform on (0, 1]
+        >>> for pass_index in range(observer.passes):
+        ...     observer.observe(data, pass_index)
+        >>> observer.levels, observer.range()  # uniform: the last candidate, t = 2047.5 / 2048 (no clipping)
+        (256, (0.0, 0.999755859375))
+    """
 
     passes = 2
 
@@ -134,30 +154,47 @@ class EntropyObserver(MinMaxObserver):
         if pass_index == 0:
             super().observe(x)
         elif x.numel() and self.largest > 0:
-            self.histogram += torch.histc(x.double().abs().flatten(), BINS, 0, self.largest).numpy()
+            magnitude = x.double().abs().flatten()
+            magnitude = magnitude[magnitude != 0]  # exact zeros are quantized exactly (module docstring)
+            self.histogram += torch.histc(magnitude, BINS, 0, self.largest).numpy()
 
     @property
     def largest(self) -> float:
         return max(abs(self.low), abs(self.high))
 
+    @property
+    def levels(self) -> int:
+        """Codes of the quantizer over ``[0, t]``: 256 (``uint8`` on ``[0, t]``) or 128 (on ``[−t, t]``)."""
+        return 256 if self.low >= 0 else 128
+
     def range(self) -> tuple[float, float]:
         low, high = super().range()
         if self.largest == 0 or self.histogram.sum() == 0:
             return low, high
-        threshold, _ = entropy_threshold(self.histogram, self.largest / BINS)
+        threshold, _ = entropy_threshold(
+            self.histogram, self.largest / BINS, start=self.levels, levels=self.levels
+        )
         return max(low, -threshold), min(high, threshold)
 
 
 def entropy_threshold(
     histogram: np.ndarray, width: float, start: int = 128, levels: int = 128
 ) -> tuple[float, int]:
-    """TensorRT's KL search (module docstring) over a histogram of ``|x|`` with bins of ``width``.
+    """TensorRT's KL search (module docstring) over a histogram of ``|x|`` with bins of ``width``:
+    candidates ``i = start .. len(histogram) − 1`` (``start >= levels``), ``levels`` quantized levels.
 
     Returns:
         ``(threshold, i)``: ``threshold = (i + 0.5)·width`` for the candidate ``i`` with the least
-        ``KL(P‖Q)`` (the first one on ties).
+        ``KL(P‖Q)`` (the first one on ties; the last candidate when every one is infinite).
+
+    Example:
+        >>> histogram = np.ones(2048)  # a uniform density: no clipping beats keeping it all
+        >>> entropy_threshold(histogram, 1.0)
+        (2047.5, 2047)
     """
     histogram = np.asarray(histogram, dtype=np.float64)
+    if start < levels:
+        raise ValueError(f"entropy_threshold: start={start} < levels={levels} (a level needs a bin)")
     best, best_index = math.inf, len(histogram) - 1
     for i in range(start, len(histogram)):
         divergence = _kl_of_candidate(histogram, i, levels)
@@ -170,15 +207,14 @@ def _kl_of_candidate(histogram: np.ndarray, i: int, levels: int) -> float:
     reference = histogram[:i].copy()
     reference[i - 1] += histogram[i:].sum()
     source = histogram[:i]
-    nonzero = source != 0
+    support = reference != 0  # Q is spread over the bins where P is non-zero
     level = np.minimum(np.arange(i) // (i // levels), levels - 1)
     totals = np.bincount(level, weights=source, minlength=levels)
-    counts = np.bincount(level, weights=nonzero, minlength=levels)
-    candidate = np.where(nonzero, totals[level] / np.maximum(counts[level], 1), 0.0)
+    counts = np.bincount(level, weights=support, minlength=levels)
+    candidate = np.where(support, totals[level] / np.maximum(counts[level], 1), 0.0)
     if reference.sum() == 0 or candidate.sum() == 0:
         return math.inf
     p, q = reference / reference.sum(), candidate / candidate.sum()
-    support = p > 0
     if np.any(q[support] == 0):
         return math.inf
     return float(np.sum(p[support] * np.log(p[support] / q[support])))

@@ -42,6 +42,7 @@ __all__ = [
     "resolve_device",
     "run_recipe",
     "save_detector",
+    "with_input_scale",
 ]
 
 FORMAT = "visionkit-detector"
@@ -64,14 +65,57 @@ def detector_arguments(recipe: DetectRecipe, num_classes: int) -> dict[str, Any]
     return arguments
 
 
-def input_scale(recipe: DetectRecipe) -> list[int] | None:
-    """``[min_size, max_size]`` (max 0: no cap) of the recipe's working scale, or ``None`` (native size)."""
-    return [recipe.min_size, recipe.max_size] if recipe.min_size else None
+#: Keys of an ``input_scale`` dict (letterbox / multi-scale; a plain resize stays ``[min, max]``).
+SCALE_KEYS = ("min_size", "max_size", "letterbox", "multiscale", "multiscale_every", "seed")
 
 
-def with_input_scale(detector: nn.Module, scale: list[int] | None) -> nn.Module:
-    """``detector`` wrapped in :class:`~visionkit.models.detectors.ResizedInput` when ``scale`` is set."""
-    return ResizedInput(detector, scale[0], scale[1] or None) if scale else detector
+def input_scale(recipe: DetectRecipe) -> list[int] | dict[str, Any] | None:
+    """The recipe's working scale as saved in ``model.pt``: ``None`` (native size), ``[min_size, max_size]``
+    (max 0: no cap) for a shorter-side resize, or with ``letterbox`` / ``multiscale`` a dict of
+    :data:`SCALE_KEYS` (:class:`~visionkit.models.detectors.ResizedInput`'s arguments).
+
+    Example:
+        >>> input_scale(DetectRecipe(min_size=128, letterbox=True, multiscale=(96, 160)))["multiscale"]
+        [96, 160]
+    """
+    if not recipe.min_size:
+        return None
+    if not recipe.letterbox and not recipe.multiscale:
+        return [recipe.min_size, recipe.max_size]
+    return {
+        "min_size": recipe.min_size,
+        "max_size": recipe.max_size,
+        "letterbox": recipe.letterbox,
+        "multiscale": list(recipe.multiscale),
+        "multiscale_every": recipe.multiscale_every,
+        "seed": recipe.seed,
+    }
+
+
+def with_input_scale(detector: nn.Module, scale: list[int] | dict[str, Any] | None) -> nn.Module:
+    """``detector`` wrapped in :class:`~visionkit.models.detectors.ResizedInput` when ``scale`` (from
+    :func:`input_scale`, or a ``model.pt``) is set.
+
+    Raises:
+        CheckpointError: a ``scale`` that is neither ``[min, max]`` nor a dict of :data:`SCALE_KEYS`.
+    """
+    if not scale:
+        return detector
+    if isinstance(scale, list | tuple) and len(scale) == 2:
+        return ResizedInput(detector, scale[0], scale[1] or None)
+    if not isinstance(scale, dict) or set(scale) != set(SCALE_KEYS):
+        raise CheckpointError(
+            f"input_scale={scale!r}: expected [min_size, max_size] or a dict of {SCALE_KEYS}"
+        )
+    return ResizedInput(
+        detector,
+        scale["min_size"],
+        scale["max_size"] or None,
+        letterbox=scale["letterbox"],
+        multiscale=tuple(scale["multiscale"]) or None,  # type: ignore[arg-type]
+        multiscale_every=scale["multiscale_every"],
+        seed=scale["seed"],
+    )
 
 
 def build_detector(
@@ -102,7 +146,7 @@ def save_detector(
     model: str,
     arguments: dict[str, Any],
     label_map: LabelMap,
-    scale: list[int] | None = None,
+    scale: list[int] | dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``model.pt`` atomically: the builder name and arguments, the weights, the label map and the
@@ -154,7 +198,11 @@ def load_detector(weights: str | os.PathLike[str], **overrides: Any) -> tuple[nn
         raise CheckpointError(f"weights {str(path)!r}: not a visionkit detector file (from train detect)")
     if not isinstance(saved.get("label_map"), dict):
         raise CheckpointError(f"weights {str(path)!r}: the detector's label map is missing")
-    return with_input_scale(detector, saved.get("input_scale")).eval(), LabelMap.from_dict(saved["label_map"])
+    try:
+        detector = with_input_scale(detector, saved.get("input_scale"))
+    except CheckpointError as error:
+        raise CheckpointError(f"weights {str(path)!r}: {error}") from None
+    return detector.eval(), LabelMap.from_dict(saved["label_map"])
 
 
 def _build(saved: dict[str, Any], overrides: dict[str, Any]) -> nn.Module:

@@ -28,6 +28,7 @@ __all__ = ["MODEL_OPTIONS", "RESUME_FREE_KEYS", "DetectRecipe", "recipe_from_ove
 MODEL_OPTIONS = (
     "width_multiplier",
     "fpn_channels",
+    "fpn",
     "head_convs",
     "representation_size",
     "anchor_sizes",
@@ -38,6 +39,9 @@ MODEL_OPTIONS = (
     "objectness_prior",
     "xy_loss",
     "class_activation",
+    "assign_threshold",
+    "neck_widths",
+    "scales",
     "refine_anchors",
     "negative_filtering",
 )
@@ -65,6 +69,9 @@ class DetectRecipe:
     num_crowded: int = 0  # shapes only: crowded images added to the training set (the demo's mix)
     min_size: int = 0  # > 0: work at this shorter side (resized inside the model; boxes stay in pixels)
     max_size: int = 0  # with min_size: cap for the longer side (0: no cap)
+    letterbox: bool = False  # with min_size: darknet's centred letterbox on a min_size square (YOLO)
+    multiscale: tuple[int, ...] = ()  # low,high (multiples of 32): training size redrawn per period
+    multiscale_every: int = 10  # multiscale: batches per drawn size (darknet: 10)
     epochs: int = 12
     time_limit: float = 0.0  # seconds of training (0: no limit)
     batch_size: int = 8
@@ -80,6 +87,7 @@ class DetectRecipe:
     mosaic: float = 0.0  # probability of a 4-image mosaic
     width_multiplier: float | None = None
     fpn_channels: int | None = None
+    fpn: bool | None = None  # RetinaNet: false = one level from c5 with every anchor on it (§9)
     head_convs: int | None = None
     representation_size: int | None = None
     anchor_sizes: tuple[float, ...] = ()  # one per level; empty: the model's default
@@ -91,7 +99,11 @@ class DetectRecipe:
     objectness_prior: float | None = None  # YOLO: initial objectness probability (0: the papers' bias 0)
     xy_loss: Literal["sse", "bce"] | None = None  # YOLOv3 box centre: the paper's SSE or darknet's BCE
     class_activation: Literal["sigmoid", "softmax"] | None = None  # YOLOv3 classes: the paper's or v2's
-    box_loss: Literal["l1", "smooth_l1", "giou"] | None = None  # RetinaNet: on the deltas or GIoU of boxes
+    assign_threshold: float | None = None  # YOLOv3: also anchors of shape IoU > this (darknet iou_thresh)
+    neck_widths: tuple[int, ...] = ()  # YOLOv3: the neck's 1x1 widths at strides 8, 16, 32 (empty: model's)
+    scales: int | None = None  # YOLOv3: 3 detection scales (the paper) or 1 (stride 32 only, as YOLOv2)
+    # RetinaNet: l1 | smooth_l1 | giou; YOLOv3: sse (the paper) | giou | diou | ciou (darknet's iou_loss)
+    box_loss: Literal["l1", "smooth_l1", "sse", "giou", "diou", "ciou"] | None = None
     roi_op: Literal["align", "pool"] | None = None  # two-stage detectors: RoI Align or RoI Pool (§24)
     refine_anchors: bool | None = None  # RefineDet: ODM from the ARM-refined anchors (false: the originals)
     negative_filtering: bool | None = None  # RefineDet: anchors with ARM background > 0.99 leave the ODM
@@ -172,6 +184,19 @@ def _check_model(r: DetectRecipe) -> None:
         "a number in [0, 1]",
     )
     require(
+        all(is_integer(w, 1) for w in r.neck_widths) and len(r.neck_widths) in (0, 3),
+        "neck_widths",
+        r.neck_widths,
+        "three integers >= 1 (strides 8, 16, 32)",
+    )
+    require(r.scales in (None, 1, 3), "scales", r.scales, "3 (the paper) or 1 (stride 32 only)")
+    require(
+        r.assign_threshold is None or is_number(r.assign_threshold, 0, 1),
+        "assign_threshold",
+        r.assign_threshold,
+        "a number in [0, 1] (1: one anchor per ground truth, the paper)",
+    )
+    require(
         r.objectness_prior is None or (is_number(r.objectness_prior, 0, 1) and r.objectness_prior < 1),
         "objectness_prior",
         r.objectness_prior,
@@ -222,6 +247,30 @@ def _check_data(r: DetectRecipe) -> None:
         jitter,
         "empty (off) or two factors low,high with 0 < low <= high <= 10",
     )
+    _check_input_scale(r)
+
+
+def _check_input_scale(r: DetectRecipe) -> None:
+    """letterbox / multiscale (darknet's YOLO input, :class:`~visionkit.models.detectors.ResizedInput`)."""
+    if r.letterbox:
+        require(r.min_size > 0, "letterbox", r.letterbox, "false unless min_size > 0 (the square's side)")
+        require(
+            not r.max_size, "letterbox", r.letterbox, "false with max_size (min_size is the square's side)"
+        )
+    low_high = r.multiscale
+    require(
+        low_high == ()
+        or (
+            len(low_high) == 2
+            and all(is_integer(v, 32) and v % 32 == 0 for v in low_high)
+            and low_high[0] <= low_high[1]
+            and r.min_size > 0
+        ),
+        "multiscale",
+        low_high,
+        "empty (off) or low,high: multiples of 32, 32 <= low <= high, with min_size > 0",
+    )
+    require(is_integer(r.multiscale_every, 1), "multiscale_every", r.multiscale_every, "an integer >= 1")
 
 
 def _check_postprocess(r: DetectRecipe) -> None:

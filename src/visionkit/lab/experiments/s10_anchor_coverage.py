@@ -6,7 +6,7 @@ objects 16–48 px: an RPN-style level at stride 8 with k = 9 anchors (sizes 16/
 2:1) against a single 32-px square anchor. For §9, a small-object split (8–16 px) with one coarse level
 (stride 16, sizes 32/64/128: the top-level design) against FPN levels P2–P5 (strides 4–32, one size per
 level, three ratios). This measures the anchors a detector can learn from, not AP: the AP comparison of FPN
-and a single level needs the detection task module.
+and a single level on trained RetinaNets is ``fpn-small-objects`` (:mod:`.s09_fpn_small_objects`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from visionkit.models.backbones.base import Backbone, finish
 from visionkit.models.registry import register_model
-from visionkit.nn.blocks import ConvNormAct, DarknetResidual
+from visionkit.nn.blocks import ConvNormAct, DarknetResidual, make_divisible
 from visionkit.nn.init import constant_, kaiming_normal_
 
 __all__ = ["Darknet19", "Darknet53"]
@@ -24,6 +24,13 @@ STAGES = [(64, 1), (128, 2), (256, 8), (512, 8), (1024, 4)]
 
 def _leaky(inplace: bool = True) -> nn.Module:
     return nn.LeakyReLU(0.1, inplace=inplace)
+
+
+def _width(channels: int, multiplier: float) -> int:
+    """``channels × multiplier`` rounded to a multiple of 8 (at least 8); the paper's widths at 1.0."""
+    if not multiplier > 0:
+        raise ValueError(f"width_multiplier must be > 0, got {multiplier!r}")
+    return channels if multiplier == 1.0 else make_divisible(channels * multiplier, 8)
 
 
 class _Darknet(Backbone):
@@ -59,29 +66,33 @@ class Darknet53(_Darknet):
     """Darknet-53 classifier/backbone: ``stem``, ``stage1``..``stage5``, GAP, ``fc``.
 
     Features: ``c2`` = stage2 (128, stride 4), ``c3`` = stage3 (256, 8), ``c4`` = stage4 (512, 16),
-    ``c5`` = stage5 (1024, 32).
+    ``c5`` = stage5 (1024, 32); ``width_multiplier`` scales every width (rounded to multiples of 8), e.g.
+    0.125 for a CPU-size Darknet-53 with the paper's depth.
 
     Example:
         >>> Darknet53(num_classes=10)(torch.randn(1, 3, 64, 64)).shape
         torch.Size([1, 10])
+        >>> Darknet53(width_multiplier=0.125).out_channels
+        {'c2': 16, 'c3': 32, 'c4': 64, 'c5': 128}
     """
 
     head_names = ("avgpool", "fc")
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    def __init__(self, num_classes: int = 1000, width_multiplier: float = 1.0) -> None:
         super().__init__()
-        self.stem = ConvNormAct(3, 32, 3, activation_layer=_leaky)
-        in_channels = 32
-        for index, (channels, blocks) in enumerate(STAGES, start=1):
+        in_channels = _width(32, width_multiplier)
+        self.stem = ConvNormAct(3, in_channels, 3, activation_layer=_leaky)
+        for index, (full, blocks) in enumerate(STAGES, start=1):
+            channels = _width(full, width_multiplier)
             layers: list[nn.Module] = [
                 ConvNormAct(in_channels, channels, 3, stride=2, activation_layer=_leaky)
             ]
             layers += [DarknetResidual(channels) for _ in range(blocks)]
             self.add_module(f"stage{index}", nn.Sequential(*layers))
             in_channels = channels
-        self.out_channels = {"c2": 128, "c3": 256, "c4": 512, "c5": 1024}
+        self.out_channels = {f"c{k}": _width(STAGES[k - 1][0], width_multiplier) for k in (2, 3, 4, 5)}
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(1024, num_classes)
+        self.fc = nn.Linear(in_channels, num_classes)
         self.init_weights()
 
     def forward_head(self, c5: Tensor) -> Tensor:
@@ -89,9 +100,11 @@ class Darknet53(_Darknet):
 
 
 @register_model()
-def darknet53(*, num_classes: int = 1000, features_only: bool = False) -> Darknet53:
-    """Darknet-53 (41.6 M parameters at 1000 classes)."""
-    return finish(Darknet53(num_classes), features_only)  # type: ignore[return-value]
+def darknet53(
+    *, num_classes: int = 1000, width_multiplier: float = 1.0, features_only: bool = False
+) -> Darknet53:
+    """Darknet-53 (41.6 M parameters at 1000 classes and width 1)."""
+    return finish(Darknet53(num_classes, width_multiplier), features_only)  # type: ignore[return-value]
 
 
 #: Darknet-19 stages after the 3×3/32 stem: a 2×2 max-pool, then (channels, kernel) convolutions
@@ -109,7 +122,7 @@ class Darknet19(_Darknet):
     5 max-pools; classifier = 1×1 conv to ``num_classes``, global average pool.
 
     Features: ``c2`` = stage2 (128, stride 4), ``c3`` (256, 8), ``c4`` (512, 16: YOLOv2's passthrough
-    source), ``c5`` (1024, 32).
+    source), ``c5`` (1024, 32); ``width_multiplier`` as :class:`Darknet53`'s.
 
     Example:
         >>> Darknet19(num_classes=10)(torch.randn(1, 3, 64, 64)).shape
@@ -118,18 +131,21 @@ class Darknet19(_Darknet):
 
     head_names = ("classifier",)
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    def __init__(self, num_classes: int = 1000, width_multiplier: float = 1.0) -> None:
         super().__init__()
-        self.stem = ConvNormAct(3, 32, 3, activation_layer=_leaky)
-        in_channels = 32
+        in_channels = _width(32, width_multiplier)
+        self.stem = ConvNormAct(3, in_channels, 3, activation_layer=_leaky)
         for index, convs in enumerate(DARKNET19_STAGES, start=1):
             layers: list[nn.Module] = [nn.MaxPool2d(2, 2)]
-            for channels, kernel in convs:
+            for full, kernel in convs:
+                channels = _width(full, width_multiplier)
                 layers.append(ConvNormAct(in_channels, channels, kernel, activation_layer=_leaky))
                 in_channels = channels
             self.add_module(f"stage{index}", nn.Sequential(*layers))
-        self.out_channels = {"c2": 128, "c3": 256, "c4": 512, "c5": 1024}
-        self.classifier = nn.Sequential(nn.Conv2d(1024, num_classes, 1), nn.AdaptiveAvgPool2d((1, 1)))
+        self.out_channels = {
+            f"c{k}": _width(DARKNET19_STAGES[k - 1][0][0], width_multiplier) for k in (2, 3, 4, 5)
+        }
+        self.classifier = nn.Sequential(nn.Conv2d(in_channels, num_classes, 1), nn.AdaptiveAvgPool2d((1, 1)))
         self.init_weights()
 
     def forward_head(self, c5: Tensor) -> Tensor:
@@ -137,6 +153,8 @@ class Darknet19(_Darknet):
 
 
 @register_model()
-def darknet19(*, num_classes: int = 1000, features_only: bool = False) -> Darknet19:
-    """Darknet-19 (20.8 M parameters at 1000 classes)."""
-    return finish(Darknet19(num_classes), features_only)  # type: ignore[return-value]
+def darknet19(
+    *, num_classes: int = 1000, width_multiplier: float = 1.0, features_only: bool = False
+) -> Darknet19:
+    """Darknet-19 (20.8 M parameters at 1000 classes and width 1)."""
+    return finish(Darknet19(num_classes, width_multiplier), features_only)  # type: ignore[return-value]

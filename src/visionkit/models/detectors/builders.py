@@ -47,7 +47,7 @@ from visionkit.models.heads.retinanet_head import RetinaNetHead
 from visionkit.models.heads.rpn_head import RPNHead
 from visionkit.models.necks.fpn import FeaturePyramidNetwork
 from visionkit.models.registry import register_model
-from visionkit.ops.anchors import fpn_anchor_generator
+from visionkit.ops.anchors import AnchorGenerator, fpn_anchor_generator
 from visionkit.ops.multiscale_roi_align import MultiScaleRoIAlign
 
 __all__ = ["BACKBONES", "build_faster_rcnn", "build_retinanet", "register_detector_family"]
@@ -85,6 +85,7 @@ def build_retinanet(
     *,
     num_classes: int,
     fpn_channels: int = 256,
+    fpn: bool = True,
     head_convs: int = 4,
     head_norm: str | None = None,
     anchor_sizes: Sequence[float] = (32, 64, 128, 256, 512),
@@ -100,20 +101,48 @@ def build_retinanet(
 ) -> RetinaNet:
     """RetinaNet on any ``features_only`` backbone: FPN on ``c3..c5`` plus ``p6, p7`` from ``c5``,
     anchors ``anchor_sizes[l] · 2^(i/3)`` (i = 0, 1, 2) × ``anchor_ratios`` on level ``l``, a class and a
-    box subnet of ``head_convs`` convolutions (``head_norm="group"``: GroupNorm in them)."""
+    box subnet of ``head_convs`` convolutions (``head_norm="group"``: GroupNorm in them).
+
+    ``fpn=False`` is the single-level baseline of the FPN paper's ablation (Lin et al., 2017, Table 1,
+    "conv5"): no pyramid, one level ``p5`` = 3×3 conv of the 1×1 projection of the last backbone map ``c5``
+    (stride 32; the FPN's own lateral and smoothing convolutions on ``c5`` alone, no top-down path, no
+    ``p3, p4, p6, p7``), and *every* anchor of the pyramid on it: the same ``anchor_sizes`` × 3 scales ×
+    ``anchor_ratios`` (5 sizes: 45 anchors per location), the same head (its last convolutions predict for
+    45 anchors instead of 9). Only the feature pyramid differs, so FPN vs single level (§9) compares like
+    with like.
+
+    Raises:
+        ConfigError: ``fpn`` not a boolean; ``anchor_sizes`` not one size per FPN level (with ``fpn=True``)
+            or empty.
+    """
+    if not isinstance(fpn, bool):
+        raise ConfigError(f"fpn={fpn!r}: expected true (the FPN P3-P7) or false (one level from c5)")
     shapes = backbone.output_shape()
-    neck = FeaturePyramidNetwork(
-        {name: shapes[name] for name in ("c3", "c4", "c5")},
-        fpn_channels,
-        extra_blocks="p6p7",
-        extra_source="c5",
-    )
-    strides = list(neck.strides.values())
-    if len(anchor_sizes) != len(strides):
-        raise ConfigError(f"anchor_sizes={tuple(anchor_sizes)}: expected one size per level {neck.out_names}")
-    anchor_generator = fpn_anchor_generator(
-        tuple(anchor_sizes), tuple(anchor_ratios), scales_per_octave=3, strides=strides
-    )
+    if fpn:
+        neck = FeaturePyramidNetwork(
+            {name: shapes[name] for name in ("c3", "c4", "c5")},
+            fpn_channels,
+            extra_blocks="p6p7",
+            extra_source="c5",
+        )
+        strides = list(neck.strides.values())
+        if len(anchor_sizes) != len(strides):
+            raise ConfigError(
+                f"anchor_sizes={tuple(anchor_sizes)}: expected one size per level {neck.out_names}"
+            )
+        anchor_generator = fpn_anchor_generator(
+            tuple(anchor_sizes), tuple(anchor_ratios), scales_per_octave=3, strides=strides
+        )
+    else:
+        neck = FeaturePyramidNetwork({"c5": shapes["c5"]}, fpn_channels)
+        if len(anchor_sizes) == 0:
+            raise ConfigError("anchor_sizes=(): expected at least one size (fpn=false puts all on p5)")
+        pyramid = fpn_anchor_generator(tuple(anchor_sizes), tuple(anchor_ratios), scales_per_octave=3)
+        anchor_generator = AnchorGenerator(
+            (tuple(size for level in pyramid.sizes for size in level),),
+            (tuple(anchor_ratios),),
+            strides=list(neck.strides.values()),
+        )
     num_anchors = anchor_generator.num_anchors_per_location()[0]
     head = RetinaNetHead(
         fpn_channels, num_anchors, num_classes, channels=fpn_channels, num_convs=head_convs, norm=head_norm

@@ -16,6 +16,11 @@
   anchors whose ARM background probability exceeds 0.99 are dropped from ODM training (before its 3:1 hard
   negative mining) and from inference.
 
+``input_size > 0`` (the VGG16 builders ``refinedet320_vgg16`` / ``refinedet512_vgg16``: 320, 512) warps
+every image to ``input_size × input_size`` inside the model, as the authors' data layer does (bilinear;
+target boxes scaled with it, detections scaled back to the image's own pixels): the four levels are then
+``input_size / 8, / 16, / 32, / 64`` cells on a side (40, 20, 10, 5 and 64, 32, 16, 8).
+
 Both modules use box-coder weights ``(10, 10, 5, 5)`` (SSD's variances 0.1 / 0.2) and smooth L1 (β = 1);
 each module's loss is normalized by its number of positive anchors in the batch. ``refine_anchors=False``
 and ``negative_filtering=False`` switch the two ideas off for the paper's ablation.
@@ -23,7 +28,8 @@ and ``negative_filtering=False`` switch the two ideas off for the paper's ablati
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -33,12 +39,13 @@ from visionkit.errors import ConfigError
 from visionkit.losses.regression import smooth_l1_loss
 from visionkit.models.backbones.base import Backbone
 from visionkit.models.detectors.base import IMAGENET_MEAN, IMAGENET_STD, Detector, training_boxes
-from visionkit.models.detectors.builders import register_detector_family
+from visionkit.models.detectors.builders import BACKBONES, make_detector_builder, register_detector_family
 from visionkit.models.detectors.postprocess import PostProcess, postprocess_detections
 from visionkit.models.heads.retinanet_head import flatten_level_outputs
-from visionkit.ops.anchors import AnchorGenerator, fpn_anchor_generator
+from visionkit.models.registry import register_model
+from visionkit.ops.anchors import AnchorGenerator
 from visionkit.ops.box_coder import decode_boxes, encode_boxes
-from visionkit.ops.boxes import box_iou
+from visionkit.ops.boxes import box_iou, clip_boxes_to_image
 from visionkit.ops.matcher import Matcher
 from visionkit.structures import Detections, ShapeSpec, Target
 
@@ -78,9 +85,10 @@ class RefineDetSources(nn.Module):
     """The four ARM levels ``{"s3", "s4", "s5", "s6"}`` (strides 8, 16, 32, 64) from backbone ``c3..c5``.
 
     Args:
-        shapes: the backbone's ``output_shape()``; channels: width of the extra (and ``fc``) layers.
-        fc_channels: > 0: VGG16's ``fc6`` (3×3) and ``fc7`` (1×1) convolutions of that width on ``c5``
-            (0: ``c5`` as it is); l2norm: L2Norm (scales 10, 8) on ``s3``, ``s4``.
+        shapes: the backbone's ``output_shape()``; channels: width of the extra layer's output (``s6``; its
+            ``1×1`` reduction is half as wide).
+        fc_channels: > 0: VGG16's ``fc6`` (3×3, dilation ``fc_dilation``) and ``fc7`` (1×1) convolutions
+            of that width on ``c5`` (0: ``c5`` as it is); l2norm: L2Norm (scales 10, 8) on ``s3``, ``s4``.
 
     Example:
         >>> from visionkit.models.backbones.plain import PlainBackbone
@@ -91,12 +99,19 @@ class RefineDetSources(nn.Module):
     """
 
     def __init__(
-        self, shapes: dict[str, ShapeSpec], channels: int, *, fc_channels: int = 0, l2norm: bool = False
+        self,
+        shapes: dict[str, ShapeSpec],
+        channels: int,
+        *,
+        fc_channels: int = 0,
+        fc_dilation: int = 1,
+        l2norm: bool = False,
     ) -> None:
         super().__init__()
         c5 = shapes["c5"].channels
         self.fc = (
-            nn.Sequential(nn.Conv2d(c5, fc_channels, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Sequential(nn.Conv2d(c5, fc_channels, 3, padding=fc_dilation, dilation=fc_dilation),
+                          nn.ReLU(inplace=True),
                           nn.Conv2d(fc_channels, fc_channels, 1), nn.ReLU(inplace=True))
             if fc_channels else nn.Identity()
         )  # fmt: skip
@@ -125,7 +140,8 @@ class RefineDetSources(nn.Module):
 
 class TransferConnection(nn.Module):
     """Transfer connection blocks, top-down: level ``l`` → ``relu(conv(relu(conv(x_l))) + deconv(t_{l+1}))``
-    → ``relu(conv)`` (each ``3×3``, ``channels`` wide; ``deconv`` ``4×4`` stride 2).
+    → ``relu(conv)`` (each ``3×3``, ``channels`` wide; ``deconv`` ``deconv_kernel``² stride 2: 4 as the
+    paper's figure 2, 2 as the authors' released Caffe models).
 
     Example:
         >>> tcb = TransferConnection([8, 16], channels=4)
@@ -133,15 +149,19 @@ class TransferConnection(nn.Module):
         [8, 4]
     """
 
-    def __init__(self, in_channels: Sequence[int], channels: int) -> None:
+    def __init__(self, in_channels: Sequence[int], channels: int, deconv_kernel: int = 4) -> None:
         super().__init__()
+        if type(deconv_kernel) is not int or deconv_kernel < 2 or deconv_kernel % 2:
+            raise ConfigError(f"deconv_kernel={deconv_kernel!r}: expected an even integer >= 2 (stride 2)")
+        padding = (deconv_kernel - 2) // 2  # output exactly twice the input
         self.lateral = nn.ModuleList(
             nn.Sequential(nn.Conv2d(c, channels, 3, padding=1), nn.ReLU(inplace=True),
                           nn.Conv2d(channels, channels, 3, padding=1))
             for c in in_channels
         )  # fmt: skip
         self.upsample = nn.ModuleList(
-            nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1) for _ in in_channels[:-1]
+            nn.ConvTranspose2d(channels, channels, deconv_kernel, stride=2, padding=padding)
+            for _ in in_channels[:-1]
         )
         self.output = nn.ModuleList(
             nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))
@@ -267,7 +287,8 @@ class RefineDet(Detector):
         backbone, neck: a ``features_only`` backbone and :class:`RefineDetSources`.
         tcb: :class:`TransferConnection` over the neck's levels; anchor_generator: one size per level.
         num_classes: ``K``; matcher: both modules' IoU matching; neg_pos_ratio, filter_threshold,
-        refine_anchors, negative_filtering: see :func:`refinedet_loss`; postprocess, **options: see
+        refine_anchors, negative_filtering: see :func:`refinedet_loss`; input_size: > 0: images warped to
+        ``input_size²`` inside the model (module docstring), 0: used as given; postprocess, **options: see
         :class:`Detector`.
 
     Forward:
@@ -294,10 +315,14 @@ class RefineDet(Detector):
         filter_threshold: float = 0.99,
         refine_anchors: bool = True,
         negative_filtering: bool = True,
+        input_size: int = 0,
         postprocess: PostProcess | None = None,
         **options: object,
     ) -> None:
         super().__init__(backbone, neck, num_classes=num_classes, postprocess=postprocess, **options)  # type: ignore[arg-type]
+        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 0:
+            raise ConfigError(f"input_size={input_size!r}: expected an integer >= 0 (0: images as given)")
+        self.input_size = input_size
         channels = [shape.channels for shape in neck.output_shape().values()]
         anchors = anchor_generator.num_anchors_per_location()
         if len(anchors) != len(channels):
@@ -311,6 +336,24 @@ class RefineDet(Detector):
         self.matcher = matcher if matcher is not None else Matcher(0.5, 0.5, allow_low_quality_matches=True)
         self.neg_pos_ratio, self.filter_threshold = neg_pos_ratio, filter_threshold
         self.refine_anchors, self.negative_filtering = refine_anchors, negative_filtering
+
+    def forward(self, images: Sequence[Tensor], targets: Sequence[Target] | None = None) -> Any:
+        """:class:`Detector`'s forward, on images warped to ``input_size²`` when it is set (targets scaled
+        with them, detections scaled back)."""
+        if not self.input_size or isinstance(images, Tensor):
+            return super().forward(images, targets)
+        factors = [_warp_factors(image, self.input_size, len(self.image_mean)) for image in images]
+        warped = [
+            _warp(image, self.input_size) if f else image for image, f in zip(images, factors, strict=True)
+        ]
+        if self.training:
+            if targets is not None and len(targets) == len(images):
+                targets = [_scale_target(t, f) for t, f in zip(targets, factors, strict=True)]
+            return super().forward(warped, targets)
+        detections = super().forward(warped)
+        return [
+            _scale_detections(d, f, image) for d, f, image in zip(detections, factors, images, strict=True)
+        ]
 
     def outputs(
         self, batch: Tensor, features: dict[str, Tensor]
@@ -368,15 +411,55 @@ class RefineDet(Detector):
         return results
 
 
+def _warp_factors(image: object, size: int, channels: int) -> tuple[float, float] | None:
+    """``(size / W, size / H)`` of a well-formed ``[channels, H, W]`` float image (``None``: left to the
+    base class's input checks, which name what is wrong)."""
+    if not isinstance(image, Tensor) or not image.is_floating_point() or image.dim() != 3:
+        return None
+    if image.shape[0] != channels or min(image.shape) < 1:
+        return None
+    return size / image.shape[2], size / image.shape[1]
+
+
+def _warp(image: Tensor, size: int) -> Tensor:
+    """``image`` ``[C, H, W]`` resized (bilinear, no aspect kept) to ``[C, size, size]``."""
+    return F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+
+
+def _scale_target(target: Any, factors: tuple[float, float] | None) -> Any:
+    """``target`` with its ``boxes`` ``[N, 4]`` scaled by ``(fx, fy, fx, fy)`` (as given if malformed)."""
+    boxes = target.get("boxes") if isinstance(target, Mapping) else None
+    if factors is None or not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[-1] != 4:
+        return target
+    scale = boxes.new_tensor([factors[0], factors[1], factors[0], factors[1]])
+    return {**target, "boxes": boxes * scale}
+
+
+def _scale_detections(detections: Detections, factors: tuple[float, float] | None, image: Tensor) -> Any:
+    """Detections of the warped image in ``image``'s own pixels (clipped to it)."""
+    if factors is None:
+        return detections
+    boxes = detections["boxes"] / detections["boxes"].new_tensor(
+        [factors[0], factors[1], factors[0], factors[1]]
+    )
+    return {**detections, "boxes": clip_boxes_to_image(boxes, (image.shape[1], image.shape[2]))}
+
+
 def build_refinedet(
     backbone: Backbone,
     *,
     num_classes: int,
     fpn_channels: int = 256,
     fc_channels: int = 0,
+    fc_dilation: int = 1,
+    extra_channels: int = 0,
+    deconv_kernel: int = 4,
     l2norm: bool = False,
     anchor_sizes: Sequence[float] = (32, 64, 128, 256),
     anchor_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+    anchor_offset: float = 0.0,
+    round_anchors: bool = True,
+    input_size: int = 0,
     iou_threshold: float = 0.5,
     neg_pos_ratio: float = 3.0,
     filter_threshold: float = 0.99,
@@ -386,37 +469,75 @@ def build_refinedet(
     image_std: Sequence[float] = IMAGENET_STD,
     postprocess: PostProcess | None = None,
 ) -> RefineDet:
-    """RefineDet on any ``features_only`` backbone: sources ``c3, c4, c5`` (+ ``fc6/fc7`` of ``fc_channels``)
-    and an extra level, TCBs of ``fpn_channels``, one anchor size per level (4 × the stride, the paper's)
-    × ``anchor_ratios``; the VGG16 builder sets ``fc_channels=1024`` and ``l2norm=True``."""
+    """RefineDet on any ``features_only`` backbone: sources ``c3, c4, c5`` (+ ``fc6/fc7`` of ``fc_channels``,
+    ``fc6`` dilated by ``fc_dilation``) and an extra level (``1×1`` to ``extra_channels / 2``, ``3×3``
+    stride 2 to ``extra_channels``; 0: ``fpn_channels``), TCBs of ``fpn_channels`` with ``deconv_kernel``
+    deconvolutions, one anchor size per level (4 × the stride, the paper's) × ``anchor_ratios``, centred at
+    ``(cell + anchor_offset) × stride`` (``round_anchors``: corners rounded to whole pixels, torchvision's
+    way; SSD's priors are not); ``input_size``: see :class:`RefineDet`.
+
+    The VGG16 builders follow the authors' VOC / COCO configurations (``VGG16_*_320.py`` / ``_512.py``):
+    VGG16 without batch norm, ``fc6`` 3×3 dilation 3 and ``fc7`` 1×1 of 1024 on ``pool5``, L2Norm 10 / 8 on
+    ``conv4_3`` / ``conv5_3``, ``conv6_1`` 1×1 256 and ``conv6_2`` 3×3 stride 2 512, TCBs of 256, anchors
+    32 / 64 / 128 / 256 at strides 8 / 16 / 32 / 64 with ratios 1/2, 1, 2 at the cell centres (unrounded,
+    as SSD's ``PriorBox``), images warped
+    to 320² (``refinedet320_vgg16``, also ``refinedet_vgg16``) or 512² (``refinedet512_vgg16``). Two
+    differences remain: the ARM scores objectness with one sigmoid logit per anchor (the authors: a 2-way
+    softmax, twice the outputs) and the TCB deconvolution is 4×4 as the paper's figure (the released models:
+    2×2, ``deconv_kernel=2``)."""
     if not 0.0 < iou_threshold < 1.0:
         raise ConfigError(f"iou_threshold={iou_threshold!r}: expected a number in (0, 1)")
     if not 0.0 < filter_threshold <= 1.0:
         raise ConfigError(f"filter_threshold={filter_threshold!r}: expected a number in (0, 1]")
     if not neg_pos_ratio > 0:
         raise ConfigError(f"neg_pos_ratio={neg_pos_ratio!r}: expected a number > 0")
-    neck = RefineDetSources(backbone.output_shape(), fpn_channels, fc_channels=fc_channels, l2norm=l2norm)
+    if not 0.0 <= anchor_offset < 1.0:
+        raise ConfigError(f"anchor_offset={anchor_offset!r}: expected a number in [0, 1)")
+    neck = RefineDetSources(
+        backbone.output_shape(), extra_channels or fpn_channels, fc_channels=fc_channels,
+        fc_dilation=fc_dilation, l2norm=l2norm,
+    )  # fmt: skip
     shapes = neck.output_shape()
     if len(anchor_sizes) != len(shapes):
         raise ConfigError(f"anchor_sizes={tuple(anchor_sizes)}: expected one size per level {list(shapes)}")
-    anchors = fpn_anchor_generator(
-        tuple(anchor_sizes), tuple(anchor_ratios), strides=[s.stride for s in shapes.values()]
-    )
+    anchors = AnchorGenerator(
+        tuple((float(size),) for size in anchor_sizes), (tuple(anchor_ratios),) * len(shapes),
+        strides=[s.stride for s in shapes.values()], offset=anchor_offset, round_base_anchors=round_anchors,
+    )  # fmt: skip
+    tcb = TransferConnection([s.channels for s in shapes.values()], fpn_channels, deconv_kernel)
     return RefineDet(
-        backbone, neck, TransferConnection([s.channels for s in shapes.values()], fpn_channels), anchors,
+        backbone, neck, tcb, anchors,
         num_classes=num_classes, matcher=Matcher(iou_threshold, iou_threshold, True),
         neg_pos_ratio=neg_pos_ratio, filter_threshold=filter_threshold, refine_anchors=refine_anchors,
-        negative_filtering=negative_filtering, postprocess=postprocess, image_mean=image_mean,
-        image_std=image_std,
+        negative_filtering=negative_filtering, input_size=input_size, postprocess=postprocess,
+        image_mean=image_mean, image_std=image_std,
     )  # fmt: skip
 
+
+#: the authors' VGG16 RefineDet (:func:`build_refinedet`); ``input_size`` 320 or 512 picks the paper's model
+_VGG16_PAPER = {
+    "batch_norm": False,
+    "fc_channels": 1024,
+    "fc_dilation": 3,
+    "extra_channels": 512,
+    "l2norm": True,
+    "anchor_offset": 0.5,
+    "round_anchors": False,
+}
 
 register_detector_family(
     "refinedet",
     build_refinedet,
     {
-        "vgg16": {"fc_channels": 1024, "l2norm": True},
+        "vgg16": {**_VGG16_PAPER, "input_size": 320},  # = refinedet320_vgg16
         "plain": {"fpn_channels": 64, "anchor_sizes": (16, 32, 64, 128)},
     },
     suffix="",
 )
+for _size in (320, 512):
+    _name = f"refinedet{_size}_vgg16"
+    register_model(_name)(
+        make_detector_builder(
+            _name, build_refinedet, BACKBONES["vgg16"], {**_VGG16_PAPER, "input_size": _size}
+        )
+    )

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from visionkit.errors import ConfigError
 from visionkit.losses.focal import sigmoid_focal_loss
 from visionkit.losses.iou import giou_loss
 from visionkit.losses.regression import l1_loss, smooth_l1_loss
@@ -130,7 +131,9 @@ class RetinaNet(Detector):
     ) -> None:
         super().__init__(backbone, neck, num_classes=num_classes, postprocess=postprocess, **options)
         if box_loss not in ("l1", "smooth_l1", "giou"):
-            raise ValueError(f"box_loss must be 'l1', 'smooth_l1' or 'giou', got {box_loss!r}")
+            raise ConfigError(
+                f"box_loss={box_loss!r}: expected one of ['l1', 'smooth_l1', 'giou'] for RetinaNet"
+            )
         self.head, self.anchor_generator = head, anchor_generator
         self.feature_names = list(feature_names or neck.out_names)  # type: ignore[arg-type]
         self.matcher = Matcher(fg_iou_threshold, bg_iou_threshold, allow_low_quality_matches=True)

@@ -44,32 +44,52 @@ def build_yolov3(
     num_classes: int,
     anchors: Sequence[Sequence[float]] = COCO_ANCHORS,
     neck_widths: Sequence[int] = (128, 256, 512),
+    scales: int = 3,
     fusion: str = "concat",
     ignore_threshold: float = 0.5,
     xy_loss: str = "sse",
     class_activation: str = "sigmoid",
     objectness_prior: float = 0.0,
+    assign_threshold: float = 1.0,
+    box_loss: str = "sse",
     image_mean: Sequence[float] = _NO_NORMALIZATION[0],
     image_std: Sequence[float] = _NO_NORMALIZATION[1],
     postprocess: PostProcess | None = None,
 ) -> YOLOv3:
     """YOLOv3 on the ``c3, c4, c5`` maps of any ``features_only`` backbone: the neck of ``neck_widths``
-    (``fusion="concat"`` as the paper, or ``"sum"``), a head per scale, 9 anchors ``(w, h)`` in pixels
+    (``fusion="concat"`` as the paper, or ``"sum"``), a head per scale (``scales=1``: the stride-32 map
+    alone carries every anchor, YOLOv2's single scale, for the §18 comparison), 9 anchors ``(w, h)`` in pixels
     sorted by area (3 per scale, smallest on stride 8; ``3·n`` anchors give ``n`` per scale);
     ``xy_loss``: ``"sse"`` (the paper) or ``"bce"`` (darknet's gradient,
     :mod:`~visionkit.models.detectors.yolo.yolov3`); ``class_activation``:
     ``"sigmoid"`` (the paper) or ``"softmax"`` (YOLOv2's, for the comparison); ``objectness_prior`` > 0: see
-    :class:`~visionkit.models.detectors.yolo.neck.YOLOv3Head` (0: the paper)."""
-    shapes = backbone.output_shape()
-    neck = YOLOv3Neck({name: shapes[name] for name in ("c3", "c4", "c5")}, tuple(neck_widths), fusion)
-    count = len(anchors) if isinstance(anchors, Sequence) else 0
-    if count == 0 or count % 3:
+    :class:`~visionkit.models.detectors.yolo.neck.YOLOv3Head` (0: the paper); ``assign_threshold`` < 1:
+    several anchors per ground truth (darknet's later ``iou_thresh``; 1: the paper's one); ``box_loss``:
+    ``"sse"`` (the paper) or ``"giou"`` / ``"diou"`` / ``"ciou"`` (darknet's later ``iou_loss``)."""
+    if scales not in (1, 3):
         raise ConfigError(
-            f"anchors: expected the same number of (width, height) pairs on each of the 3 scales (9 in the "
-            f"paper), got {count}"
+            f"scales={scales!r}: expected 3 (the paper: strides 8, 16, 32) or 1 (stride 32 only)"
         )
-    per_scale = count // 3
-    head = YOLOv3Head(tuple(neck_widths), (per_scale,) * 3, num_classes, objectness_prior=objectness_prior)
+    if len(neck_widths) != 3:
+        raise ConfigError(
+            f"neck_widths={tuple(neck_widths)!r}: expected 3 positive widths (strides 8, 16, 32)"
+        )
+    shapes = backbone.output_shape()
+    names = ("c3", "c4", "c5")[3 - scales :]
+    neck = YOLOv3Neck({name: shapes[name] for name in names}, tuple(neck_widths)[3 - scales :], fusion)
+    count = len(anchors) if isinstance(anchors, Sequence) else 0
+    if count == 0 or count % scales:
+        raise ConfigError(
+            f"anchors: expected the same number of (width, height) pairs on each of the {scales} scales "
+            f"(9 in the paper), got {count}"
+        )
+    per_scale = count // scales
+    head = YOLOv3Head(
+        tuple(neck_widths)[3 - scales :],
+        (per_scale,) * scales,
+        num_classes,
+        objectness_prior=objectness_prior,
+    )
     table = check_anchors(anchors, count)
     ordered = table[(table[:, 0] * table[:, 1]).argsort(stable=True)].tolist()
     return YOLOv3(
@@ -78,10 +98,12 @@ def build_yolov3(
         head,
         ordered,
         num_classes=num_classes,
-        anchors_per_level=(per_scale,) * 3,
+        anchors_per_level=(per_scale,) * scales,
         ignore_threshold=ignore_threshold,
         xy_loss=xy_loss,
         class_activation=class_activation,
+        assign_threshold=assign_threshold,
+        box_loss=box_loss,
         image_mean=image_mean,
         image_std=image_std,
         postprocess=postprocess,
@@ -132,12 +154,12 @@ def build_yolov2(
     )
 
 
-def _darknet53() -> Backbone:
-    return darknet53(features_only=True)  # type: ignore[return-value]
+def _darknet53(*, width_multiplier: float = 1.0) -> Backbone:
+    return darknet53(width_multiplier=width_multiplier, features_only=True)  # type: ignore[return-value]
 
 
-def _darknet19() -> Backbone:
-    return darknet19(features_only=True)  # type: ignore[return-value]
+def _darknet19(*, width_multiplier: float = 1.0) -> Backbone:
+    return darknet19(width_multiplier=width_multiplier, features_only=True)  # type: ignore[return-value]
 
 
 #: anchors for the ``plain`` backbone's 128-pixel shapes images (objects of 16–48 pixels)
@@ -154,6 +176,7 @@ YOLO_MODELS = [
         },
         backbones={
             "darknet53": _darknet53,
+            "darknet19": _darknet19,
             "mobilenet_v2": BACKBONES["mobilenet_v2"],
             "plain": BACKBONES["plain"],
         },

@@ -13,6 +13,8 @@ Assignment. Each ground truth goes to exactly one prediction: the anchor of best
 centred together, :func:`~visionkit.ops.anchors.wh_iou`) over *all* anchors of all levels (ties: the
 lower anchor index), on that anchor's level, at the cell holding the box centre. When two ground truths
 land on the same prediction the later one (in target order) wins, as darknet's loop overwrites.
+Optionally (``iou_threshold`` < 1, darknet's later ``iou_thresh``) also every other anchor whose shape IoU
+exceeds the threshold, at the same centre on its own level: several positives per object.
 """
 
 from __future__ import annotations
@@ -157,11 +159,19 @@ class Assignment:
 
 
 def assign_targets(
-    boxes: Tensor, priors: GridPriors, anchors: Tensor, anchor_levels: Sequence[int]
+    boxes: Tensor,
+    priors: GridPriors,
+    anchors: Tensor,
+    anchor_levels: Sequence[int],
+    iou_threshold: float = 1.0,
 ) -> Assignment:
-    """The one-anchor assignment of ``boxes`` ``Tensor[M, 4]`` xyxy pixels (module docstring).
+    """The assignment of ``boxes`` ``Tensor[M, 4]`` xyxy pixels (module docstring).
 
-    ``σ(t_x)* = x/s − c_x`` (the centre's offset in its cell), ``t_w* = log(w / p_w)``.
+    ``σ(t_x)* = x/s − c_x`` (the centre's offset in its cell), ``t_w* = log(w / p_w)``. With
+    ``iou_threshold < 1`` every *other* anchor whose shape IoU with the box exceeds it is assigned too, at
+    the box centre's cell of its own level (darknet's later ``[yolo] iou_thresh``, e.g. 0.213 in
+    ``yolov4.cfg``; 1.0, the default, is the papers' one anchor per ground truth). Pairs are written in
+    (ground truth, anchor) order, so on a shared prediction the later ground truth wins.
 
     Example:
         >>> anchors = torch.tensor([[8.0, 8.0], [32.0, 32.0]])
@@ -169,15 +179,23 @@ def assign_targets(
         >>> a = assign_targets(torch.tensor([[0.0, 0.0, 30.0, 34.0]]), priors, anchors, [0, 1])
         >>> a.index.tolist(), a.offsets[0, :2].tolist()
         ([16], [0.46875, 0.53125])
+        >>> box = torch.tensor([[0.0, 0.0, 16.0, 16.0]])  # shape IoU 0.25 with both anchors
+        >>> assign_targets(box, priors, anchors, [0, 1], iou_threshold=0.2).index.tolist()
+        [0, 16]
     """
     device = priors.cells.device
     empty = torch.zeros(0, dtype=torch.int64, device=device)
     if boxes.shape[0] == 0:
         return Assignment(empty, empty, torch.zeros(0, 4, dtype=priors.cells.dtype, device=device))
     boxes = boxes.to(priors.cells.dtype)
-    centres, wh = (boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]
     anchors = anchors.to(device=device, dtype=boxes.dtype)
-    best = wh_iou(wh, anchors).argmax(dim=1)  # first maximum: the lower anchor index on ties
+    shape_iou = wh_iou(boxes[:, 2:] - boxes[:, :2], anchors)
+    chosen = shape_iou > iou_threshold
+    # the best anchor always (first maximum: the lower anchor index on ties)
+    chosen[torch.arange(boxes.shape[0], device=device), shape_iou.argmax(dim=1)] = True
+    gt, best = torch.nonzero(chosen, as_tuple=True)  # row-major: (ground truth, anchor) order
+    boxes = boxes[gt]
+    centres, wh = (boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]
     levels = torch.as_tensor(list(anchor_levels), device=device)[best]
     local = torch.zeros_like(best)  # the anchor's position among its level's anchors
     counts = []
@@ -204,12 +222,12 @@ def assign_targets(
         ],
         dim=1,
     )
-    # later ground truths win a shared prediction: keep the last occurrence of each index
+    # later pairs win a shared prediction: keep the last occurrence of each index
     order = torch.arange(index.numel(), device=device)
     last = torch.full((int(priors.cells.shape[0]),), -1, dtype=torch.int64, device=device)
     last.scatter_reduce_(0, index, order, reduce="amax")
     keep = last[index] == order
-    return Assignment(index[keep], order[keep], targets[keep])
+    return Assignment(index[keep], gt[keep], targets[keep])
 
 
 def ignore_mask(predicted: Tensor, boxes: Tensor, threshold: float) -> Tensor:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from visionkit.errors import ConfigError
+from visionkit.losses.iou import ciou_loss, diou_loss, giou_loss
 from visionkit.models.detectors.base import Detector, training_boxes
 from visionkit.models.detectors.postprocess import PostProcess, postprocess_detections
 from visionkit.models.detectors.yolo.common import (
@@ -43,7 +44,7 @@ from visionkit.models.detectors.yolo.common import (
 )
 from visionkit.structures import Detections, Target
 
-__all__ = ["COCO_ANCHORS", "XY_LOSSES", "YOLOv3", "yolov3_loss"]
+__all__ = ["BOX_LOSSES", "COCO_ANCHORS", "XY_LOSSES", "YOLOv3", "yolov3_loss"]
 
 #: darknet's ``yolov3.cfg`` anchors (k-means on COCO at 416 × 416), pixels, sorted by area
 COCO_ANCHORS = (
@@ -61,6 +62,9 @@ COCO_ANCHORS = (
 
 XY_LOSSES = ("sse", "bce")
 CLASS_ACTIVATIONS = ("sigmoid", "softmax")
+#: the paper's sum of squared errors on the offsets, or darknet's later ``[yolo] iou_loss`` on the boxes
+BOX_LOSSES = ("sse", "giou", "diou", "ciou")
+_IOU_LOSSES = {"giou": giou_loss, "diou": diou_loss, "ciou": ciou_loss}
 
 
 def box_loss_terms(
@@ -85,6 +89,20 @@ def box_loss_terms(
     return (weight * (centre + size)).sum()
 
 
+def iou_box_loss_terms(raw: Tensor, priors: GridPriors, index: Tensor, boxes: Tensor, kind: str) -> Tensor:
+    """``Σ (1 − IoU-variant)(decoded prediction, ground truth)`` over the assigned predictions (darknet's
+    later ``iou_loss=giou|diou|ciou``; the gradient flows through the decoding).
+
+    Args:
+        raw: ``[P, ≥4]`` raw outputs of the predictions ``index`` ``[P]``; boxes: ``[P, 4]`` xyxy pixels.
+    """
+    centres = (torch.sigmoid(raw[:, :2]) + priors.cells[index]) * priors.strides[index, None]
+    # exp(t) of a diverging prediction must not overflow: darknet-size boxes stay far below e^{10} anchors
+    sizes = priors.anchors[index] * torch.exp(raw[:, 2:4].clamp(max=10.0))
+    predicted = torch.cat([centres - sizes / 2, centres + sizes / 2], dim=1)
+    return _IOU_LOSSES[kind](predicted, boxes.to(raw.dtype)).sum()
+
+
 def yolov3_loss(
     outputs: Tensor,
     priors: GridPriors,
@@ -95,6 +113,8 @@ def yolov3_loss(
     ignore_threshold: float = 0.5,
     xy_loss: str = "sse",
     class_activation: str = "sigmoid",
+    assign_threshold: float = 1.0,
+    box_loss: str = "sse",
 ) -> dict[str, Tensor]:
     """YOLOv3 losses of a batch (module docstring).
 
@@ -106,6 +126,11 @@ def yolov3_loss(
         xy_loss: ``"sse"`` (the paper) or ``"bce"`` (darknet's gradient), module docstring.
         class_activation: ``"sigmoid"`` (the paper: a binary cross-entropy per class) or ``"softmax"``
             (YOLOv2's softmax cross-entropy, for the §18 comparison).
+        assign_threshold: also assign every other anchor whose shape IoU with a ground truth exceeds
+            this (darknet's later ``iou_thresh``; 1.0: the paper's one anchor per ground truth),
+            :func:`~visionkit.models.detectors.yolo.common.assign_targets`.
+        box_loss: ``"sse"`` (the paper's offsets loss, weighted ``2 − w·h``) or ``"giou"`` / ``"diou"`` /
+            ``"ciou"`` (:func:`iou_box_loss_terms`; ``xy_loss`` then does not apply).
 
     Returns:
         ``{"box", "objectness", "classification"}`` scalars; an image without objects contributes only
@@ -114,7 +139,7 @@ def yolov3_loss(
     box_terms, object_terms, class_terms = [], [], []
     for raw, target in zip(outputs, targets, strict=True):
         boxes, labels = training_boxes(target)
-        assigned = assign_targets(boxes, priors, anchors, anchor_levels)
+        assigned = assign_targets(boxes, priors, anchors, anchor_levels, assign_threshold)
         with torch.no_grad():
             ignored = ignore_mask(decode_predictions(raw[:, :4].detach(), priors), boxes, ignore_threshold)
         objectness = torch.zeros_like(raw[:, 4])
@@ -126,7 +151,10 @@ def yolov3_loss(
         )
         chosen = raw[assigned.index]
         matched = boxes[assigned.gt].to(raw.dtype)
-        box_terms.append(box_loss_terms(chosen, assigned.offsets, matched, batch_hw, xy_loss))
+        if box_loss == "sse":
+            box_terms.append(box_loss_terms(chosen, assigned.offsets, matched, batch_hw, xy_loss))
+        else:
+            box_terms.append(iou_box_loss_terms(chosen, priors, assigned.index, matched, box_loss))
         if class_activation == "softmax":
             class_terms.append(F.cross_entropy(chosen[:, 5:], labels[assigned.gt], reduction="sum"))
         else:
@@ -156,6 +184,10 @@ class YOLOv3(Detector):
         xy_loss: ``"sse"`` (the paper) or ``"bce"`` (darknet's gradient) for the box centre.
         class_activation: ``"sigmoid"`` (the paper) or ``"softmax"`` (YOLOv2's, for the comparison):
             the class loss and the class probabilities of the scores.
+        assign_threshold: 1.0 (the paper): one anchor per ground truth; below 1 also every other anchor
+            whose shape IoU exceeds it (darknet's later ``iou_thresh``, 0.213 in ``yolov4.cfg``).
+        box_loss: ``"sse"`` (the paper) or ``"giou"`` / ``"diou"`` / ``"ciou"`` of the decoded boxes
+            (darknet's later ``iou_loss``).
         postprocess: :class:`~visionkit.models.detectors.postprocess.PostProcess` (``topk_candidates`` per
             level before class-aware NMS / Soft-NMS).
 
@@ -183,6 +215,8 @@ class YOLOv3(Detector):
         ignore_threshold: float = 0.5,
         xy_loss: str = "sse",
         class_activation: str = "sigmoid",
+        assign_threshold: float = 1.0,
+        box_loss: str = "sse",
         postprocess: PostProcess | None = None,
         **options: Any,
     ) -> None:
@@ -201,6 +235,14 @@ class YOLOv3(Detector):
             )
         if not 0.0 <= ignore_threshold <= 1.0:
             raise ConfigError(f"ignore_threshold={ignore_threshold!r}: expected a number in [0, 1]")
+        if not 0.0 <= assign_threshold <= 1.0:
+            raise ConfigError(
+                f"assign_threshold={assign_threshold!r}: expected a number in [0, 1] (1: the paper's one "
+                "anchor per ground truth)"
+            )
+        if box_loss not in BOX_LOSSES:
+            raise ConfigError(f"box_loss={box_loss!r}: expected one of {list(BOX_LOSSES)} for YOLOv3")
+        self.assign_threshold, self.box_loss = assign_threshold, box_loss
         table = check_anchors(anchors, sum(anchors_per_level))
         self.register_buffer("anchors", table.float(), persistent=False)
         self.anchor_levels = [lv for lv, n in enumerate(anchors_per_level) for _ in range(n)]
@@ -225,7 +267,17 @@ class YOLOv3(Detector):
     ) -> dict[str, Tensor]:
         outputs, priors, hw = self._loss_inputs(batch, features)
         return yolov3_loss(
-            outputs, priors, self.anchors, self.anchor_levels, targets, hw, self.ignore_threshold
+            outputs,
+            priors,
+            self.anchors,
+            self.anchor_levels,
+            targets,
+            hw,
+            self.ignore_threshold,
+            xy_loss=self.xy_loss,
+            class_activation=self.class_activation,
+            assign_threshold=self.assign_threshold,
+            box_loss=self.box_loss,
         )
 
     def _loss_inputs(

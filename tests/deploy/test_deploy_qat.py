@@ -1,0 +1,215 @@
+"""Quantization-aware training (visionkit.deploy.qat): fake quantization equals quantize → dequantize
+exactly, the straight-through gradient against an element-by-element reference, QAT layers carrying the
+graph's exact int8 / int32 numbers, and the exported QAT graph in ONNX Runtime against the eager
+fake-quantized model within a bound derived from the network."""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+import pytest
+import torch
+from torch import fx, nn
+
+from tolerances import gamma, unit_roundoff
+from visionkit.deploy.onnx import export_onnx, ort_session
+from visionkit.deploy.qat import FakeQuantize, QATLayer, export_qat, fake_quantize, prepare_qat
+from visionkit.deploy.quantize import calibrate_onnx, quantize_onnx
+
+SCALE, ZERO = float(np.float32(0.0371)), 37
+
+
+def _values() -> torch.Tensor:
+    torch.manual_seed(0)
+    x = torch.randn(4000) * 6  # reaches past both ends of the uint8 range [−37·s, 218·s]
+    ties = (torch.arange(-40, 230).float() + 0.5) * SCALE  # near the code boundaries
+    return torch.cat([x, ties, torch.tensor([0.0, -1e6, 1e6])])
+
+
+def test_fake_quantize_equals_quantize_then_dequantize() -> None:
+    """Bit for bit: against the formula in numpy float32 (``rint`` rounds half to even) and against ONNX
+    Runtime's ``QuantizeLinear → DequantizeLinear``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = _values()
+    got = fake_quantize(x, SCALE, ZERO, 0, 255).numpy()
+    code = np.clip(np.rint(x.numpy() / np.float32(SCALE)) + ZERO, 0, 255)
+    expected = ((code - ZERO) * np.float32(SCALE)).astype(np.float32)
+    assert np.array_equal(got, expected)
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
+        "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [len(x)])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [len(x)])],
+        [helper.make_tensor("s", TensorProto.FLOAT, [], [SCALE]),
+         helper.make_tensor("z", TensorProto.UINT8, [], [ZERO])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.array_equal(session.run(None, {"x": x.numpy()})[0], got)
+    onnx.checker.check_model(model)
+
+
+def test_straight_through_gradient_against_an_element_loop() -> None:
+    """The gradient is the incoming one where the code ``round(x / s) + z`` lies in ``[0, 255]`` and 0
+    where it was clipped (checked element by element)."""
+    x = _values().requires_grad_(True)
+    upstream = torch.randn(len(x))
+    fake_quantize(x, SCALE, ZERO, 0, 255).backward(upstream)
+    for k in range(len(x)):
+        code = round(float(np.float32(x[k].item()) / np.float32(SCALE))) + ZERO  # ties: not at ±0.5 codes
+        inside = 0 <= code <= 255
+        assert x.grad[k].item() == (upstream[k].item() if inside else 0.0), k
+    # the module form: scale and zero point from a calibrated range, as the graph stores them
+    quantizer = FakeQuantize(-1.0, 3.0)
+    assert (quantizer.scale, quantizer.zero_point) == (float(np.float32(4 / 255)), 64)
+
+
+def test_qat_layer_carries_the_graph_numbers_and_passes_gradients(tmp_path) -> None:
+    """ŵ and b̂ of a QAT convolution equal the int8 weight × scale and int32 bias × scale stored in the QDQ
+    graph (dequantized in float32, as DequantizeLinear does); their gradients are those of a float
+    convolution evaluated at (ŵ, b̂) (straight-through)."""
+    import onnx
+    from onnx import numpy_helper
+
+    torch.manual_seed(1)
+    conv = nn.Conv2d(3, 5, 3, padding=1)
+    float_graph = export_onnx(nn.Sequential(conv).eval(), tmp_path / "f", example_size=(6, 6))["model"]
+    batches = [(torch.rand(4, 3, 6, 6),)]
+    ranges = calibrate_onnx(float_graph, batches, "minmax")
+    graph = onnx.load(str(quantize_onnx(float_graph, ranges, tmp_path / "q.onnx"))).graph
+    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    weight = next(k for k in init if k.endswith("__int8"))
+    bias = next(k for k in init if k.endswith("__int32"))
+    stored_w = init[weight] * init[weight.replace("__int8", "__scale")][:, None, None, None]
+    stored_b = init[bias] * init[bias.replace("__int32", "__scale")]
+    layer = QATLayer(conv, FakeQuantize(*ranges["input_0"]).scale)
+    w_hat, b_hat = layer.quantized_parameters()
+    assert np.array_equal(w_hat.detach().numpy(), stored_w.astype(np.float32))
+    assert np.array_equal(b_hat.detach().numpy(), stored_b.astype(np.float32))
+    x = torch.rand(2, 3, 6, 6)
+    layer(x).square().sum().backward()
+    leaf_w, leaf_b = w_hat.detach().requires_grad_(True), b_hat.detach().requires_grad_(True)
+    nn.functional.conv2d(x, leaf_w, leaf_b, padding=1).square().sum().backward()
+    assert torch.equal(conv.weight.grad, leaf_w.grad) and torch.equal(conv.bias.grad, leaf_b.grad)
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = nn.functional.relu6(self.conv1(x))
+        y = torch.relu(self.conv2(y) + y)
+        return self.fc(y.mean((2, 3)))
+
+
+def _difference_bound(module: fx.GraphModule, x: torch.Tensor) -> float:
+    """An elementwise bound on |ONNX Runtime − eager| of the logits, propagated node by node. The two sides
+    quantize the same tensors with the same (scale, zero point) and hold the same int8 weights and int32
+    biases; they differ in float arithmetic only (accumulation order, ORT's requantization multiply), which
+    may move a value across a rounding boundary: each quantizer may then differ by one code, ``s``, on top
+    of the difference it receives (quantization is 1-Lipschitz up to one step). A layer with fan-in ``K``
+    turns an input difference ``e`` into ``max_row ‖ŵ‖₁·e + γ(K+2)·(max_row ‖ŵ‖₁·max|x̂| + max|b̂|)``;
+    ReLU/ReLU6 pass ``e``; an addition adds the two and ``2u·(max|a| + max|b|)``; a mean over ``n``
+    values passes ``e`` plus ``γ(n)·max|x|``."""
+    error: dict[fx.Node, float] = {}
+    largest: dict[fx.Node, float] = {}
+
+    class _Bound(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> object:
+            out = super().run_node(n)
+            largest[n] = float(out.abs().max())
+            inputs = [a for a in n.args if isinstance(a, fx.Node)]
+            e = [error[a] for a in inputs]
+            u = unit_roundoff(torch.float32)
+            if n.op == "placeholder":
+                error[n] = 0.0
+            elif n.op == "call_module" and isinstance(self.module.get_submodule(n.target), FakeQuantize):
+                error[n] = e[0] + self.module.get_submodule(n.target).scale
+            elif n.op == "call_module" and isinstance(self.module.get_submodule(n.target), QATLayer):
+                layer = self.module.get_submodule(n.target)
+                w_hat, b_hat = layer.quantized_parameters()
+                row = float(w_hat.detach().abs().flatten(1).sum(1).max())
+                fan_in = w_hat[0].numel()
+                rounding = gamma(fan_in + 2, torch.float32) * (
+                    row * largest[inputs[0]] + float(b_hat.abs().max())
+                )
+                error[n] = row * e[0] + rounding
+            elif n.target in (nn.functional.relu6, torch.relu):
+                error[n] = e[0]
+            elif n.target is operator.add:
+                error[n] = e[0] + e[1] + 2 * u * (largest[inputs[0]] + largest[inputs[1]])
+            elif n.target == "mean":
+                count = int(torch.tensor(self.env[inputs[0]].shape[2:]).prod())
+                error[n] = e[0] + gamma(count, torch.float32) * largest[inputs[0]]
+            elif n.op == "output":
+                error[n] = e[0]
+            else:
+                raise AssertionError(f"no error rule for {n.format_node()}")
+            return out
+
+    with torch.no_grad():
+        _Bound(module).run(x)
+    return error[next(n for n in module.graph.nodes if n.op == "output")]
+
+
+def test_exported_qat_graph_agrees_with_the_eager_fake_quantized_model(tmp_path) -> None:
+    """Calibrate, make the QAT model, train it a few steps (the weights move away from the calibrated
+    ones; the scales are kept), export: ONNX Runtime's logits are within the derived bound of the eager
+    fake-quantized model's, on a batch of other images; the graph carries the kept scales."""
+    import onnx
+    from onnx import numpy_helper
+
+    torch.manual_seed(2)
+    net = _Net().eval()
+    float_graph = export_onnx(net, tmp_path / "f", example_size=(8, 8))["model"]
+    calib = torch.rand(16, 3, 8, 8)
+    ranges = calibrate_onnx(float_graph, [(calib,)], "minmax")
+    qat = prepare_qat(net, float_graph, ranges, calib)
+    quantizers = [m for m in qat.modules() if isinstance(m, FakeQuantize)]
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.05)
+    before = net.conv1.weight.detach().clone()
+    for _ in range(5):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(qat(calib), torch.arange(16) % 4).backward()
+        optimizer.step()
+    assert not torch.equal(before, net.conv1.weight)  # the QAT model trains the net's own parameters
+    out = export_qat(net, ranges, tmp_path / "qat.onnx", 8)
+    stored = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
+    activations = {
+        k[: -len("__zero_point")]
+        for k, v in stored.items()
+        if k.endswith("__zero_point") and v.dtype == np.uint8
+    }
+    assert {q.tensor for q in quantizers} == activations and len(
+        quantizers
+    ) == 5  # input, conv1, conv2, add, mean
+    for quantizer in quantizers:
+        assert stored[f"{quantizer.tensor}__scale"] == np.float32(quantizer.scale)
+        assert stored[f"{quantizer.tensor}__zero_point"] == quantizer.zero_point
+    x = torch.rand(6, 3, 8, 8)
+    with torch.no_grad():
+        eager = qat(x)
+    got = torch.from_numpy(ort_session(out).run(None, {"input_0": x.numpy()})[0])
+    bound = _difference_bound(qat, x)
+    assert float((got - eager).abs().max()) <= bound
+
+
+def test_qat_refuses_a_graph_it_cannot_mirror(tmp_path) -> None:
+    """A graph tensor with no equal in the eager model (the wrong model for the graph) is named."""
+    from visionkit.errors import ExportError
+
+    torch.manual_seed(3)
+    net = _Net().eval()
+    float_graph = export_onnx(net, tmp_path / "f", example_size=(8, 8))["model"]
+    calib = torch.rand(4, 3, 8, 8)
+    ranges = calibrate_onnx(float_graph, [(calib,)], "minmax")
+    with pytest.raises(ExportError, match="has no equal in the model"):
+        prepare_qat(_Net().eval(), float_graph, ranges, calib)
