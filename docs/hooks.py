@@ -91,6 +91,7 @@ SECTION_MODULES: dict[str, tuple[str, ...]] = {
     "§37": (
         "visionkit.deploy.fuse",
         "visionkit.deploy.onnx",
+        "visionkit.deploy.onnx_nms",
         "visionkit.deploy.quantize",
         "visionkit.deploy.qat",
     ),

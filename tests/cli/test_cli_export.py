@@ -180,3 +180,110 @@ def test_export_detector_and_predict_with_onnxruntime(tmp_path: Path) -> None:
         main, ["predict", str(images), f"weights={weights}", "--backend", "onnxruntime", *nowhere]
     )
     assert result.exit_code == 1 and "export.json" in result.output
+
+
+def _saved_detector(name: str, folder: Path, **arguments) -> Path:
+    """A detector's model.pt (random weights, head outputs spread so that scores have no near-ties)."""
+    from visionkit.data.datasets import LabelMap
+    from visionkit.engine.detect import save_detector
+    from visionkit.models import create_model
+
+    torch.manual_seed(0)
+    detector = create_model(name, **arguments)
+    with torch.no_grad():
+        for module in getattr(detector, "head", torch.nn.Identity()).modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.weight.normal_(0, 0.05)
+    names = tuple(f"c{i}" for i in range(arguments["num_classes"]))
+    label_map = LabelMap(tuple(range(len(names))), names)
+    return save_detector(folder / "model.pt", detector, model=name, arguments=arguments, label_map=label_map)
+
+
+@pytest.mark.parametrize(("name", "nms"), [("yolov3_plain", "outside"), ("yolov2_plain", "graph")])
+def test_export_yolo_and_predict_with_onnxruntime(name: str, nms: str, tmp_path: Path) -> None:
+    """YOLOv3 / YOLOv2 through the commands: trunk and head graphs (and with nms=graph the NMS graph), and
+    `predict --backend onnxruntime` keeps the eager detections (same images and classes in the same order;
+    their numbers are bounded in tests/deploy/test_deploy_onnx.py)."""
+    runner = CliRunner()
+    weights = _saved_detector(name, tmp_path, num_classes=2, score_threshold=0.2, detections_per_image=5)
+    result = runner.invoke(main, ["export", f"weights={weights}", "image_size=96", f"nms={nms}"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "export" / "export.json").read_text())
+    parts = {"trunk", "head"} | ({"nms"} if nms == "graph" else set())
+    assert manifest["kind"] == "yolo" and set(manifest["parts"]) == parts and manifest["nms"] == nms
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.effect_noise((80, 56), 60).convert("RGB").save(images / "a.png")
+    Image.effect_noise((40, 130), 60).convert("RGB").save(images / "b.png")
+    outputs = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / backend
+        result = runner.invoke(main, ["predict", str(images), f"weights={weights}", "--backend", backend,
+                                      "--out", str(out)])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        outputs[backend] = json.loads((out / "detections.json").read_text())
+    assert outputs["torch"], "no detections to compare"
+    result = runner.invoke(main, ["export", f"weights={weights}", "int8=true", "--out", str(tmp_path / "q")])
+    assert result.exit_code == 1 and "int8=true is not supported for YOLO" in result.output, result.output
+    key = [(d["image_id"], d["category_id"]) for d in outputs["torch"]]
+    assert key == [(d["image_id"], d["category_id"]) for d in outputs["onnxruntime"]]
+
+
+def test_export_segmenter_and_predict_with_onnxruntime(tmp_path: Path) -> None:
+    """An FCN through the commands: one graph, `predict --backend onnxruntime` writes the class maps of the
+    ONNX Runtime logits; they equal eager's wherever eager's two best logits are further apart than twice
+    the largest logit difference between the runtimes (the only pixels where the arg-max could differ)."""
+    from visionkit.data.datasets import LabelMap, read_image
+    from visionkit.data.segmentation.masks import read_mask_png
+    from visionkit.deploy.onnx import load_onnx_runtime
+    from visionkit.engine.segment import save_segmenter
+    from visionkit.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("fcn8s_small", num_classes=3).eval()
+    with torch.no_grad():
+        for module in model.modules():  # score layers are zero-initialized: give them weights
+            if isinstance(module, torch.nn.Conv2d) and module.out_channels == 3:
+                module.weight.normal_(0, 0.1)
+    weights = save_segmenter(tmp_path / "model.pt", model, name="fcn8s_small", arguments={"num_classes": 3},
+                             label_map=LabelMap((0, 1, 2), ("background", "a", "b")))  # fmt: skip
+    runner = CliRunner()
+    result = runner.invoke(main, ["export", f"weights={weights}", "image_size=48"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "export" / "export.json").read_text())
+    assert manifest["kind"] == "segmenter" and set(manifest["parts"]) == {"model"}
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.effect_noise((70, 45), 60).convert("RGB").save(images / "a.png")
+    masks = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / backend
+        result = runner.invoke(main, ["predict", str(images), f"weights={weights}", "--backend", backend,
+                                      "--out", str(out)])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        masks[backend] = read_mask_png(out / "a_mask.png")
+    image = read_image(images / "a.png", 0)[None]
+    with torch.no_grad():
+        eager, ort = model(image)[0], load_onnx_runtime(model, tmp_path / "export")(image)[0]
+    assert torch.equal(masks["torch"], eager.argmax(0)) and torch.equal(masks["onnxruntime"], ort.argmax(0))
+    top2 = eager.topk(2, dim=0).values
+    clear = top2[0] - top2[1] > 2 * float((ort - eager).abs().max())
+    assert clear.float().mean() > 0.5  # the comparison covers most pixels
+    assert torch.equal(masks["onnxruntime"][clear], masks["torch"][clear])
+    result = runner.invoke(main, ["export", f"weights={weights}", "int8=true", "--out", str(tmp_path / "q")])
+    assert result.exit_code == 1 and "not supported for segmenters" in result.output, result.output
+    result = runner.invoke(main, ["export", f"weights={weights}", "nms=graph", "--out", str(tmp_path / "q")])
+    assert result.exit_code == 2 and "nms=graph: a segmenter has no detections" in result.output
+
+
+@pytest.mark.parametrize(
+    ("name", "family"), [("cascade_rcnn_plain_fpn", "Cascade R-CNN"), ("refinedet_plain", "RefineDet")]
+)
+def test_int8_cascade_rcnn_and_refinedet_are_refused_by_name(name: str, family: str, tmp_path: Path) -> None:
+    """Cascade R-CNN and RefineDet export in float (tests/deploy); int8=true names what is not supported,
+    before any work, and writes nothing."""
+    weights = _saved_detector(name, tmp_path, num_classes=2)
+    out = tmp_path / "q"
+    result = CliRunner().invoke(main, ["export", f"weights={weights}", "int8=true", "--out", str(out)])
+    assert result.exit_code == 1 and f"not supported for {family}" in result.output, result.output
+    assert not (out / "export.json").exists()

@@ -17,7 +17,8 @@ evaluation, with ``γ(n)`` of tests/tolerances.py (any summation order, fused mu
   these batch sizes);
 * batch norm, evaluation: ``γ(6)·(|x̂·α| + |b| + |μ·α|)`` for ``y = x·α + β`` (α, β from ≤ 4 roundings);
   training: the running bound of the two-pass batch statistics and the affine map (tests/nn/bn_bounds.py);
-* addition: ``u·|ŷ|``; global average pooling: ``γ(HW)·mean|x̂|`` (adaptive: ``γ`` of the largest bin);
+* addition, subtraction, multiplication: ``u·|ŷ|``; division: ``γ(2)·|ŷ|`` (or a product with a rounded
+  reciprocal); global average pooling: ``γ(HW)·mean|x̂|`` (adaptive: ``γ`` of the largest bin);
 * leaky ReLU: ``u·|ŷ|`` (one product on the negative side);
 * ReLU, ReLU6, max pooling, dropout, flatten: exact (a selection or an exact scaling by 1/(1 − p) is not:
   dropout in training mode rounds once, ``u·|ŷ|``).
@@ -134,6 +135,14 @@ class LocalRounding(TorchFunctionMode):
         return self.u * self._abs(out)
 
     _rule___add__ = _rule_add
+    _rule_sub = _rule___sub__ = _rule_mul = _rule___mul__ = _rule_add  # one correctly rounded operation
+
+    def _rule_div(self, out, *args, **kwargs):
+        # a division, or (another runtime may rewrite a division by a constant so) a product with the
+        # rounded reciprocal: two roundings
+        return gamma(2, self.dtype) * self._abs(out)
+
+    _rule___truediv__ = _rule_div
 
     def _rule_leaky_relu(self, out, x, negative_slope=0.01, inplace=False):
         assert not inplace, "run the network with inplace activations switched off"

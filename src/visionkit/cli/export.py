@@ -24,15 +24,16 @@ import click
     help="Output folder [default: RUN/export, beside model.pt].",
 )
 def export(overrides: tuple[str, ...], out: Path | None) -> None:
-    """Export a trained classifier or detector to ONNX (float, fused, or int8 with our calibration).
+    """Export a trained classifier, detector or segmenter to ONNX (float, fused, or int8: our calibration).
 
     OVERRIDES are key=value pairs: weights= (required), format=onnx, fuse=true, int8=true,
     calib=auto|minmax|percentile|entropy (auto: entropy for classifiers, percentile for
     detectors), percentile=99.99, calib_images=train|FOLDER, calib_count=256,
     max_drop=0.01 (int8: largest accepted test-accuracy drop; a model over it is not written),
     qat_epochs=0 / qat_lr=0.01 (int8 classifiers: quantization-aware fine-tuning epochs and rate),
+    nms=outside|graph (detectors: the final NMS in PyTorch, or as an ONNX NonMaxSuppression graph),
     image_size=... The folder gets the .onnx graphs and export.json; run it with
-    `visionkit predict --backend onnxruntime` (detectors).
+    `visionkit predict --backend onnxruntime` (detectors and segmenters).
     """
     from visionkit.cli.paths import output_folder
     from visionkit.deploy.export import ExportRecipe, export_run

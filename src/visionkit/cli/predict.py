@@ -133,7 +133,8 @@ PREDICT_KEYS = ("weights", "nms", "score_threshold", "out")
     type=click.Choice(["torch", "onnxruntime"]),
     default="torch",
     show_default=True,
-    help="onnxruntime: run the graphs of `visionkit export` (RUN/export, or --onnx) with ONNX Runtime.",
+    help="onnxruntime: run the graphs of `visionkit export` (RUN/export, or --onnx) with ONNX Runtime "
+    "(detectors and segmenters).",
 )
 @click.option("--onnx", "onnx_folder", type=click.Path(path_type=Path), default=None, help="Exported folder.")
 def predict(
@@ -172,12 +173,11 @@ def predict(
     from visionkit.engine.segment import FORMAT as SEGMENTER
     from visionkit.engine.segment import model_format
 
-    if model_format(weights) == SEGMENTER and backend == "onnxruntime":
-        raise ConfigError("--backend onnxruntime runs detectors (visionkit export); segmenters run in torch")
     if model_format(weights) == SEGMENTER:  # a segmenter's model.pt: overlays and class maps
         from visionkit.cli.predict_segment import predict_masks
 
-        predict_masks(images, weights, out)
+        onnx = (onnx_folder or Path(weights).parent / "export") if backend == "onnxruntime" else None
+        predict_masks(images, weights, out, onnx=onnx)
         return
     detector, label_map = load_detector(weights, **({"nms_method": nms} if nms else {}))
     if backend == "onnxruntime":

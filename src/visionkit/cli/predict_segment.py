@@ -19,10 +19,17 @@ from visionkit.viz.masks import overlay_mask
 __all__ = ["predict_masks"]
 
 
-def predict_masks(images: Sequence[Path], weights: Path, out: Path, alpha: float = 0.5) -> None:
+def predict_masks(
+    images: Sequence[Path], weights: Path, out: Path, alpha: float = 0.5, onnx: Path | None = None
+) -> None:
     """Segment ``images`` with the segmenter in ``weights`` and write the overlays and class maps to ``out``
-    (which exists)."""
+    (which exists); ``onnx``: the folder of its exported graph (``visionkit export``), run in ONNX Runtime
+    instead of PyTorch."""
     model, label_map = load_segmenter(weights)
+    if onnx is not None:
+        from visionkit.deploy.onnx import load_onnx_runtime
+
+        model = load_onnx_runtime(model, onnx)
     label_map.save(out / "label_map.json")
     for index, path in enumerate(images):
         image = read_image(path, index)

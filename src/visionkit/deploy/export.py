@@ -9,7 +9,8 @@ channels), quantized (:mod:`visionkit.deploy.quantize`) and checked on the test 
 float graph and of the int8 graph, both in ONNX Runtime, and their top-1 agreement. If the accuracy drops by
 more than ``max_drop`` nothing is written and :class:`~visionkit.errors.ExportError` says by how much.
 int8, detectors: :mod:`visionkit.deploy.detect_int8` (trunk and heads in int8, gated by COCO AP on the
-run's validation images; calibrated on its training images or a folder).
+run's validation images; calibrated on its training images or a folder); YOLO and segmenters (FCN) are
+exported in float only, as are Cascade R-CNN and RefineDet (``int8=true`` is refused by name).
 ``qat_epochs=N`` (classifiers): quantization-aware fine-tuning (:mod:`visionkit.deploy.qat`) of the fused
 model for ``N`` epochs at ``qat_lr`` through the classify engine, with the calibrated scales kept; the
 graph written carries those scales and the fine-tuned weights, gated the same way; ``out/qat/`` holds the
@@ -36,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from visionkit.deploy.fuse import fuse_model
-from visionkit.deploy.onnx import MANIFEST, export_onnx, model_kind, ort_session
+from visionkit.deploy.onnx import MANIFEST, NMS_PLACES, add_nms_graph, export_onnx, model_kind, ort_session
 from visionkit.deploy.quantize import CALIBRATORS, calibrate_onnx, quantize_onnx
 from visionkit.engine.compressed import compressed_task
 from visionkit.engine.config import check_types, require
@@ -66,7 +67,8 @@ class ExportRecipe:
     max_drop: float = 0.01  # int8: largest accepted test-accuracy drop against the float graph
     qat_epochs: int = 0  # int8 classifiers: quantization-aware fine-tuning epochs (0: post-training only)
     qat_lr: float = 0.01  # learning rate of the QAT fine-tuning
-    image_size: int = 0  # example size for the export (0: the run's own, 224 for detectors' padded batch)
+    nms: Literal["outside", "graph"] = "outside"  # detectors: final NMS ours (outside) or an ONNX graph
+    image_size: int = 0  # example size for the export (0: the run's own; 224 for detectors and segmenters)
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -81,6 +83,7 @@ class ExportRecipe:
         require(self.qat_epochs == 0 or self.int8, "qat_epochs", self.qat_epochs, "0 unless int8=true")
         require(0 < self.qat_lr <= 10, "qat_lr", self.qat_lr, "a learning rate in (0, 10]")
         require(self.image_size >= 0, "image_size", self.image_size, "an integer >= 0")
+        require(self.nms in NMS_PLACES, "nms", self.nms, f"one of {list(NMS_PLACES)}")
 
 
 def calibrator_for(calib: str, kind: str) -> str:
@@ -102,16 +105,19 @@ def calibrator_for(calib: str, kind: str) -> str:
 
 
 def load_run_model(weights: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The model of a run's ``model.pt`` (classifier or detector, trained or compressed by ``visionkit
-    compress``) in eval mode, and what is known about it (``task``, ``input_size``, ``channels`` and, for
-    classifiers, the recipe)."""
+    """The model of a run's ``model.pt`` (classifier, detector or segmenter; classifiers and detectors also
+    compressed by ``visionkit compress``) in eval mode, and what is known about it (``task``, and for
+    classifiers ``input_size``, ``channels`` and the recipe)."""
     path = Path(weights)
     from visionkit.engine.detect import load_detector
     from visionkit.engine.segment import FORMAT as SEGMENTER
     from visionkit.engine.segment import model_format
 
     if model_format(path) == SEGMENTER:
-        raise ExportError(f"{path}: segmenter export is not supported (classifiers and detectors)")
+        from visionkit.engine.segment import load_segmenter
+
+        segmenter, label_map = load_segmenter(path)
+        return segmenter, {"task": "segment", "label_map": label_map}
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
     except Exception:  # torch raises several types for a corrupt file: load_detector below names it
@@ -180,6 +186,8 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
     model, info = load_run_model(recipe.weights)
     inner = getattr(model, "detector", model)  # a detector behind ResizedInput
     kind = model_kind(inner)
+    if recipe.nms == "graph" and kind in ("classifier", "segmenter"):
+        raise ConfigError(f"nms=graph: a {kind} has no detections to suppress (detectors only)")
     recipe = dataclasses.replace(recipe, calib=calibrator_for(recipe.calib, kind))
     if recipe.qat_epochs and kind != "classifier":
         raise ConfigError(f"qat_epochs={recipe.qat_epochs}: quantization-aware training is for classifiers")
@@ -195,11 +203,25 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
         "fused": recipe.fuse or recipe.int8,
         "int8": recipe.int8,
     }
+    if kind == "segmenter":
+        if recipe.int8:
+            raise ExportError(
+                f"{recipe.weights}: int8=true is not supported for segmenters yet (float: int8=false)"
+            )
+        size = recipe.image_size or 224
+        export_onnx(inner, out, example_size=(size, size), extra=extra)
+        return json.loads((out / MANIFEST).read_text())
     if kind != "classifier":
         size = recipe.image_size or 224
+        if recipe.int8 and kind in ("yolo", "cascade_rcnn", "refinedet"):
+            family = {"yolo": "YOLO", "cascade_rcnn": "Cascade R-CNN", "refinedet": "RefineDet"}[kind]
+            raise ExportError(
+                f"{recipe.weights}: int8=true is not supported for {family} yet (float graphs: int8=false)"
+            )
         if recipe.int8:
-            return _int8_detector(recipe, model, inner, out, extra, size)
-        export_onnx(inner, out, example_size=(size, size), extra=extra)
+            manifest = _int8_detector(recipe, model, inner, out, extra, size)
+            return add_nms_graph(out, inner.num_classes) if recipe.nms == "graph" else manifest
+        export_onnx(inner, out, example_size=(size, size), extra=extra, nms=recipe.nms)
         return json.loads((out / MANIFEST).read_text())
     size = recipe.image_size or info["input_size"]
     if not recipe.int8:

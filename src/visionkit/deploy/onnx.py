@@ -1,19 +1,26 @@
-"""ONNX export and ONNX Runtime inference of classifiers and detectors (handbook §37).
+"""ONNX export and ONNX Runtime inference of classifiers, segmenters and detectors (handbook §37).
 
-What goes into a graph: the dense, shape-static parts — a classifier whole; a detector's **trunk**
-(backbone + neck: the padded, normalized batch → every neck level), its dense **head** (RetinaNet's class
-and box subnets over the levels; Faster R-CNN's RPN head) and, for Faster R-CNN, the **box head** (pooled
-RoI features ``[R, C, 7, 7]`` → class logits and box deltas). Every graph has dynamic batch and image size
+What goes into a graph: the dense, shape-static parts — a classifier or a segmenter (FCN) whole; a
+detector's **trunk** (backbone + neck: the padded, normalized batch → every neck level), its dense
+**head** (RetinaNet's class and box subnets over the levels; YOLOv3's and YOLOv2's output convolutions,
+``[B, A·(5+K), H, W]`` per level; RefineDet's ARM, transfer connections and ODM, its four raw outputs;
+Faster R-CNN's and Cascade R-CNN's RPN head) and, for Faster R-CNN, the
+**box head** (pooled RoI features ``[R, C, 7, 7]`` → class logits and box deltas; Cascade R-CNN has one
+per stage, ``box_head_1..3``, each on its stage's boxes). Every graph has dynamic batch and image size
 (levels of any height and width; ``R`` proposals, also 0).
 
-What stays outside, in PyTorch with our own ops: input checks, normalization and padding, anchors, box
-decoding, proposal selection, multi-scale RoI Align and NMS. :class:`OnnxRuntimeDetector` is the eager
-detector with its trunk and heads swapped for ONNX Runtime sessions, so the decoding and suppression are
-literally the same code as in eager mode. Our NMS suppresses a box when ``IoU > nms_threshold`` (strictly;
-a pair exactly at the threshold survives, :mod:`visionkit.ops.nms`); ONNX's ``NonMaxSuppression`` also
-suppresses only when ``IoU > iou_threshold`` (the ONNX Runtime kernel compares ``iou > threshold``), but it
-returns ``(batch, class, box)`` index triples per class up to ``max_output_boxes_per_class`` and breaks
-score ties in an unspecified order — one reason the suppression stays outside the graph here.
+What stays outside, in PyTorch with our own ops: input checks, normalization and padding, anchors (YOLO's
+grid priors), RefineDet's anchor refinement and negative filtering, box decoding, proposal selection,
+multi-scale RoI Align and NMS. :class:`OnnxRuntimeDetector` is the eager detector with its trunk and heads
+swapped for ONNX Runtime sessions, so the decoding and suppression are literally the same code as in eager
+mode. Our NMS suppresses a box when
+``IoU > nms_threshold`` (strictly; a pair exactly at the threshold survives, :mod:`visionkit.ops.nms`);
+ONNX's ``NonMaxSuppression`` also suppresses only when ``IoU > iou_threshold`` (the ONNX Runtime kernel
+compares ``iou > threshold``), but it returns ``(batch, class, box)`` index triples grouped by class and
+breaks score ties in an unspecified order. By default the suppression stays outside the graphs; with
+``export_onnx(nms="graph")`` (``visionkit export nms=graph``) the final class-aware hard NMS runs as an
+ONNX graph around ``NonMaxSuppression``, written so that it returns what ours does, ties included
+(:mod:`visionkit.deploy.onnx_nms`).
 
 An op the exporter cannot translate raises :class:`~visionkit.errors.ExportError` naming the ATen op and the
 module path where the model calls it (from ``torch.export``'s ``nn_module_stack``).
@@ -43,13 +50,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from visionkit.deploy.onnx_nms import OnnxNms, write_nms_graph
 from visionkit.errors import ExportError
 from visionkit.models.detectors.base import Detector
+from visionkit.models.detectors.cascade_rcnn import CascadeRCNN
 from visionkit.models.detectors.faster_rcnn import FasterRCNN
+from visionkit.models.detectors.postprocess import hard_nms_engine
+from visionkit.models.detectors.refinedet import RefineDet
 from visionkit.models.detectors.retinanet import RetinaNet
+from visionkit.models.detectors.yolo.yolov2 import YOLOv2
+from visionkit.models.detectors.yolo.yolov3 import YOLOv3
+from visionkit.models.segmentation.fcn import FCN, check_images
 
 __all__ = [
     "OnnxRuntimeDetector",
+    "OnnxRuntimeSegmenter",
     "OrtModule",
     "export_module",
     "export_onnx",
@@ -63,33 +78,100 @@ MANIFEST = "export.json"
 
 
 def model_kind(model: nn.Module) -> str:
-    """``"retinanet"``, ``"faster_rcnn"`` or ``"classifier"`` (anything else that maps images to logits).
+    """``"retinanet"``, ``"faster_rcnn"``, ``"cascade_rcnn"``, ``"yolo"`` (YOLOv3, YOLOv2), ``"refinedet"``,
+    ``"segmenter"`` (FCN: images → per-pixel logits) or ``"classifier"`` (anything else that maps images to
+    logits).
 
     Detector families are matched by their exact class: a subclass (Cascade R-CNN is a ``FasterRCNN``
     with more stages) has its own heads and glue, which these graphs do not cover.
 
     Raises:
-        ExportError: another detector family (YOLO, RefineDet, Cascade R-CNN, ...).
+        ExportError: another detector family (a subclass of one of these, say): names it.
     """
     if type(model) is RetinaNet:
         return "retinanet"
     if type(model) is FasterRCNN:
         return "faster_rcnn"
+    if type(model) is CascadeRCNN:
+        return "cascade_rcnn"
+    if type(model) in (YOLOv3, YOLOv2):
+        return "yolo"
+    if type(model) is RefineDet:
+        return "refinedet"
+    if isinstance(model, FCN):
+        return "segmenter"
     if isinstance(model, Detector):
+        family = type(model).__name__
+        reason = _UNSUPPORTED.get(family, "its heads and glue have no ONNX graphs here")
         raise ExportError(
-            f"export: detector family {type(model).__name__} is not supported yet (RetinaNet, FasterRCNN)"
+            f"export: detector family {family} is not supported yet: {reason} "
+            f"(exported: {', '.join(SUPPORTED_DETECTORS)})"
         )
     return "classifier"
 
 
+#: the detector families :func:`export_onnx` writes graphs for
+SUPPORTED_DETECTORS = ("RetinaNet", "FasterRCNN", "CascadeRCNN", "YOLOv3", "YOLOv2", "RefineDet")
+
+#: what is missing for the families that are refused, named in the error
+_UNSUPPORTED: dict[str, str] = {}
+
+
 # ----------------------------------------------------------------------------------------- the parts
+def _level_names(neck: nn.Module) -> list[str]:
+    """The neck's output levels in its order (``out_names``, else the keys of ``output_shape()``)."""
+    return list(getattr(neck, "out_names", None) or neck.output_shape())
+
+
+class _RefineDetHead(nn.Module):
+    """RefineDet's dense part over its levels: ``*levels`` → ``(arm_objectness [B, N], arm_deltas [B, N, 4],
+    odm_logits [B, N, K + 1], odm_deltas [B, N, 4])`` — :meth:`RefineDet.outputs` without the anchors."""
+
+    def __init__(self, detector: RefineDet) -> None:
+        super().__init__()
+        self.detector = _RefineDetParts(detector)
+
+    def forward(self, *levels: Tensor) -> tuple[Tensor, ...]:
+        features = dict(zip(self.detector.names, levels, strict=True))
+        return tuple(RefineDet.outputs(self.detector, levels[0], features)[:4])  # type: ignore[arg-type]
+
+
+class _RefineDetParts(nn.Module):
+    """What :meth:`RefineDet.outputs` reads, with no anchor generator (the anchors stay outside)."""
+
+    def __init__(self, detector: RefineDet) -> None:
+        super().__init__()
+        self.tcb, self.num_classes, self.names = (
+            detector.tcb,
+            detector.num_classes,
+            _level_names(detector.neck),
+        )
+        self.arm_objectness, self.arm_deltas = detector.arm_objectness, detector.arm_deltas
+        self.odm_logits, self.odm_deltas = detector.odm_logits, detector.odm_deltas
+
+    def anchor_generator(self, batch: Tensor, levels: Sequence[Tensor]) -> list[Tensor]:
+        return []
+
+
+class _RefineDetOutputs:
+    """In the ONNX Runtime detector, :meth:`RefineDet.outputs`: the head session's four outputs and the
+    detector's own anchors."""
+
+    def __init__(self, session: OrtModule, anchor_generator: nn.Module) -> None:
+        self.session, self.anchor_generator = session, anchor_generator
+
+    def __call__(self, batch: Tensor, features: dict[str, Tensor]) -> tuple[Any, ...]:
+        levels = list(features.values())
+        return (*self.session(*levels), self.anchor_generator(batch, levels))
+
+
 class _Trunk(nn.Module):
     """backbone + neck: ``batch [B, 3, H, W]`` → the neck levels as a tuple in ``names`` order."""
 
     def __init__(self, detector: Detector) -> None:
         super().__init__()
         self.backbone, self.neck = detector.backbone, detector.neck
-        self.names = list(detector.neck.out_names)
+        self.names = _level_names(detector.neck)
 
     def forward(self, batch: Tensor) -> tuple[Tensor, ...]:
         features = self.neck(self.backbone(batch))
@@ -112,11 +194,12 @@ class _LevelHead(nn.Module):
 
 
 class _BoxHead(nn.Module):
-    """Faster R-CNN's box head and predictor: pooled ``[R, C, h, w]`` → ``(class_logits, box_deltas)``."""
+    """Faster R-CNN's (or one Cascade R-CNN stage's) box head and predictor: pooled ``[R, C, h, w]`` →
+    ``(class_logits, box_deltas)``."""
 
-    def __init__(self, detector: FasterRCNN) -> None:
+    def __init__(self, roi_heads: nn.Module) -> None:
         super().__init__()
-        self.box_head, self.box_predictor = detector.roi_heads.box_head, detector.roi_heads.box_predictor
+        self.box_head, self.box_predictor = roi_heads.box_head, roi_heads.box_predictor
 
     def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
         return self.box_predictor(self.box_head(pooled))
@@ -134,15 +217,13 @@ def onnx_parts(
     model = model.eval()
     dim = torch.export.Dim
     batch = dim("batch", min=1, max=4096)
-    if kind == "classifier":
+    if kind in ("classifier", "segmenter"):
         channels = _input_channels(model)
         example = torch.rand(2, channels, *example_size)
         shapes = ({0: batch, 2: dim.AUTO, 3: dim.AUTO},)  # the sizes the network accepts (guards inferred)
         return {"model": (model, (example,), shapes)}
+    h, w = _detector_example_size(model, example_size)
     divisor = model.size_divisible
-    # every level at least 2×2 in the example, or the exporter fixes a 1-pixel level's size to 1
-    smallest = 2 * max(spec.stride for spec in model.feature_shapes.values())
-    h, w = (-(-max(s, smallest) // divisor) * divisor for s in example_size)
     example = torch.rand(2, len(model.image_mean), h, w)
     rows, cols = dim("rows", min=1, max=256), dim("cols", min=1, max=256)
     parts: dict[str, tuple[nn.Module, tuple[Tensor, ...], Any]] = {
@@ -150,21 +231,69 @@ def onnx_parts(
     }
     with torch.no_grad():
         levels = dict(zip(parts["trunk"][0].names, parts["trunk"][0](example), strict=True))
-    head_names = model.feature_names if kind == "retinanet" else model.rpn_feature_names
+    head_names = _head_names(model)
     inputs = tuple(levels[name] for name in head_names)
     level_shapes = tuple(
         {0: batch, 2: dim(f"{name}_h", min=1, max=8192), 3: dim(f"{name}_w", min=1, max=8192)}
+        if kind != "refinedet"  # its transfer connections tie each level's size to the next one's
+        else {0: batch, 2: dim.AUTO, 3: dim.AUTO}
         for name in head_names
     )
-    head = model.head if kind == "retinanet" else model.rpn.head
-    parts["head"] = (_LevelHead(head), inputs, (level_shapes,))  # one entry: the *levels tuple
-    if kind == "faster_rcnn":
-        pooler = model.roi_heads.pooler
+    if kind == "refinedet":
+        head: nn.Module = _RefineDetHead(model)
+    else:
+        head = _LevelHead(model.rpn.head if kind in TWO_STAGE else model.head)
+    parts["head"] = (head, inputs, (level_shapes,))  # one entry: the *levels tuple
+    for name, roi_heads in _box_heads(model).items():
         proposals = [torch.tensor([[0.0, 0.0, 16.0, 16.0], [4.0, 4.0, 40.0, 30.0]])] * 2
         with torch.no_grad():
-            pooled = pooler(levels, proposals, [(h, w)] * 2)
-        parts["box_head"] = (_BoxHead(model), (pooled,), ({0: dim("rois", min=0, max=1 << 20)},))
+            pooled = roi_heads.pooler(levels, proposals, [(h, w)] * 2)
+        rois = dim("rois", min=0, max=1 << 20)
+        parts[name] = (_BoxHead(roi_heads), (pooled,), ({0: rois},))
     return parts
+
+
+#: the two-stage kinds: RPN head over the levels, then box heads on pooled RoIs
+TWO_STAGE = ("faster_rcnn", "cascade_rcnn")
+
+
+def _box_heads(model: nn.Module) -> dict[str, nn.Module]:
+    """The RoI heads whose box head and predictor become graphs: Faster R-CNN's ``box_head``; Cascade
+    R-CNN's stages ``box_head_1``, ``box_head_2``, ... (each its own head on its stage's boxes)."""
+    kind = model_kind(model)
+    if kind == "faster_rcnn":
+        return {"box_head": model.roi_heads}
+    if kind == "cascade_rcnn":
+        return {f"box_head_{i + 1}": stage for i, stage in enumerate(model.roi_heads.stages)}
+    return {}
+
+
+def _head_names(model: Detector) -> list[str]:
+    """The neck levels a detector's dense head reads (Faster R-CNN: its RPN's)."""
+    kind = model_kind(model)
+    if kind == "refinedet":
+        return _level_names(model.neck)
+    return list(model.rpn_feature_names if kind in TWO_STAGE else model.feature_names)
+
+
+def _detector_example_size(model: Detector, example_size: tuple[int, int]) -> tuple[int, int]:
+    """The padded example batch's ``(H, W)``: ``example_size`` rounded up to ``size_divisible``, every level
+    at least 3 cells high and wide, ``H / size_divisible`` and ``W / size_divisible`` odd and different.
+
+    Why: ``torch.export`` may specialize a symbolic size whose example value coincides with a constant of
+    the graph (a 1-cell level is fixed to 1; YOLOv2's passthrough ``reorg`` on a 64² example — a 4×4
+    ``c4`` next to the constant 4 of its reshape — was fixed to 4 with only a runtime guard), equal sides
+    can tie the two symbols together, and a crop that is a no-op at the example size is dropped from the
+    graph (RefineDet's transfer connection crops its upsampled map to the level below, which is one cell
+    smaller only when that level is odd). Odd, distinct sizes of ≥ 3 cells avoid those cases;
+    :func:`export_onnx` then checks every graph at a second size.
+    """
+    divisor = model.size_divisible
+    smallest = 3 * max(spec.stride for spec in model.feature_shapes.values())
+    rows, cols = (-(-max(s, smallest) // divisor) for s in example_size)
+    rows, cols = rows + 1 - rows % 2, cols + 1 - cols % 2
+    cols = cols + 2 if cols == rows else cols
+    return rows * divisor, cols * divisor
 
 
 def _input_channels(model: nn.Module) -> int:
@@ -256,21 +385,103 @@ def export_onnx(
     *,
     example_size: tuple[int, int] = (224, 224),
     extra: dict | None = None,
+    nms: str = "outside",
 ) -> dict[str, Path]:
-    """Export ``model`` (a classifier, RetinaNet or Faster R-CNN) into ``folder``: one ``<part>.onnx`` per
-    graph of :func:`onnx_parts` and ``export.json`` (kind, parts, inputs; ``extra`` merged in).
+    """Export ``model`` (a classifier, RetinaNet, Faster R-CNN, YOLOv3 or YOLOv2) into ``folder``: one
+    ``<part>.onnx`` per graph of :func:`onnx_parts` and ``export.json`` (kind, parts, inputs; ``extra``
+    merged in). A detector's graphs are run once more in ONNX Runtime at a second size
+    (:func:`_check_second_size`).
+
+    ``nms="graph"`` (detectors): also ``nms.onnx``, the class-aware hard NMS as an ONNX graph around
+    ``NonMaxSuppression`` (:mod:`visionkit.deploy.onnx_nms`), which :func:`load_onnx_runtime` then runs in
+    place of our NMS for the final detections (hard NMS; Soft-NMS and the RPN's proposal NMS stay ours).
+
+    Raises:
+        ExportError: an unsupported detector family or op, a graph that does not run at a second size, or
+            ``nms="graph"`` for a model without detections.
 
     Returns:
         ``part name → path``.
     """
+    if nms not in NMS_PLACES:
+        raise ExportError(f"nms={nms!r}: expected one of {list(NMS_PLACES)}")
+    kind = model_kind(model)
+    if nms == "graph" and kind in ("classifier", "segmenter"):
+        raise ExportError(f"nms=graph: a {kind} has no detections to suppress (detectors only)")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, (module, inputs, shapes) in onnx_parts(model, example_size).items():
+    parts = onnx_parts(model, example_size)
+    for name, (module, inputs, shapes) in parts.items():
         paths[name] = export_module(module, inputs, shapes, folder / f"{name}.onnx")
-    manifest = {"kind": model_kind(model), "parts": {k: p.name for k, p in paths.items()}, **(extra or {})}
+    if kind == "segmenter":  # any size: the example's grown by 13 rows and 7 columns
+        example = parts["model"][1][0]
+        second = torch.rand(1, example.shape[1], example.shape[2] + 13, example.shape[3] + 7)
+        _check_graph("model", model, paths["model"], (second,))
+    elif kind != "classifier":
+        _check_second_size(parts, paths, _head_names(model), model.size_divisible)
+    if nms == "graph":
+        paths["nms"] = write_nms_graph(model.num_classes, folder / "nms.onnx")
+    manifest = {"kind": kind, "parts": {k: p.name for k, p in paths.items()}, **(extra or {})}
+    if kind not in ("classifier", "segmenter"):
+        manifest["nms"] = nms
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return paths
+
+
+#: where ``export_onnx(nms=...)`` puts a detector's final NMS
+NMS_PLACES = ("outside", "graph")
+
+
+def add_nms_graph(folder: str | Path, num_classes: int) -> dict[str, Any]:
+    """Add ``nms.onnx`` (:func:`~visionkit.deploy.onnx_nms.write_nms_graph`) to an exported detector's
+    ``folder`` and to its manifest (``nms: graph``); returns the manifest. For folders written by other
+    exporters (the int8 detector graphs)."""
+    folder = Path(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    write_nms_graph(num_classes, folder / "nms.onnx")
+    manifest["parts"]["nms"], manifest["nms"] = "nms.onnx", "graph"
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _check_second_size(
+    parts: dict[str, Any], paths: dict[str, Path], head_names: list[str], divisor: int
+) -> None:
+    """Run every detector graph in ONNX Runtime at a second size (batch 1, the example batch grown by
+    ``divisor`` rows and ``2·divisor`` columns; 3 proposals for a box head) and compare the output shapes
+    with eager mode: a size the exporter fixed to the example's fails here, at export time, with an
+    :class:`ExportError` naming the graph, instead of at the user's first other image."""
+    trunk = parts["trunk"][0]
+    example = parts["trunk"][1][0]
+    batch = torch.rand(1, example.shape[1], example.shape[2] + divisor, example.shape[3] + 2 * divisor)
+    with torch.no_grad():
+        levels = dict(zip(trunk.names, trunk(batch), strict=True))
+    trials: dict[str, tuple[Tensor, ...]] = {"trunk": (batch,), "head": tuple(levels[n] for n in head_names)}
+    for name in (n for n in parts if n.startswith("box_head")):
+        trials[name] = (torch.rand(3, *parts[name][1][0].shape[1:]),)
+    for name, inputs in trials.items():
+        _check_graph(name, parts[name][0], paths[name], inputs)
+
+
+def _check_graph(name: str, module: nn.Module, path: Path, inputs: tuple[Tensor, ...]) -> None:
+    """:class:`ExportError` unless the graph at ``path`` runs on ``inputs`` in ONNX Runtime with the output
+    shapes of ``module`` in eager mode."""
+    with torch.no_grad():
+        expected = module(*inputs)
+    expected = expected if isinstance(expected, (tuple, list)) else (expected,)
+    try:
+        got = OrtModule(ort_session(path), "tuple")(*inputs)
+    except Exception as error:  # onnxruntime's own exception types
+        raise ExportError(
+            f"ONNX export: the {name} graph does not run at a second input size "
+            f"{[tuple(t.shape) for t in inputs]} (a dynamic size was fixed at export): {error}"
+        ) from error
+    if [tuple(g.shape) for g in got] != [tuple(e.shape) for e in expected]:
+        raise ExportError(
+            f"ONNX export: the {name} graph gives outputs {[tuple(g.shape) for g in got]} at input "
+            f"{[tuple(t.shape) for t in inputs]}, eager {[tuple(e.shape) for e in expected]}"
+        )
 
 
 # ----------------------------------------------------------------------------------------- running
@@ -327,7 +538,15 @@ class _TrunkSession(nn.Module):
 
 
 class _PassThrough(nn.Module):
-    """Stands in for the neck once the trunk session returns its levels."""
+    """Stands in for the neck once the trunk session returns its levels (and still describes them:
+    ``output_shape()``, which YOLO's glue reads for the strides)."""
+
+    def __init__(self, neck: nn.Module) -> None:
+        super().__init__()
+        self.shapes, self.out_names = dict(neck.output_shape()), _level_names(neck)
+
+    def output_shape(self) -> dict[str, Any]:
+        return dict(self.shapes)
 
     def forward(self, levels: dict[str, Tensor]) -> dict[str, Tensor]:
         return dict(levels)
@@ -348,32 +567,38 @@ class _EmptyAware(nn.Module):
 
 class OnnxRuntimeDetector(nn.Module):
     """The eager detector with trunk and heads run by ONNX Runtime (module docstring): same call, same
-    :class:`~visionkit.structures.Detections`; anchors, decoding, RoI Align and NMS are the detector's own."""
+    :class:`~visionkit.structures.Detections`; anchors, decoding, RoI Align and NMS are the detector's own,
+    except the final hard NMS when the folder has an ``nms`` graph (``export_onnx(nms="graph")``)."""
 
     def __init__(self, detector: Detector, folder: Path, parts: dict[str, str], threads: int = 1) -> None:
         super().__init__()
         model = copy.deepcopy(detector).eval()
-        names = list(model.neck.out_names)
+        names = _level_names(model.neck)
         model.backbone = _TrunkSession(
             OrtModule(ort_session(folder / parts["trunk"], threads), "tuple"), names
         )
-        model.neck = _PassThrough()
-        if isinstance(model, RetinaNet):
+        model.neck = _PassThrough(detector.neck)
+        if isinstance(model, RefineDet):  # its outputs method, with the head graph in it
+            session = OrtModule(ort_session(folder / parts["head"], threads), "tuple")
+            model.outputs = _RefineDetOutputs(session, model.anchor_generator)
+        elif isinstance(model, (RetinaNet, YOLOv3)):  # dense heads over the levels (YOLOv2 is a YOLOv3)
             model.head = _Levels(OrtModule(ort_session(folder / parts["head"], threads), "tuple"))
         else:
             levels = len(model.rpn_feature_names)
             model.rpn.head = _ListPair(
                 OrtModule(ort_session(folder / parts["head"], threads), [levels, levels])
             )
-            predictor = detector.roi_heads.box_predictor
-            session = OrtModule(ort_session(folder / parts["box_head"], threads), "tuple")
-            model.roi_heads.box_predictor = _EmptyAware(session, predictor.cls_score.out_features,
-                                                        predictor.bbox_pred.out_features)  # fmt: skip
-            model.roi_heads.box_head = nn.Identity()
+            for name, roi_heads in _box_heads(model).items():
+                predictor = roi_heads.box_predictor
+                session = OrtModule(ort_session(folder / parts[name], threads), "tuple")
+                roi_heads.box_predictor = _EmptyAware(session, predictor.cls_score.out_features,
+                                                      predictor.bbox_pred.out_features)  # fmt: skip
+                roi_heads.box_head = nn.Identity()
         self.model = model
+        self.nms = OnnxNms(folder / parts["nms"], threads) if "nms" in parts else None
 
     def forward(self, images: Sequence[Tensor]) -> Any:
-        with torch.no_grad():
+        with torch.no_grad(), hard_nms_engine(self.nms) if self.nms else contextlib.nullcontext():
             return self.model(images)
 
 
@@ -411,6 +636,21 @@ class OnnxRuntimeClassifier(nn.Module):
         return self.session(images)
 
 
+class OnnxRuntimeSegmenter(nn.Module):
+    """A segmenter graph (FCN) run by ONNX Runtime: ``[N, 3, H, W]`` images in ``[0, 1]`` → logits
+    ``[N, K, H, W]``, any ``N, H, W`` the eager model takes; inputs checked as the eager model checks them.
+    ``num_classes`` as the model's (what :mod:`visionkit.engine.segment` reads)."""
+
+    def __init__(self, model: nn.Module, folder: Path, parts: dict[str, str], threads: int = 1) -> None:
+        super().__init__()
+        self.session = OrtModule(ort_session(folder / parts["model"], threads))
+        self.num_classes, self.name = model.num_classes, type(model).__name__
+
+    def forward(self, images: Tensor) -> Tensor:
+        check_images(images, self.name)
+        return self.session(images)
+
+
 def load_onnx_runtime(model: nn.Module, folder: str | Path, threads: int = 1) -> nn.Module:
     """The exported graphs in ``folder`` (from :func:`export_onnx`) as a runnable module; ``model`` is the
     eager model they were exported from (a detector's glue — anchors, decoding, NMS — is taken from it)."""
@@ -431,4 +671,6 @@ def load_onnx_runtime(model: nn.Module, folder: str | Path, threads: int = 1) ->
         )
     if manifest["kind"] == "classifier":
         return OnnxRuntimeClassifier(folder, manifest["parts"], threads)
+    if manifest["kind"] == "segmenter":
+        return OnnxRuntimeSegmenter(model, folder, manifest["parts"], threads)
     return OnnxRuntimeDetector(model, folder, manifest["parts"], threads)

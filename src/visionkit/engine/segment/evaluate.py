@@ -87,7 +87,8 @@ def predict_logits(model: nn.Module, images: Sequence[Tensor], batch_size: int =
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    weight = next(model.parameters(), None)  # None: no parameters (an ONNX Runtime session, on the CPU)
+    device = weight.device if weight is not None else torch.device("cpu")
     results: list[Tensor] = []
     try:
         for start, end in _same_size_batches(images, batch_size):

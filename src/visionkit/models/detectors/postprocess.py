@@ -17,8 +17,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,7 +34,7 @@ from visionkit.ops.nms import batched_nms
 from visionkit.ops.soft_nms import batched_soft_nms
 from visionkit.structures import Detections
 
-__all__ = ["NMS_METHODS", "NMSMethod", "PostProcess", "postprocess_detections", "suppress"]
+__all__ = ["NMS_METHODS", "NMSMethod", "PostProcess", "hard_nms_engine", "postprocess_detections", "suppress"]
 
 NMSMethod = Literal["hard", "soft_linear", "soft_gaussian"]
 NMS_METHODS: tuple[str, ...] = ("hard", "soft_linear", "soft_gaussian")
@@ -90,6 +93,25 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
+#: the class-aware hard NMS that :func:`suppress` calls (``batched_nms``, or another engine with its
+#: signature and results inside :func:`hard_nms_engine`)
+_HARD_NMS: contextvars.ContextVar[Callable[[Tensor, Tensor, Tensor, float], Tensor]] = contextvars.ContextVar(
+    "hard_nms", default=batched_nms
+)
+
+
+@contextlib.contextmanager
+def hard_nms_engine(engine: Callable[[Tensor, Tensor, Tensor, float], Tensor]) -> Iterator[None]:
+    """Within the block, hard NMS runs ``engine(boxes, scores, labels, iou_threshold)`` (the kept indices
+    by decreasing score, as :func:`~visionkit.ops.batched_nms`) instead of ``batched_nms``; e.g. the ONNX
+    graph of :mod:`visionkit.deploy.onnx_nms`. Per context (thread, task), restored on exit."""
+    token = _HARD_NMS.set(engine)
+    try:
+        yield
+    finally:
+        _HARD_NMS.reset(token)
+
+
 def suppress(boxes: Tensor, scores: Tensor, labels: Tensor, settings: PostProcess) -> tuple[Tensor, Tensor]:
     """Class-aware NMS or Soft-NMS of ``boxes`` ``Tensor[N, 4]`` per ``settings``.
 
@@ -97,7 +119,7 @@ def suppress(boxes: Tensor, scores: Tensor, labels: Tensor, settings: PostProces
         ``(kept indices, their scores)`` by decreasing score; Soft-NMS returns the decayed scores.
     """
     if settings.nms_method == "hard":
-        keep = batched_nms(boxes, scores, labels, settings.nms_threshold)
+        keep = _HARD_NMS.get()(boxes, scores, labels, settings.nms_threshold)
         return keep, scores[keep]
     decay: Literal["linear", "gaussian"] = "linear" if settings.nms_method == "soft_linear" else "gaussian"
     return batched_soft_nms(
