@@ -196,14 +196,12 @@ def assign_targets(
     gt, best = torch.nonzero(chosen, as_tuple=True)  # row-major: (ground truth, anchor) order
     boxes = boxes[gt]
     centres, wh = (boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]
-    levels = torch.as_tensor(list(anchor_levels), device=device)[best]
-    local = torch.zeros_like(best)  # the anchor's position among its level's anchors
-    counts = []
-    for level in range(len(priors.sizes)):
-        members = [i for i, lv in enumerate(anchor_levels) if lv == level]
-        counts.append(len(members))
-        for position, anchor in enumerate(members):
-            local[best == anchor] = position
+    anchor_levels = list(anchor_levels)
+    levels = torch.as_tensor(anchor_levels, device=device)[best]
+    # each anchor's position among its level's anchors (they are listed in increasing index order)
+    positions = [anchor_levels[:i].count(level) for i, level in enumerate(anchor_levels)]
+    local = torch.as_tensor(positions, device=device)[best]
+    counts = [anchor_levels.count(level) for level in range(len(priors.sizes))]
     stride = torch.as_tensor(priors.level_strides, dtype=boxes.dtype, device=device)[levels]
     heights = torch.as_tensor([h for h, _ in priors.sizes], device=device)[levels]
     widths = torch.as_tensor([w for _, w in priors.sizes], device=device)[levels]

@@ -136,37 +136,39 @@ def yolov3_loss(
         ``{"box", "objectness", "classification"}`` scalars; an image without objects contributes only
         objectness negatives.
     """
-    box_terms, object_terms, class_terms = [], [], []
-    for raw, target in zip(outputs, targets, strict=True):
+    batch, count = outputs.shape[0], outputs.shape[1]
+    if len(targets) != batch:
+        raise ValueError(f"got {batch} images' outputs but {len(targets)} targets")
+    flat = outputs.reshape(batch * count, outputs.shape[2])
+    with torch.no_grad():
+        decoded = decode_predictions(outputs[..., :4].detach(), priors)
+    rows, offsets, matched, classes, ignored = [], [], [], [], []
+    for image, target in enumerate(targets):  # the assignment is per image; the losses are batched below
         boxes, labels = training_boxes(target)
         assigned = assign_targets(boxes, priors, anchors, anchor_levels, assign_threshold)
-        with torch.no_grad():
-            ignored = ignore_mask(decode_predictions(raw[:, :4].detach(), priors), boxes, ignore_threshold)
-        objectness = torch.zeros_like(raw[:, 4])
-        objectness[assigned.index] = 1.0
-        counted = ~ignored
-        counted[assigned.index] = True
-        object_terms.append(
-            F.binary_cross_entropy_with_logits(raw[counted, 4], objectness[counted], reduction="sum")
-        )
-        chosen = raw[assigned.index]
-        matched = boxes[assigned.gt].to(raw.dtype)
-        if box_loss == "sse":
-            box_terms.append(box_loss_terms(chosen, assigned.offsets, matched, batch_hw, xy_loss))
-        else:
-            box_terms.append(iou_box_loss_terms(chosen, priors, assigned.index, matched, box_loss))
-        if class_activation == "softmax":
-            class_terms.append(F.cross_entropy(chosen[:, 5:], labels[assigned.gt], reduction="sum"))
-        else:
-            one_hot = torch.zeros_like(chosen[:, 5:])
-            one_hot[torch.arange(one_hot.shape[0]), labels[assigned.gt]] = 1.0
-            class_terms.append(F.binary_cross_entropy_with_logits(chosen[:, 5:], one_hot, reduction="sum"))
-    count = len(box_terms)
-    return {
-        "box": torch.stack(box_terms).sum() / count,
-        "objectness": torch.stack(object_terms).sum() / count,
-        "classification": torch.stack(class_terms).sum() / count,
-    }
+        rows.append(assigned.index + image * count)
+        offsets.append(assigned.offsets)
+        matched.append(boxes[assigned.gt].to(outputs.dtype))
+        classes.append(labels[assigned.gt])
+        ignored.append(ignore_mask(decoded[image], boxes, ignore_threshold))
+    index = torch.cat(rows)
+    objectness = torch.zeros_like(flat[:, 4])
+    objectness[index] = 1.0
+    counted = ~torch.cat(ignored)
+    counted[index] = True
+    object_loss = F.binary_cross_entropy_with_logits(flat[counted, 4], objectness[counted], reduction="sum")
+    chosen, boxes, labels = flat[index], torch.cat(matched), torch.cat(classes)
+    if box_loss == "sse":
+        box = box_loss_terms(chosen, torch.cat(offsets), boxes, batch_hw, xy_loss)
+    else:
+        box = iou_box_loss_terms(chosen, priors, index % count, boxes, box_loss)
+    if class_activation == "softmax":
+        classification = F.cross_entropy(chosen[:, 5:], labels, reduction="sum")
+    else:
+        one_hot = torch.zeros_like(chosen[:, 5:])
+        one_hot[torch.arange(one_hot.shape[0]), labels] = 1.0
+        classification = F.binary_cross_entropy_with_logits(chosen[:, 5:], one_hot, reduction="sum")
+    return {"box": box / batch, "objectness": object_loss / batch, "classification": classification / batch}
 
 
 class YOLOv3(Detector):
