@@ -45,14 +45,15 @@ VARIANTS: dict[str, dict[str, object]] = {
     "no_warmup": {"warmup_steps": 0},
     "no_flip": {"hflip": 0.0},
     "faster_rcnn": {"model": "fasterrcnn_plain_fpn"},
-    # YOLOv3 with the papers' loss, and with darknet's later keys (several anchors per object, GIoU) and
-    # RetinaNet's objectness prior: the shapes recipe of docs/guides/yolo.md
+    # YOLOv3 with the papers' loss, and with darknet's later keys (several anchors per object, GIoU),
+    # RetinaNet's objectness prior and Soft-NMS: the shapes recipe of docs/guides/yolo.md
     "yolov3_paper": {"model": "yolov3_plain"},
     "yolov3": {
         "model": "yolov3_plain",
         "objectness_prior": 0.01,
         "assign_threshold": 0.1,
         "box_loss": "giou",
+        "nms_method": "soft_gaussian",
     },
 }
 

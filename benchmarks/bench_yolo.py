@@ -3,12 +3,18 @@ paired bootstrap, and speed beside RetinaNet and Faster R-CNN on the same images
 
     python benchmarks/bench_yolo.py accuracy BASE RUN [RUN ...] [--resamples 1000]   # `train detect` folders
     python benchmarks/bench_yolo.py speed [--repeats 10]
+    python benchmarks/bench_yolo.py nms RUN [RUN ...] --data FOLDER [--resamples 500]   # hard vs Soft-NMS
 
 ``accuracy``: every run's ``model.pt`` predicts the validation split of its recipe (shapes: the same
 images for all, ``num_val`` images of seed ``seed + 1000``); a table of COCO AP, AP50, AP75, AP_small,
 AP_medium per run, and for AP, AP75 and AP_small the paired-bootstrap 95% interval of ``RUN − BASE`` (each
 resample draws the images with replacement and scores every run on the same draw: the image-sampling
 noise of the split, not training-seed noise).
+
+``nms``: every run's ``model.pt`` on the images of a YOLO-format ``--data`` folder (e.g. the issue's
+validation split, or a held-out one the post-processing was not chosen on), decoded with its own hard NMS
+and with Gaussian Soft-NMS (the same weights): COCO AP, AP50, AP75 of each and the paired-bootstrap 95%
+interval of the Soft-NMS gain.
 
 ``speed``: the demo-size detectors (``*_plain``) with random weights on 8 shapes images of 128²: inference
 ms per image (batch 8, eval mode, score threshold 0.05) and training images/s (one forward + backward +
@@ -18,6 +24,7 @@ AdamW step), median of ``repeats`` calls, one thread.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -25,8 +32,11 @@ import numpy as np
 import torch
 from timing import median_ms
 
+from visionkit.data.datasets import read_annotations
+from visionkit.data.datasets.base import DetectionDataset
 from visionkit.data.shapes import ShapesConfig, ShapesDataset
-from visionkit.engine.detect import load_detector
+from visionkit.engine.detect import load_detector, predict
+from visionkit.lab.demo import bootstrap_ap_gain
 from visionkit.metrics.detection.coco import evaluate_coco
 from visionkit.models import create_model
 
@@ -64,6 +74,32 @@ def _scores(predictions: list[dict], targets: list[dict]) -> dict[str, float]:
     return {
         k: v for k, v in evaluate_coco(predictions, targets, num_classes=3).as_dict().items() if k in KEYS
     }
+
+
+def nms(runs: list[Path], data: Path, resamples: int) -> None:
+    """Hard NMS vs Gaussian Soft-NMS on the same trained weights (module docstring)."""
+    dataset = DetectionDataset(read_annotations(data, "yolo"))
+    images = [dataset[i][0] for i in range(len(dataset))]
+    targets = [
+        {k: v for k, v in dataset[i][1].items() if k in ("boxes", "labels")} for i in range(len(dataset))
+    ]
+    print("| run | NMS | AP | AP50 | AP75 | Soft − hard AP (95% CI) |")
+    print("|---|---|---:|---:|---:|---|")
+    for run in runs:
+        detector, _ = load_detector(run / "model.pt")
+        found = {}
+        for method in ("hard", "soft_gaussian"):
+            detector.postprocess = dataclasses.replace(detector.postprocess, nms_method=method)
+            found[method] = predict(detector, images)
+            scores = _scores(found[method], targets)
+            gain = ""
+            if method != "hard":
+                interval = bootstrap_ap_gain(found["hard"], found[method], dataset, resamples)
+                gain = f"{interval['low']:+.3f} … {interval['high']:+.3f}"
+            row = (
+                f"| {run.name} | {method} | {scores['AP']:.4f} | {scores['AP50']:.4f} | {scores['AP75']:.4f}"
+            )
+            print(f"{row} | {gain} |")
 
 
 def _steps(run: Path) -> int:
@@ -149,11 +185,17 @@ def main() -> None:
     compare.add_argument("base", type=Path)
     compare.add_argument("runs", type=Path, nargs="+")
     compare.add_argument("--resamples", type=int, default=1000)
+    soft = commands.add_parser("nms")
+    soft.add_argument("runs", type=Path, nargs="+")
+    soft.add_argument("--data", type=Path, required=True, help="a YOLO-format folder (images/ + labels/)")
+    soft.add_argument("--resamples", type=int, default=500)
     timing = commands.add_parser("speed")
     timing.add_argument("--repeats", type=int, default=10)
     arguments = parser.parse_args()
     if arguments.command == "accuracy":
         accuracy(arguments.base, arguments.runs, arguments.resamples)
+    elif arguments.command == "nms":
+        nms(arguments.runs, arguments.data, arguments.resamples)
     else:
         speed(arguments.repeats)
 
