@@ -10,6 +10,7 @@ import operator
 import numpy as np
 import pytest
 import torch
+from int8_net import Int8Net
 from torch import fx, nn
 
 from tolerances import gamma, unit_roundoff
@@ -98,18 +99,6 @@ def test_qat_layer_carries_the_graph_numbers_and_passes_gradients(tmp_path) -> N
     assert torch.equal(conv.weight.grad, leaf_w.grad) and torch.equal(conv.bias.grad, leaf_b.grad)
 
 
-class _Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
-        self.fc = nn.Linear(8, 4)
-
-    def forward(self, x):
-        y = nn.functional.relu6(self.conv1(x))
-        y = torch.relu(self.conv2(y) + y)
-        return self.fc(y.mean((2, 3)))
-
-
 def _difference_bound(module: fx.GraphModule, x: torch.Tensor) -> float:
     """An elementwise bound on |ONNX Runtime − eager| of the logits, propagated node by node. The two sides
     quantize the same tensors with the same (scale, zero point) and hold the same int8 weights and int32
@@ -168,7 +157,7 @@ def test_exported_qat_graph_agrees_with_the_eager_fake_quantized_model(tmp_path)
     from onnx import numpy_helper
 
     torch.manual_seed(2)
-    net = _Net().eval()
+    net = Int8Net().eval()
     float_graph = export_onnx(net, tmp_path / "f", example_size=(8, 8))["model"]
     calib = torch.rand(16, 3, 8, 8)
     ranges = calibrate_onnx(float_graph, [(calib,)], "minmax")
@@ -207,9 +196,9 @@ def test_qat_refuses_a_graph_it_cannot_mirror(tmp_path) -> None:
     from visionkit.errors import ExportError
 
     torch.manual_seed(3)
-    net = _Net().eval()
+    net = Int8Net().eval()
     float_graph = export_onnx(net, tmp_path / "f", example_size=(8, 8))["model"]
     calib = torch.rand(4, 3, 8, 8)
     ranges = calibrate_onnx(float_graph, [(calib,)], "minmax")
     with pytest.raises(ExportError, match="has no equal in the model"):
-        prepare_qat(_Net().eval(), float_graph, ranges, calib)
+        prepare_qat(Int8Net().eval(), float_graph, ranges, calib)

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from int8_net import Int8Net
 
 from visionkit.deploy.export import ExportRecipe, calibration_images, export_run
 from visionkit.deploy.onnx import export_onnx, ort_session
@@ -151,23 +151,11 @@ def test_quantization_parameters_by_hand() -> None:
     assert torch.allclose(scale, torch.tensor([0.01, 0.02]), rtol=2**-23, atol=0)
 
 
-class _Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
-        self.fc = nn.Linear(8, 4)
-
-    def forward(self, x):
-        y = nn.functional.relu6(self.conv1(x))
-        y = torch.relu(self.conv2(y) + y)
-        return self.fc(y.mean((2, 3)))
-
-
 @pytest.fixture(scope="module")
 def float_graph(tmp_path_factory):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("float")
-    export_onnx(_Net().eval(), folder, example_size=(12, 12))
+    export_onnx(Int8Net().eval(), folder, example_size=(12, 12))
     return folder / "model.onnx"
 
 
