@@ -130,6 +130,24 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return state
 
 
+def load_model_weights(
+    model: torch.nn.Module, state: dict[str, Any], path: str | os.PathLike[str], name: str
+) -> None:
+    """``model.load_state_dict(state)`` (strict), a mismatch reported as a
+    :class:`~visionkit.errors.CheckpointError` naming the file and the model ``name``.
+
+    Example:
+        >>> load_model_weights(torch.nn.Linear(2, 3), torch.nn.Linear(2, 2).state_dict(), "m.pt", "linear")
+        Traceback (most recent call last):
+        ...
+        visionkit.errors.CheckpointError: weights 'm.pt': the weights do not fit linear: ...
+    """
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise CheckpointError(f"weights {str(path)!r}: the weights do not fit {name}: {error}") from None
+
+
 def checkpoint_path(directory: str | os.PathLike[str], step: int) -> Path:
     """The file name used for the checkpoint taken after optimizer step ``step``."""
     return Path(directory) / f"checkpoint_{step:08d}.pt"

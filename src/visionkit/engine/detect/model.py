@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from visionkit.data.datasets import LabelMap
-from visionkit.engine.checkpoint import save_checkpoint
+from visionkit.engine.checkpoint import load_model_weights, save_checkpoint
 from visionkit.engine.compressed import is_compressed, load_compressed_model
 from visionkit.engine.config import load_recipe
 from visionkit.engine.detect.anchors import anchor_pairs
@@ -188,12 +188,7 @@ def load_detector(weights: str | os.PathLike[str], **overrides: Any) -> tuple[nn
         saved = saved["base"]
     elif isinstance(saved, dict) and {"model", "arguments", "state_dict", "label_map"} <= set(saved):
         detector = _build(saved, overrides)
-        try:
-            detector.load_state_dict(saved["state_dict"])
-        except RuntimeError as error:
-            raise CheckpointError(
-                f"weights {str(path)!r}: the weights do not fit {saved['model']}: {error}"
-            ) from None
+        load_model_weights(detector, saved["state_dict"], path, saved["model"])
     else:
         raise CheckpointError(f"weights {str(path)!r}: not a visionkit detector file (from train detect)")
     if not isinstance(saved.get("label_map"), dict):

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from visionkit.data.datasets import LabelMap
-from visionkit.engine.checkpoint import save_checkpoint
+from visionkit.engine.checkpoint import load_model_weights, save_checkpoint
 from visionkit.engine.segment.recipe import MODEL_OPTIONS, SegmentRecipe
 from visionkit.errors import CheckpointError, ConfigError
 from visionkit.models import create_model, get_model_builder
@@ -117,10 +117,5 @@ def load_segmenter(weights: str | os.PathLike[str], **overrides: Any) -> tuple[n
         raise ConfigError(f"{', '.join(unknown)}: model {saved['model']!r} has no such option")
     arguments = {k: tuple(v) if isinstance(v, list) else v for k, v in saved["arguments"].items()}
     model = create_model(saved["model"], **{**arguments, **overrides})
-    try:
-        model.load_state_dict(saved["state_dict"])
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"weights {str(path)!r}: the weights do not fit {saved['model']}: {error}"
-        ) from None
+    load_model_weights(model, saved["state_dict"], path, saved["model"])
     return model.eval(), LabelMap.from_dict(saved["label_map"])
