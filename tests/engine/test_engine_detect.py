@@ -338,3 +338,16 @@ def test_fpn_false_trains_a_single_level_retinanet_whose_file_reloads_it(tmp_pat
     assert metrics["steps"] == 2
     detector, _ = load_detector(tmp_path / "single" / "model.pt")
     assert detector.feature_names == ["p5"] and detector.anchor_generator.strides == (32,)
+
+
+def test_an_option_value_the_model_refuses_leaves_no_run_folder(tmp_path: Path) -> None:
+    """`box_loss=l1` is a valid recipe value (RetinaNet's) that YOLOv3's builder refuses: the ConfigError
+    comes before anything is written, so the same --out can be used again at once."""
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"box_loss='l1': expected one of .* for YOLOv3"):
+        train_detector(
+            tiny(model="yolov3_plain", box_loss="l1", fpn_channels=None, head_convs=None), run, log=quiet
+        )
+    assert not run.exists()
+    train_detector(tiny(model="yolov3_plain", epochs=1, fpn_channels=None, head_convs=None), run, log=quiet)
+    assert (run / "config.json").exists()

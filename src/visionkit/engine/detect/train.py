@@ -107,14 +107,18 @@ class DetectionRun:
             torch.set_num_threads(recipe.threads)
         torch.manual_seed(recipe.seed)
         data = build_datasets(recipe)
+        self.log(f"data: {data.summary()}")
+        return data
+
+    def write_run_folder(self, data: DetectionData) -> None:
+        """The run's recipe, label map and skipped files — written once the detector is built, so a
+        recipe the model refuses (a bad option value) leaves no half-made run folder behind."""
         if self.context.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_recipe(recipe, self.run_dir / "config.json")
+            save_recipe(self.recipe, self.run_dir / "config.json")
             data.label_map.save(self.run_dir / "label_map.json")
             if data.skipped:
                 (self.run_dir / "skipped.txt").write_text("\n".join(data.skipped) + "\n", encoding="utf-8")
-        self.log(f"data: {data.summary()}")
-        return data
 
     def save(self, name: str, detector: nn.Module) -> None:
         if self.context.is_main:
@@ -190,6 +194,7 @@ class DetectionRun:
         if recipe.anchor_kmeans and not recipe.anchors and takes_anchors(recipe.model):
             anchors = kmeans_anchor_argument(recipe, data.train, self.log)
         detector, self.arguments = build_detector(recipe, data.label_map.num_classes, anchors)
+        self.write_run_folder(data)
         detector = detector.to(self.context.device)
         if recipe.channels_last:
             detector = detector.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

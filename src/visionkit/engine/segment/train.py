@@ -110,13 +110,17 @@ class SegmentationRun:
             torch.set_num_threads(recipe.threads)
         torch.manual_seed(recipe.seed)
         data = build_datasets(recipe)
+        self.log(f"data: {data.summary()}")
+        return data
+
+    def write_run_folder(self, data: SegmentationData) -> None:
+        """The run's recipe, label map and skipped files — written once the model is built, so a recipe
+        the model refuses leaves no half-made run folder behind."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_recipe(recipe, self.run_dir / "config.json")
+        save_recipe(self.recipe, self.run_dir / "config.json")
         data.label_map.save(self.run_dir / "label_map.json")
         if data.skipped:
             (self.run_dir / "skipped.txt").write_text("\n".join(data.skipped) + "\n", encoding="utf-8")
-        self.log(f"data: {data.summary()}")
-        return data
 
     def eval_model(self) -> nn.Module:
         """The weights to evaluate and save: the EMA's when there is one, else the trained model's."""
@@ -175,6 +179,7 @@ class SegmentationRun:
         recipe = self.recipe
         self.data = self.prepare()
         segmenter, self.arguments = build_segmenter(recipe, self.data.label_map.num_classes)
+        self.write_run_folder(self.data)
         segmenter = segmenter.to(self.device)
         if recipe.channels_last:
             segmenter = segmenter.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
