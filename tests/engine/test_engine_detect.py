@@ -351,3 +351,16 @@ def test_an_option_value_the_model_refuses_leaves_no_run_folder(tmp_path: Path) 
     assert not run.exists()
     train_detector(tiny(model="yolov3_plain", epochs=1, fpn_channels=None, head_convs=None), run, log=quiet)
     assert (run / "config.json").exists()
+
+
+def test_a_foreign_weights_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    """torch's weights-only refusal is a dozen lines of advice; the error is one line with the reason."""
+    from visionkit.engine.classify import load_classifier
+    from visionkit.engine.segment import load_segmenter
+
+    foreign = tmp_path / "bad.pt"
+    foreign.write_bytes(b"garbage\n")
+    for load in (load_detector, load_segmenter, load_classifier):
+        with pytest.raises(CheckpointError, match=r"bad\.pt") as raised:
+            load(foreign)
+        assert "\n" not in str(raised.value) and len(str(raised.value)) < 400, str(raised.value)

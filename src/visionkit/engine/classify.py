@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from visionkit.data.digits import Digits
 from visionkit.engine import optim as optimizers
 from visionkit.engine import schedules
+from visionkit.engine.checkpoint import load_error_summary
 from visionkit.engine.compressed import compressed_task, is_compressed, load_compressed_model
 from visionkit.engine.config import check_types, is_integer, is_number, recipe_to_dict, require, save_recipe
 from visionkit.engine.diagnostics import (
@@ -252,7 +253,7 @@ def load_classifier(path: str | Path) -> tuple[nn.Module, ClassifyRecipe]:
         pickle.UnpicklingError,
     ) as error:
         raise CheckpointError(
-            f"{path} is not a classify model.pt ({type(error).__name__}: {error})"
+            f"{path} is not a classify model.pt ({type(error).__name__}: {load_error_summary(error)})"
         ) from error
     return model.eval(), recipe
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from visionkit.data.datasets import LabelMap
-from visionkit.engine.checkpoint import load_model_weights, save_checkpoint
+from visionkit.engine.checkpoint import load_error_summary, load_model_weights, save_checkpoint
 from visionkit.engine.compressed import is_compressed, load_compressed_model
 from visionkit.engine.config import load_recipe
 from visionkit.engine.detect.anchors import anchor_pairs
@@ -182,7 +182,9 @@ def load_detector(weights: str | os.PathLike[str], **overrides: Any) -> tuple[nn
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as error:
-        raise CheckpointError(f"weights {str(path)!r}: not a readable visionkit detector ({error})") from None
+        raise CheckpointError(
+            f"weights {str(path)!r}: not a readable visionkit detector ({load_error_summary(error)})"
+        ) from None
     if is_compressed(saved):  # `visionkit compress` on a detector run: the base holds what a run's file does
         detector = load_compressed_model(path, saved, "detect", lambda base: _build(base, overrides))
         saved = saved["base"]

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from visionkit.data.datasets import LabelMap
-from visionkit.engine.checkpoint import load_model_weights, save_checkpoint
+from visionkit.engine.checkpoint import load_error_summary, load_model_weights, save_checkpoint
 from visionkit.engine.segment.recipe import MODEL_OPTIONS, SegmentRecipe
 from visionkit.errors import CheckpointError, ConfigError
 from visionkit.models import create_model, get_model_builder
@@ -83,7 +83,9 @@ def _read(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as error:
-        raise CheckpointError(f"weights {str(path)!r}: not a readable visionkit model ({error})") from None
+        raise CheckpointError(
+            f"weights {str(path)!r}: not a readable visionkit model ({load_error_summary(error)})"
+        ) from None
 
 
 def model_format(weights: str | os.PathLike[str]) -> str | None:
