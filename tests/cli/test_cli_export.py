@@ -199,6 +199,17 @@ def _saved_detector(name: str, folder: Path, **arguments) -> Path:
     return save_detector(folder / "model.pt", detector, model=name, arguments=arguments, label_map=label_map)
 
 
+def _predict_both_backends(runner: CliRunner, images: Path, weights: Path, tmp_path: Path) -> dict[str, Path]:
+    """`visionkit predict` of ``images`` with the torch and the onnxruntime backend: each output folder."""
+    outs = {}
+    for backend in ("torch", "onnxruntime"):
+        outs[backend] = tmp_path / backend
+        result = runner.invoke(main, ["predict", str(images), f"weights={weights}", "--backend", backend,
+                                      "--out", str(outs[backend])])  # fmt: skip
+        assert result.exit_code == 0, result.output
+    return outs
+
+
 @pytest.mark.parametrize(("name", "nms"), [("yolov3_plain", "outside"), ("yolov2_plain", "graph")])
 def test_export_yolo_and_predict_with_onnxruntime(name: str, nms: str, tmp_path: Path) -> None:
     """YOLOv3 / YOLOv2 through the commands: trunk and head graphs (and with nms=graph the NMS graph), and
@@ -216,11 +227,7 @@ def test_export_yolo_and_predict_with_onnxruntime(name: str, nms: str, tmp_path:
     Image.effect_noise((80, 56), 60).convert("RGB").save(images / "a.png")
     Image.effect_noise((40, 130), 60).convert("RGB").save(images / "b.png")
     outputs = {}
-    for backend in ("torch", "onnxruntime"):
-        out = tmp_path / backend
-        result = runner.invoke(main, ["predict", str(images), f"weights={weights}", "--backend", backend,
-                                      "--out", str(out)])  # fmt: skip
-        assert result.exit_code == 0, result.output
+    for backend, out in _predict_both_backends(runner, images, weights, tmp_path).items():
         outputs[backend] = json.loads((out / "detections.json").read_text())
     assert outputs["torch"], "no detections to compare"
     result = runner.invoke(main, ["export", f"weights={weights}", "int8=true", "--out", str(tmp_path / "q")])
@@ -256,11 +263,7 @@ def test_export_segmenter_and_predict_with_onnxruntime(tmp_path: Path) -> None:
     images.mkdir()
     Image.effect_noise((70, 45), 60).convert("RGB").save(images / "a.png")
     masks = {}
-    for backend in ("torch", "onnxruntime"):
-        out = tmp_path / backend
-        result = runner.invoke(main, ["predict", str(images), f"weights={weights}", "--backend", backend,
-                                      "--out", str(out)])  # fmt: skip
-        assert result.exit_code == 0, result.output
+    for backend, out in _predict_both_backends(runner, images, weights, tmp_path).items():
         masks[backend] = read_mask_png(out / "a_mask.png")
     image = read_image(images / "a.png", 0)[None]
     with torch.no_grad():
