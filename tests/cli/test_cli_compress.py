@@ -11,15 +11,12 @@ from click.testing import CliRunner
 
 from visionkit.cli import main
 from visionkit.compress.run import load_compressed_classifier
-from visionkit.engine.classify import ClassifyRecipe, build_model, load_classifier, save_classifier
+from visionkit.engine.classify import load_classifier
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    recipe = ClassifyRecipe()
-    path = tmp_path_factory.mktemp("classifier") / "model.pt"
-    return save_classifier(build_model(recipe, num_classes=10), recipe, path)
+def weights(untrained_classifier: Path) -> Path:
+    return untrained_classifier
 
 
 FAST = ["finetune_epochs=0", "latency_repeats=1", "threads=1"]

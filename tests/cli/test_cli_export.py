@@ -11,7 +11,6 @@ from click.testing import CliRunner
 from PIL import Image
 
 from visionkit.cli import main
-from visionkit.engine.classify import ClassifyRecipe, build_model, save_classifier
 
 TINY_DETECT = [
     *("model=retinanet_plain_fpn", "head_convs=1", "num_train=8", "num_val=4", "image_size=64", "epochs=1"),
@@ -20,11 +19,8 @@ TINY_DETECT = [
 
 
 @pytest.fixture(scope="module")
-def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    recipe = ClassifyRecipe()
-    path = tmp_path_factory.mktemp("classifier") / "model.pt"
-    return save_classifier(build_model(recipe, num_classes=10), recipe, path)
+def classifier(untrained_classifier: Path) -> Path:
+    return untrained_classifier
 
 
 def test_export_classifier_float_and_fused(classifier: Path, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from PIL import Image
 from visionkit.cli import main
 from visionkit.compress.detect import load_compressed_detector
 from visionkit.compress.run import load_compressed_classifier
-from visionkit.engine.classify import ClassifyRecipe, build_model, load_classifier, save_classifier
+from visionkit.engine.classify import load_classifier
 from visionkit.engine.compressed import dense_state_dict, is_compressed
 from visionkit.engine.detect import DetectRecipe, load_detector, run_recipe, train_detector
 from visionkit.errors import CheckpointError, ConfigError
@@ -48,11 +48,8 @@ def _compress(weights: Path, name: str, out: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    recipe = ClassifyRecipe()
-    path = tmp_path_factory.mktemp("classifier") / "model.pt"
-    return save_classifier(build_model(recipe, num_classes=10), recipe, path)
+def classifier(untrained_classifier: Path) -> Path:
+    return untrained_classifier
 
 
 @pytest.fixture(scope="module")
