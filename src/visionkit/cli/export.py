@@ -31,6 +31,8 @@ def export(overrides: tuple[str, ...], out: Path | None) -> None:
     detectors), percentile=99.99, calib_images=train|FOLDER, calib_count=256,
     max_drop=0.01 (int8: largest accepted test-accuracy drop; a model over it is not written),
     qat_epochs=0 / qat_lr=0.01 (int8 classifiers: quantization-aware fine-tuning epochs and rate),
+    int8_kernels=tuned|symmetric (int8: ONNX Runtime's convolution kernels chosen by timing them on
+    this machine, or its symmetric kernels; the numbers are the same),
     nms=outside|graph (detectors: the final NMS in PyTorch, or as an ONNX NonMaxSuppression graph),
     image_size=... The folder gets the .onnx graphs and export.json; run it with
     `visionkit predict --backend onnxruntime` (detectors and segmenters).

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from visionkit.deploy.fuse import fuse_model
+from visionkit.deploy.kernels import KERNEL_MODES, tune_int8_kernels
 from visionkit.deploy.onnx import MANIFEST, NMS_PLACES, add_nms_graph, export_onnx, model_kind, ort_session
 from visionkit.deploy.quantize import CALIBRATORS, calibrate_onnx, quantize_onnx
 from visionkit.engine.compressed import compressed_task
@@ -69,6 +70,7 @@ class ExportRecipe:
     qat_lr: float = 0.01  # learning rate of the QAT fine-tuning
     nms: Literal["outside", "graph"] = "outside"  # detectors: final NMS ours (outside) or an ONNX graph
     image_size: int = 0  # example size for the export (0: the run's own; 224 for detectors and segmenters)
+    int8_kernels: Literal["tuned", "symmetric"] = "tuned"  # int8: ONNX Runtime kernels chosen by timing
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -84,6 +86,8 @@ class ExportRecipe:
         require(0 < self.qat_lr <= 10, "qat_lr", self.qat_lr, "a learning rate in (0, 10]")
         require(self.image_size >= 0, "image_size", self.image_size, "an integer >= 0")
         require(self.nms in NMS_PLACES, "nms", self.nms, f"one of {list(NMS_PLACES)}")
+        kernels = self.int8_kernels
+        require(kernels in KERNEL_MODES, "int8_kernels", kernels, f"one of {list(KERNEL_MODES)}")
 
 
 def calibrator_for(calib: str, kind: str) -> str:
@@ -246,6 +250,9 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
         else:
             quantized = quantize_onnx(float_folder / "model.onnx", ranges, Path(scratch) / "int8.onnx")
         gate = accuracy_gate(float_folder / "model.onnx", quantized, info, recipe.max_drop)
+        if recipe.int8_kernels == "tuned":
+            tuning = tune_int8_kernels(quantized, [(images[:8],)], quantized, threads=torch.get_num_threads())
+            extra["int8_kernels"] = tuning
         extra |= {"calibrator": recipe.calib, "calibrated_tensors": len(ranges),
                   "calibration_images": len(images), **gate}  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
@@ -332,5 +339,5 @@ def _int8_detector(
         return quantize_detector(
             inner, out, calibration=images, validation=data.val, calibrator=recipe.calib,
             percentile=recipe.percentile, max_drop=recipe.max_drop, example_size=(size, size),
-            scratch=scratch, extra=extra, resize=resize,
+            scratch=scratch, extra=extra, resize=resize, tune_kernels=recipe.int8_kernels == "tuned",
         )  # fmt: skip
