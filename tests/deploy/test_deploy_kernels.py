@@ -121,8 +121,11 @@ def test_a_graph_not_written_by_our_quantizer_is_refused(int8_graph) -> None:
 def test_tuned_graph_computes_the_same_numbers_and_takes_the_fastest(int8_graph, tmp_path) -> None:
     batches = [(torch.rand(4, 3, 16, 16),)]
     report = tune_int8_kernels(int8_graph, batches, tmp_path / "tuned.onnx", repeats=3)
-    assert set(report["ms"]) == set(CANDIDATES) and all(ms > 0 for ms in report["ms"].values())
-    assert report["rewritten"] == {"symmetric": 0, "gemm_dense": 3, "gemm_all": 4}
+    assert {"symmetric", "gemm_dense", "gemm_all"} <= set(report["ms"]) <= set(CANDIDATES)
+    assert all(ms > 0 for ms in report["ms"].values())
+    rewritten = report["rewritten"]
+    assert (rewritten["symmetric"], rewritten["gemm_dense"], rewritten["gemm_all"]) == (0, 3, 4)
+    assert 1 <= rewritten.get("per_layer", 1) <= 4  # timed only when it is a new, non-empty selection
     accepted = {name: ms for name, ms in report["ms"].items() if name not in report["rejected"]}
     assert report["choice"] in accepted and report["ms"][report["choice"]] == min(accepted.values())
     # whatever was chosen (it depends on the CPU), the numbers are the symmetric graph's, bit for bit
@@ -141,3 +144,17 @@ def test_choice_skips_candidates_whose_numbers_differ() -> None:
     assert choose_candidate(ms, {"gemm_dense": False, "gemm_all": False}) == "symmetric"
     assert choose_candidate({"symmetric": 30.0, "gemm_dense": 40.0}, {"gemm_dense": True}) == "symmetric"
     assert choose_candidate({"symmetric": 30.0, "gemm_dense": 30.0}, {"gemm_dense": True}) == "symmetric"
+
+
+def test_profile_names_are_matched_to_our_conv_nodes_exactly() -> None:
+    """ONNX Runtime names a fused node after the Conv it replaces plus ``_token_N``; ``node_Conv_7`` must not
+    take ``node_Conv_78``'s time, and an ambiguous or missing name gives no time (the layer stays
+    symmetric)."""
+    from visionkit.deploy.kernels import _per_conv
+
+    profile = {"node_Conv_78_token_10": 5.0, "node_Conv_7_token_3": 2.0, "stem": 1.0, "a_token_1": 3.0}
+    assert _per_conv(profile, "node_Conv_7") == 2.0
+    assert _per_conv(profile, "node_Conv_78") == 5.0
+    assert _per_conv(profile, "stem") == 1.0
+    assert _per_conv(profile, "node_Conv_8") is None
+    assert _per_conv({"a_token_1": 1.0, "a_token_2": 2.0}, "a") is None

@@ -23,15 +23,22 @@ One such kernel is an AVX2 ``u8×s8`` GEMM without VNNI: its 16-bit pair sums (`
 
 * ``symmetric``: every weight zero point is 0;
 * ``gemm_dense``: the non-grouped convolutions use the GEMM path, the grouped (depthwise) ones stay symmetric;
-* ``gemm_all``: every convolution uses the GEMM path.
+* ``gemm_all``: every convolution uses the GEMM path;
+* ``per_layer``: each convolution on the path with the smaller kernel time in ONNX Runtime's own profile of
+  the ``symmetric`` and ``gemm_all`` graphs (TensorRT's per-layer choice).
+
+A candidate that would be the same graph as an earlier one (no grouped convolutions: ``gemm_all`` is
+``gemm_dense``) is not timed twice.
 
 The fastest accepted candidate is kept. The choice, every candidate's time, the threads, the CPU and the
 ONNX Runtime version go into ``export.json``.
 
 **Measured** on an Intel Xeon with AMX-INT8, one thread, batch 8, 224² (benchmarks/RESULTS.md):
 
-* resnet18: 66 → 43 ms, the GEMM path for the dense layers;
-* mobilenet_v2: the symmetric kernels stay (its depthwise layers are 1.7× slower on the GEMM path).
+* resnet18: 69 → 47 ms, the GEMM path for 19 of its 20 convolutions (``per_layer``; ``gemm_dense``
+  is as fast);
+* mobilenet_v2: 31 → 28 ms with ``per_layer`` (14 of 52 convolutions on the GEMM path); ``gemm_all`` is
+  1.6× slower than ``symmetric`` (its depthwise layers are slow on the GEMM path).
 
 A graph tuned on one CPU runs correctly on any CPU, with the same numbers; only its speed was chosen for
 the CPU it was tuned on.
@@ -55,6 +62,7 @@ Example:
 from __future__ import annotations
 
 import platform
+import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -68,7 +76,7 @@ from visionkit.errors import ExportError
 
 __all__ = ["CANDIDATES", "KERNEL_MODES", "choose_candidate", "offset_conv_weights", "tune_int8_kernels"]
 
-CANDIDATES = ("symmetric", "gemm_dense", "gemm_all")
+CANDIDATES = ("symmetric", "gemm_dense", "gemm_all", "per_layer")
 KERNEL_MODES = ("tuned", "symmetric")
 
 
@@ -86,6 +94,11 @@ def offset_conv_weights(model: Any, select: Callable[[Any], bool]) -> int:
         ExportError: a selected weight has a non-zero zero point or a value of ``−128``. Our quantizer
             never writes either, so this graph did not come from it.
     """
+    return len(_offset(model, select))
+
+
+def _offset(model: Any, select: Callable[[Any], bool]) -> list[str]:
+    """:func:`offset_conv_weights`, returning the names of the rewritten weight tensors."""
     from onnx import numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
@@ -94,7 +107,7 @@ def offset_conv_weights(model: Any, select: Callable[[Any], bool]) -> int:
     for node in model.graph.node:
         if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in dequantizers:
             consumers.setdefault(node.input[1], []).append(node)
-    rewritten = 0
+    rewritten = []
     for dq_output, convs in consumers.items():
         if not all(select(conv) for conv in convs):
             continue
@@ -113,7 +126,7 @@ def offset_conv_weights(model: Any, select: Callable[[Any], bool]) -> int:
         shifted = (q.astype(np.int16) - 1).astype(np.int8)
         inits[dq.input[0]].CopyFrom(numpy_helper.from_array(shifted, dq.input[0]))
         inits[dq.input[2]].CopyFrom(numpy_helper.from_array(np.full_like(zero, -1), dq.input[2]))
-        rewritten += 1
+        rewritten.append(str(dq.input[0]))
     return rewritten
 
 
@@ -146,6 +159,42 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _conv_kernel_ms(
+    session_path: Path, feeds: list[dict[str, np.ndarray]], threads: int, runs: int, scratch: Path
+) -> dict[str, float]:
+    """Median time (µs) of each integer convolution in ONNX Runtime's own profile of ``runs`` runs, keyed by
+    the profile's node name (ONNX Runtime names a fused node after the Conv it replaces, with a
+    ``_token_N`` suffix)."""
+    import json
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_profiling, options.profile_file_prefix = True, str(scratch / "profile")
+    session = ort.InferenceSession(str(session_path), options, providers=["CPUExecutionProvider"])
+    for _ in range(runs):
+        for feed in feeds:
+            session.run(None, feed)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    times: dict[str, list[float]] = {}
+    for event in events:
+        args = event.get("args", {})
+        timed = event.get("cat") == "Node" and event["name"].endswith("_kernel_time")
+        if timed and args.get("op_name") == "QLinearConv":
+            times.setdefault(event["name"][: -len("_kernel_time")], []).append(float(event["dur"]))
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
+def _per_conv(profile: dict[str, float], conv: str) -> float | None:
+    """The profiled time of our Conv node ``conv`` (module docstring of :func:`_conv_kernel_ms`)."""
+    if conv in profile:
+        return profile[conv]
+    hits = [ms for name, ms in profile.items() if re.fullmatch(re.escape(conv) + r"_token_\d+", name)]
+    return hits[0] if len(hits) == 1 else None
+
+
 def tune_int8_kernels(
     path: str | Path,
     batches: Sequence[tuple[Tensor, ...]],
@@ -156,6 +205,11 @@ def tune_int8_kernels(
 ) -> dict[str, Any]:
     """Time the candidates (module docstring) of the int8 graph ``path`` on ``batches`` and write the
     fastest to ``out`` (it may be ``path``).
+
+    Besides the three whole-graph candidates, ``per_layer`` takes, for each convolution, the path with the
+    smaller kernel time in ONNX Runtime's own profile of the ``symmetric`` and ``gemm_all`` graphs (a
+    convolution the profile does not name keeps the symmetric path). It is timed and checked like the
+    others, and kept only if it is the fastest.
 
     Args:
         path: an int8 graph written by :func:`visionkit.deploy.quantize.quantize_onnx` (symmetric weights).
@@ -179,22 +233,37 @@ def tune_int8_kernels(
         raise ExportError(f"int8 kernels: repeats must be >= 1, got {repeats}")
     path, out = Path(path), Path(out)
     base = onnx.load(str(path))
-    with tempfile.TemporaryDirectory() as scratch:
-        paths, rewritten = {"symmetric": path}, {"symmetric": 0}
-        for name, select in _SELECT.items():
+    with tempfile.TemporaryDirectory() as folder:
+        scratch = Path(folder)
+        paths: dict[str, Path] = {"symmetric": path}
+        rewritten: dict[str, frozenset[str]] = {"symmetric": frozenset()}
+
+        def add(name: str, select: Callable[[Any], bool]) -> None:
             model = onnx.ModelProto()
             model.CopyFrom(base)
-            rewritten[name] = offset_conv_weights(model, select)
-            same_as_dense = name == "gemm_all" and rewritten[name] == rewritten.get("gemm_dense")
-            if rewritten[name] and not same_as_dense:  # no grouped convolutions: gemm_all = gemm_dense
-                paths[name] = Path(scratch) / f"{name}.onnx"
+            weights = frozenset(_offset(model, select))
+            if weights and weights not in rewritten.values():  # a new graph, not a copy of another
+                paths[name], rewritten[name] = scratch / f"{name}.onnx", weights
                 onnx.save(model, str(paths[name]))
-        sessions = {name: ort_session(p, threads) for name, p in paths.items()}
-        names = [i.name for i in sessions["symmetric"].get_inputs()]
+
+        for name, select in _SELECT.items():
+            add(name, select)
+        names = [i.name for i in ort_session(path, threads).get_inputs()]
         feeds = [
             {n: t.detach().float().contiguous().numpy() for n, t in zip(names, batch, strict=True)}
             for batch in batches
         ]
+        if "gemm_all" in paths or "gemm_dense" in paths:
+            gemm = paths.get("gemm_all", paths.get("gemm_dense"))
+            assert gemm is not None
+            profiles = [_conv_kernel_ms(p, feeds, threads, repeats, scratch) for p in (path, gemm)]
+            faster = set()
+            for conv in (n for n in base.graph.node if n.op_type == "Conv"):
+                times = [_per_conv(profile, conv.name) for profile in profiles]
+                if times[0] is not None and times[1] is not None and times[1] < times[0]:
+                    faster.add(conv.name)
+            add("per_layer", lambda node: node.name in faster)
+        sessions = {name: ort_session(p, threads) for name, p in paths.items()}
         outputs = {name: [s.run(None, feed) for feed in feeds] for name, s in sessions.items()}
         identical, rejected = {}, {}
         for name in sessions:
@@ -221,7 +290,7 @@ def tune_int8_kernels(
         "choice": choice,
         "ms": {name: round(value, 3) for name, value in ms.items()},
         "rejected": rejected,
-        "rewritten": {name: rewritten[name] for name in sessions},
+        "rewritten": {name: len(rewritten[name]) for name in sessions},
         "threads": threads,
         "cpu": _cpu_name(),
         "onnxruntime": onnxruntime.__version__,
