@@ -30,6 +30,8 @@ def export(overrides: tuple[str, ...], out: Path | None) -> None:
     calib=auto|minmax|percentile|entropy (auto: entropy for classifiers, percentile for
     detectors), percentile=99.99, calib_images=train|FOLDER, calib_count=256,
     max_drop=0.01 (int8: largest accepted test-accuracy drop; a model over it is not written),
+    activations=auto|uint8|int8 (int8 graphs: asymmetric uint8 for ONNX Runtime, or symmetric int8
+    with zero point 0, the graph TensorRT takes),
     qat_epochs=0 / qat_lr=0.01 (int8 classifiers: quantization-aware fine-tuning epochs and rate),
     nms=outside|graph (detectors: the final NMS in PyTorch, or as an ONNX NonMaxSuppression graph),
     image_size=... The folder gets the .onnx graphs and export.json; run it with

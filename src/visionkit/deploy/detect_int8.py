@@ -83,6 +83,7 @@ def quantize_detector(
     scratch: str | Path,
     extra: dict | None = None,
     resize: nn.Module | None = None,
+    activations: str = "uint8",
 ) -> dict[str, Any]:
     """Write the int8 graphs of the (fused, eval-mode) ``detector`` into ``out`` with ``export.json``.
 
@@ -92,6 +93,8 @@ def quantize_detector(
         scratch: a folder for the float graphs.
         resize: the :class:`~visionkit.models.detectors.ResizedInput` around ``detector`` (a run trained at
             a working scale): calibration and the gate then see resized images, as the model does.
+        activations: ``"uint8"`` (ONNX Runtime) or ``"int8"`` (symmetric: TensorRT), as in
+            :func:`~visionkit.deploy.quantize.quantize_onnx`.
 
     Returns:
         The manifest (AP of the float and int8 graphs, calibrator, calibrated tensors).
@@ -106,7 +109,7 @@ def quantize_detector(
             raise ExportError(f"calibration: the {part} graph saw no input on the calibration images")
         ranges = calibrate_onnx(path, inputs[part], calibrator, percentile)
         calibrated += len(ranges)
-        quantize_onnx(path, ranges, scratch / "int8" / path.name)
+        quantize_onnx(path, ranges, scratch / "int8" / path.name, activations)
     shutil.copyfile(scratch / "float" / MANIFEST, scratch / "int8" / MANIFEST)
     parts = {k: p.name for k, p in float_paths.items()}
     ap = {}

@@ -8,6 +8,9 @@ int8, classifiers: the model is fused, exported in float, calibrated on ``calib_
 channels), quantized (:mod:`visionkit.deploy.quantize`) and checked on the test split: test accuracy of the
 float graph and of the int8 graph, both in ONNX Runtime, and their top-1 agreement. If the accuracy drops by
 more than ``max_drop`` nothing is written and :class:`~visionkit.errors.ExportError` says by how much.
+``activations=``: the activation quantizer of the int8 graphs, ``uint8`` (asymmetric: ONNX Runtime's
+integer kernels; ``auto``) or ``int8`` (symmetric, zero point 0, float biases: the graph TensorRT's
+explicit quantization takes), both with per-channel ``int8`` weights and the same gate.
 int8, detectors: :mod:`visionkit.deploy.detect_int8` (trunk and heads in int8, gated by COCO AP on the
 run's validation images; calibrated on its training images or a folder); YOLO and segmenters (FCN) are
 exported in float only, as are Cascade R-CNN and RefineDet (``int8=true`` is refused by name).
@@ -38,7 +41,7 @@ from torch import Tensor, nn
 
 from visionkit.deploy.fuse import fuse_model
 from visionkit.deploy.onnx import MANIFEST, NMS_PLACES, add_nms_graph, export_onnx, model_kind, ort_session
-from visionkit.deploy.quantize import CALIBRATORS, calibrate_onnx, quantize_onnx
+from visionkit.deploy.quantize import ACTIVATIONS, CALIBRATORS, calibrate_onnx, quantize_onnx
 from visionkit.engine.compressed import compressed_task
 from visionkit.engine.config import check_types, require
 from visionkit.errors import ConfigError, DatasetError, ExportError, InputShapeError
@@ -62,6 +65,7 @@ class ExportRecipe:
     int8: bool = False  # post-training quantization (classifiers: accuracy gate; detectors: COCO AP gate)
     calib: Literal["auto", "minmax", "percentile", "entropy"] = "auto"  # auto: calibrator_for(kind)
     percentile: float = 99.99  # calib=percentile only
+    activations: Literal["auto", "uint8", "int8"] = "auto"  # int8 graphs: auto = uint8 (ONNX Runtime)
     calib_images: str = "train"  # "train" (the run's training split) or a folder of images
     calib_count: int = 256
     max_drop: float = 0.01  # int8: largest accepted test-accuracy drop against the float graph
@@ -77,6 +81,12 @@ class ExportRecipe:
             self.calib in ("auto", *CALIBRATORS), "calib", self.calib, f"auto or one of {list(CALIBRATORS)}"
         )
         require(50 < self.percentile <= 100, "percentile", self.percentile, "a number in (50, 100]")
+        require(
+            self.activations in ("auto", *ACTIVATIONS),
+            "activations",
+            self.activations,
+            f"auto or one of {list(ACTIVATIONS)}",
+        )
         require(self.calib_count >= 1, "calib_count", self.calib_count, "an integer >= 1")
         require(0 <= self.max_drop <= 1, "max_drop", self.max_drop, "a number in [0, 1]")
         require(self.qat_epochs >= 0, "qat_epochs", self.qat_epochs, "an integer >= 0")
@@ -102,6 +112,18 @@ def calibrator_for(calib: str, kind: str) -> str:
     if calib != "auto":
         return calib
     return "entropy" if kind == "classifier" else "percentile"
+
+
+def activations_for(recipe: ExportRecipe) -> str:
+    """The activation quantizer of ``activations=auto``: ``uint8`` (asymmetric: ONNX Runtime's fast CPU
+    kernels); a named one as given.
+
+    Example:
+        >>> activations_for(ExportRecipe(weights="m.pt")), activations_for(ExportRecipe(weights="m.pt",
+        ...     activations="int8"))
+        ('uint8', 'int8')
+    """
+    return "uint8" if recipe.activations == "auto" else recipe.activations
 
 
 def load_run_model(weights: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -188,7 +210,9 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
     kind = model_kind(inner)
     if recipe.nms == "graph" and kind in ("classifier", "segmenter"):
         raise ConfigError(f"nms=graph: a {kind} has no detections to suppress (detectors only)")
-    recipe = dataclasses.replace(recipe, calib=calibrator_for(recipe.calib, kind))
+    recipe = dataclasses.replace(
+        recipe, calib=calibrator_for(recipe.calib, kind), activations=activations_for(recipe)
+    )
     if recipe.qat_epochs and kind != "classifier":
         raise ConfigError(f"qat_epochs={recipe.qat_epochs}: quantization-aware training is for classifiers")
     images = (
@@ -203,6 +227,8 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
         "fused": recipe.fuse or recipe.int8,
         "int8": recipe.int8,
     }
+    if recipe.int8:
+        extra["activations"] = recipe.activations
     if kind == "segmenter":
         if recipe.int8:
             raise ExportError(
@@ -238,13 +264,15 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
 
             tuned, metrics = finetune_qat(
                 model, info["recipe"], float_folder / "model.onnx", ranges, images[:64], out / "qat",
-                recipe.qat_epochs, recipe.qat_lr,
+                recipe.qat_epochs, recipe.qat_lr, recipe.activations,
             )  # fmt: skip
-            quantized = export_qat(tuned, ranges, Path(scratch) / "int8.onnx", size)
+            quantized = export_qat(tuned, ranges, Path(scratch) / "int8.onnx", size, recipe.activations)
             extra |= {"qat_epochs": recipe.qat_epochs, "qat_lr": recipe.qat_lr,
                       "qat_test_accuracy_eager": metrics["test_accuracy"]}  # fmt: skip
         else:
-            quantized = quantize_onnx(float_folder / "model.onnx", ranges, Path(scratch) / "int8.onnx")
+            quantized = quantize_onnx(
+                float_folder / "model.onnx", ranges, Path(scratch) / "int8.onnx", recipe.activations
+            )
         gate = accuracy_gate(float_folder / "model.onnx", quantized, info, recipe.max_drop)
         extra |= {"calibrator": recipe.calib, "calibrated_tensors": len(ranges),
                   "calibration_images": len(images), **gate}  # fmt: skip
@@ -332,5 +360,6 @@ def _int8_detector(
         return quantize_detector(
             inner, out, calibration=images, validation=data.val, calibrator=recipe.calib,
             percentile=recipe.percentile, max_drop=recipe.max_drop, example_size=(size, size),
+            activations=recipe.activations,
             scratch=scratch, extra=extra, resize=resize,
         )  # fmt: skip
