@@ -11,6 +11,9 @@ more than ``max_drop`` nothing is written and :class:`~visionkit.errors.ExportEr
 ``activations=``: the activation quantizer of the int8 graphs, ``uint8`` (asymmetric: ONNX Runtime's
 integer kernels; ``auto``) or ``int8`` (symmetric, zero point 0, float biases: the graph TensorRT's
 explicit quantization takes), both with per-channel ``int8`` weights and the same gate.
+``format=tensorrt precision=fp32|fp16|int8`` (:mod:`visionkit.deploy.tensorrt`, where TensorRT and a CUDA
+GPU exist): the same graphs (float16 ones for ``fp16``; ``int8`` with symmetric activations) and a
+TensorRT engine for each, for batches up to ``max_batch`` and image sides ``min_size..max_size``.
 int8, detectors: :mod:`visionkit.deploy.detect_int8` (trunk and heads in int8, gated by COCO AP on the
 run's validation images; calibrated on its training images or a folder); YOLO and segmenters (FCN) are
 exported in float only, as are Cascade R-CNN and RefineDet (``int8=true`` is refused by name).
@@ -22,6 +25,7 @@ fine-tuning's log and curves.
 Example::
 
     visionkit export weights=runs/digits/model.pt format=onnx int8=true --out runs/digits-int8
+    visionkit export weights=runs/digits/model.pt format=tensorrt precision=fp16 --out runs/digits-trt
 """
 
 from __future__ import annotations
@@ -60,7 +64,14 @@ class ExportRecipe:
     """Settings of ``visionkit export``; every field can be overridden as ``key=value``."""
 
     weights: str = ""  # a run's model.pt (classify or detect)
-    format: Literal["onnx"] = "onnx"
+    format: Literal["onnx", "tensorrt"] = "onnx"  # tensorrt: the ONNX graphs and an engine for each
+    precision: Literal["auto", "fp32", "fp16", "int8"] = (
+        "auto"  # tensorrt: auto = int8 if int8=true else fp32
+    )
+    opt_batch: int = 1  # tensorrt: the batch the engines are tuned for
+    max_batch: int = 8  # tensorrt: the largest batch the engines take
+    min_size: int = 0  # tensorrt: smallest image side the engines take (0: image_size / 2)
+    max_size: int = 0  # tensorrt: largest image side the engines take (0: 2 · image_size)
     fuse: bool = False  # fold batch norms and merge sibling 1×1 convolutions before exporting
     int8: bool = False  # post-training quantization (classifiers: accuracy gate; detectors: COCO AP gate)
     calib: Literal["auto", "minmax", "percentile", "entropy"] = "auto"  # auto: calibrator_for(kind)
@@ -94,6 +105,30 @@ class ExportRecipe:
         require(0 < self.qat_lr <= 10, "qat_lr", self.qat_lr, "a learning rate in (0, 10]")
         require(self.image_size >= 0, "image_size", self.image_size, "an integer >= 0")
         require(self.nms in NMS_PLACES, "nms", self.nms, f"one of {list(NMS_PLACES)}")
+        self._check_tensorrt()
+
+    def _check_tensorrt(self) -> None:
+        tensorrt = self.format == "tensorrt"
+        require(self.opt_batch >= 1, "opt_batch", self.opt_batch, "an integer >= 1")
+        require(self.max_batch >= self.opt_batch, "max_batch", self.max_batch, "an integer >= opt_batch")
+        require(self.min_size >= 0, "min_size", self.min_size, "an integer >= 0 (0: image_size / 2)")
+        require(self.max_size >= 0, "max_size", self.max_size, "an integer >= 0 (0: 2 · image_size)")
+        require(
+            tensorrt or self.precision == "auto", "precision", self.precision,
+            "auto unless format=tensorrt (int8 ONNX graphs: int8=true)",
+        )  # fmt: skip
+        require(
+            not (self.int8 and self.precision in ("fp32", "fp16")), "precision", self.precision,
+            "int8 (or auto) with int8=true",
+        )  # fmt: skip
+        require(
+            not (tensorrt and self.activations == "uint8"), "activations", self.activations,
+            "int8 or auto with format=tensorrt (TensorRT quantizes with zero point 0 only)",
+        )  # fmt: skip
+        require(
+            not (tensorrt and self.nms == "graph"), "nms", self.nms,
+            "outside with format=tensorrt (the NMS graph runs in ONNX Runtime only)",
+        )  # fmt: skip
 
 
 def calibrator_for(calib: str, kind: str) -> str:
@@ -116,14 +151,17 @@ def calibrator_for(calib: str, kind: str) -> str:
 
 def activations_for(recipe: ExportRecipe) -> str:
     """The activation quantizer of ``activations=auto``: ``uint8`` (asymmetric: ONNX Runtime's fast CPU
-    kernels); a named one as given.
+    kernels), ``int8`` with ``format=tensorrt`` (zero point 0: TensorRT's explicit quantization); a named
+    one as given.
 
     Example:
         >>> activations_for(ExportRecipe(weights="m.pt")), activations_for(ExportRecipe(weights="m.pt",
         ...     activations="int8"))
         ('uint8', 'int8')
     """
-    return "uint8" if recipe.activations == "auto" else recipe.activations
+    if recipe.activations != "auto":
+        return recipe.activations
+    return "int8" if recipe.format == "tensorrt" else "uint8"
 
 
 def load_run_model(weights: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -205,6 +243,8 @@ def calibration_images(source: str, count: int, info: dict[str, Any]) -> Tensor:
 def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
     """Export per ``recipe`` into ``out`` (module docstring); returns the manifest written there."""
     out = Path(out)
+    if recipe.format == "tensorrt":
+        return export_tensorrt(recipe, out)
     model, info = load_run_model(recipe.weights)
     inner = getattr(model, "detector", model)  # a detector behind ResizedInput
     kind = model_kind(inner)
@@ -281,6 +321,37 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
     manifest = {"kind": kind, "parts": {"model": "model.onnx"}, **extra}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def export_tensorrt(recipe: ExportRecipe, out: Path) -> dict[str, Any]:
+    """``format=tensorrt`` (:mod:`visionkit.deploy.tensorrt`): checks that TensorRT and a CUDA GPU are
+    there before any work, writes the graphs of the ``precision`` (``fp32``: the float graphs; ``fp16``:
+    the fused model's float16 graphs; ``int8``: the symmetric int8 graphs, calibrated and gated as
+    ``format=onnx int8=true``), then an engine for each with the recipe's optimization profile."""
+    from visionkit.deploy.tensorrt import build_engines, engine_profiles, export_fp16_onnx, require_tensorrt
+
+    require_tensorrt()
+    precision = "int8" if recipe.int8 else ("fp32" if recipe.precision == "auto" else recipe.precision)
+    model, info = load_run_model(recipe.weights)
+    inner = getattr(model, "detector", model)
+    size = recipe.image_size or (info["input_size"] if info["task"] == "classify" else 224)
+    if precision == "fp16":
+        extra = {"weights": str(recipe.weights), "fused": True, "int8": False}
+        export_fp16_onnx(fuse_model(inner), out, example_size=(size, size), extra=extra)
+    else:
+        onnx_recipe = dataclasses.replace(
+            recipe,
+            format="onnx",
+            precision="auto",
+            int8=precision == "int8",
+            activations=activations_for(recipe),
+        )
+        export_run(onnx_recipe, out)
+    profiles = engine_profiles(
+        inner.eval(), image_size=size, min_size=recipe.min_size, max_size=recipe.max_size,
+        opt_batch=recipe.opt_batch, max_batch=recipe.max_batch,
+    )  # fmt: skip
+    return build_engines(out, precision, profiles)
 
 
 def accuracy_gate(
