@@ -120,6 +120,26 @@ def test_profiles_against_the_eager_model() -> None:
         engine_profiles(classifier, image_size=28, min_size=30)
 
 
+def test_profile_sizes_follow_the_run() -> None:
+    """The engines' image sizes: a classifier's input size; a detector trained at a working scale
+    (``ResizedInput``) its ``min_size`` and ``max_size``; the recipe's keys win; a cap below the asked size
+    falls back to twice it."""
+    from visionkit.deploy.export import tensorrt_sizes
+    from visionkit.models.detectors import ResizedInput
+
+    recipe = ExportRecipe(weights="m.pt", format="tensorrt")
+    detector = create_model("retinanet_plain_fpn", num_classes=3, head_convs=1)
+    assert tensorrt_sizes(recipe, detector, {"task": "classify", "input_size": 8}) == (8, 0)
+    assert tensorrt_sizes(recipe, detector, {"task": "detect"}) == (224, 0)
+    resized = ResizedInput(detector, 320, 512)
+    assert tensorrt_sizes(recipe, resized, {"task": "detect"}) == (320, 512)
+    assert tensorrt_sizes(recipe, ResizedInput(detector, 320), {"task": "detect"}) == (320, 0)  # uncapped
+    asked = ExportRecipe(weights="m.pt", format="tensorrt", image_size=600)
+    assert tensorrt_sizes(asked, resized, {"task": "detect"}) == (600, 0)
+    both = ExportRecipe(weights="m.pt", format="tensorrt", image_size=256, max_size=300)
+    assert tensorrt_sizes(both, resized, {"task": "detect"}) == (256, 300)
+
+
 def test_fp16_graphs_are_the_rounded_model_with_float32_io(tmp_path) -> None:
     """Every float weight of each float16 graph is the float16 rounding (round half to even, numpy's
     ``astype``) of the float graph's weight of the same name, the graph's I/O is float32, and ONNX Runtime

@@ -334,7 +334,7 @@ def export_tensorrt(recipe: ExportRecipe, out: Path) -> dict[str, Any]:
     precision = "int8" if recipe.int8 else ("fp32" if recipe.precision == "auto" else recipe.precision)
     model, info = load_run_model(recipe.weights)
     inner = getattr(model, "detector", model)
-    size = recipe.image_size or (info["input_size"] if info["task"] == "classify" else 224)
+    size, max_size = tensorrt_sizes(recipe, model, info)
     if precision == "fp16":
         extra = {"weights": str(recipe.weights), "fused": True, "int8": False}
         export_fp16_onnx(fuse_model(inner), out, example_size=(size, size), extra=extra)
@@ -348,10 +348,32 @@ def export_tensorrt(recipe: ExportRecipe, out: Path) -> dict[str, Any]:
         )
         export_run(onnx_recipe, out)
     profiles = engine_profiles(
-        inner.eval(), image_size=size, min_size=recipe.min_size, max_size=recipe.max_size,
+        inner.eval(), image_size=size, min_size=recipe.min_size, max_size=max_size,
         opt_batch=recipe.opt_batch, max_batch=recipe.max_batch,
     )  # fmt: skip
     return build_engines(out, precision, profiles)
+
+
+def tensorrt_sizes(recipe: ExportRecipe, model: nn.Module, info: dict[str, Any]) -> tuple[int, int]:
+    """``(image_size, max_size)`` of the engines' profile: the recipe's where given; else a classifier's
+    input size, a detector trained at a working scale (``ResizedInput``) its ``min_size`` and its
+    ``max_size`` (uncapped, or below ``image_size``: 0, twice ``image_size``), any other model 224 and 0.
+
+    Example:
+        >>> from visionkit.models import create_model
+        >>> from visionkit.models.detectors import ResizedInput
+        >>> resized = ResizedInput(create_model("retinanet_plain_fpn", num_classes=3), 320, 512)
+        >>> tensorrt_sizes(ExportRecipe(weights="m.pt", format="tensorrt"), resized, {"task": "detect"})
+        (320, 512)
+    """
+    if info["task"] == "classify":
+        default, largest = info["input_size"], 0
+    elif hasattr(model, "detector") and hasattr(model, "min_size"):
+        default, largest = model.min_size, model.max_size or 0
+    else:
+        default, largest = 224, 0
+    size = recipe.image_size or default
+    return size, recipe.max_size or (largest if largest >= size else 0)
 
 
 def accuracy_gate(
