@@ -1,5 +1,6 @@
 """The derived bound on |ONNX Runtime − eager fake-quantized model| of a QDQ graph (the QAT tests and the
-symmetric int8 tests): both sides quantize the same tensors with the same parameters."""
+symmetric int8 tests): both sides quantize the same tensors with the same parameters; and ONNX Runtime's
+``QuantizeLinear → DequantizeLinear`` alone, the reference of the fake quantizers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,27 @@ from torch import fx, nn
 
 from tolerances import gamma, unit_roundoff
 from visionkit.deploy.qat import FakeQuantize, QATLayer
+
+
+def qdq_session(length: int, scale: float, zero_point: int, zero_type: int) -> tuple[object, object]:
+    """``(model, session)``: ONNX ``QuantizeLinear → DequantizeLinear`` of a float vector of ``length``
+    with ``scale`` and ``zero_point`` of the ONNX type ``zero_type`` (``TensorProto.UINT8`` or ``INT8``),
+    checked and run by ONNX Runtime on the CPU."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
+        "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [length])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [length])],
+        [helper.make_tensor("s", TensorProto.FLOAT, [], [scale]),
+         helper.make_tensor("z", zero_type, [], [zero_point])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model, ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
 def difference_bound(module: fx.GraphModule, x: torch.Tensor) -> float:

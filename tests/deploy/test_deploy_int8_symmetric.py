@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from int8_net import Int8Net
-from qdq_bounds import difference_bound
+from qdq_bounds import difference_bound, qdq_session
 
 from visionkit.deploy.export import ExportRecipe, activations_for
 from visionkit.deploy.onnx import export_onnx, ort_session
@@ -30,8 +30,7 @@ def test_symmetric_quantizer_equals_the_formula_and_onnx_runtime() -> None:
     """``(clamp(round_half_even(x / s), −128, 127))·s`` in numpy float32 (``rint``) and ONNX Runtime's
     ``QuantizeLinear → DequantizeLinear`` into ``int8`` with zero point 0: the same bits as ours, on values
     past both ends (−128 is reachable: ``x < −127.5·s``), at code boundaries ±0.5 and at 0."""
-    import onnx
-    from onnx import TensorProto, helper
+    from onnx import TensorProto
 
     torch.manual_seed(0)
     x = torch.cat([torch.randn(4000) * 4, (torch.arange(-130, 130).float() + 0.5) * SCALE,
@@ -40,27 +39,11 @@ def test_symmetric_quantizer_equals_the_formula_and_onnx_runtime() -> None:
     code = np.clip(np.rint(x.numpy() / np.float32(SCALE)), -128, 127)
     assert np.array_equal(got, (code * np.float32(SCALE)).astype(np.float32))
     assert code.min() == -128 and code.max() == 127
-    graph = helper.make_graph(
-        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
-         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
-        "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [len(x)])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [len(x)])],
-        [helper.make_tensor("s", TensorProto.FLOAT, [], [SCALE]),
-         helper.make_tensor("z", TensorProto.INT8, [], [0])],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model)
-    session = ort_session_of(model)
+    _, session = qdq_session(len(x), SCALE, 0, TensorProto.INT8)
     assert np.array_equal(session.run(None, {"x": x.numpy()})[0], got)
     quantizer = FakeQuantize(-1.0, 3.0, activations="int8")  # s = 3 / 127, z = 0
     assert (quantizer.scale, quantizer.zero_point) == (float(np.float32(3 / 127)), 0)
     assert (quantizer.qmin, quantizer.qmax) == (-128, 127)
-
-
-def ort_session_of(model) -> object:
-    import onnxruntime as ort
-
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
 def test_symmetric_parameters_by_hand() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from int8_net import Int8Net
-from qdq_bounds import difference_bound
+from qdq_bounds import difference_bound, qdq_session
 from torch import nn
 
 from visionkit.deploy.onnx import export_onnx, ort_session
@@ -29,28 +29,15 @@ def _values() -> torch.Tensor:
 def test_fake_quantize_equals_quantize_then_dequantize() -> None:
     """Bit for bit: against the formula in numpy float32 (``rint`` rounds half to even) and against ONNX
     Runtime's ``QuantizeLinear → DequantizeLinear``."""
-    import onnx
-    from onnx import TensorProto, helper
+    from onnx import TensorProto
 
     x = _values()
     got = fake_quantize(x, SCALE, ZERO, 0, 255).numpy()
     code = np.clip(np.rint(x.numpy() / np.float32(SCALE)) + ZERO, 0, 255)
     expected = ((code - ZERO) * np.float32(SCALE)).astype(np.float32)
     assert np.array_equal(got, expected)
-    graph = helper.make_graph(
-        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
-         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
-        "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [len(x)])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [len(x)])],
-        [helper.make_tensor("s", TensorProto.FLOAT, [], [SCALE]),
-         helper.make_tensor("z", TensorProto.UINT8, [], [ZERO])],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    _, session = qdq_session(len(x), SCALE, ZERO, TensorProto.UINT8)
     assert np.array_equal(session.run(None, {"x": x.numpy()})[0], got)
-    onnx.checker.check_model(model)
 
 
 def test_straight_through_gradient_against_an_element_loop() -> None:

@@ -72,6 +72,7 @@ __all__ = [
     "model_kind",
     "onnx_parts",
     "ort_session",
+    "structure_outputs",
 ]
 
 MANIFEST = "export.json"
@@ -514,16 +515,27 @@ class OrtModule(nn.Module):
             n: t.detach().float().contiguous().cpu().numpy()
             for n, t in zip(self.input_names, inputs, strict=True)
         }
-        outputs = [torch.from_numpy(o) for o in self.session.run(None, feed)]
-        if self.structure is None:
-            return outputs[0]
-        if self.structure == "tuple":
-            return tuple(outputs)
-        grouped, start = [], 0
-        for size in self.structure:
-            grouped.append(outputs[start : start + size])
-            start += size
-        return tuple(grouped)
+        return structure_outputs([torch.from_numpy(o) for o in self.session.run(None, feed)], self.structure)
+
+
+def structure_outputs(outputs: list[Tensor], structure: str | list[int] | None) -> Any:
+    """A part's flat outputs as its module returns them: ``None``: the first tensor; ``"tuple"``: all of
+    them; a list of group sizes: a tuple of lists (``[5, 5]``: two lists of five).
+
+    Example:
+        >>> parts = structure_outputs([torch.zeros(1)] * 4, [2, 2])
+        >>> [len(group) for group in parts]
+        [2, 2]
+    """
+    if structure is None:
+        return outputs[0]
+    if structure == "tuple":
+        return tuple(outputs)
+    grouped, start = [], 0
+    for size in structure:
+        grouped.append(outputs[start : start + size])
+        start += size
+    return tuple(grouped)
 
 
 class _TrunkSession(nn.Module):

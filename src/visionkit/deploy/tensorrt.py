@@ -72,6 +72,7 @@ from visionkit.deploy.onnx import (
     load_onnx_runtime,
     model_kind,
     onnx_parts,
+    structure_outputs,
 )
 from visionkit.errors import BackendUnavailableError, ExportError, InputShapeError
 
@@ -368,7 +369,7 @@ class TensorRTModule(nn.Module):
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise ExportError(f"{self.path.name}: TensorRT failed to run the engine (its log above says why)")
         results = [o.float().to(device) for o in outputs]
-        return _structured(results, self.structure)
+        return structure_outputs(results, self.structure)
 
     def _check_shape(self, name: str, shape: Shape) -> None:
         low, _, high = self.profile[name]
@@ -391,19 +392,6 @@ def _torch_dtype(trt: ModuleType, dtype: Any) -> torch.dtype:
     import numpy as np
 
     return torch.from_numpy(np.empty(0, dtype=trt.nptype(dtype))).dtype
-
-
-def _structured(outputs: list[Tensor], structure: str | list[int] | None) -> Any:
-    """The flat outputs as :class:`~visionkit.deploy.onnx.OrtModule` returns them."""
-    if structure is None:
-        return outputs[0]
-    if structure == "tuple":
-        return tuple(outputs)
-    grouped, start = [], 0
-    for size in structure:
-        grouped.append(outputs[start : start + size])
-        start += size
-    return tuple(grouped)
 
 
 def load_tensorrt(model: nn.Module, folder: str | Path) -> nn.Module:
