@@ -11,7 +11,9 @@ test accuracy and top-1 agreement with the float graph for each calibrator — o
 default 128 bins, Percentile), all calibrated on the same 256 training images, all QDQ per-channel int8
 weights / uint8 activations.
 
-The int8 speed rows are calibrated on random images (speed does not depend on the ranges). ``torch.ao x86
+The int8 speed rows are calibrated on random images (speed does not depend on the ranges). ``kernels
+tuned`` is the same int8 graph with its convolution kernels chosen by timing (visionkit.deploy.kernels, the
+default of ``visionkit export int8=true``): the same numbers, bit for bit. ``torch.ao x86
 int8`` is PyTorch's own FX graph-mode post-training static quantization with the ``x86`` backend's default
 qconfig (``HistogramObserver`` activations with ``reduce_range``, per-channel symmetric int8 weights) run by
 the quantized CPU kernels (fbgemm / oneDNN); skipped with the reason printed where ``torch.ao.quantization``
@@ -39,6 +41,7 @@ import torch
 from timing import median_ms
 
 from visionkit.deploy.fuse import fuse_model
+from visionkit.deploy.kernels import tune_int8_kernels
 from visionkit.deploy.onnx import export_onnx, ort_session
 from visionkit.deploy.quantize import calibrate_onnx, quantize_onnx
 from visionkit.models import create_model
@@ -115,9 +118,12 @@ def _speed(name: str, threads: int, repeats: int, scratch: Path) -> list[tuple[s
     calib = [(torch.rand(8, 3, 224, 224),) for _ in range(2)]
     ranges = calibrate_onnx(folder / "fused" / "model.onnx", calib, "minmax")
     int8 = quantize_onnx(folder / "fused" / "model.onnx", ranges, folder / "int8.onnx")
+    tuning = tune_int8_kernels(int8, calib[:1], folder / "int8_tuned.onnx", threads=threads)
+    print(f"{name}: int8 kernels chosen by timing: {tuning['choice']} (ms per candidate {tuning['ms']})")
     sessions = {
         "fp32": ort_session(folder / "fp32" / "model.onnx", threads),
         "int8": ort_session(int8, threads),
+        "int8_tuned": ort_session(folder / "int8_tuned.onnx", threads),
     }
     ort_int8 = _ort_quantize_static(folder / "fused" / "model.onnx", calib, folder / "ort_int8.onnx")
     if ort_int8 is not None:
@@ -133,6 +139,7 @@ def _speed(name: str, threads: int, repeats: int, scratch: Path) -> list[tuple[s
         "eager fused + channels_last": lambda: fused_cl(x_cl),
         "ONNX Runtime fp32": lambda: sessions["fp32"].run(None, feed),
         "ONNX Runtime int8 (our QDQ)": lambda: sessions["int8"].run(None, feed),
+        "ONNX Runtime int8 (our QDQ, kernels tuned)": lambda: sessions["int8_tuned"].run(None, feed),
     }
     if "ort_int8" in sessions:
         variants["ONNX Runtime int8 (ORT's own quantize_static QDQ)"] = lambda: sessions["ort_int8"].run(

@@ -180,6 +180,7 @@ def test_export_detector_and_predict_with_onnxruntime(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     manifest = json.loads((int8 / "export.json").read_text())
     assert manifest["int8"] and set(manifest["parts"]) == {"trunk", "head"} and "AP_int8" in manifest
+    assert set(manifest["int8_kernels"]) == {"trunk", "head"}  # each graph's kernels chosen by timing
     import onnx
 
     for part in manifest["parts"].values():

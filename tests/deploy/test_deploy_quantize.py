@@ -218,6 +218,18 @@ def test_int8_export_and_gate(digits_run, tmp_path) -> None:
     assert manifest["int8"] and manifest["accuracy_int8"] >= manifest["accuracy_float"] - 0.05
     assert json.loads((tmp_path / "ok" / "export.json").read_text()) == manifest
     assert (tmp_path / "ok" / "model.onnx").is_file()
+    # the int8 kernels were chosen by timing (the default) and the choice is recorded
+    tuning = manifest["int8_kernels"]
+    assert tuning["choice"] in tuning["ms"] and tuning["threads"] == torch.get_num_threads()
+    # int8_kernels=symmetric: no timing, every weight zero point 0 (the numbers are the same either way)
+    plain = export_run(ExportRecipe(weights=str(digits_run), int8=True, calib="minmax", max_drop=0.05,
+                                    int8_kernels="symmetric"), tmp_path / "plain")  # fmt: skip
+    assert "int8_kernels" not in plain
+    x = {"input_0": torch.rand(5, 1, 8, 8).numpy()}
+    outputs = [ort_session(tmp_path / name / "model.onnx").run(None, x)[0] for name in ("ok", "plain")]
+    assert np.array_equal(*outputs)
+    with pytest.raises(ConfigError, match="int8_kernels"):
+        ExportRecipe(weights="x", int8_kernels="fast")
     # calibrated on one blank image, every range collapses to [0, 0] (scale 1): the int8 graph loses its
     # accuracy and, with max_drop=0, is not written
     blank = tmp_path / "blank"
@@ -249,6 +261,9 @@ def test_symmetric_int8_export_and_gate(digits_run, tmp_path) -> None:
     zeros = [init[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"]
     assert zeros and all(z.dtype == np.int8 and z == 0 for z in zeros)
     assert not any(v.dtype == np.int32 for v in init.values())
+    # the weights keep zero point 0 too: no kernel tuning (its GEMM path writes −1) on a TensorRT graph
+    weights = [init[n.input[2]] for n in graph.node if n.op_type == "DequantizeLinear"]
+    assert all((z == 0).all() for z in weights) and "int8_kernels" not in manifest
 
 
 def test_calibration_images_of_the_wrong_size_or_channels(digits_run, tmp_path) -> None:

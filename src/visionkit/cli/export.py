@@ -35,6 +35,8 @@ def export(overrides: tuple[str, ...], out: Path | None) -> None:
     activations=auto|uint8|int8 (int8 graphs: asymmetric uint8 for ONNX Runtime, or symmetric int8
     with zero point 0, the graph TensorRT takes),
     qat_epochs=0 / qat_lr=0.01 (int8 classifiers: quantization-aware fine-tuning epochs and rate),
+    int8_kernels=tuned|symmetric (int8: ONNX Runtime's convolution kernels chosen by timing them on
+    this machine, or its symmetric kernels; the numbers are the same; uint8 graphs only),
     nms=outside|graph (detectors: the final NMS in PyTorch, or as an ONNX NonMaxSuppression graph),
     image_size=... The folder gets the .onnx graphs and export.json; run it with
     `visionkit predict --backend onnxruntime` (detectors and segmenters).

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from visionkit.deploy.kernels import tune_int8_kernels
 from visionkit.deploy.onnx import MANIFEST, OnnxRuntimeDetector, export_onnx, model_kind
 from visionkit.deploy.quantize import calibrate_onnx, quantize_onnx
 from visionkit.errors import ExportError
@@ -84,6 +85,7 @@ def quantize_detector(
     extra: dict | None = None,
     resize: nn.Module | None = None,
     activations: str = "uint8",
+    tune_kernels: bool = True,
 ) -> dict[str, Any]:
     """Write the int8 graphs of the (fused, eval-mode) ``detector`` into ``out`` with ``export.json``.
 
@@ -95,6 +97,9 @@ def quantize_detector(
             a working scale): calibration and the gate then see resized images, as the model does.
         activations: ``"uint8"`` (ONNX Runtime) or ``"int8"`` (symmetric: TensorRT), as in
             :func:`~visionkit.deploy.quantize.quantize_onnx`.
+        tune_kernels: choose each graph's int8 kernels by timing them on 4 calibration inputs
+            (:func:`visionkit.deploy.kernels.tune_int8_kernels`; the numbers are the same either way;
+            ``uint8`` graphs only: the GEMM path writes weight zero point −1, which TensorRT refuses).
 
     Returns:
         The manifest (AP of the float and int8 graphs, calibrator, calibrated tensors).
@@ -129,10 +134,17 @@ def quantize_detector(
             f"int8 COCO AP {ap['int8']:.4f} is {ap['float'] - ap['int8']:.4f} below the float graphs' "
             f"{ap['float']:.4f} (max_drop={max_drop}): the int8 model was not written"
         )
+    tuning = {}
+    if tune_kernels and activations == "uint8":  # TensorRT takes weight zero point 0 only
+        for part, name in parts.items():
+            graph = scratch / "int8" / name
+            tuning[part] = tune_int8_kernels(graph, inputs[part][:4], graph, threads=torch.get_num_threads())
     out.mkdir(parents=True, exist_ok=True)
     for name in parts.values():
         shutil.copyfile(scratch / "int8" / name, out / name)
     manifest = {"kind": model_kind(detector), "parts": parts, **(extra or {}), "calibrator": calibrator,
                 "calibrated_tensors": calibrated, "calibration_images": len(calibration), **gate}  # fmt: skip
+    if tuning:
+        manifest["int8_kernels"] = tuning
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from visionkit.deploy.fuse import fuse_model
+from visionkit.deploy.kernels import KERNEL_MODES, tune_int8_kernels
 from visionkit.deploy.onnx import MANIFEST, NMS_PLACES, add_nms_graph, export_onnx, model_kind, ort_session
 from visionkit.deploy.quantize import ACTIVATIONS, CALIBRATORS, calibrate_onnx, quantize_onnx
 from visionkit.engine.compressed import compressed_task
@@ -84,6 +85,7 @@ class ExportRecipe:
     qat_lr: float = 0.01  # learning rate of the QAT fine-tuning
     nms: Literal["outside", "graph"] = "outside"  # detectors: final NMS ours (outside) or an ONNX graph
     image_size: int = 0  # example size for the export (0: the run's own; 224 for detectors and segmenters)
+    int8_kernels: Literal["tuned", "symmetric"] = "tuned"  # int8: ONNX Runtime kernels chosen by timing
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -105,6 +107,8 @@ class ExportRecipe:
         require(0 < self.qat_lr <= 10, "qat_lr", self.qat_lr, "a learning rate in (0, 10]")
         require(self.image_size >= 0, "image_size", self.image_size, "an integer >= 0")
         require(self.nms in NMS_PLACES, "nms", self.nms, f"one of {list(NMS_PLACES)}")
+        kernels = self.int8_kernels
+        require(kernels in KERNEL_MODES, "int8_kernels", kernels, f"one of {list(KERNEL_MODES)}")
         self._check_tensorrt()
 
     def _check_tensorrt(self) -> None:
@@ -162,6 +166,18 @@ def activations_for(recipe: ExportRecipe) -> str:
     if recipe.activations != "auto":
         return recipe.activations
     return "int8" if recipe.format == "tensorrt" else "uint8"
+
+
+def tunes_kernels(recipe: ExportRecipe) -> bool:
+    """Whether the int8 graphs get ONNX Runtime kernels chosen by timing (:mod:`visionkit.deploy.kernels`):
+    ``int8_kernels=tuned`` on ``uint8`` graphs only — the GEMM path it may pick writes weight zero point −1,
+    and the symmetric ``int8`` graph is for TensorRT, which takes zero point 0 only.
+
+    Example:
+        >>> [tunes_kernels(ExportRecipe(weights="m.pt", activations=a)) for a in ("uint8", "int8")]
+        [True, False]
+    """
+    return recipe.int8_kernels == "tuned" and activations_for(recipe) == "uint8"
 
 
 def load_run_model(weights: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -314,6 +330,9 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
                 float_folder / "model.onnx", ranges, Path(scratch) / "int8.onnx", recipe.activations
             )
         gate = accuracy_gate(float_folder / "model.onnx", quantized, info, recipe.max_drop)
+        if tunes_kernels(recipe):
+            tuning = tune_int8_kernels(quantized, [(images[:8],)], quantized, threads=torch.get_num_threads())
+            extra["int8_kernels"] = tuning
         extra |= {"calibrator": recipe.calib, "calibrated_tensors": len(ranges),
                   "calibration_images": len(images), **gate}  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
@@ -453,6 +472,6 @@ def _int8_detector(
         return quantize_detector(
             inner, out, calibration=images, validation=data.val, calibrator=recipe.calib,
             percentile=recipe.percentile, max_drop=recipe.max_drop, example_size=(size, size),
-            activations=recipe.activations,
-            scratch=scratch, extra=extra, resize=resize,
+            activations=recipe.activations, scratch=scratch, extra=extra, resize=resize,
+            tune_kernels=tunes_kernels(recipe),
         )  # fmt: skip
