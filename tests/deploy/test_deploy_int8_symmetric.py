@@ -126,3 +126,23 @@ def test_symmetric_graph_in_onnx_runtime_against_the_fake_quantized_model(signed
     got = torch.from_numpy(ort_session(out).run(None, {"input_0": x.numpy()})[0])
     bound = difference_bound(reference, x)
     assert float((got - eager).abs().max()) <= bound
+
+
+def test_symmetric_quantization_aware_training_export(untrained_classifier, tmp_path) -> None:
+    """``qat_epochs=1 activations=int8``: the fine-tuning trains with the symmetric fake quantizers and the
+    graph written carries symmetric scales (int8 zero points, all 0), the ReLUs and float biases (the gate
+    is opened: the fixture's weights are random)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from visionkit.deploy.export import export_run
+
+    recipe = ExportRecipe(weights=str(untrained_classifier), int8=True, calib="minmax", calib_count=64,
+                          qat_epochs=1, max_drop=1.0, activations="int8")  # fmt: skip
+    manifest = export_run(recipe, tmp_path / "qat")
+    assert manifest["activations"] == "int8" and manifest["qat_epochs"] == 1
+    graph = onnx.load(str(tmp_path / "qat" / "model.onnx")).graph
+    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    zeros = [init[n.input[2]] for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert zeros and all(z.dtype == np.int8 and (z == 0).all() for z in zeros)
+    assert "Relu" in {n.op_type for n in graph.node} and not any(v.dtype == np.int32 for v in init.values())
