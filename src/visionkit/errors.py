@@ -20,6 +20,7 @@ This module imports nothing from visionkit, so every layer may raise these error
 from __future__ import annotations
 
 __all__ = [
+    "BackendUnavailableError",
     "CheckpointError",
     "ConfigError",
     "DatasetError",
@@ -74,3 +75,8 @@ class UnknownModelError(VisionkitError, KeyError):
 
 class ExportError(VisionkitError, ValueError):
     """A model cannot be exported or compressed as asked (an unsupported op, a failed accuracy gate)."""
+
+
+class BackendUnavailableError(VisionkitError, RuntimeError):
+    """An optional runtime a command needs is missing (TensorRT, a CUDA GPU); names what is missing and how
+    to get it."""

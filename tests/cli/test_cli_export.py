@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -47,6 +48,10 @@ def test_export_classifier_float_and_fused(classifier: Path, tmp_path: Path) -> 
         (["weights=W", "int8=true", "calib_images=/no/such/folder"], 2, "calib_images"),
         (["weights=W", "qat_epochs=1"], 2, "qat_epochs"),  # QAT is an int8 export
         (["weights=W", "int8=true", "qat_epochs=-1"], 2, "qat_epochs"),
+        (["weights=W", "precision=fp16"], 2, "precision"),  # format=tensorrt only
+        (["weights=W", "format=tensorrt", "activations=uint8"], 2, "activations"),  # zero point 0 only
+        (["weights=W", "format=tensorrt", "nms=graph"], 2, "nms"),
+        (["weights=W", "format=tensorrt", "max_batch=0"], 2, "max_batch"),
     ],
 )
 def test_export_usage_errors(classifier: Path, arguments: list[str], code: int, message: str) -> None:
@@ -54,6 +59,36 @@ def test_export_usage_errors(classifier: Path, arguments: list[str], code: int, 
     result = CliRunner().invoke(main, ["export", *arguments, "--out", "/tmp/visionkit-export-never"])
     assert result.exit_code == code, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available(),
+    reason="TensorRT and a CUDA GPU are here: nothing is missing",
+)
+def test_tensorrt_without_tensorrt_is_one_error_line(classifier: Path, tmp_path: Path) -> None:
+    """``format=tensorrt`` / ``predict --backend tensorrt`` where TensorRT or the GPU is missing: one
+    ``Error:`` line naming what is missing and how to get it, exit 1, before any work (no file)."""
+    out = tmp_path / "trt"
+    result = CliRunner().invoke(
+        main, ["export", f"weights={classifier}", "format=tensorrt", "--out", str(out)]
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "Error: TensorRT engines need" in result.output and "pip install tensorrt" in result.output
+    assert not out.exists() or not any(out.iterdir())
+    from visionkit.data.datasets import LabelMap
+    from visionkit.engine.detect import save_detector
+    from visionkit.models import create_model
+
+    arguments = {"num_classes": 2, "fpn_channels": 16, "head_convs": 1}
+    weights = save_detector(
+        tmp_path / "model.pt", create_model("retinanet_plain_fpn", **arguments), model="retinanet_plain_fpn",
+        arguments=arguments, label_map=LabelMap((0, 1), ("a", "b")),
+    )  # fmt: skip
+    Image.new("RGB", (32, 32)).save(tmp_path / "image.png")
+    (tmp_path / "export").mkdir()
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "image.png"), f"weights={weights}",
+                                       "--backend", "tensorrt", "--out", str(tmp_path / "p")])  # fmt: skip
+    assert result.exit_code == 1 and "no TensorRT engines here" in result.output, result.output
 
 
 def test_broken_calibration_image_is_named_and_nothing_is_written(classifier: Path, tmp_path: Path) -> None:

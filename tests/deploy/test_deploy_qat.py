@@ -5,15 +5,13 @@ fake-quantized model within a bound derived from the network."""
 
 from __future__ import annotations
 
-import operator
-
 import numpy as np
 import pytest
 import torch
 from int8_net import Int8Net
-from torch import fx, nn
+from qdq_bounds import difference_bound, qdq_session
+from torch import nn
 
-from tolerances import gamma, unit_roundoff
 from visionkit.deploy.onnx import export_onnx, ort_session
 from visionkit.deploy.qat import FakeQuantize, QATLayer, export_qat, fake_quantize, prepare_qat
 from visionkit.deploy.quantize import calibrate_onnx, quantize_onnx
@@ -31,28 +29,15 @@ def _values() -> torch.Tensor:
 def test_fake_quantize_equals_quantize_then_dequantize() -> None:
     """Bit for bit: against the formula in numpy float32 (``rint`` rounds half to even) and against ONNX
     Runtime's ``QuantizeLinear → DequantizeLinear``."""
-    import onnx
-    from onnx import TensorProto, helper
+    from onnx import TensorProto
 
     x = _values()
     got = fake_quantize(x, SCALE, ZERO, 0, 255).numpy()
     code = np.clip(np.rint(x.numpy() / np.float32(SCALE)) + ZERO, 0, 255)
     expected = ((code - ZERO) * np.float32(SCALE)).astype(np.float32)
     assert np.array_equal(got, expected)
-    graph = helper.make_graph(
-        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
-         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
-        "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [len(x)])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [len(x)])],
-        [helper.make_tensor("s", TensorProto.FLOAT, [], [SCALE]),
-         helper.make_tensor("z", TensorProto.UINT8, [], [ZERO])],
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    _, session = qdq_session(len(x), SCALE, ZERO, TensorProto.UINT8)
     assert np.array_equal(session.run(None, {"x": x.numpy()})[0], got)
-    onnx.checker.check_model(model)
 
 
 def test_straight_through_gradient_against_an_element_loop() -> None:
@@ -99,56 +84,6 @@ def test_qat_layer_carries_the_graph_numbers_and_passes_gradients(tmp_path) -> N
     assert torch.equal(conv.weight.grad, leaf_w.grad) and torch.equal(conv.bias.grad, leaf_b.grad)
 
 
-def _difference_bound(module: fx.GraphModule, x: torch.Tensor) -> float:
-    """An elementwise bound on |ONNX Runtime − eager| of the logits, propagated node by node. The two sides
-    quantize the same tensors with the same (scale, zero point) and hold the same int8 weights and int32
-    biases; they differ in float arithmetic only (accumulation order, ORT's requantization multiply), which
-    may move a value across a rounding boundary: each quantizer may then differ by one code, ``s``, on top
-    of the difference it receives (quantization is 1-Lipschitz up to one step). A layer with fan-in ``K``
-    turns an input difference ``e`` into ``max_row ‖ŵ‖₁·e + γ(K+2)·(max_row ‖ŵ‖₁·max|x̂| + max|b̂|)``;
-    ReLU/ReLU6 pass ``e``; an addition adds the two and ``2u·(max|a| + max|b|)``; a mean over ``n``
-    values passes ``e`` plus ``γ(n)·max|x|``."""
-    error: dict[fx.Node, float] = {}
-    largest: dict[fx.Node, float] = {}
-
-    class _Bound(fx.Interpreter):
-        def run_node(self, n: fx.Node) -> object:
-            out = super().run_node(n)
-            largest[n] = float(out.abs().max())
-            inputs = [a for a in n.args if isinstance(a, fx.Node)]
-            e = [error[a] for a in inputs]
-            u = unit_roundoff(torch.float32)
-            if n.op == "placeholder":
-                error[n] = 0.0
-            elif n.op == "call_module" and isinstance(self.module.get_submodule(n.target), FakeQuantize):
-                error[n] = e[0] + self.module.get_submodule(n.target).scale
-            elif n.op == "call_module" and isinstance(self.module.get_submodule(n.target), QATLayer):
-                layer = self.module.get_submodule(n.target)
-                w_hat, b_hat = layer.quantized_parameters()
-                row = float(w_hat.detach().abs().flatten(1).sum(1).max())
-                fan_in = w_hat[0].numel()
-                rounding = gamma(fan_in + 2, torch.float32) * (
-                    row * largest[inputs[0]] + float(b_hat.abs().max())
-                )
-                error[n] = row * e[0] + rounding
-            elif n.target in (nn.functional.relu6, torch.relu):
-                error[n] = e[0]
-            elif n.target is operator.add:
-                error[n] = e[0] + e[1] + 2 * u * (largest[inputs[0]] + largest[inputs[1]])
-            elif n.target == "mean":
-                count = int(torch.tensor(self.env[inputs[0]].shape[2:]).prod())
-                error[n] = e[0] + gamma(count, torch.float32) * largest[inputs[0]]
-            elif n.op == "output":
-                error[n] = e[0]
-            else:
-                raise AssertionError(f"no error rule for {n.format_node()}")
-            return out
-
-    with torch.no_grad():
-        _Bound(module).run(x)
-    return error[next(n for n in module.graph.nodes if n.op == "output")]
-
-
 def test_exported_qat_graph_agrees_with_the_eager_fake_quantized_model(tmp_path) -> None:
     """Calibrate, make the QAT model, train it a few steps (the weights move away from the calibrated
     ones; the scales are kept), export: ONNX Runtime's logits are within the derived bound of the eager
@@ -187,7 +122,7 @@ def test_exported_qat_graph_agrees_with_the_eager_fake_quantized_model(tmp_path)
     with torch.no_grad():
         eager = qat(x)
     got = torch.from_numpy(ort_session(out).run(None, {"input_0": x.numpy()})[0])
-    bound = _difference_bound(qat, x)
+    bound = difference_bound(qat, x)
     assert float((got - eager).abs().max()) <= bound
 
 

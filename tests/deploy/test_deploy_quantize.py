@@ -245,6 +245,27 @@ def test_int8_export_and_gate(digits_run, tmp_path) -> None:
     assert not (tmp_path / "gated" / "model.onnx").exists()
 
 
+def test_symmetric_int8_export_and_gate(digits_run, tmp_path) -> None:
+    """``activations=int8`` end to end (the graph TensorRT takes): calibrated, gated by the same test
+    accuracy (ONNX Runtime runs it), the manifest says so, and every activation zero point in the written
+    graph is an ``int8`` 0 with no ``int32`` bias."""
+    import onnx
+    from onnx import numpy_helper
+
+    manifest = export_run(ExportRecipe(weights=str(digits_run), int8=True, calib="minmax", max_drop=0.05,
+                                       activations="int8"), tmp_path)  # fmt: skip
+    assert manifest["activations"] == "int8" and manifest["top1_agreement"] >= 0.9
+    assert manifest["accuracy_int8"] >= manifest["accuracy_float"] - 0.05
+    graph = onnx.load(str(tmp_path / "model.onnx")).graph
+    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    zeros = [init[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert zeros and all(z.dtype == np.int8 and z == 0 for z in zeros)
+    assert not any(v.dtype == np.int32 for v in init.values())
+    # the weights keep zero point 0 too: no kernel tuning (its GEMM path writes −1) on a TensorRT graph
+    weights = [init[n.input[2]] for n in graph.node if n.op_type == "DequantizeLinear"]
+    assert all((z == 0).all() for z in weights) and "int8_kernels" not in manifest
+
+
 def test_calibration_images_of_the_wrong_size_or_channels(digits_run, tmp_path) -> None:
     from PIL import Image
 

@@ -130,11 +130,11 @@ PREDICT_KEYS = ("weights", "nms", "score_threshold", "out")
 @click.option("--scale", type=click.IntRange(1, 8), default=2, show_default=True, help="Enlarge drawings.")
 @click.option(
     "--backend",
-    type=click.Choice(["torch", "onnxruntime"]),
+    type=click.Choice(["torch", "onnxruntime", "tensorrt"]),
     default="torch",
     show_default=True,
-    help="onnxruntime: run the graphs of `visionkit export` (RUN/export, or --onnx) with ONNX Runtime "
-    "(detectors and segmenters).",
+    help="onnxruntime: run the graphs of `visionkit export` (RUN/export, or --onnx) with ONNX Runtime; "
+    "tensorrt: its engines (export format=tensorrt; an NVIDIA GPU) (detectors and segmenters).",
 )
 @click.option("--onnx", "onnx_folder", type=click.Path(path_type=Path), default=None, help="Exported folder.")
 def predict(
@@ -176,14 +176,18 @@ def predict(
     if model_format(weights) == SEGMENTER:  # a segmenter's model.pt: overlays and class maps
         from visionkit.cli.predict_segment import predict_masks
 
-        onnx = (onnx_folder or Path(weights).parent / "export") if backend == "onnxruntime" else None
-        predict_masks(images, weights, out, onnx=onnx)
+        onnx = (onnx_folder or Path(weights).parent / "export") if backend != "torch" else None
+        predict_masks(images, weights, out, onnx=onnx, backend=backend)
         return
     detector, label_map = load_detector(weights, **({"nms_method": nms} if nms else {}))
     if backend == "onnxruntime":
         from visionkit.deploy.onnx import load_onnx_runtime
 
         detector = load_onnx_runtime(detector, onnx_folder or Path(weights).parent / "export")
+    elif backend == "tensorrt":
+        from visionkit.deploy.tensorrt import load_tensorrt
+
+        detector = load_tensorrt(detector, onnx_folder or Path(weights).parent / "export")
     results: list[dict[str, Any]] = []
     image_ids = image_ids_from_names([path.name for path in images])
     stems = [path.stem for path in images]

@@ -20,13 +20,22 @@ __all__ = ["predict_masks"]
 
 
 def predict_masks(
-    images: Sequence[Path], weights: Path, out: Path, alpha: float = 0.5, onnx: Path | None = None
+    images: Sequence[Path],
+    weights: Path,
+    out: Path,
+    alpha: float = 0.5,
+    onnx: Path | None = None,
+    backend: str = "onnxruntime",
 ) -> None:
     """Segment ``images`` with the segmenter in ``weights`` and write the overlays and class maps to ``out``
     (which exists); ``onnx``: the folder of its exported graph (``visionkit export``), run in ONNX Runtime
-    instead of PyTorch."""
+    (``backend="onnxruntime"``) or as its TensorRT engine (``backend="tensorrt"``) instead of PyTorch."""
     model, label_map = load_segmenter(weights)
-    if onnx is not None:
+    if onnx is not None and backend == "tensorrt":
+        from visionkit.deploy.tensorrt import load_tensorrt
+
+        model = load_tensorrt(model, onnx)
+    elif onnx is not None:
         from visionkit.deploy.onnx import load_onnx_runtime
 
         model = load_onnx_runtime(model, onnx)

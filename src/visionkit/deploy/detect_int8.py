@@ -84,6 +84,7 @@ def quantize_detector(
     scratch: str | Path,
     extra: dict | None = None,
     resize: nn.Module | None = None,
+    activations: str = "uint8",
     tune_kernels: bool = True,
 ) -> dict[str, Any]:
     """Write the int8 graphs of the (fused, eval-mode) ``detector`` into ``out`` with ``export.json``.
@@ -94,8 +95,11 @@ def quantize_detector(
         scratch: a folder for the float graphs.
         resize: the :class:`~visionkit.models.detectors.ResizedInput` around ``detector`` (a run trained at
             a working scale): calibration and the gate then see resized images, as the model does.
+        activations: ``"uint8"`` (ONNX Runtime) or ``"int8"`` (symmetric: TensorRT), as in
+            :func:`~visionkit.deploy.quantize.quantize_onnx`.
         tune_kernels: choose each graph's int8 kernels by timing them on 4 calibration inputs
-            (:func:`visionkit.deploy.kernels.tune_int8_kernels`; the numbers are the same either way).
+            (:func:`visionkit.deploy.kernels.tune_int8_kernels`; the numbers are the same either way;
+            ``uint8`` graphs only: the GEMM path writes weight zero point −1, which TensorRT refuses).
 
     Returns:
         The manifest (AP of the float and int8 graphs, calibrator, calibrated tensors).
@@ -110,7 +114,7 @@ def quantize_detector(
             raise ExportError(f"calibration: the {part} graph saw no input on the calibration images")
         ranges = calibrate_onnx(path, inputs[part], calibrator, percentile)
         calibrated += len(ranges)
-        quantize_onnx(path, ranges, scratch / "int8" / path.name)
+        quantize_onnx(path, ranges, scratch / "int8" / path.name, activations)
     shutil.copyfile(scratch / "float" / MANIFEST, scratch / "int8" / MANIFEST)
     parts = {k: p.name for k, p in float_paths.items()}
     ap = {}
@@ -131,7 +135,7 @@ def quantize_detector(
             f"{ap['float']:.4f} (max_drop={max_drop}): the int8 model was not written"
         )
     tuning = {}
-    if tune_kernels:
+    if tune_kernels and activations == "uint8":  # TensorRT takes weight zero point 0 only
         for part, name in parts.items():
             graph = scratch / "int8" / name
             tuning[part] = tune_int8_kernels(graph, inputs[part][:4], graph, threads=torch.get_num_threads())

@@ -8,6 +8,12 @@ int8, classifiers: the model is fused, exported in float, calibrated on ``calib_
 channels), quantized (:mod:`visionkit.deploy.quantize`) and checked on the test split: test accuracy of the
 float graph and of the int8 graph, both in ONNX Runtime, and their top-1 agreement. If the accuracy drops by
 more than ``max_drop`` nothing is written and :class:`~visionkit.errors.ExportError` says by how much.
+``activations=``: the activation quantizer of the int8 graphs, ``uint8`` (asymmetric: ONNX Runtime's
+integer kernels; ``auto``) or ``int8`` (symmetric, zero point 0, float biases: the graph TensorRT's
+explicit quantization takes), both with per-channel ``int8`` weights and the same gate.
+``format=tensorrt precision=fp32|fp16|int8`` (:mod:`visionkit.deploy.tensorrt`, where TensorRT and a CUDA
+GPU exist): the same graphs (float16 ones for ``fp16``; ``int8`` with symmetric activations) and a
+TensorRT engine for each, for batches up to ``max_batch`` and image sides ``min_size..max_size``.
 int8, detectors: :mod:`visionkit.deploy.detect_int8` (trunk and heads in int8, gated by COCO AP on the
 run's validation images; calibrated on its training images or a folder); YOLO and segmenters (FCN) are
 exported in float only, as are Cascade R-CNN and RefineDet (``int8=true`` is refused by name).
@@ -19,6 +25,7 @@ fine-tuning's log and curves.
 Example::
 
     visionkit export weights=runs/digits/model.pt format=onnx int8=true --out runs/digits-int8
+    visionkit export weights=runs/digits/model.pt format=tensorrt precision=fp16 --out runs/digits-trt
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from torch import Tensor, nn
 from visionkit.deploy.fuse import fuse_model
 from visionkit.deploy.kernels import KERNEL_MODES, tune_int8_kernels
 from visionkit.deploy.onnx import MANIFEST, NMS_PLACES, add_nms_graph, export_onnx, model_kind, ort_session
-from visionkit.deploy.quantize import CALIBRATORS, calibrate_onnx, quantize_onnx
+from visionkit.deploy.quantize import ACTIVATIONS, CALIBRATORS, calibrate_onnx, quantize_onnx
 from visionkit.engine.compressed import compressed_task
 from visionkit.engine.config import check_types, require
 from visionkit.errors import ConfigError, DatasetError, ExportError, InputShapeError
@@ -58,11 +65,19 @@ class ExportRecipe:
     """Settings of ``visionkit export``; every field can be overridden as ``key=value``."""
 
     weights: str = ""  # a run's model.pt (classify or detect)
-    format: Literal["onnx"] = "onnx"
+    format: Literal["onnx", "tensorrt"] = "onnx"  # tensorrt: the ONNX graphs and an engine for each
+    precision: Literal["auto", "fp32", "fp16", "int8"] = (
+        "auto"  # tensorrt: auto = int8 if int8=true else fp32
+    )
+    opt_batch: int = 1  # tensorrt: the batch the engines are tuned for
+    max_batch: int = 8  # tensorrt: the largest batch the engines take
+    min_size: int = 0  # tensorrt: smallest image side the engines take (0: image_size / 2)
+    max_size: int = 0  # tensorrt: largest image side the engines take (0: 2 · image_size)
     fuse: bool = False  # fold batch norms and merge sibling 1×1 convolutions before exporting
     int8: bool = False  # post-training quantization (classifiers: accuracy gate; detectors: COCO AP gate)
     calib: Literal["auto", "minmax", "percentile", "entropy"] = "auto"  # auto: calibrator_for(kind)
     percentile: float = 99.99  # calib=percentile only
+    activations: Literal["auto", "uint8", "int8"] = "auto"  # int8 graphs: auto = uint8 (ONNX Runtime)
     calib_images: str = "train"  # "train" (the run's training split) or a folder of images
     calib_count: int = 256
     max_drop: float = 0.01  # int8: largest accepted test-accuracy drop against the float graph
@@ -79,6 +94,12 @@ class ExportRecipe:
             self.calib in ("auto", *CALIBRATORS), "calib", self.calib, f"auto or one of {list(CALIBRATORS)}"
         )
         require(50 < self.percentile <= 100, "percentile", self.percentile, "a number in (50, 100]")
+        require(
+            self.activations in ("auto", *ACTIVATIONS),
+            "activations",
+            self.activations,
+            f"auto or one of {list(ACTIVATIONS)}",
+        )
         require(self.calib_count >= 1, "calib_count", self.calib_count, "an integer >= 1")
         require(0 <= self.max_drop <= 1, "max_drop", self.max_drop, "a number in [0, 1]")
         require(self.qat_epochs >= 0, "qat_epochs", self.qat_epochs, "an integer >= 0")
@@ -88,6 +109,30 @@ class ExportRecipe:
         require(self.nms in NMS_PLACES, "nms", self.nms, f"one of {list(NMS_PLACES)}")
         kernels = self.int8_kernels
         require(kernels in KERNEL_MODES, "int8_kernels", kernels, f"one of {list(KERNEL_MODES)}")
+        self._check_tensorrt()
+
+    def _check_tensorrt(self) -> None:
+        tensorrt = self.format == "tensorrt"
+        require(self.opt_batch >= 1, "opt_batch", self.opt_batch, "an integer >= 1")
+        require(self.max_batch >= self.opt_batch, "max_batch", self.max_batch, "an integer >= opt_batch")
+        require(self.min_size >= 0, "min_size", self.min_size, "an integer >= 0 (0: image_size / 2)")
+        require(self.max_size >= 0, "max_size", self.max_size, "an integer >= 0 (0: 2 · image_size)")
+        require(
+            tensorrt or self.precision == "auto", "precision", self.precision,
+            "auto unless format=tensorrt (int8 ONNX graphs: int8=true)",
+        )  # fmt: skip
+        require(
+            not (self.int8 and self.precision in ("fp32", "fp16")), "precision", self.precision,
+            "int8 (or auto) with int8=true",
+        )  # fmt: skip
+        require(
+            not (tensorrt and self.activations == "uint8"), "activations", self.activations,
+            "int8 or auto with format=tensorrt (TensorRT quantizes with zero point 0 only)",
+        )  # fmt: skip
+        require(
+            not (tensorrt and self.nms == "graph"), "nms", self.nms,
+            "outside with format=tensorrt (the NMS graph runs in ONNX Runtime only)",
+        )  # fmt: skip
 
 
 def calibrator_for(calib: str, kind: str) -> str:
@@ -106,6 +151,33 @@ def calibrator_for(calib: str, kind: str) -> str:
     if calib != "auto":
         return calib
     return "entropy" if kind == "classifier" else "percentile"
+
+
+def activations_for(recipe: ExportRecipe) -> str:
+    """The activation quantizer of ``activations=auto``: ``uint8`` (asymmetric: ONNX Runtime's fast CPU
+    kernels), ``int8`` with ``format=tensorrt`` (zero point 0: TensorRT's explicit quantization); a named
+    one as given.
+
+    Example:
+        >>> activations_for(ExportRecipe(weights="m.pt")), activations_for(ExportRecipe(weights="m.pt",
+        ...     activations="int8"))
+        ('uint8', 'int8')
+    """
+    if recipe.activations != "auto":
+        return recipe.activations
+    return "int8" if recipe.format == "tensorrt" else "uint8"
+
+
+def tunes_kernels(recipe: ExportRecipe) -> bool:
+    """Whether the int8 graphs get ONNX Runtime kernels chosen by timing (:mod:`visionkit.deploy.kernels`):
+    ``int8_kernels=tuned`` on ``uint8`` graphs only — the GEMM path it may pick writes weight zero point −1,
+    and the symmetric ``int8`` graph is for TensorRT, which takes zero point 0 only.
+
+    Example:
+        >>> [tunes_kernels(ExportRecipe(weights="m.pt", activations=a)) for a in ("uint8", "int8")]
+        [True, False]
+    """
+    return recipe.int8_kernels == "tuned" and activations_for(recipe) == "uint8"
 
 
 def load_run_model(weights: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -187,12 +259,16 @@ def calibration_images(source: str, count: int, info: dict[str, Any]) -> Tensor:
 def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
     """Export per ``recipe`` into ``out`` (module docstring); returns the manifest written there."""
     out = Path(out)
+    if recipe.format == "tensorrt":
+        return export_tensorrt(recipe, out)
     model, info = load_run_model(recipe.weights)
     inner = getattr(model, "detector", model)  # a detector behind ResizedInput
     kind = model_kind(inner)
     if recipe.nms == "graph" and kind in ("classifier", "segmenter"):
         raise ConfigError(f"nms=graph: a {kind} has no detections to suppress (detectors only)")
-    recipe = dataclasses.replace(recipe, calib=calibrator_for(recipe.calib, kind))
+    recipe = dataclasses.replace(
+        recipe, calib=calibrator_for(recipe.calib, kind), activations=activations_for(recipe)
+    )
     if recipe.qat_epochs and kind != "classifier":
         raise ConfigError(f"qat_epochs={recipe.qat_epochs}: quantization-aware training is for classifiers")
     images = (
@@ -207,6 +283,8 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
         "fused": recipe.fuse or recipe.int8,
         "int8": recipe.int8,
     }
+    if recipe.int8:
+        extra["activations"] = recipe.activations
     if kind == "segmenter":
         if recipe.int8:
             raise ExportError(
@@ -242,15 +320,17 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
 
             tuned, metrics = finetune_qat(
                 model, info["recipe"], float_folder / "model.onnx", ranges, images[:64], out / "qat",
-                recipe.qat_epochs, recipe.qat_lr,
+                recipe.qat_epochs, recipe.qat_lr, recipe.activations,
             )  # fmt: skip
-            quantized = export_qat(tuned, ranges, Path(scratch) / "int8.onnx", size)
+            quantized = export_qat(tuned, ranges, Path(scratch) / "int8.onnx", size, recipe.activations)
             extra |= {"qat_epochs": recipe.qat_epochs, "qat_lr": recipe.qat_lr,
                       "qat_test_accuracy_eager": metrics["test_accuracy"]}  # fmt: skip
         else:
-            quantized = quantize_onnx(float_folder / "model.onnx", ranges, Path(scratch) / "int8.onnx")
+            quantized = quantize_onnx(
+                float_folder / "model.onnx", ranges, Path(scratch) / "int8.onnx", recipe.activations
+            )
         gate = accuracy_gate(float_folder / "model.onnx", quantized, info, recipe.max_drop)
-        if recipe.int8_kernels == "tuned":
+        if tunes_kernels(recipe):
             tuning = tune_int8_kernels(quantized, [(images[:8],)], quantized, threads=torch.get_num_threads())
             extra["int8_kernels"] = tuning
         extra |= {"calibrator": recipe.calib, "calibrated_tensors": len(ranges),
@@ -260,6 +340,59 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
     manifest = {"kind": kind, "parts": {"model": "model.onnx"}, **extra}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def export_tensorrt(recipe: ExportRecipe, out: Path) -> dict[str, Any]:
+    """``format=tensorrt`` (:mod:`visionkit.deploy.tensorrt`): checks that TensorRT and a CUDA GPU are
+    there before any work, writes the graphs of the ``precision`` (``fp32``: the float graphs; ``fp16``:
+    the fused model's float16 graphs; ``int8``: the symmetric int8 graphs, calibrated and gated as
+    ``format=onnx int8=true``), then an engine for each with the recipe's optimization profile."""
+    from visionkit.deploy.tensorrt import build_engines, engine_profiles, export_fp16_onnx, require_tensorrt
+
+    require_tensorrt()
+    precision = "int8" if recipe.int8 else ("fp32" if recipe.precision == "auto" else recipe.precision)
+    model, info = load_run_model(recipe.weights)
+    inner = getattr(model, "detector", model)
+    size, max_size = tensorrt_sizes(recipe, model, info)
+    if precision == "fp16":
+        extra = {"weights": str(recipe.weights), "fused": True, "int8": False}
+        export_fp16_onnx(fuse_model(inner), out, example_size=(size, size), extra=extra)
+    else:
+        onnx_recipe = dataclasses.replace(
+            recipe,
+            format="onnx",
+            precision="auto",
+            int8=precision == "int8",
+            activations=activations_for(recipe),
+        )
+        export_run(onnx_recipe, out)
+    profiles = engine_profiles(
+        inner.eval(), image_size=size, min_size=recipe.min_size, max_size=max_size,
+        opt_batch=recipe.opt_batch, max_batch=recipe.max_batch,
+    )  # fmt: skip
+    return build_engines(out, precision, profiles)
+
+
+def tensorrt_sizes(recipe: ExportRecipe, model: nn.Module, info: dict[str, Any]) -> tuple[int, int]:
+    """``(image_size, max_size)`` of the engines' profile: the recipe's where given; else a classifier's
+    input size, a detector trained at a working scale (``ResizedInput``) its ``min_size`` and its
+    ``max_size`` (uncapped, or below ``image_size``: 0, twice ``image_size``), any other model 224 and 0.
+
+    Example:
+        >>> from visionkit.models import create_model
+        >>> from visionkit.models.detectors import ResizedInput
+        >>> resized = ResizedInput(create_model("retinanet_plain_fpn", num_classes=3), 320, 512)
+        >>> tensorrt_sizes(ExportRecipe(weights="m.pt", format="tensorrt"), resized, {"task": "detect"})
+        (320, 512)
+    """
+    if info["task"] == "classify":
+        default, largest = info["input_size"], 0
+    elif hasattr(model, "detector") and hasattr(model, "min_size"):
+        default, largest = model.min_size, model.max_size or 0
+    else:
+        default, largest = 224, 0
+    size = recipe.image_size or default
+    return size, recipe.max_size or (largest if largest >= size else 0)
 
 
 def accuracy_gate(
@@ -339,5 +472,6 @@ def _int8_detector(
         return quantize_detector(
             inner, out, calibration=images, validation=data.val, calibrator=recipe.calib,
             percentile=recipe.percentile, max_drop=recipe.max_drop, example_size=(size, size),
-            scratch=scratch, extra=extra, resize=resize, tune_kernels=recipe.int8_kernels == "tuned",
+            activations=recipe.activations, scratch=scratch, extra=extra, resize=resize,
+            tune_kernels=tunes_kernels(recipe),
         )  # fmt: skip

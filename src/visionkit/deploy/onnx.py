@@ -43,7 +43,7 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ __all__ = [
     "model_kind",
     "onnx_parts",
     "ort_session",
+    "structure_outputs",
 ]
 
 MANIFEST = "export.json"
@@ -157,7 +158,7 @@ class _RefineDetOutputs:
     """In the ONNX Runtime detector, :meth:`RefineDet.outputs`: the head session's four outputs and the
     detector's own anchors."""
 
-    def __init__(self, session: OrtModule, anchor_generator: nn.Module) -> None:
+    def __init__(self, session: nn.Module, anchor_generator: nn.Module) -> None:
         self.session, self.anchor_generator = session, anchor_generator
 
     def __call__(self, batch: Tensor, features: dict[str, Tensor]) -> tuple[Any, ...]:
@@ -514,22 +515,33 @@ class OrtModule(nn.Module):
             n: t.detach().float().contiguous().cpu().numpy()
             for n, t in zip(self.input_names, inputs, strict=True)
         }
-        outputs = [torch.from_numpy(o) for o in self.session.run(None, feed)]
-        if self.structure is None:
-            return outputs[0]
-        if self.structure == "tuple":
-            return tuple(outputs)
-        grouped, start = [], 0
-        for size in self.structure:
-            grouped.append(outputs[start : start + size])
-            start += size
-        return tuple(grouped)
+        return structure_outputs([torch.from_numpy(o) for o in self.session.run(None, feed)], self.structure)
+
+
+def structure_outputs(outputs: list[Tensor], structure: str | list[int] | None) -> Any:
+    """A part's flat outputs as its module returns them: ``None``: the first tensor; ``"tuple"``: all of
+    them; a list of group sizes: a tuple of lists (``[5, 5]``: two lists of five).
+
+    Example:
+        >>> parts = structure_outputs([torch.zeros(1)] * 4, [2, 2])
+        >>> [len(group) for group in parts]
+        [2, 2]
+    """
+    if structure is None:
+        return outputs[0]
+    if structure == "tuple":
+        return tuple(outputs)
+    grouped, start = [], 0
+    for size in structure:
+        grouped.append(outputs[start : start + size])
+        start += size
+    return tuple(grouped)
 
 
 class _TrunkSession(nn.Module):
     """The trunk session in the backbone's place: the batch → ``{level name: level}`` (the neck's output)."""
 
-    def __init__(self, inner: OrtModule, names: Sequence[str]) -> None:
+    def __init__(self, inner: nn.Module, names: Sequence[str]) -> None:
         super().__init__()
         self.inner, self.names = inner, list(names)
 
@@ -555,7 +567,7 @@ class _PassThrough(nn.Module):
 class _EmptyAware(nn.Module):
     """The box-head session, with ``R = 0`` proposals answered without running it."""
 
-    def __init__(self, session_module: OrtModule, num_classes: int, box_outputs: int) -> None:
+    def __init__(self, session_module: nn.Module, num_classes: int, box_outputs: int) -> None:
         super().__init__()
         self.inner, self.num_classes, self.box_outputs = session_module, num_classes, box_outputs
 
@@ -565,32 +577,44 @@ class _EmptyAware(nn.Module):
         return self.inner(pooled)
 
 
+#: ``(graph path, output structure) → module`` running one exported part (``OrtModule``'s call convention)
+PartRunner = Callable[[Path, "str | list[int] | None"], nn.Module]
+
+
 class OnnxRuntimeDetector(nn.Module):
     """The eager detector with trunk and heads run by ONNX Runtime (module docstring): same call, same
     :class:`~visionkit.structures.Detections`; anchors, decoding, RoI Align and NMS are the detector's own,
-    except the final hard NMS when the folder has an ``nms`` graph (``export_onnx(nms="graph")``)."""
+    except the final hard NMS when the folder has an ``nms`` graph (``export_onnx(nms="graph")``).
 
-    def __init__(self, detector: Detector, folder: Path, parts: dict[str, str], threads: int = 1) -> None:
+    ``runner``: what runs each part, ``(folder / part file, structure) → module`` with :class:`OrtModule`'s
+    call convention; ``None``: an ONNX Runtime session (:mod:`visionkit.deploy.tensorrt` passes its engines).
+    """
+
+    def __init__(
+        self,
+        detector: Detector,
+        folder: Path,
+        parts: dict[str, str],
+        threads: int = 1,
+        runner: PartRunner | None = None,
+    ) -> None:
         super().__init__()
         model = copy.deepcopy(detector).eval()
         names = _level_names(model.neck)
-        model.backbone = _TrunkSession(
-            OrtModule(ort_session(folder / parts["trunk"], threads), "tuple"), names
-        )
+        run: PartRunner = runner or (lambda path, structure: OrtModule(ort_session(path, threads), structure))
+        model.backbone = _TrunkSession(run(folder / parts["trunk"], "tuple"), names)
         model.neck = _PassThrough(detector.neck)
         if isinstance(model, RefineDet):  # its outputs method, with the head graph in it
-            session = OrtModule(ort_session(folder / parts["head"], threads), "tuple")
+            session = run(folder / parts["head"], "tuple")
             model.outputs = _RefineDetOutputs(session, model.anchor_generator)
         elif isinstance(model, (RetinaNet, YOLOv3)):  # dense heads over the levels (YOLOv2 is a YOLOv3)
-            model.head = _Levels(OrtModule(ort_session(folder / parts["head"], threads), "tuple"))
+            model.head = _Levels(run(folder / parts["head"], "tuple"))
         else:
             levels = len(model.rpn_feature_names)
-            model.rpn.head = _ListPair(
-                OrtModule(ort_session(folder / parts["head"], threads), [levels, levels])
-            )
+            model.rpn.head = _ListPair(run(folder / parts["head"], [levels, levels]))
             for name, roi_heads in _box_heads(model).items():
                 predictor = roi_heads.box_predictor
-                session = OrtModule(ort_session(folder / parts[name], threads), "tuple")
+                session = run(folder / parts[name], "tuple")
                 roi_heads.box_predictor = _EmptyAware(session, predictor.cls_score.out_features,
                                                       predictor.bbox_pred.out_features)  # fmt: skip
                 roi_heads.box_head = nn.Identity()
@@ -605,7 +629,7 @@ class OnnxRuntimeDetector(nn.Module):
 class _Levels(nn.Module):
     """RetinaNet head session: the list of levels as positional inputs → ``(class_logits, box_deltas)``."""
 
-    def __init__(self, inner: OrtModule) -> None:
+    def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner
 
@@ -616,7 +640,7 @@ class _Levels(nn.Module):
 class _ListPair(nn.Module):
     """RPN head session: returns ``(objectness maps, delta maps)`` as lists, as the eager head does."""
 
-    def __init__(self, inner: OrtModule) -> None:
+    def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner
 
@@ -626,11 +650,15 @@ class _ListPair(nn.Module):
 
 
 class OnnxRuntimeClassifier(nn.Module):
-    """A classifier graph run by ONNX Runtime: ``[B, C, H, W]`` → logits ``[B, K]``."""
+    """A classifier graph run by ONNX Runtime (or ``runner``, as :class:`OnnxRuntimeDetector`):
+    ``[B, C, H, W]`` → logits ``[B, K]``."""
 
-    def __init__(self, folder: Path, parts: dict[str, str], threads: int = 1) -> None:
+    def __init__(
+        self, folder: Path, parts: dict[str, str], threads: int = 1, runner: PartRunner | None = None
+    ) -> None:
         super().__init__()
-        self.session = OrtModule(ort_session(folder / parts["model"], threads))
+        path = folder / parts["model"]
+        self.session = runner(path, None) if runner else OrtModule(ort_session(path, threads))
 
     def forward(self, images: Tensor) -> Tensor:
         return self.session(images)
@@ -639,11 +667,20 @@ class OnnxRuntimeClassifier(nn.Module):
 class OnnxRuntimeSegmenter(nn.Module):
     """A segmenter graph (FCN) run by ONNX Runtime: ``[N, 3, H, W]`` images in ``[0, 1]`` → logits
     ``[N, K, H, W]``, any ``N, H, W`` the eager model takes; inputs checked as the eager model checks them.
-    ``num_classes`` as the model's (what :mod:`visionkit.engine.segment` reads)."""
+    ``num_classes`` as the model's (what :mod:`visionkit.engine.segment` reads); ``runner`` as in
+    :class:`OnnxRuntimeDetector`."""
 
-    def __init__(self, model: nn.Module, folder: Path, parts: dict[str, str], threads: int = 1) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        folder: Path,
+        parts: dict[str, str],
+        threads: int = 1,
+        runner: PartRunner | None = None,
+    ) -> None:
         super().__init__()
-        self.session = OrtModule(ort_session(folder / parts["model"], threads))
+        path = folder / parts["model"]
+        self.session = runner(path, None) if runner else OrtModule(ort_session(path, threads))
         self.num_classes, self.name = model.num_classes, type(model).__name__
 
     def forward(self, images: Tensor) -> Tensor:
@@ -651,9 +688,12 @@ class OnnxRuntimeSegmenter(nn.Module):
         return self.session(images)
 
 
-def load_onnx_runtime(model: nn.Module, folder: str | Path, threads: int = 1) -> nn.Module:
+def load_onnx_runtime(
+    model: nn.Module, folder: str | Path, threads: int = 1, runner: PartRunner | None = None
+) -> nn.Module:
     """The exported graphs in ``folder`` (from :func:`export_onnx`) as a runnable module; ``model`` is the
-    eager model they were exported from (a detector's glue — anchors, decoding, NMS — is taken from it)."""
+    eager model they were exported from (a detector's glue — anchors, decoding, NMS — is taken from it);
+    ``runner``: what runs each graph (``None``: ONNX Runtime; see :class:`OnnxRuntimeDetector`)."""
     folder = Path(folder)
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
@@ -663,14 +703,14 @@ def load_onnx_runtime(model: nn.Module, folder: str | Path, threads: int = 1) ->
     manifest = json.loads(manifest_path.read_text())
     if hasattr(model, "detector"):  # ResizedInput: resize in PyTorch, then the detector in ONNX Runtime
         wrapper = copy.copy(model)
-        wrapper.detector = load_onnx_runtime(model.detector, folder, threads)
+        wrapper.detector = load_onnx_runtime(model.detector, folder, threads, runner)
         return wrapper
     if manifest["kind"] != model_kind(model):
         raise ExportError(
             f"{manifest_path}: exported a {manifest['kind']}, but the model is a {model_kind(model)}"
         )
     if manifest["kind"] == "classifier":
-        return OnnxRuntimeClassifier(folder, manifest["parts"], threads)
+        return OnnxRuntimeClassifier(folder, manifest["parts"], threads, runner)
     if manifest["kind"] == "segmenter":
-        return OnnxRuntimeSegmenter(model, folder, manifest["parts"], threads)
-    return OnnxRuntimeDetector(model, folder, manifest["parts"], threads)
+        return OnnxRuntimeSegmenter(model, folder, manifest["parts"], threads, runner)
+    return OnnxRuntimeDetector(model, folder, manifest["parts"], threads, runner)

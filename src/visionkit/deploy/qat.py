@@ -8,12 +8,14 @@ The fake-quantized ("QAT") model mirrors the int8 graph tensor for tensor:
   convolutions, ReLUs joined), exported in float and calibrated by our observers
   (:func:`~visionkit.deploy.quantize.calibrate_onnx`); every activation tensor the QDQ graph quantizes is
   found in the eager model (the fx node whose value equals it on a probe batch) and gets a
-  :class:`FakeQuantize` with the same per-tensor asymmetric ``uint8`` ``(scale, zero_point)``. The scales
+  :class:`FakeQuantize` with the same per-tensor ``(scale, zero_point)``: asymmetric ``uint8`` or, with
+  ``activations="int8"`` (the TensorRT graph), symmetric ``int8`` with zero point 0. The scales
   are **kept**: calibrated once before fine-tuning and frozen (the weights learn to live with them; no
   learned step sizes), so the exported graph carries exactly the scales the model was trained with;
 * every ``Conv2d`` / ``Linear`` computes with per-output-channel symmetric ``int8`` fake-quantized weights
   (:func:`~visionkit.deploy.quantize.weight_qparams` of the current weights, recomputed each step) and
-  its bias rounded to the ``int32`` grid of scale ``s_x·s_w`` (what the graph stores);
+  its bias rounded to the ``int32`` grid of scale ``s_x·s_w`` (what the graph stores; with ``int8``
+  activations the graph keeps the float bias, and so does the layer);
 * forward: ``x̂ = (clamp(round_half_even(x / s) + z, q_min, q_max) − z)·s`` — exactly ONNX
   ``QuantizeLinear → DequantizeLinear``; backward (straight-through estimator): the incoming gradient
   where ``q_min <= round(x / s) + z <= q_max`` and 0 where the value was clipped; weights and biases pass
@@ -37,7 +39,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import tempfile
 from pathlib import Path
@@ -48,10 +49,10 @@ import torch
 from torch import Tensor, fx, nn
 
 from visionkit.deploy.quantize import (
-    _activation_tensors,
-    _drop_relus,
+    ACTIVATION_CODES,
     activation_qparams,
     quantize_onnx,
+    quantized_tensors,
     weight_qparams,
 )
 from visionkit.errors import ExportError
@@ -79,22 +80,27 @@ def fake_quantize(x: Tensor, scale: float, zero_point: int, qmin: int, qmax: int
 
 
 class FakeQuantize(nn.Module):
-    """Per-tensor asymmetric ``uint8`` fake quantization with a fixed ``(scale, zero_point)``
+    """Per-tensor fake quantization with a fixed ``(scale, zero_point)``
     (:func:`~visionkit.deploy.quantize.activation_qparams` of a calibrated range ``[lo, hi]``; the scale
-    rounded to float32 as the graph stores it). Shape: any → the same.
+    rounded to float32 as the graph stores it): asymmetric ``uint8`` codes ``[0, 255]`` or, with
+    ``activations="int8"``, symmetric ``int8`` codes ``[−128, 127]`` and zero point 0. Shape: any → the
+    same.
 
     Example:
         >>> FakeQuantize(0.0, 2.55)(torch.tensor([-1.0, 0.014, 9.0])).tolist()
         [0.0, 0.009999999776482582, 2.549999952316284]
+        >>> FakeQuantize(0.0, 1.27, activations="int8")(torch.tensor([-1.0, 0.014, 9.0])).tolist()
+        [-1.0, 0.009999999776482582, 1.2699999809265137]
     """
 
-    def __init__(self, low: float, high: float, name: str = "") -> None:
+    def __init__(self, low: float, high: float, name: str = "", activations: str = "uint8") -> None:
         super().__init__()
-        scale, zero = activation_qparams(low, high)
+        scale, zero = activation_qparams(low, high, activations)
         self.scale, self.zero_point, self.tensor = float(np.float32(scale)), zero, name
+        self.qmin, self.qmax = ACTIVATION_CODES[activations]
 
     def forward(self, x: Tensor) -> Tensor:
-        return fake_quantize(x, self.scale, self.zero_point, 0, 255)
+        return fake_quantize(x, self.scale, self.zero_point, self.qmin, self.qmax)
 
     def extra_repr(self) -> str:
         return f"{self.tensor!r}, scale={self.scale:.6g}, zero_point={self.zero_point}"
@@ -103,13 +109,14 @@ class FakeQuantize(nn.Module):
 class QATLayer(nn.Module):
     """A ``Conv2d`` or ``Linear`` (``layer``, whose parameters it trains) computing with per-channel
     symmetric ``int8`` fake-quantized weights and its bias on the ``int32`` grid of ``input_scale·s_w``
-    (module docstring). Shapes: those of ``layer``."""
+    (module docstring; ``int32_bias=False``: the float bias, as the ``int8``-activation graph keeps it).
+    Shapes: those of ``layer``."""
 
-    def __init__(self, layer: nn.Module, input_scale: float) -> None:
+    def __init__(self, layer: nn.Module, input_scale: float, int32_bias: bool = True) -> None:
         super().__init__()
         if not isinstance(layer, (nn.Conv2d, nn.Linear)):
             raise ExportError(f"QAT: {type(layer).__name__} has no fake-quantized version (Conv2d, Linear)")
-        self.layer, self.input_scale = layer, input_scale
+        self.layer, self.input_scale, self.int32_bias = layer, input_scale, int32_bias
 
     def quantized_parameters(self) -> tuple[Tensor, Tensor | None]:
         """``(ŵ, b̂)``: the dequantized int8 weight and int32 bias, with identity gradients."""
@@ -117,8 +124,8 @@ class QATLayer(nn.Module):
         q, scale = weight_qparams(weight)
         shape = (-1,) + (1,) * (weight.dim() - 1)
         w_hat = weight + (q.float() * scale.reshape(shape) - weight).detach()
-        if bias is None:
-            return w_hat, None
+        if bias is None or not self.int32_bias:
+            return w_hat, bias
         bias_scale = (np.float64(self.input_scale) * scale.double()).float()  # as the graph's bias scale
         code = torch.round(bias.detach().double() / bias_scale.double()).clamp(-(2**31), 2**31 - 1)
         b_hat = bias + (code.float() * bias_scale - bias).detach()
@@ -139,15 +146,15 @@ class _Tracer(fx.Tracer):
         return type(m).__name__ == "_ToModelInput" or super().is_leaf_module(m, module_qualified_name)
 
 
-def _graph_values(float_graph: Path, probe: Tensor) -> tuple[list[str], dict[str, np.ndarray]]:
+def _graph_values(
+    float_graph: Path, probe: Tensor, activations: str = "uint8"
+) -> tuple[list[str], dict[str, np.ndarray]]:
     """Names of the tensors the QDQ graph quantizes (in graph order) and their float values on ``probe``."""
     import onnx
     import onnxruntime as ort
 
     model = onnx.load(str(float_graph))
-    dropped = copy.deepcopy(model)
-    _drop_relus(dropped)
-    names = _activation_tensors(dropped)
+    names = quantized_tensors(model, activations)
     existing = {o.name for o in model.graph.output}
     for name in names:
         if name not in existing:
@@ -163,7 +170,11 @@ def _graph_values(float_graph: Path, probe: Tensor) -> tuple[list[str], dict[str
 
 
 def prepare_qat(
-    fused: nn.Module, float_graph: str | Path, ranges: dict[str, tuple[float, float]], probe: Tensor
+    fused: nn.Module,
+    float_graph: str | Path,
+    ranges: dict[str, tuple[float, float]],
+    probe: Tensor,
+    activations: str = "uint8",
 ) -> fx.GraphModule:
     """The fake-quantized version of the fused model ``fused`` (module docstring), sharing its parameters.
 
@@ -173,12 +184,14 @@ def prepare_qat(
         float_graph: its float ONNX graph (:func:`visionkit.deploy.onnx.export_onnx`).
         ranges: the calibrated ranges of that graph (:func:`~visionkit.deploy.quantize.calibrate_onnx`).
         probe: ``[B, C, H, W]`` images used to find each quantized tensor in the eager model.
+        activations: ``"uint8"`` or ``"int8"``, as the graph is quantized
+            (:func:`~visionkit.deploy.quantize.quantize_onnx`).
 
     Raises:
         ExportError: a quantized tensor of the graph has no equal in the eager model, or a quantized
             Conv / Gemm reads a tensor that is not quantized (names them).
     """
-    names, values = _graph_values(Path(float_graph), probe)
+    names, values = _graph_values(Path(float_graph), probe, activations)
     graph = _Tracer().trace(fused)
     module = fx.GraphModule(fused, graph)
     seen: dict[fx.Node, Tensor] = {}
@@ -209,7 +222,7 @@ def prepare_qat(
             raise ExportError(
                 f"QAT: the graph's tensor {name!r} {tuple(target.shape)} has no equal in the model"
             )
-        quantizers.setdefault(match, FakeQuantize(*ranges[name], name=name))
+        quantizers.setdefault(match, FakeQuantize(*ranges[name], name=name, activations=activations))
     for index, (node, quantizer) in enumerate(quantizers.items()):
         module.add_module(f"fake_quant_{index}", quantizer)
         with graph.inserting_after(node):
@@ -225,7 +238,7 @@ def prepare_qat(
         source = node.args[0]
         if not (isinstance(source, fx.Node) and source.op == "call_module" and source.target in scale_of):
             raise ExportError(f"QAT: the input of {node.target} is not quantized in the int8 graph")
-        module.set_submodule(node.target, QATLayer(layer, scale_of[source.target]))
+        module.set_submodule(node.target, QATLayer(layer, scale_of[source.target], activations == "uint8"))
     graph.lint()
     module.recompile()
     return module
@@ -252,11 +265,13 @@ def finetune_qat(
     run_dir: str | Path,
     epochs: int,
     lr: float,
+    activations: str = "uint8",
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Fine-tune the trained classifier ``trained`` (a :func:`~visionkit.engine.classify.build_model`, not
     fused) with fake quantization for ``epochs`` epochs at learning rate ``lr`` through
     :func:`~visionkit.engine.classify.train_classifier` (its ``recipe`` otherwise; no warm-up, no early
-    stopping, no EMA, no teacher), ``float_graph`` / ``ranges`` / ``probe`` as in :func:`prepare_qat`.
+    stopping, no EMA, no teacher), ``float_graph`` / ``ranges`` / ``probe`` / ``activations`` as in
+    :func:`prepare_qat`.
 
     Returns:
         ``(fused, metrics)``: the fine-tuned fused float model (its weights are the QAT weights) and the
@@ -278,7 +293,7 @@ def finetune_qat(
                 "QAT: the model's root was rewritten by the fusion; cannot fine-tune it in place"
             )
         made.append(student)
-        qat = prepare_qat(student, float_graph, ranges, probe)
+        qat = prepare_qat(student, float_graph, ranges, probe, activations)
         return _QATClassifier(student, qat).to(device), nn.functional.cross_entropy
 
     finetune = dataclasses.replace(
@@ -290,9 +305,15 @@ def finetune_qat(
     return made[-1].eval(), metrics
 
 
-def export_qat(fused: nn.Module, ranges: dict[str, tuple[float, float]], out: str | Path, size: int) -> Path:
+def export_qat(
+    fused: nn.Module,
+    ranges: dict[str, tuple[float, float]],
+    out: str | Path,
+    size: int,
+    activations: str = "uint8",
+) -> Path:
     """The QDQ int8 graph of the fine-tuned fused model with the kept QAT ``ranges``, written to ``out``
-    (an ``.onnx`` path); ``size``: the example image size of the export.
+    (an ``.onnx`` path); ``size``: the example image size of the export; ``activations`` as trained.
 
     Raises:
         ExportError: the re-exported graph lacks a tensor of ``ranges`` (it must be the same graph).
@@ -301,4 +322,4 @@ def export_qat(fused: nn.Module, ranges: dict[str, tuple[float, float]], out: st
 
     with tempfile.TemporaryDirectory() as scratch:
         graph = export_onnx(fused.eval(), Path(scratch) / "float", example_size=(size, size))["model"]
-        return quantize_onnx(graph, ranges, out)
+        return quantize_onnx(graph, ranges, out, activations)

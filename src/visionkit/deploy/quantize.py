@@ -2,10 +2,18 @@
 
 Quantization (``q = saturate(round_half_even(x / s) + z)``, ``x̂ = (q − z)·s``, ONNX ``QuantizeLinear``):
 
-* **activations**: per tensor, asymmetric ``uint8``: for a calibrated range ``[lo, hi]`` (widened to contain
-  0, so 0 is exact: zero padding and ReLU's zeros), ``s = (hi − lo) / 255``, ``z = round(−lo / s)``;
+* **activations**: per tensor, asymmetric ``uint8`` (``activations="uint8"``, the default: ONNX Runtime's
+  fast CPU kernels): for a calibrated range ``[lo, hi]`` (widened to contain 0, so 0 is exact: zero padding
+  and ReLU's zeros), ``s = (hi − lo) / 255``, ``z = round(−lo / s)``; or per tensor, symmetric ``int8``
+  (``activations="int8"``: TensorRT's explicit quantization, which takes only zero point 0):
+  ``s = max(|lo|, |hi|) / 127``, ``z = 0``, codes saturated to ``[−128, 127]`` (ONNX ``QuantizeLinear``
+  into ``int8``, and TensorRT's ``clamp(round(x / s), −128, 127)``). The symmetric grid spends half its
+  codes on negative values: on a non-negative (post-ReLU) tensor its step is ``hi / 127`` against
+  ``hi / 255``, so each value's rounding error ``≤ s / 2`` is about twice the ``uint8`` one;
 * **weights**: per output channel, symmetric ``int8`` in ``[−127, 127]``: ``s_c = max|W_c| / 127``, ``z = 0``;
-  biases ``int32`` with ``s = s_x·s_c`` (what an integer kernel accumulates in).
+  biases, with ``uint8`` activations, ``int32`` with ``s = s_x·s_c`` (what an integer kernel accumulates
+  in); with ``int8`` activations they stay float (TensorRT dequantizes only 8-bit (and smaller) integer
+  tensors, and folds a float bias into its int8 convolution itself).
 
 Calibrators (observers) of a tensor's range, from the calibration images:
 
@@ -36,9 +44,10 @@ Concat / pooling node, except the graph's outputs (logits and raw head outputs s
 ``QuantizeLinear → DequantizeLinear`` pair with our scale and zero point; the weights of Conv / Gemm are
 stored as ``int8`` behind a per-channel ``DequantizeLinear``; a ReLU (or ReLU6: a ``Clip`` at 0) right
 after such a node is dropped, its output range (``lo = 0``, so ``z = 0``) given to the node's output —
-the quantizer's saturation at ``q = 0`` is the ReLU. ONNX Runtime fuses these patterns into its integer
-kernels (``QLinearConv``, ``QLinearAdd``, ...). Box decoding and NMS of detectors stay in float (outside
-the graph).
+the quantizer's saturation at ``q = 0`` is the ReLU (``uint8`` only: the symmetric ``int8`` grid has
+negative codes, so there the ReLU stays and its output, not its input, is quantized). ONNX Runtime fuses
+these patterns into its integer kernels (``QLinearConv``, ``QLinearAdd``, ...), TensorRT into its int8
+convolutions. Box decoding and NMS of detectors stay in float (outside the graph).
 
 Example:
     >>> import torch
@@ -62,6 +71,7 @@ from torch import Tensor
 from visionkit.errors import ExportError, NotFittedError
 
 __all__ = [
+    "ACTIVATIONS",
     "CALIBRATORS",
     "EntropyObserver",
     "MinMaxObserver",
@@ -71,11 +81,16 @@ __all__ = [
     "entropy_threshold",
     "make_observer",
     "quantize_onnx",
+    "quantized_tensors",
     "weight_qparams",
 ]
 
 BINS = 2048
 CALIBRATORS = ("minmax", "percentile", "entropy")
+#: activation quantizers: asymmetric uint8 (ONNX Runtime) or symmetric int8 with zero point 0 (TensorRT)
+ACTIVATIONS = ("uint8", "int8")
+#: ``activations → (q_min, q_max)`` of the activation codes
+ACTIVATION_CODES = {"uint8": (0, 255), "int8": (-128, 127)}
 QUANTIZED_OPS = {"Conv", "Gemm", "MatMul", "Add", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool"}
 WEIGHTED_OPS = {"Conv", "Gemm"}
 
@@ -232,19 +247,27 @@ def make_observer(calibrator: str, percentile: float = 99.99) -> MinMaxObserver:
 
 
 # ----------------------------------------------------------------------------------------- parameters
-def activation_qparams(low: float, high: float) -> tuple[float, int]:
-    """Per-tensor asymmetric uint8 ``(scale, zero_point)`` of a range (module docstring).
+def activation_qparams(low: float, high: float, activations: str = "uint8") -> tuple[float, int]:
+    """Per-tensor ``(scale, zero_point)`` of a range (module docstring): asymmetric ``uint8``
+    (``activations="uint8"``) or symmetric ``int8`` with zero point 0 (``activations="int8"``).
 
     Example:
         >>> scale, zero_point = activation_qparams(0.0, 2.55)  # 2.55 / 255 in float64
         >>> round(scale, 12), zero_point
         (0.01, 0)
+        >>> scale, zero_point = activation_qparams(-2.54, 1.0, "int8")  # max(|lo|, |hi|) / 127
+        >>> round(scale, 12), zero_point
+        (0.02, 0)
     """
+    if activations not in ACTIVATIONS:
+        raise ValueError(f"activations must be one of {list(ACTIVATIONS)}, got {activations!r}")
     low, high = min(low, 0.0), max(high, 0.0)
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ExportError(f"activation range [{low}, {high}] is not finite: cannot quantize it")
     if high == low:
         return 1.0, 0
+    if activations == "int8":
+        return max(-low, high) / 127, 0
     scale = (high - low) / 255
     return scale, int(min(255, max(0, round(-low / scale))))
 
@@ -285,6 +308,21 @@ def _activation_tensors(model: Any) -> list[str]:
                 if name and name in floats and name not in initializers and name not in names:
                     names.append(name)
     return names
+
+
+def quantized_tensors(model: Any, activations: str = "uint8") -> list[str]:
+    """Names of the activation tensors the QDQ graph of the float ONNX ``model`` quantizes, in graph order:
+    with ``uint8`` those of the graph with its ReLUs dropped (the ReLUs' inputs stand for their outputs);
+    with ``int8`` those of the graph as it is, less the inputs of the dropped-in-``uint8`` ReLUs (the ReLU
+    stays; the tensor it writes is quantized where a quantized node reads it). Modifies nothing."""
+    import copy
+
+    if activations == "uint8":
+        dropped = copy.deepcopy(model)
+        _drop_relus(dropped)
+        return _activation_tensors(dropped)
+    before_relu = set(_relu_outputs(model))
+    return [name for name in _activation_tensors(model) if name not in before_relu]
 
 
 def calibrate_onnx(
@@ -371,9 +409,15 @@ def _is_relu(node: Any, zeros: set[str]) -> bool:
 
 
 # ----------------------------------------------------------------------------------------- the QDQ graph
-def quantize_onnx(path: str | Path, ranges: dict[str, tuple[float, float]] | None, out: str | Path) -> Path:
+def quantize_onnx(
+    path: str | Path,
+    ranges: dict[str, tuple[float, float]] | None,
+    out: str | Path,
+    activations: str = "uint8",
+) -> Path:
     """Write the QDQ int8 version of the float graph ``path`` to ``out`` (module docstring) with the
-    calibrated activation ``ranges`` of :func:`calibrate_onnx`.
+    calibrated activation ``ranges`` of :func:`calibrate_onnx`; ``activations``: ``"uint8"`` (asymmetric,
+    ONNX Runtime) or ``"int8"`` (symmetric, zero point 0, float biases: TensorRT's explicit quantization).
 
     Raises:
         ExportError: ``ranges`` is ``None`` or lacks a tensor (an uncalibrated model is never exported).
@@ -381,14 +425,17 @@ def quantize_onnx(path: str | Path, ranges: dict[str, tuple[float, float]] | Non
     import onnx
     from onnx import helper, numpy_helper
 
+    if activations not in ACTIVATIONS:
+        raise ValueError(f"activations must be one of {list(ACTIVATIONS)}, got {activations!r}")
     if not ranges:
         raise ExportError(
             "refusing to export an uncalibrated int8 model: calibrate it first (calib_images=...)"
         )
     model = onnx.load(str(path))
     graph = model.graph
-    _drop_relus(model)
-    tensors = _activation_tensors(model)
+    tensors = quantized_tensors(model, activations)
+    if activations == "uint8":
+        _drop_relus(model)
     missing = [name for name in tensors if name not in ranges]
     if missing:
         raise ExportError(
@@ -402,12 +449,12 @@ def quantize_onnx(path: str | Path, ranges: dict[str, tuple[float, float]] | Non
     scales: dict[str, float] = {}
     new_nodes: list[Any] = []
     for name in tensors:
-        scale, zero = activation_qparams(*ranges[name])
+        scale, zero = activation_qparams(*ranges[name], activations)
         scales[name] = float(np.float32(scale))
         graph.initializer.extend(
             [
                 numpy_helper.from_array(np.array(scale, dtype=np.float32), f"{name}__scale"),
-                numpy_helper.from_array(np.array(zero, dtype=np.uint8), f"{name}__zero_point"),
+                numpy_helper.from_array(np.array(zero, dtype=activations), f"{name}__zero_point"),
             ]
         )
         qparams = [f"{name}__scale", f"{name}__zero_point"]
@@ -422,7 +469,7 @@ def quantize_onnx(path: str | Path, ranges: dict[str, tuple[float, float]] | Non
     done: set[str] = set()
     for node in graph.node:
         if node.op_type in WEIGHTED_OPS and len(node.input) > 1 and node.input[1] in initializers:
-            nodes, weights = _quantize_weights(node, initializers, scales, done)
+            nodes, weights = _quantize_weights(node, initializers, scales, done, activations == "uint8")
             new_nodes += nodes
             graph.initializer.extend(weights)
     _insert_topologically(graph, new_nodes)
@@ -447,11 +494,12 @@ def _drop_relus(model: Any) -> None:
 
 
 def _quantize_weights(
-    node: Any, initializers: dict[str, Any], scales: dict[str, float], done: set[str]
+    node: Any, initializers: dict[str, Any], scales: dict[str, float], done: set[str], int32_bias: bool = True
 ) -> tuple[list[Any], list[Any]]:
-    """int8 per-channel weights (and int32 bias) of a Conv / Gemm behind DequantizeLinear nodes. A weight
-    shared by several nodes (a head applied to every pyramid level) is stored once (``done``: the weights
-    already stored); each node gets its own bias, whose scale depends on that node's input scale."""
+    """int8 per-channel weights (and, with ``int32_bias``, int32 bias; else the float bias is kept) of a
+    Conv / Gemm behind DequantizeLinear nodes. A weight shared by several nodes (a head applied to every
+    pyramid level) is stored once (``done``: the weights already stored); each node gets its own bias,
+    whose scale depends on that node's input scale."""
     from onnx import helper, numpy_helper
 
     weight_init = initializers[node.input[1]]
@@ -473,7 +521,7 @@ def _quantize_weights(
                                       f"{name}__zero_point"], [f"{name}__dq"], axis=axis))  # fmt: skip
     node.input[1] = f"{name}__dq"
     x_name = node.input[0][: -len("__dq")] if node.input[0].endswith("__dq") else None
-    if len(node.input) > 2 and node.input[2] in initializers and x_name in scales:
+    if int32_bias and len(node.input) > 2 and node.input[2] in initializers and x_name in scales:
         bias_name = f"{node.input[2]}__for_{x_name}"
         bias_init = initializers[node.input[2]]
         bias = numpy_helper.to_array(bias_init).astype(np.float64)
