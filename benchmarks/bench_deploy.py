@@ -1,7 +1,8 @@
 """Deployment paths side by side (issue 18): eager, fused, channels_last, ONNX Runtime fp32 and int8.
 
 Speed: ``resnet18`` (ImageNet shape, random weights) and ``mobilenet_v2``, batch 8, 224², every variant in
-one process, timed round-robin (one call of each per round, so they share the machine's noise), medians::
+one process, timed round-robin (one call of each per round, so they share the machine's noise; with more
+than one thread each timed call follows an untimed call of the same variant), medians::
 
     OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/bench_deploy.py --threads 1 --repeats 7
 
@@ -153,7 +154,11 @@ def _speed(name: str, threads: int, repeats: int, scratch: Path) -> list[tuple[s
             function()  # warm-up
         for _ in range(repeats):
             for key, function in variants.items():
-                samples[key].append(median_ms(function, 1, warmup=False))
+                # one untimed call first: with more than one thread, the previous variant's runtime (OpenMP
+                # or ONNX Runtime) keeps its worker threads spinning for a while after returning, and
+                # they would take the cores from this variant's first call (measured at 2 threads: ONNX
+                # Runtime int8 62 ms right after an eager call, 37 ms after its own)
+                samples[key].append(median_ms(function, 1, warmup=threads > 1))
     return [(key, float(np.median(values))) for key, values in samples.items()]
 
 

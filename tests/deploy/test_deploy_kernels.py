@@ -12,6 +12,7 @@ from torch import nn
 from visionkit.deploy.fuse import fuse_model
 from visionkit.deploy.kernels import (
     CANDIDATES,
+    MARGIN,
     choose_candidate,
     offset_conv_weights,
     tune_int8_kernels,
@@ -127,7 +128,9 @@ def test_tuned_graph_computes_the_same_numbers_and_takes_the_fastest(int8_graph,
     assert (rewritten["symmetric"], rewritten["gemm_dense"], rewritten["gemm_all"]) == (0, 3, 4)
     assert 1 <= rewritten.get("per_layer", 1) <= 4  # timed only when it is a new, non-empty selection
     accepted = {name: ms for name, ms in report["ms"].items() if name not in report["rejected"]}
-    assert report["choice"] in accepted and report["ms"][report["choice"]] == min(accepted.values())
+    fast_enough = {name: ms for name, ms in accepted.items() if ms <= (1 - MARGIN) * accepted["symmetric"]}
+    fastest = min(fast_enough, key=fast_enough.get) if fast_enough else "symmetric"
+    assert report["choice"] == fastest
     # whatever was chosen (it depends on the CPU), the numbers are the symmetric graph's, bit for bit
     x = torch.rand(3, 3, 20, 24).numpy()  # another batch and size than the tuning inputs
     expected = ort_session(int8_graph).run(None, {"input_0": x})[0]
@@ -144,6 +147,9 @@ def test_choice_skips_candidates_whose_numbers_differ() -> None:
     assert choose_candidate(ms, {"gemm_dense": False, "gemm_all": False}) == "symmetric"
     assert choose_candidate({"symmetric": 30.0, "gemm_dense": 40.0}, {"gemm_dense": True}) == "symmetric"
     assert choose_candidate({"symmetric": 30.0, "gemm_dense": 30.0}, {"gemm_dense": True}) == "symmetric"
+    # within the margin the symmetric graph stays; at the margin the faster one is taken
+    assert choose_candidate({"symmetric": 100.0, "gemm_dense": 96.0}, {"gemm_dense": True}) == "symmetric"
+    assert choose_candidate({"symmetric": 100.0, "gemm_dense": 95.0}, {"gemm_dense": True}) == "gemm_dense"
 
 
 def test_profile_names_are_matched_to_our_conv_nodes_exactly() -> None:
