@@ -21,10 +21,11 @@ One such kernel is an AVX2 ``u8×s8`` GEMM without VNNI: its 16-bit pair sums (`
 
 **The candidates.** Each is timed as a whole graph in blocks: two untimed runs, then the median of
 ``repeats`` timed runs. The blocks go round the candidates twice, and each candidate keeps its faster
-block. The untimed runs matter with more than one thread: the worker threads of the session (or of
-PyTorch) that ran just before keep spinning for a while and take the cores from the next runs. Timed
-round-robin, one run at a time, mobilenet_v2's symmetric graph measured 28 ms at 2 threads instead of
-19 ms, and the wrong candidate was kept. A candidate other than ``symmetric`` must also be at least
+block. With more than one thread the candidates' sessions do not spin their idle worker threads, and the
+untimed runs come first: worker threads still spinning after another session's (or PyTorch's) run take
+the cores from the next runs. Timed round-robin, one run at a time, with spinning sessions,
+mobilenet_v2's symmetric graph measured 28 ms at 2 threads instead of 19 ms, and the wrong candidate was
+kept. A candidate other than ``symmetric`` must also be at least
 :data:`MARGIN` faster than it to be kept. The candidates are:
 
 * ``symmetric``: every weight zero point is 0;
@@ -204,6 +205,18 @@ def _conv_kernel_ms(
     return {name: float(np.median(values)) for name, values in times.items()}
 
 
+def _quiet_session(path: Path, threads: int) -> Any:
+    """An ONNX Runtime session whose idle worker threads sleep instead of spinning: the candidates' sessions
+    run one after another, and one's spinning workers would take the cores from the next."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def _per_conv(profile: dict[str, float], conv: str) -> float | None:
     """The profiled time of our Conv node ``conv`` (module docstring of :func:`_conv_kernel_ms`)."""
     if conv in profile:
@@ -280,7 +293,7 @@ def tune_int8_kernels(
                 if times[0] is not None and times[1] is not None and times[1] < times[0]:
                     faster.add(conv.name)
             add("per_layer", lambda node: node.name in faster)
-        sessions = {name: ort_session(p, threads) for name, p in paths.items()}
+        sessions = {name: _quiet_session(p, threads) for name, p in paths.items()}
         outputs = {name: [s.run(None, feed) for feed in feeds] for name, s in sessions.items()}
         identical, rejected = {}, {}
         for name in sessions:
