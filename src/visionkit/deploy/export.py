@@ -50,6 +50,7 @@ from visionkit.deploy.quantize import ACTIVATIONS, CALIBRATORS, calibrate_onnx, 
 from visionkit.engine.compressed import compressed_task
 from visionkit.engine.config import check_types, require
 from visionkit.errors import ConfigError, DatasetError, ExportError, InputShapeError
+from visionkit.torchfile import UnreadableFileError, load_weights_only
 
 __all__ = [
     "ExportRecipe",
@@ -195,8 +196,8 @@ def load_run_model(weights: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         segmenter, label_map = load_segmenter(path)
         return segmenter, {"task": "segment", "label_map": label_map}
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
-    except Exception:  # torch raises several types for a corrupt file: load_detector below names it
+        saved = load_weights_only(path) if path.is_file() else None
+    except UnreadableFileError:  # load_detector below names the file and the reason
         saved = None
     if isinstance(saved, dict) and "classify" in (saved.get("task"), compressed_task(saved)):
         from visionkit.data.digits import Digits

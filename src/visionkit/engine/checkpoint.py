@@ -130,22 +130,6 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return state
 
 
-def load_error_summary(error: BaseException) -> str:
-    """One line saying why ``torch.load`` failed: torch's weights-only refusal spans a dozen lines of
-    advice; what matters is the unpickler's reason (a foreign or corrupt file).
-
-    Example:
-        >>> load_error_summary(RuntimeError("PytorchStreamReader failed reading zip archive\\nmore"))
-        'PytorchStreamReader failed reading zip archive'
-    """
-    text = str(error).strip()
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        reason = next((line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()), "")
-        return f"not a PyTorch file of tensors and plain data ({reason or 'unknown content'})"
-    return text.splitlines()[0][:300] if text else type(error).__name__
-
-
 def load_model_weights(
     model: torch.nn.Module, state: dict[str, Any], path: str | os.PathLike[str], name: str
 ) -> None:

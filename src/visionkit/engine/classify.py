@@ -38,7 +38,6 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from visionkit.data.digits import Digits
 from visionkit.engine import optim as optimizers
 from visionkit.engine import schedules
-from visionkit.engine.checkpoint import load_error_summary
 from visionkit.engine.compressed import compressed_task, is_compressed, load_compressed_model
 from visionkit.engine.config import check_types, is_integer, is_number, recipe_to_dict, require, save_recipe
 from visionkit.engine.diagnostics import (
@@ -66,6 +65,7 @@ from visionkit.engine.hooks import (
 from visionkit.engine.regularization import weight_decay_groups
 from visionkit.engine.trainer import Trainer
 from visionkit.errors import CheckpointError, ConfigError
+from visionkit.torchfile import UnreadableFileError, load_error_summary, load_weights_only
 
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 ScheduleName = Literal[
@@ -230,7 +230,7 @@ def load_classifier(path: str | Path) -> tuple[nn.Module, ClassifyRecipe]:
     if not path.is_file():
         raise CheckpointError(f"classifier weights {path} do not exist")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = load_weights_only(path)
         if is_compressed(saved):  # `visionkit compress` on a classifier: the base holds the run's recipe
             task = compressed_task(saved)
             if task != "classify":
@@ -243,6 +243,8 @@ def load_classifier(path: str | Path) -> tuple[nn.Module, ClassifyRecipe]:
         model.load_state_dict(saved["state_dict"])
     except CheckpointError:
         raise
+    except UnreadableFileError as error:
+        raise CheckpointError(f"{path} is not a classify model.pt ({error})") from None
     except (
         OSError,
         RuntimeError,

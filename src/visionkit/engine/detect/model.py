@@ -13,15 +13,13 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from visionkit.data.datasets import LabelMap
-from visionkit.engine.checkpoint import load_error_summary, load_model_weights, save_checkpoint
+from visionkit.engine.checkpoint import load_model_weights, save_checkpoint
 from visionkit.engine.compressed import is_compressed, load_compressed_model
 from visionkit.engine.config import load_recipe
 from visionkit.engine.detect.anchors import anchor_pairs
@@ -32,6 +30,7 @@ from visionkit.models import create_model, get_model_builder
 from visionkit.models.backbones.weights import freeze_stages, load_backbone_weights
 from visionkit.models.detectors import ResizedInput
 from visionkit.models.detectors.postprocess import PostProcess
+from visionkit.torchfile import UnreadableFileError, load_weights_only
 
 __all__ = [
     "FORMAT",
@@ -180,11 +179,9 @@ def load_detector(weights: str | os.PathLike[str], **overrides: Any) -> tuple[nn
     if not path.is_file():
         raise CheckpointError(f"weights {str(path)!r}: no such file (a run's model.pt)")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as error:
-        raise CheckpointError(
-            f"weights {str(path)!r}: not a readable visionkit detector ({load_error_summary(error)})"
-        ) from None
+        saved = load_weights_only(path)
+    except UnreadableFileError as error:
+        raise CheckpointError(f"weights {str(path)!r}: not a readable visionkit detector ({error})") from None
     if is_compressed(saved):  # `visionkit compress` on a detector run: the base holds what a run's file does
         detector = load_compressed_model(path, saved, "detect", lambda base: _build(base, overrides))
         saved = saved["base"]

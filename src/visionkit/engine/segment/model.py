@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import inspect
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from visionkit.data.datasets import LabelMap
-from visionkit.engine.checkpoint import load_error_summary, load_model_weights, save_checkpoint
+from visionkit.engine.checkpoint import load_model_weights, save_checkpoint
 from visionkit.engine.segment.recipe import MODEL_OPTIONS, SegmentRecipe
 from visionkit.errors import CheckpointError, ConfigError
 from visionkit.models import create_model, get_model_builder
+from visionkit.torchfile import UnreadableFileError, load_weights_only
 
 __all__ = [
     "FORMAT",
@@ -81,11 +80,9 @@ def _read(path: Path) -> Any:
     if not path.is_file():
         raise CheckpointError(f"weights {str(path)!r}: no such file (a run's model.pt)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as error:
-        raise CheckpointError(
-            f"weights {str(path)!r}: not a readable visionkit model ({load_error_summary(error)})"
-        ) from None
+        return load_weights_only(path, mmap=True)
+    except UnreadableFileError as error:
+        raise CheckpointError(f"weights {str(path)!r}: not a readable visionkit model ({error})") from None
 
 
 def model_format(weights: str | os.PathLike[str]) -> str | None:

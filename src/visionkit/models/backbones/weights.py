@@ -19,16 +19,15 @@ Example:
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from visionkit.errors import CheckpointError, ConfigError
 from visionkit.models.backbones.base import Backbone
 from visionkit.nn.norm import freeze_batch_norm
+from visionkit.torchfile import UnreadableFileError, load_weights_only
 
 __all__ = ["freeze_stages", "load_backbone_weights"]
 
@@ -36,11 +35,11 @@ STAGE_NAMES = ("stem", "c2", "c3", "c4", "c5")
 
 
 def _read_state_dict(path: str | os.PathLike[str]) -> Mapping[str, Tensor]:
+    if not os.path.isfile(path):
+        raise CheckpointError(f"backbone_weights: no such file {os.fspath(path)!r}")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"backbone_weights: no such file {os.fspath(path)!r}") from None
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as error:
+        saved = load_weights_only(path)
+    except UnreadableFileError as error:
         raise CheckpointError(f"backbone_weights: cannot read {os.fspath(path)!r}: {error}") from None
     for key in ("state_dict", "model"):  # our checkpoints and common wrappers
         if isinstance(saved, Mapping) and isinstance(saved.get(key), Mapping):
