@@ -12,6 +12,10 @@ test accuracy and top-1 agreement with the float graph for each calibrator — o
 default 128 bins, Percentile), all calibrated on the same 256 training images, all QDQ per-channel int8
 weights / uint8 activations.
 
+``epilogues`` is ``fuse_model(model, epilogue=True)``: each convolution's activation and residual addition
+run in its oneDNN kernel (visionkit.deploy.epilogue). Speed-ups are the median of the per-round ratios
+(eager fp32 ÷ the variant, timed in the same round) with a 95 % bootstrap interval over the rounds.
+
 The int8 speed rows are calibrated on random images (speed does not depend on the ranges). ``kernels
 tuned`` is the same int8 graph with its convolution kernels chosen by timing (visionkit.deploy.kernels, the
 default of ``visionkit export int8=true``): the same numbers, bit for bit. ``torch.ao x86
@@ -105,14 +109,52 @@ def _ort_quantize_static(source: Path, calibration: list, target: Path) -> Path 
     return target
 
 
-def _speed(name: str, threads: int, repeats: int, scratch: Path) -> list[tuple[str, float]]:
+def _paired_speedup(base: list[float], other: list[float], seed: int = 0) -> tuple[float, float, float]:
+    """Median over rounds of ``base / other`` (each round times both under the same machine noise) and its
+    95 % bootstrap interval (rounds resampled with replacement, 2000 times)."""
+    ratios = np.asarray(base) / np.asarray(other)
+    rng = np.random.default_rng(seed)
+    boot = np.median(ratios[rng.integers(0, len(ratios), (2000, len(ratios)))], axis=1)
+    low, high = np.quantile(boot, [0.025, 0.975])
+    return float(np.median(ratios)), float(low), float(high)
+
+
+def _speed(
+    name: str, threads: int, repeats: int, scratch: Path, eager_only: bool = False
+) -> dict[str, list[float]]:
     torch.manual_seed(0)
     model = create_model(name, num_classes=1000).eval()
     x = torch.rand(8, 3, 224, 224)
     fused = fuse_model(model)
     fused_cl = copy.deepcopy(fused).to(memory_format=torch.channels_last)
+    epilogue_cl = fuse_model(model, epilogue=True).to(memory_format=torch.channels_last)
     plain_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
     x_cl = x.contiguous(memory_format=torch.channels_last)
+    variants = {
+        "eager fp32": lambda: model(x),
+        "eager channels_last": lambda: plain_cl(x_cl),
+        "eager fused (ours)": lambda: fused(x),
+        "eager fused + channels_last": lambda: fused_cl(x_cl),
+        "eager fused + epilogues + channels_last": lambda: epilogue_cl(x_cl),
+    }
+    if not eager_only:
+        variants |= _runtimes(model, fused, name, x, threads, scratch)
+    samples: dict[str, list[float]] = {key: [] for key in variants}
+    with torch.no_grad():
+        for function in variants.values():
+            function()  # warm-up
+        for _ in range(repeats):
+            for key, function in variants.items():
+                # one untimed call first: with more than one thread, the previous variant's runtime (OpenMP
+                # or ONNX Runtime) keeps its worker threads spinning for a while after returning, and
+                # they would take the cores from this variant's first call (measured at 2 threads: ONNX
+                # Runtime int8 62 ms right after an eager call, 37 ms after its own)
+                samples[key].append(median_ms(function, 1, warmup=threads > 1))
+    return samples
+
+
+def _runtimes(model, fused, name: str, x: torch.Tensor, threads: int, scratch: Path) -> dict:
+    """The ONNX Runtime and torch.ao int8 variants of :func:`_speed`."""
     folder = scratch / name
     export_onnx(model, folder / "fp32", example_size=(224, 224))
     export_onnx(fused, folder / "fused", example_size=(224, 224))
@@ -134,10 +176,6 @@ def _speed(name: str, threads: int, repeats: int, scratch: Path) -> list[tuple[s
     if ao_model is None:
         print(f"torch.ao x86 int8 ({name}): skipped: {reason}")
     variants = {
-        "eager fp32": lambda: model(x),
-        "eager channels_last": lambda: plain_cl(x_cl),
-        "eager fused (ours)": lambda: fused(x),
-        "eager fused + channels_last": lambda: fused_cl(x_cl),
         "ONNX Runtime fp32": lambda: sessions["fp32"].run(None, feed),
         "ONNX Runtime int8 (our QDQ)": lambda: sessions["int8"].run(None, feed),
         "ONNX Runtime int8 (our QDQ, kernels tuned)": lambda: sessions["int8_tuned"].run(None, feed),
@@ -148,18 +186,7 @@ def _speed(name: str, threads: int, repeats: int, scratch: Path) -> list[tuple[s
         )
     if ao_model is not None:
         variants["torch.ao x86 int8 (FX PTQ, per-channel)"] = lambda: ao_model(x)
-    samples: dict[str, list[float]] = {key: [] for key in variants}
-    with torch.no_grad():
-        for function in variants.values():
-            function()  # warm-up
-        for _ in range(repeats):
-            for key, function in variants.items():
-                # one untimed call first: with more than one thread, the previous variant's runtime (OpenMP
-                # or ONNX Runtime) keeps its worker threads spinning for a while after returning, and
-                # they would take the cores from this variant's first call (measured at 2 threads: ONNX
-                # Runtime int8 62 ms right after an eager call, 37 ms after its own)
-                samples[key].append(median_ms(function, 1, warmup=threads > 1))
-    return [(key, float(np.median(values))) for key, values in samples.items()]
+    return variants
 
 
 class _Reader:
@@ -285,6 +312,7 @@ def main() -> None:
     parser.add_argument("--models", default="resnet18,mobilenet_v2")
     parser.add_argument("--digits", default=None, help="a trained digits classifier's model.pt")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--eager-only", action="store_true", help="speed: the eager variants only")
     parser.add_argument("--skip-digits", action="store_true")
     parser.add_argument("--retina", default=None, help="a shapes RetinaNet run's model.pt")
     parser.add_argument("--qat-epochs", type=int, default=0, help="with --digits: PTQ vs QAT table")
@@ -296,12 +324,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         if not args.skip_speed:
             for name in args.models.split(","):
-                rows = _speed(name, args.threads, args.repeats, Path(scratch))
-                base = rows[0][1]
-                print(f"\n{name}, batch 8, 224x224 (median ms of {args.repeats} round-robin repeats)")
-                print("| variant | ms | speed-up vs eager fp32 |\n|---|---:|---:|")
-                for key, ms in rows:
-                    print(f"| {key} | {ms:.1f} | {base / ms:.2f}x |")
+                samples = _speed(name, args.threads, args.repeats, Path(scratch), args.eager_only)
+                base = samples["eager fp32"]
+                print(
+                    f"\n{name}, batch 8, 224x224 (median ms of {args.repeats} round-robin repeats; "
+                    "speed-up: median of the per-round ratios, 95 % bootstrap interval)"
+                )
+                print("| variant | ms | speed-up vs eager fp32 | 95 % interval |\n|---|---:|---:|---|")
+                for key, values in samples.items():
+                    ratio, low, high = _paired_speedup(base, values)
+                    print(f"| {key} | {np.median(values):.1f} | {ratio:.2f}x | {low:.2f} – {high:.2f} |")
         if not args.skip_digits:
             rows = _accuracy(args.digits, Path(scratch))
             print("\ndigits classifier, int8 by calibrator (256 calibration images, test split)")

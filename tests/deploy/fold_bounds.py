@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from tolerances import gamma
+from visionkit.deploy.epilogue import FusedConv2d
 from visionkit.deploy.fuse import ConvAct
 
 FOLD_ERROR = gamma(8, torch.float64)
@@ -58,11 +59,11 @@ def fold_errors(
     for name, (dw, db) in errors.items():
         if name in merged_away:
             continue
-        prefix = name + (".0" if isinstance(fused.get_submodule(name), ConvAct) else "")
+        prefix = name + _layer_suffix(fused.get_submodule(name))
         by_parameter[prefix + ".weight"], by_parameter[prefix + ".bias"] = dw, db
     for wide, members in report.merged:
         convs = [_original_or_folded(original, fused, errors, m) for m in members]
-        prefix = wide + (".0" if isinstance(fused.get_submodule(wide), ConvAct) else "")
+        prefix = wide + _layer_suffix(fused.get_submodule(wide))
         by_parameter[prefix + ".weight"] = torch.cat([c[0] for c in convs])
         by_parameter[prefix + ".bias"] = torch.cat([c[1] for c in convs])
     return by_parameter
@@ -79,9 +80,14 @@ def _output_channel_of_weights(layer: nn.Module, per_channel: torch.Tensor) -> t
     return per_channel.view(-1, *([1] * (layer.weight.dim() - 1)))
 
 
+def _layer_suffix(module: nn.Module) -> str:
+    """Where the layer's parameters are inside a fused module (``ConvAct``: ``.0``, ``FusedConv2d``:
+    ``.conv``)."""
+    return ".0" if isinstance(module, ConvAct) else ".conv" if isinstance(module, FusedConv2d) else ""
+
+
 def _layer(fused: nn.Module, name: str) -> nn.Module:
-    module = fused.get_submodule(name)
-    return module[0] if isinstance(module, ConvAct) else module
+    return fused.get_submodule(name + _layer_suffix(fused.get_submodule(name)))
 
 
 def _original_or_folded(original, fused, errors, member):
