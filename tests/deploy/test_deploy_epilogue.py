@@ -209,3 +209,33 @@ def test_docstring_examples_run() -> None:
     from visionkit.deploy import epilogue
 
     assert doctest.testmod(epilogue).failed == 0
+
+
+def _detectors_and_segmenters() -> list[str]:
+    from visionkit.models import list_models
+    from visionkit.models.detectors.base import Detector
+    from visionkit.models.segmentation.fcn import FCN
+
+    with torch.device("meta"):
+        return [name for name in list_models() if isinstance(create_model(name), (Detector, FCN))]
+
+
+@pytest.mark.parametrize("name", _detectors_and_segmenters())
+def test_every_detector_and_segmenter_fuses_and_keeps_its_methods(name: str) -> None:
+    """Rewritten modules keep their class, methods and attributes (a detector asks its neck for
+    ``output_shape()``); the fused model runs, and its convolutions + activations are joined."""
+    from visionkit.models.detectors.base import Detector
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3).eval()
+    fused = fuse_model(model, epilogue=True)
+    assert type(fused) is type(model) and fused.fusion_report.epilogues
+    kernels = [m for m in fused.modules() if isinstance(m, FusedConv2d)]
+    assert kernels and all(m.activation is not None or m.residual for m in kernels)
+    with torch.no_grad():
+        if isinstance(model, Detector):
+            assert fused.feature_shapes == model.feature_shapes
+            (out,) = fused([torch.rand(3, 96, 128)])
+            assert set(out) >= {"boxes", "scores", "labels"}
+        else:
+            assert fused(torch.rand(1, 3, 96, 128)).shape == model(torch.rand(1, 3, 96, 128)).shape

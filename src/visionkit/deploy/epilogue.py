@@ -31,7 +31,7 @@ from collections import defaultdict
 import torch
 from torch import Tensor, fx, nn
 
-__all__ = ["FusedConv2d", "fuse_epilogues", "onednn_available"]
+__all__ = ["FusedConv2d", "fuse_epilogues", "fuse_sequential_epilogues", "onednn_available"]
 
 # Activation module -> oneDNN post-op. Only activations that oneDNN and PyTorch both compute exactly or with
 # one rounding (a selection, a clamp, one product): SiLU, sigmoid, tanh... stay separate operations, since
@@ -207,3 +207,29 @@ def fuse_epilogues(scope: nn.Module, graph: fx.Graph) -> tuple[fx.Graph, list[tu
             graph.erase_node(old)
     graph.lint()
     return graph, fused
+
+
+def fuse_sequential_epilogues(sequence: nn.Sequential) -> list[tuple[str, ...]]:
+    """In place, in a plain ``nn.Sequential`` (its own ``forward``): each ``Conv2d`` followed (after
+    ``nn.Identity`` children) by a supported activation becomes a :class:`FusedConv2d` and the activation an
+    ``nn.Identity``, so the sequence keeps its length and indices (a backbone taps its stages by index).
+
+    Returns:
+        Per fusion, the child names (convolution, activation).
+    """
+    if type(sequence).forward is not nn.Sequential.forward:
+        return []
+    children = list(sequence.named_children())
+    fused = []
+    for index, (name, conv) in enumerate(children):
+        if type(conv) is not nn.Conv2d:
+            continue
+        after = index + 1
+        while after < len(children) and type(children[after][1]) is nn.Identity:
+            after += 1
+        if after < len(children) and type(children[after][1]) in _ACTIVATIONS:
+            act_name, activation = children[after]
+            setattr(sequence, name, FusedConv2d(conv, activation))
+            setattr(sequence, act_name, nn.Identity())
+            fused.append((name, act_name))
+    return fused

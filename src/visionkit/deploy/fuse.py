@@ -20,7 +20,9 @@ are leaves); a module that cannot be traced (data-dependent control flow: a dete
 head that loops over pyramid levels) is skipped and its children are tried, so every traceable part of any
 model is fused. A convolution is folded only when the batch norm is its only consumer and each is called
 once in the traced module. Vertical fusion changes layers in place (the model keeps its class and
-methods); a module with a horizontal merge becomes an ``fx.GraphModule`` with the same submodule names.
+methods); a module whose graph is rewritten (a horizontal merge, an epilogue) keeps its class, methods and
+attributes: its class becomes a subclass whose ``forward`` is the rewritten graph's code (such a model is
+saved by its ``state_dict``, not pickled whole).
 
 Example:
     >>> import torch
@@ -45,7 +47,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, fx, nn
 
-from visionkit.deploy.epilogue import FusedConv2d, fuse_epilogues
+from visionkit.deploy.epilogue import FusedConv2d, fuse_epilogues, fuse_sequential_epilogues
 from visionkit.nn.norm import BatchNorm2d as ReferenceBatchNorm2d
 from visionkit.nn.norm import FrozenBatchNorm2d
 
@@ -328,44 +330,52 @@ def fuse_model(
             folded = _vertical(scope, graph)
             report.folded += [tuple(_join(prefix, n[strip:]) for n in names) for names in folded]
     if horizontal:
-        for prefix, scope, graph in list(_scopes(model, "", [])):
+        for prefix, scope, graph in list(_scopes(model, "", [], containers=False)):
             graph, merged = merge_sibling_convs(scope, graph)
             if not merged:
                 continue
             report.merged += [(_join(prefix, w), tuple(_join(prefix, n) for n in ns)) for w, ns in merged]
-            model = _replace(model, prefix, _rewritten(scope, graph))
+            _rewritten(scope, graph, removed=tuple(n for _, ns in merged for n in ns))
     if epilogue:
-        for name, module in list(model.named_modules()):
-            if isinstance(module, ConvAct) and type(module[0]) is nn.Conv2d:
-                model = _replace(model, name, FusedConv2d(module[0], module[1]))
-                report.epilogues.append((name,))
-        for prefix, scope, graph in list(_scopes(model, "", [], containers=False)):
-            graph, joined = fuse_epilogues(scope, graph)
-            if not joined:
-                continue
-            report.epilogues += [tuple(_join(prefix, n) for n in names) for names in joined]
-            model = _replace(model, prefix, _rewritten(scope, graph))
+        model = _epilogues(model, report)
     model.fusion_report = report  # type: ignore[assignment]
     return model.eval()
 
 
-def _rewritten(scope: nn.Module, graph: fx.Graph) -> fx.GraphModule:
-    """``graph`` as a module named like ``scope``'s class, keeping ``scope``'s plain attributes (numbers,
-    strings: ``out_channels``, ``stride``) that code outside may read."""
-    module = fx.GraphModule(scope, graph, class_name=type(scope).__name__)
-    for key, value in vars(scope).items():
-        plain = isinstance(value, (bool, int, float, str, tuple)) or value is None
-        if plain and not key.startswith("_") and key != "training" and not hasattr(module, key):
-            setattr(module, key, value)
-    return module
-
-
-def _replace(model: nn.Module, prefix: str, module: nn.Module) -> nn.Module:
-    """``model`` with its submodule ``prefix`` replaced (the module itself when ``prefix`` is empty)."""
-    if not prefix:
-        return module
-    model.set_submodule(prefix, module)
+def _epilogues(model: nn.Module, report: FusionReport) -> nn.Module:
+    """The epilogue pass of :func:`fuse_model`: every ``ConvAct`` of a ``Conv2d``, every conv → activation
+    pair of a plain ``nn.Sequential`` (in place), then the traced graphs (conv → add → activation)."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, ConvAct) and type(module[0]) is nn.Conv2d:
+            kernel = FusedConv2d(module[0], module[1])
+            if name:
+                model.set_submodule(name, kernel)
+            else:
+                model = kernel
+            report.epilogues.append((name,))
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Sequential):
+            report.epilogues += [tuple(_join(name, n) for n in p) for p in fuse_sequential_epilogues(module)]
+    for prefix, scope, graph in list(_scopes(model, "", [], containers=False)):
+        graph, joined = fuse_epilogues(scope, graph)
+        if joined:
+            report.epilogues += [tuple(_join(prefix, n) for n in names) for names in joined]
+            _rewritten(scope, graph)
     return model
+
+
+def _rewritten(scope: nn.Module, graph: fx.Graph, removed: tuple[str, ...] = ()) -> nn.Module:
+    """``scope`` itself, now computing ``graph``: its class becomes a subclass of its own class whose
+    ``forward`` is the graph's generated code, so its methods, properties and attributes stay (a detector
+    asks its neck for ``output_shape()``); the submodules ``removed`` (merged into wider ones) are deleted."""
+    code = fx.GraphModule(scope, graph, class_name=type(scope).__name__)
+    base = type(scope).__bases__[0] if getattr(type(scope), "_fused_forward", False) else type(scope)
+    scope.__class__ = type(base.__name__, (base,), {"forward": type(code).forward, "_fused_forward": True,
+                                                     "__module__": base.__module__})  # fmt: skip
+    for name in removed:
+        parent, _, leaf = name.rpartition(".")
+        delattr(scope.get_submodule(parent) if parent else scope, leaf)
+    return scope
 
 
 def _join(prefix: str, name: str) -> str:
