@@ -103,8 +103,9 @@ def fusion_errors(model: nn.Module, images: torch.Tensor) -> dict[str, float]:
 def _onnx_times(
     fused: nn.Module, model: nn.Module, size: int, batch: int, repeats: int, gen: torch.Generator
 ) -> dict[str, float]:
-    """Median ms of eager float32, eager fused, ONNX Runtime float32 and int8 (QDQ, min–max calibrated)
-    on one random batch, calls interleaved."""
+    """Median ms of eager float32, eager fused, eager fused with epilogues and channels_last
+    (:mod:`visionkit.deploy.epilogue`), ONNX Runtime float32 and int8 (QDQ, min–max calibrated) on one
+    random batch, calls interleaved."""
     from visionkit.deploy.onnx import export_onnx, ort_session
     from visionkit.deploy.quantize import calibrate_onnx, quantize_onnx
 
@@ -120,7 +121,10 @@ def _onnx_times(
         }
         x = torch.rand(batch, 3, size, size, generator=gen)
         feed = {"input_0": x.numpy()}
+        fastest = fuse_model(model, epilogue=True).to(memory_format=torch.channels_last)
+        x_cl = x.contiguous(memory_format=torch.channels_last)
         calls = {"eager_fp32": lambda: model(x), "eager_fused": lambda: fused(x),
+                 "eager_fused_epilogues_channels_last": lambda: fastest(x_cl),
                  **{k: (lambda s=s: s.run(None, feed)) for k, s in sessions.items()}}  # fmt: skip
         samples: dict[str, list[float]] = {key: [] for key in calls}
         with torch.no_grad():
