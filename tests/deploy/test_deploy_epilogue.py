@@ -56,6 +56,7 @@ def _exact_values(block: FusedConv2d, x: torch.Tensor, other: torch.Tensor | Non
 
 CASES = [  # (C_in, C_out, kernel, stride, padding, dilation, groups)
     (8, 16, 3, 1, 1, 1, 1),
+    (8, 16, 3, 1, 1, 1, 1, False),  # no bias
     (8, 8, 3, 2, 1, 1, 8),  # depthwise, strided
     (6, 12, 1, 1, 0, 1, 1),
     (4, 8, 3, 1, 2, 2, 2),  # dilated, grouped
@@ -71,9 +72,10 @@ ACTIVATIONS = [None, nn.ReLU(), nn.ReLU6(), nn.LeakyReLU(0.1)]
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_kernel_and_modules_within_the_bound_of_the_exact_value(case, activation, residual, channels_last):
     torch.manual_seed(0)
-    c_in, c_out, k, s, p, d, g = case
-    block = FusedConv2d(nn.Conv2d(c_in, c_out, k, s, p, d, g), activation, residual=residual).eval()
-    x = 3 * torch.randn(2, c_in, 11, 13)
+    c_in, c_out, k, s, p, d, g, *bias = case
+    conv = nn.Conv2d(c_in, c_out, k, s, p, d, g, bias=bias[0] if bias else True)
+    block = FusedConv2d(conv, activation, residual=residual).eval()
+    x = 3 * torch.randn(2, c_in, 22, 13)[:, :, ::2]  # a strided view (channels_last below: a copy)
     with torch.no_grad():
         shape = block.conv(x).shape
         other = 3 * torch.randn(shape) if residual else None
@@ -109,6 +111,10 @@ def test_the_modules_run_where_the_kernel_would_differ() -> None:
         for inputs in [(x, torch.randn(4, 1, 1)), (x[:0], torch.randn(0, 4, 6, 6))]:
             assert not block._fast(*inputs)
             assert torch.equal(block(*inputs), torch.relu(block.conv(inputs[0]) + inputs[1]))
+        other = torch.randn(2, 4, 6, 6)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the user asked for bfloat16 convolutions
+            assert not block._fast(x, other)
+            assert torch.equal(block(x, other), torch.relu(block.conv(x) + other))
         assert not block.double()._fast(x.double(), torch.randn(2, 4, 6, 6, dtype=torch.float64))
         same = FusedConv2d(nn.Conv2d(2, 4, 3, padding="same"), nn.ReLU()).eval()
         assert not same._fast(x, None) and same(x).shape == (2, 4, 6, 6)

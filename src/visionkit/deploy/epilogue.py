@@ -6,8 +6,8 @@ another tensor of the same shape (a residual shortcut) or by the addition and th
 one :class:`FusedConv2d` node. On CPU in float32 at inference it runs as **one** oneDNN convolution with
 post-ops (``torch.ops.mkldnn._convolution_pointwise``, the kernel PyTorch's own inductor uses for the same
 fusion): ``act(conv(x) + b [+ other])`` with no intermediate tensor, instead of three passes over memory.
-Anywhere else (gradients needed, another device or dtype, tracing or export, a shape the kernel does not
-take) it computes ``act(conv(x) [+ other])`` with the ordinary modules, so it is always the same function.
+Anywhere else (gradients needed, another device or dtype, autocast, tracing or export, a shape the kernel
+does not take) it computes ``act(conv(x) [+ other])`` with the ordinary modules: always the same function.
 
 The kernel is the one ``Conv2d`` itself calls on CPU (oneDNN), followed by the same element-wise operations
 in float32; ReLU, ReLU6 (clamp) and the addition of one term are exactly rounded in both orders, so fused
@@ -117,7 +117,7 @@ class FusedConv2d(nn.Module):
         weight = conv.weight
         if (
             torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
-            or torch.onnx.is_in_onnx_export() or not onednn_available()
+            or torch.onnx.is_in_onnx_export() or not onednn_available() or torch.is_autocast_enabled("cpu")
         ):  # fmt: skip
             return False
         if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or x.numel() == 0:
