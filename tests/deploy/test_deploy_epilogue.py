@@ -160,33 +160,36 @@ def test_what_resnet18_and_mobilenet_v2_fuse() -> None:
     assert isinstance(mobile.features, nn.Sequential)  # a backbone's stages stay indexable
 
 
+class _OneConv(nn.Module):
+    """A 1×1 convolution ``conv`` inside ``body(self, x)``."""
+
+    def __init__(self, body) -> None:
+        super().__init__()
+        self.conv, self.body = nn.Conv2d(2, 2, 1), body
+
+    def forward(self, x):
+        return self.body(self, x)
+
+
+def _used_twice(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    y = net.conv(x)
+    return torch.relu(y + x) * y
+
+
+def _in_place_add(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    y = net.conv(x)
+    y += x
+    return torch.nn.functional.relu(y)
+
+
 def test_a_conv_whose_output_is_used_twice_is_not_fused() -> None:
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(2, 2, 1)
-
-        def forward(self, x):
-            y = self.conv(x)
-            return torch.relu(y + x) * y
-
-    net = Net()
+    net = _OneConv(_used_twice)
     _, joined = fuse_epilogues(net, torch.fx.symbolic_trace(net).graph)
     assert joined == [] and type(net.conv) is nn.Conv2d
 
 
 def test_functional_relu_and_in_place_add_are_joined() -> None:
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(2, 2, 1)
-
-        def forward(self, x):
-            y = self.conv(x)
-            y += x
-            return torch.nn.functional.relu(y)
-
-    net = Net().eval()
+    net = _OneConv(_in_place_add).eval()
     x = torch.randn(1, 2, 4, 4)
     expected = net(x)
     fused = fuse_model(net, epilogue=True)

@@ -153,6 +153,15 @@ def _activation_of(node: fx.Node, scope: nn.Module) -> nn.Module | None:
     return None
 
 
+def module_calls(graph: fx.Graph) -> dict[str, int]:
+    """How many times ``graph`` calls each submodule (a module called twice is never fused away)."""
+    calls: dict[str, int] = defaultdict(int)
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] += 1
+    return calls
+
+
 def _only_user(node: fx.Node) -> fx.Node | None:
     return next(iter(node.users)) if len(node.users) == 1 else None
 
@@ -173,10 +182,7 @@ def fuse_epilogues(scope: nn.Module, graph: fx.Graph) -> tuple[fx.Graph, list[tu
         The rewritten graph and, per fusion, the names of the joined nodes (convolution first).
     """
     _drop_identities(scope, graph)
-    calls: dict[str, int] = defaultdict(int)
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] += 1
+    calls = module_calls(graph)
     fused = []
     for node in list(graph.nodes):
         if node.op != "call_module" or calls[node.target] != 1 or len(node.args) != 1 or node.kwargs:

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, fx, nn
 
-from visionkit.deploy.epilogue import FusedConv2d, fuse_epilogues, fuse_sequential_epilogues
+from visionkit.deploy.epilogue import FusedConv2d, fuse_epilogues, fuse_sequential_epilogues, module_calls
 from visionkit.nn.norm import BatchNorm2d as ReferenceBatchNorm2d
 from visionkit.nn.norm import FrozenBatchNorm2d
 
@@ -200,10 +200,7 @@ def _single_module_user(
 
 def _vertical(scope: nn.Module, graph: fx.Graph) -> list[tuple[str, ...]]:
     """Fold every (layer → norm [→ activation]) chain of ``graph`` into ``scope`` in place."""
-    calls: dict[str, int] = defaultdict(int)
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] += 1
+    calls = module_calls(graph)
     folded = []
     for node in list(graph.nodes):
         if node.op != "call_module" or calls[node.target] != 1:
@@ -245,10 +242,7 @@ def merge_sibling_convs(
     """Merge the groups of sibling 1×1 convolutions of ``graph`` (module docstring): one wide convolution
     (registered on ``scope`` as ``merged_1x1_<k>``), a ``torch.split`` and one slice per former branch.
     Returns the rewritten graph and ``(wide name, member names)`` per group."""
-    calls: dict[str, int] = defaultdict(int)
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] += 1
+    calls = module_calls(graph)
     groups: dict[tuple, list[fx.Node]] = defaultdict(list)
     for node in graph.nodes:
         if node.op == "call_module" and calls[node.target] == 1 and len(node.args) == 1 and not node.kwargs:
