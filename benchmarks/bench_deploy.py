@@ -282,7 +282,12 @@ def _detector(weights: str, threads: int, scratch: Path) -> list[tuple[str, floa
     model, _ = load_run_model(weights)
     val = build_datasets(load_recipe(DetectRecipe, Path(weights).parent / "config.json")).val
     inner = getattr(model, "detector", model)
-    runs = {"eager fp32": model}
+    runs = {
+        "eager fp32": model,
+        "eager fused + epilogues + channels_last": fuse_model(model, epilogue=True).to(
+            memory_format=torch.channels_last
+        ),
+    }
     variants = [
         ("ORT fp32 (fused)", {"fuse": True}),
         ("ORT int8 minmax", {"int8": True, "calib": "minmax"}),
