@@ -31,7 +31,7 @@ from collections import defaultdict
 import torch
 from torch import Tensor, fx, nn
 
-__all__ = ["FusedConv2d", "fuse_epilogues", "fuse_sequential_epilogues", "onednn_available"]
+__all__ = ["FusedConv2d", "fuse_epilogues", "fuse_sequential_epilogues", "module_calls", "onednn_available"]
 
 # Activation module -> oneDNN post-op. Only activations that oneDNN and PyTorch both compute exactly or with
 # one rounding (a selection, a clamp, one product): SiLU, sigmoid, tanh... stay separate operations, since
@@ -154,7 +154,13 @@ def _activation_of(node: fx.Node, scope: nn.Module) -> nn.Module | None:
 
 
 def module_calls(graph: fx.Graph) -> dict[str, int]:
-    """How many times ``graph`` calls each submodule (a module called twice is never fused away)."""
+    """How many times ``graph`` calls each submodule (a module called twice is never fused away).
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 1, 1), nn.ReLU())
+        >>> dict(module_calls(fx.symbolic_trace(net).graph))
+        {'0': 1, '1': 1}
+    """
     calls: dict[str, int] = defaultdict(int)
     for node in graph.nodes:
         if node.op == "call_module":
@@ -180,6 +186,18 @@ def fuse_epilogues(scope: nn.Module, graph: fx.Graph) -> tuple[fx.Graph, list[tu
 
     Returns:
         The rewritten graph and, per fusion, the names of the joined nodes (convolution first).
+
+    Example:
+        >>> class Block(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        ...     def forward(self, x):
+        ...         return torch.relu(self.conv(x) + x)
+        >>> block = Block()
+        >>> graph, joined = fuse_epilogues(block, fx.symbolic_trace(block).graph)
+        >>> joined, type(block.conv).__name__
+        ([('conv', 'add', 'relu')], 'FusedConv2d')
     """
     _drop_identities(scope, graph)
     calls = module_calls(graph)
@@ -222,6 +240,11 @@ def fuse_sequential_epilogues(sequence: nn.Sequential) -> list[tuple[str, ...]]:
 
     Returns:
         Per fusion, the child names (convolution, activation).
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Identity(), nn.ReLU6())
+        >>> fuse_sequential_epilogues(net), [type(m).__name__ for m in net]
+        ([('0', '2')], ['FusedConv2d', 'Identity', 'Identity'])
     """
     if type(sequence).forward is not nn.Sequential.forward:
         return []
