@@ -295,6 +295,12 @@ def test_load_errors(tmp_path) -> None:
     (tmp_path / "export.json").write_text('{"kind": "retinanet", "parts": {}}')
     with pytest.raises(ExportError, match="exported a retinanet, but the model is a classifier"):
         load_onnx_runtime(model, tmp_path)
+    (tmp_path / "export.json").write_text('{"kind": "retinanet", "par')  # cut short
+    with pytest.raises(ExportError, match=r"export\.json: not a readable export manifest \(Unterminated"):
+        load_onnx_runtime(model, tmp_path)
+    (tmp_path / "export.json").write_text("[1, 2]")
+    with pytest.raises(ExportError, match=r"export\.json: not an export manifest \(no 'kind' and 'parts'\)"):
+        load_onnx_runtime(model, tmp_path)
 
 
 def test_iou_at_the_threshold_convention_matches_onnx_nonmaxsuppression(tmp_path) -> None:

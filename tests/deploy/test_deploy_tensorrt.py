@@ -81,6 +81,25 @@ def test_export_and_load_refuse_before_any_work(untrained_classifier, tmp_path) 
         load_tensorrt(model, tmp_path / "onnx")
 
 
+def test_a_broken_manifest_or_a_missing_engine_is_named(untrained_classifier, tmp_path, monkeypatch) -> None:
+    """A corrupt ``export.json`` and a deleted engine file: one error naming the file, before TensorRT is
+    asked for anything (``require_tensorrt`` stands in here: the check comes before it is used)."""
+    from visionkit.deploy import tensorrt
+    from visionkit.engine.classify import load_classifier
+
+    model, _ = load_classifier(untrained_classifier)
+    export_run(ExportRecipe(weights=str(untrained_classifier)), tmp_path)
+    manifest = json.loads((tmp_path / "export.json").read_text())
+    (tmp_path / "export.json").write_text('{"kind": "classifier", "tensorrt": {')  # cut short
+    with pytest.raises(ExportError, match=r"export\.json: not a readable export manifest"):
+        load_tensorrt(model, tmp_path)
+    manifest["tensorrt"] = {"engines": {"model": "model.engine"}}
+    (tmp_path / "export.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(tensorrt, "require_tensorrt", lambda: object())
+    with pytest.raises(ExportError, match=r"model\.engine: no such engine file"):
+        load_tensorrt(model, tmp_path)
+
+
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [

@@ -72,6 +72,7 @@ __all__ = [
     "model_kind",
     "onnx_parts",
     "ort_session",
+    "read_manifest",
     "structure_outputs",
 ]
 
@@ -688,6 +689,24 @@ class OnnxRuntimeSegmenter(nn.Module):
         return self.session(images)
 
 
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The ``export.json`` of an exported ``folder`` (:func:`export_onnx`, ``visionkit export``).
+
+    Raises:
+        ExportError: the folder has none, or it is not an export manifest (names the file and why).
+    """
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise ExportError(f"{path}: no export manifest (export the model with visionkit export first)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ExportError(f"{path}: not a readable export manifest ({error})") from None
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("parts"), dict) and "kind" in manifest):
+        raise ExportError(f"{path}: not an export manifest (no 'kind' and 'parts'): export the model again")
+    return manifest
+
+
 def load_onnx_runtime(
     model: nn.Module, folder: str | Path, threads: int = 1, runner: PartRunner | None = None
 ) -> nn.Module:
@@ -696,11 +715,7 @@ def load_onnx_runtime(
     ``runner``: what runs each graph (``None``: ONNX Runtime; see :class:`OnnxRuntimeDetector`)."""
     folder = Path(folder)
     manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise ExportError(
-            f"{manifest_path}: no export manifest (export the model with visionkit export first)"
-        )
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(folder)
     if hasattr(model, "detector"):  # ResizedInput: resize in PyTorch, then the detector in ONNX Runtime
         wrapper = copy.copy(model)
         wrapper.detector = load_onnx_runtime(model.detector, folder, threads, runner)

@@ -72,6 +72,7 @@ from visionkit.deploy.onnx import (
     load_onnx_runtime,
     model_kind,
     onnx_parts,
+    read_manifest,
     structure_outputs,
 )
 from visionkit.errors import BackendUnavailableError, ExportError, InputShapeError
@@ -293,7 +294,7 @@ def build_engines(
     record them in the manifest under ``tensorrt``; returns the manifest."""
     trt = require_tensorrt()
     folder = Path(folder)
-    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest = read_manifest(folder)
     engines = {}
     for part, graph in manifest["parts"].items():
         engines[part] = build_engine(folder / graph, folder / f"{part}.engine", profiles[part]).name
@@ -320,7 +321,8 @@ class TensorRTModule(nn.Module):
 
     Raises:
         BackendUnavailableError: no TensorRT or no CUDA GPU.
-        ExportError: the file cannot be deserialized (another TensorRT version or GPU built it).
+        ExportError: the file is missing or cannot be deserialized (another TensorRT version or GPU built
+            it).
         InputShapeError: an input outside the engine's optimization profile (on call).
     """
 
@@ -328,6 +330,8 @@ class TensorRTModule(nn.Module):
         super().__init__()
         trt = require_tensorrt()
         self.path, self.structure = Path(engine_path), structure
+        if not self.path.is_file():
+            raise ExportError(f"{self.path}: no such engine file (export it again with format=tensorrt)")
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
@@ -404,14 +408,16 @@ def load_tensorrt(model: nn.Module, folder: str | Path) -> nn.Module:
         BackendUnavailableError: no TensorRT or no CUDA GPU.
     """
     folder = Path(folder)
-    manifest_path = folder / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    if "tensorrt" not in manifest:
+    manifest = read_manifest(folder) if (folder / MANIFEST).is_file() else {}
+    record = manifest.get("tensorrt")
+    engines = record.get("engines") if isinstance(record, dict) else None
+    if not isinstance(engines, dict):
         raise ExportError(
-            f"{manifest_path}: no TensorRT engines here (export them with visionkit export format=tensorrt)"
+            f"{folder / MANIFEST}: no TensorRT engines here "
+            "(export them with visionkit export format=tensorrt)"
         )
     require_tensorrt()
-    engine_of = {manifest["parts"][part]: engine for part, engine in manifest["tensorrt"]["engines"].items()}
+    engine_of = {manifest["parts"][part]: engine for part, engine in engines.items()}
 
     def runner(path: Path, structure: str | list[int] | None) -> nn.Module:
         return TensorRTModule(path.parent / engine_of[path.name], structure)
