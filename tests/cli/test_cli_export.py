@@ -166,6 +166,18 @@ def test_export_missing_weights_is_an_error(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "none.pt" in result.output and "Traceback" not in result.output
 
 
+def test_export_corrupt_weights_is_one_line_of_no_task(tmp_path: Path) -> None:
+    """A corrupt file is named as a model.pt, not as "a detector": export cannot know its task."""
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    result = CliRunner().invoke(
+        main, ["export", f"weights={tmp_path / 'junk.pt'}", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "junk.pt': not a readable visionkit model.pt (" in result.output
+    assert "detector" not in result.output
+    assert not any((tmp_path / "o").iterdir())  # the output folder is checked (made) first, and stays empty
+
+
 @pytest.mark.slow
 def test_export_detector_and_predict_with_onnxruntime(tmp_path: Path) -> None:
     runner = CliRunner()

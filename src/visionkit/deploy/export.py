@@ -49,7 +49,7 @@ from visionkit.deploy.onnx import MANIFEST, NMS_PLACES, add_nms_graph, export_on
 from visionkit.deploy.quantize import ACTIVATIONS, CALIBRATORS, calibrate_onnx, quantize_onnx
 from visionkit.engine.compressed import compressed_task
 from visionkit.engine.config import check_types, require
-from visionkit.errors import ConfigError, DatasetError, ExportError, InputShapeError
+from visionkit.errors import CheckpointError, ConfigError, DatasetError, ExportError, InputShapeError
 from visionkit.torchfile import UnreadableFileError, load_weights_only
 
 __all__ = [
@@ -196,9 +196,9 @@ def load_run_model(weights: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         segmenter, label_map = load_segmenter(path)
         return segmenter, {"task": "segment", "label_map": label_map}
     try:
-        saved = load_weights_only(path) if path.is_file() else None
-    except UnreadableFileError:  # load_detector below names the file and the reason
-        saved = None
+        saved = load_weights_only(path) if path.is_file() else None  # a missing file: load_detector names it
+    except UnreadableFileError as error:  # of no task: not "a detector", as load_detector would say
+        raise CheckpointError(f"weights {str(path)!r}: not a readable visionkit model.pt ({error})") from None
     if isinstance(saved, dict) and "classify" in (saved.get("task"), compressed_task(saved)):
         from visionkit.data.digits import Digits
         from visionkit.engine.classify import load_classifier
