@@ -1,6 +1,7 @@
-"""visionkit.torchfile: every model loader reads a file the same way, and a corrupt or foreign file — short
-junk (torch's unpickler then raises ``struct.error``), an empty file, a truncated zip, a pickle of a
-class — ends in one CheckpointError naming the file, never a traceback of torch's internals."""
+"""visionkit.torchfile: every model loader, and the training checkpoint reader, reads a file the same way,
+and a corrupt or foreign file — short junk (torch's unpickler then raises ``struct.error``), an empty file,
+a truncated zip, a pickle of a class — ends in one CheckpointError naming the file, on one line, never a
+traceback of torch's internals."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ def test_every_failure_of_the_load_is_one_unreadable_file_error(tmp_path: Path) 
 
 def _loaders() -> list[tuple[str, Callable[[Path], object]]]:
     from visionkit.deploy.export import load_run_model
+    from visionkit.engine.checkpoint import load_checkpoint
     from visionkit.engine.classify import load_classifier
     from visionkit.engine.detect.model import load_detector
     from visionkit.engine.segment.model import load_segmenter
@@ -54,6 +56,7 @@ def _loaders() -> list[tuple[str, Callable[[Path], object]]]:
         ("segmenter", load_segmenter),
         ("classifier", load_classifier),
         ("export", load_run_model),
+        ("training checkpoint", load_checkpoint),
         ("backbone", lambda path: load_backbone_weights(create_model("resnet18", num_classes=10), path)),
     ]
 
@@ -62,5 +65,6 @@ def _loaders() -> list[tuple[str, Callable[[Path], object]]]:
 def test_loaders_name_the_corrupt_file(loader, tmp_path: Path) -> None:
     _, load = loader
     for path in _files(tmp_path):
-        with pytest.raises(CheckpointError, match=path.name):
+        with pytest.raises(CheckpointError, match=path.name) as caught:
             load(path)
+        assert "\n" not in str(caught.value), (path.name, str(caught.value))

@@ -1,6 +1,7 @@
 """Reading a PyTorch file of tensors and plain data (``torch.load(weights_only=True)``) with one clear
 reason when it fails. Below every package (like :mod:`visionkit.errors`): the model, engine and deploy
-loaders all read files this way, and each names the file and what it expected.
+loaders and the training checkpoints all read files this way, and each names the file and what it
+expected.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ class UnreadableFileError(Exception):
     """``torch.load`` failed on a file; the message is :func:`load_error_summary`'s one line."""
 
 
-def load_weights_only(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
-    """``torch.load(path, map_location="cpu", weights_only=True)``, every failure of the load as an
+def load_weights_only(
+    path: str | os.PathLike[str], *, mmap: bool = False, map_location: str | torch.device = "cpu"
+) -> Any:
+    """``torch.load(path, map_location=map_location, weights_only=True)``, every failure of the load as an
     :class:`UnreadableFileError` with its one-line reason. Torch raises ``OSError``, ``RuntimeError``,
     ``EOFError``, ``UnpicklingError``, ``ValueError`` or ``struct.error`` for a corrupt or foreign file,
     depending on where its bytes end; the loaders name the file and say what they expected.
@@ -33,7 +36,7 @@ def load_weights_only(path: str | os.PathLike[str], *, mmap: bool = False) -> An
         visionkit.torchfile.UnreadableFileError: unpack requires a buffer of 4 bytes
     """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as error:  # any failure of the unpickler: the file is not what a loader reads
         raise UnreadableFileError(load_error_summary(error)) from None
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from visionkit.errors import CheckpointError
+from visionkit.torchfile import UnreadableFileError, load_weights_only
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^checkpoint_(\d+)\.pt$")
@@ -116,11 +117,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for truncated/corrupt zips
-        raise CheckpointError(
-            f"checkpoint file {path} is truncated or unreadable ({type(error).__name__}: {error})"
-        ) from error
+        state = load_weights_only(path, map_location=map_location)
+    except UnreadableFileError as error:
+        raise CheckpointError(f"checkpoint file {path} is truncated or unreadable ({error})") from None
     if not isinstance(state, dict) or "format_version" not in state:
         raise CheckpointError(f"checkpoint file {path} is not a visionkit checkpoint (no format_version)")
     if state["format_version"] != FORMAT_VERSION:
