@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -245,15 +244,7 @@ def load_classifier(path: str | Path) -> tuple[nn.Module, ClassifyRecipe]:
         raise
     except UnreadableFileError as error:
         raise CheckpointError(f"{path} is not a classify model.pt ({error})") from None
-    except (
-        OSError,
-        RuntimeError,
-        KeyError,
-        TypeError,
-        ValueError,
-        EOFError,
-        pickle.UnpicklingError,
-    ) as error:
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as error:  # readable, of another kind
         raise CheckpointError(
             f"{path} is not a classify model.pt ({type(error).__name__}: {load_error_summary(error)})"
         ) from error
