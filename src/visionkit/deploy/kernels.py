@@ -40,12 +40,12 @@ A candidate that would be the same graph as an earlier one (no grouped convoluti
 The fastest accepted candidate is kept. The choice, every candidate's time, the threads, the CPU and the
 ONNX Runtime version go into ``export.json``.
 
-**Measured** on an Intel Xeon with AMX-INT8, one thread, batch 8, 224² (benchmarks/RESULTS.md):
+**Measured** on an Intel Xeon with AMX-INT8, one thread, batch 8, 224² (benchmarks/RESULTS.md, the table
+of record):
 
-* resnet18: 69 → 47 ms, the GEMM path for 19 of its 20 convolutions (``per_layer``; ``gemm_dense``
-  is as fast);
-* mobilenet_v2: 31 → 28 ms with ``per_layer`` (14 of 52 convolutions on the GEMM path); ``gemm_all`` is
-  1.6× slower than ``symmetric`` (its depthwise layers are slow on the GEMM path).
+* resnet18: 67.3 → 45.2 ms with ``gemm_dense`` (``per_layer`` within 3 % of it);
+* mobilenet_v2: 29.1 → 27.6 ms with ``per_layer``; ``gemm_all`` is 1.5× slower than ``symmetric`` (its
+  depthwise layers are slow on the GEMM path).
 
 A graph tuned on one CPU runs correctly on any CPU, with the same numbers; only its speed was chosen for
 the CPU it was tuned on.
