@@ -159,6 +159,41 @@ def test_profile_sizes_follow_the_run() -> None:
     assert tensorrt_sizes(both, resized, {"task": "detect"}) == (256, 300)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_export_writes_each_precisions_graphs_and_profiles(
+    untrained_classifier, tmp_path, monkeypatch, precision
+):
+    """``format=tensorrt`` up to the engine build, on any machine: TensorRT's presence check and its
+    ``build_engines`` are replaced (by a pass and by a recorder of what it is given); the graphs, their
+    manifest and the profiles are this code's own. fp32: the float graph; fp16: float16 weights; int8: the
+    symmetric QDQ graph (``int8`` zero points: what TensorRT takes), gated, kernels not tuned."""
+    import onnx
+
+    from visionkit.deploy import tensorrt
+
+    given = {}
+    monkeypatch.setattr(tensorrt, "require_tensorrt", lambda: object())
+    monkeypatch.setattr(tensorrt, "build_engines", lambda folder, p, profiles: given.update(
+        folder=folder, precision=p, profiles=profiles) or {})  # fmt: skip
+    keys = {"int8": True} if precision == "int8" else {"precision": precision}
+    export_run(
+        ExportRecipe(weights=str(untrained_classifier), format="tensorrt", max_batch=4, **keys), tmp_path
+    )
+    assert given["folder"] == tmp_path and given["precision"] == precision
+    manifest = json.loads((tmp_path / "export.json").read_text())
+    assert given["profiles"] == {"model": {"input_0": ((1, 1, 4, 4), (1, 1, 8, 8), (4, 1, 16, 16))}}, manifest
+    graph = onnx.load(str(tmp_path / "model.onnx")).graph
+    types = {onnx.TensorProto.DataType.Name(i.data_type) for i in graph.initializer}
+    zero_points = [i for i in graph.initializer if i.name.endswith("__zero_point")]
+    if precision == "fp16":
+        assert "FLOAT16" in types and "FLOAT" not in types
+    elif precision == "int8":
+        assert manifest["activations"] == "int8" and "int8_kernels" not in manifest and zero_points
+        assert {onnx.TensorProto.DataType.Name(z.data_type) for z in zero_points} == {"INT8"}
+    else:
+        assert "FLOAT" in types and not zero_points
+
+
 def test_fp16_graphs_are_the_rounded_model_with_float32_io(tmp_path) -> None:
     """Every float weight of each float16 graph is the float16 rounding (round half to even, numpy's
     ``astype``) of the float graph's weight of the same name, the graph's I/O is float32, and ONNX Runtime
