@@ -262,7 +262,11 @@ def export_run(recipe: ExportRecipe, out: str | Path) -> dict[str, Any]:
     out = Path(out)
     if recipe.format == "tensorrt":
         return export_tensorrt(recipe, out)
-    model, info = load_run_model(recipe.weights)
+    return _export_onnx(recipe, out, *load_run_model(recipe.weights))
+
+
+def _export_onnx(recipe: ExportRecipe, out: Path, model: nn.Module, info: dict[str, Any]) -> dict[str, Any]:
+    """:func:`export_run` with ``format=onnx``, of the already loaded ``model`` (:func:`load_run_model`)."""
     inner = getattr(model, "detector", model)  # a detector behind ResizedInput
     kind = model_kind(inner)
     if recipe.nms == "graph" and kind in ("classifier", "segmenter"):
@@ -366,7 +370,7 @@ def export_tensorrt(recipe: ExportRecipe, out: Path) -> dict[str, Any]:
             int8=precision == "int8",
             activations=activations_for(recipe),
         )
-        export_run(onnx_recipe, out)
+        _export_onnx(onnx_recipe, out, model, info)  # the model loaded once
     profiles = engine_profiles(
         inner.eval(), image_size=size, min_size=recipe.min_size, max_size=max_size,
         opt_batch=recipe.opt_batch, max_batch=recipe.max_batch,
